@@ -13,6 +13,7 @@ attached segment with the resource tracker, which then unlinks it when the reade
 
 from __future__ import annotations
 
+import _posixshmem
 import atexit
 import mmap
 import os
@@ -22,7 +23,6 @@ import weakref
 from multiprocessing import resource_tracker
 from typing import Any
 
-import _posixshmem
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 

@@ -1,0 +1,31 @@
+# Two commands for a fresh Linux machine with Python 3.11+ and make:
+#   make demo   set everything up and run the demo strategy on the simulated market
+#   make test   set everything up and run the whole test suite
+# uv is bootstrapped into .tools/ from PyPI when it is not on PATH; the lock file pins the rest.
+
+PYTHON ?= python3
+UV_VERSION ?= 0.13.9
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+DEMO_SECONDS ?= 15
+
+.PHONY: setup demo test lint bench clean
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
+
+setup: $(UV)
+	$(UV) sync --frozen
+
+demo: setup
+	$(UV) run --frozen engine run strategies/sma_cross.py --duration $(DEMO_SECONDS)
+
+test: setup
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen pytest
+
+bench: setup
+	for b in benchmarks/*.py; do $(UV) run --frozen python $$b || exit 1; done
+
+clean:
+	rm -rf .venv .tools

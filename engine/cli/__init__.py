@@ -1,0 +1,59 @@
+"""The `engine` command line: thin layers over public functions a notebook can call too.
+
+Every subcommand parses its arguments, calls one public function and turns the expected errors
+into one readable line on stderr with a non-zero exit status; it never prints a traceback for bad
+input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from engine.cli import _check
+
+_COMMANDS = [_check]
+
+
+class UsageError(Exception):
+    """A command-line argument is wrong; the message says which and why."""
+
+
+def parse_options(pairs: Sequence[str] | None, what: str = "-o") -> dict[str, str]:
+    """Turn `key=value` strings into a dict, rejecting anything else with the offending text."""
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"{what} {pair!r}: expected name=value")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="engine",
+        description="Algorithmic strategy engine: one strat.py runs live, in paper and in backtests.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in _COMMANDS:
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as exc:
+        parser.exit(2, f"engine {args.command}: error: {exc}\n")
+    except KeyboardInterrupt:
+        print(f"engine {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
