@@ -303,6 +303,25 @@ class ShmArray:
         self._header[0] = start
         return start
 
+    def reset(self, rows: np.ndarray | None = None, start: int = 0) -> int:
+        """Drop every row and start again at `start` with `rows` (a rolling buffer's wrap).
+
+        A reader slicing `array` meanwhile sees either the old rows, nothing, or the new rows;
+        a view taken before the reset may see new data under old positions.
+        """
+        self._check_writable()
+        rows = self._as_rows(rows if rows is not None else np.empty(0, self._dtype))
+        end = start + len(rows)
+        if start < 0 or end > self._size:
+            raise ShmError(f"reset of {len(rows)} rows at {start} overruns segment {self._name!r}")
+        self._header[0] = self._header[1]
+        self._buf[start:end] = rows
+        if self._has_index:
+            self._buf["index"][start:end] = np.arange(start, end)
+        self._header[1] = end
+        self._header[0] = start
+        return end
+
     def update_last(self, row: np.ndarray) -> None:
         """Overwrite the newest row in place (the forming bar of a sampler)."""
         self._check_writable()

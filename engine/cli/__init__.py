@@ -11,9 +11,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from engine.cli import _check
+from engine.cli import _check, _run
 
-_COMMANDS = [_check]
+_COMMANDS = [_run, _check]
 
 
 class UsageError(Exception):

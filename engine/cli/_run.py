@@ -1,0 +1,97 @@
+"""`engine run strat.py`: run a strategy live on a provider (default: the simulated market)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run a strategy live (default provider: the simulated market)",
+        description="Run strat.py live. Without a broker, orders are logged as intents.",
+    )
+    p.add_argument("strategy", help="path to the strategy file (one Strategy class)")
+    p.add_argument("--provider", default="providers.sim",
+                   help="provider module path or short name (default: providers.sim)")
+    p.add_argument("-o", "--provider-option", action="append", metavar="NAME=VALUE", default=[],
+                   help="option for the provider's configure() (repeatable), e.g. -o seed=3")
+    p.add_argument("--symbols", help="comma-separated symbols (default: the strategy's)")
+    p.add_argument("--timeframe", help="bar period: 1s, 5s, 1m, 1h, 1d (default: the strategy's)")
+    p.add_argument("--duration", type=float, help="stop after this many seconds (default: Ctrl-C)")
+    p.add_argument("-p", "--param", action="append", metavar="NAME=VALUE", default=[],
+                   help="strategy parameter override (repeatable), e.g. -p fast=5")
+    p.add_argument("--history", type=int, default=10,
+                   help="frames of history to backfill per symbol (default 10; 0: none)")
+    p.add_argument("--log-level", default="info",
+                   choices=["debug", "info", "warning", "error"], help="log level (default info)")
+    p.add_argument("--status-every", type=float, default=None,
+                   help="seconds between status lines (default: 1 on a terminal, 5 otherwise)")
+    p.set_defaults(func=run)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
+                        format="%(levelname).1s %(name)s: %(message)s")
+    # Strategy lines are the user's own output: print them plainly.
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(name)s %(message)s"))
+    strat = logging.getLogger("strategy")
+    strat.addHandler(handler)
+    strat.propagate = False
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.cli import UsageError, parse_options
+    from engine.live import resolve_strategy
+    from engine.live import run as run_strategy
+    from engine.provider import ProviderError
+    from engine.sampler import parse_timeframe
+    from engine.strategy import StrategyError
+
+    if args.duration is not None and args.duration <= 0:
+        raise UsageError(f"--duration must be positive, got {args.duration:g}")
+    if args.history < 0:
+        raise UsageError(f"--history must be 0 or more, got {args.history}")
+    if args.timeframe:
+        try:
+            parse_timeframe(args.timeframe)
+        except ValueError as exc:
+            raise UsageError(f"--timeframe: {exc}") from None
+    configure_logging(args.log_level)
+    try:
+        strat = resolve_strategy(args.strategy, parse_options(args.param, "-p"))
+    except StrategyError as exc:
+        raise UsageError(str(exc)) from None
+    symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
+    tty = sys.stderr.isatty()
+    every = args.status_every or (1.0 if tty else 5.0)
+
+    def show(snapshot) -> None:
+        if tty:
+            print("\r" + snapshot.line()[:150], end="", file=sys.stderr, flush=True)
+        else:
+            print(snapshot.line(), file=sys.stderr, flush=True)
+
+    try:
+        result = run_strategy(strat, provider=args.provider, symbols=symbols,
+                              timeframe=args.timeframe, duration=args.duration,
+                              provider_options=parse_options(args.provider_option),
+                              history=args.history, status=show, status_every=every,
+                              handle_signals=True)
+    except (StrategyError, ProviderError) as exc:
+        raise UsageError(str(exc)) from None
+    except Exception as exc:
+        from engine.feed import FeedError
+
+        if isinstance(exc, FeedError):
+            raise UsageError(str(exc)) from None
+        raise
+    if tty:
+        print(file=sys.stderr)
+    print(result.summary())
+    for error in result.errors:
+        print(f"engine run: strategy error: {error}", file=sys.stderr)
+    return 0 if result.ok else 1

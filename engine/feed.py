@@ -1,0 +1,309 @@
+"""The feed layer: run a provider, keep its ticks and bars in shared memory, fan quotes out.
+
+`open_feed` performs the provider start-up sequence, loads history through `backfill_bars`,
+writes every tick into a tick ShmArray and keeps one OHLCV ShmArray per symbol, closed bars only,
+built by the sampler from live trades and closed by the clock in quiet periods. Subscribers get
+each batch of quotes and the bars that closed. The feed never calls user code directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import trio
+
+from engine.clock import Clock, current_clock, use_clock
+from engine.dtypes import TICK_TYPES, ohlc_dtype, tick_dtype
+from engine.provider import Provider, load_provider
+from engine.quotes import QuoteError, validate_quote
+from engine.sampler import Sampler, resample_bars
+from engine.shm import ShmArray
+
+__all__ = ["Feed", "FeedError", "open_feed"]
+
+log = logging.getLogger("engine.feed")
+
+Subscriber = Callable[[list[dict], list[str]], None]
+
+
+class FeedError(RuntimeError):
+    """The provider broke the start-up sequence or the feed could not start."""
+
+
+@dataclass
+class FeedStats:
+    quotes: int = 0
+    ticks: int = 0
+    rejected: int = 0
+    bars: int = 0
+    last_error: str | None = None
+
+
+@dataclass
+class Feed:
+    """A running feed: symbols, shared-memory arrays, latest quotes and counters."""
+
+    provider: Provider
+    symbols: list[str]
+    timeframe: int
+    clock: Clock
+    ticks: ShmArray
+    bars: dict[str, ShmArray]
+    sampler: Sampler
+    init_msgs: dict[str, Any] = field(default_factory=dict)
+    quotes: dict[str, dict] = field(default_factory=dict)
+    stats: FeedStats = field(default_factory=FeedStats)
+    is_live: trio.Event = field(default_factory=trio.Event)
+    _subscribers: list[Subscriber] = field(default_factory=list)
+
+    def subscribe(self, fn: Subscriber) -> None:
+        """Call `fn(quotes, closed_bar_symbols)` for every batch the feed processes."""
+        self._subscribers.append(fn)
+
+    def unsubscribe(self, fn: Subscriber) -> None:
+        if fn in self._subscribers:
+            self._subscribers.remove(fn)
+
+    def tokens(self) -> dict[str, Any]:
+        """Shared-memory tokens a process needs to read this feed's ticks and bars in place."""
+        return {"ticks": self.ticks.token.model_dump(),
+                "bars": {s: shm.token.model_dump() for s, shm in self.bars.items()}}
+
+    # -- the hot path --------------------------------------------------------------------------
+
+    def _msg_rows(self, msg: dict) -> list[tuple]:
+        sym = self._index[msg["symbol"]]
+        t = msg.get("time")
+        last = msg.get("last")
+        if last is not None and not math.isfinite(last):
+            raise ValueError("last is not finite")
+        return [(0, tick.get("time", t) if tick.get("time", t) is not None else math.nan,
+                 tick["price"], tick.get("size", 0.0), sym, TICK_TYPES[tick["type"]])
+                for tick in msg.get("ticks", ())]
+
+    @staticmethod
+    def _sane(rows: np.ndarray) -> bool:
+        return bool(np.isfinite(rows["price"]).all() and np.isfinite(rows["size"]).all()
+                    and (rows["size"] >= 0).all())
+
+    def _rows(self, batch: list[dict]) -> tuple[np.ndarray, list[dict]]:
+        """Tick rows of a batch and its valid quotes; a bad quote is reported and dropped."""
+        try:
+            tuples: list[tuple] = []
+            for msg in batch:
+                tuples.extend(self._msg_rows(msg))
+            rows = np.array(tuples, dtype=tick_dtype)
+            if self._sane(rows):
+                return self._stamp(rows), batch
+        except Exception:  # noqa: BLE001 - the slow path below finds and names the culprit
+            pass
+        good: list[dict] = []
+        parts: list[np.ndarray] = []
+        for msg in batch:
+            try:
+                rows = np.array(self._msg_rows(msg), dtype=tick_dtype)
+                if not self._sane(rows):
+                    raise ValueError("non-finite or negative number")
+            except Exception:  # noqa: BLE001 - _reject says exactly what is wrong
+                self._reject(msg)
+                continue
+            parts.append(rows)
+            good.append(msg)
+        rows = np.concatenate(parts) if parts else np.empty(0, dtype=tick_dtype)
+        return self._stamp(rows), good
+
+    def _stamp(self, rows: np.ndarray) -> np.ndarray:
+        if len(rows):
+            missing = np.isnan(rows["time"])
+            if missing.any():
+                rows["time"][missing] = self.clock.now()
+        return rows
+
+    def _reject(self, msg: Any) -> None:
+        try:
+            validate_quote(msg, self.provider.name, self.symbols)
+            err = QuoteError(self.provider.name, str(msg.get("symbol", "?")), "<message>",
+                             "could not be converted to ticks")
+        except QuoteError as exc:
+            err = exc
+        except Exception as exc:  # noqa: BLE001 - not even a mapping: say so
+            err = QuoteError(self.provider.name, "?", "<message>", f"{type(exc).__name__}: {exc}")
+        self.stats.rejected += 1
+        self.stats.last_error = str(err)
+        # One line per bad quote, rate-limited so a broken provider cannot flood the terminal.
+        if self.stats.rejected <= 10 or self.stats.rejected % 1000 == 0:
+            log.error("%s (quote skipped; %d rejected so far)", err, self.stats.rejected)
+
+    def process(self, batch: list[dict]) -> None:
+        """Validate a batch of quotes, store its ticks, sample bars and notify subscribers."""
+        rows, good = self._rows(batch)
+        if len(rows):
+            if rows.shape[0] > self.ticks.room_after:
+                self._roll_ticks(rows.shape[0])
+            self.ticks.push(rows)
+            closed = self.sampler.fold(rows)
+            self._trading.set()
+        else:
+            closed = []
+        for msg in good:
+            self.quotes[msg["symbol"]] = msg
+        self.stats.quotes += len(good)
+        self.stats.ticks += len(rows)
+        self._notify(good, closed)
+
+    def close_bars(self) -> None:
+        """Close bars whose period ended by the clock (quiet periods give flat bars)."""
+        closed = self.sampler.close_until(self.clock.now())
+        if closed:
+            self._notify([], closed)
+
+    def _notify(self, quotes: list[dict], closed: list[int]) -> None:
+        names = [self.symbols[i] for i in closed]
+        self.stats.bars += len(names)
+        if not quotes and not names:
+            return
+        for fn in list(self._subscribers):
+            fn(quotes, names)
+
+    def _roll_ticks(self, incoming: int) -> None:
+        # The tick buffer keeps the newest half when full; readers re-slice `array` each read.
+        keep = min(len(self.ticks), max(0, self.ticks.size // 2 - incoming))
+        newest = self.ticks.array[len(self.ticks) - keep:].copy()
+        self.ticks.reset(newest)
+
+    def __post_init__(self) -> None:
+        self._index = {s: i for i, s in enumerate(self.symbols)}
+        self._trading = trio.Event()
+
+
+def _raw_period(times: np.ndarray) -> int | None:
+    diffs = np.diff(times)
+    diffs = diffs[diffs > 0]
+    return int(diffs.min()) if len(diffs) else None
+
+
+async def _load_history(provider: Provider, sym: str, count: int, capacity: int, timeframe: int,
+                        bars: ShmArray, sampler: Sampler, s: int) -> int:
+    """Backfill one symbol at the provider's resolution, resampled to the feed's timeframe."""
+    with ShmArray.create(provider.ohlc_dtype, capacity) as raw:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(provider.backfill_bars, sym, raw, count)
+        hist = raw.array
+        if len(hist) == 0:
+            return 0
+        period = _raw_period(hist["time"]) or timeframe
+        if timeframe % period:
+            log.warning("history of %s comes in %d s bars, which do not divide the %d s timeframe;"
+                        " starting without history", sym, period, timeframe)
+            return 0
+        fields = [n for n in ohlc_dtype.names if n in hist.dtype.names]
+        base = np.zeros(len(hist), dtype=ohlc_dtype)
+        for name in fields:
+            base[name] = hist[name]
+    out = resample_bars(base, timeframe) if period != timeframe else base
+    # The newest resampled bar may cover time after the history ends: it is still forming.
+    history_end = int(base["time"][-1]) + period
+    if len(out) and int(out["time"][-1]) + timeframe > history_end:
+        sampler.seed_forming(s, out[-1])
+        out = out[:-1]
+    out = out[-bars.room_before:] if bars.room_before < len(out) else out
+    if len(out):
+        bars.prepend(out)
+        sampler.seed(s, out[-1])
+    return len(out)
+
+
+@asynccontextmanager
+async def open_feed(
+    provider: Provider | str,
+    symbols: list[str],
+    *,
+    timeframe: int = 1,
+    history: int = 10,
+    history_rows: int = 200_000,
+    live_bars: int = 1_000_000,
+    tick_rows: int = 1 << 22,
+    clock: Clock | None = None,
+    queue: int = 10_000,
+) -> AsyncIterator[Feed]:
+    """Start a provider's stream for `symbols` and keep ticks and `timeframe`-second bars in shm.
+
+    `history` is how many frames `backfill_bars` fetches per symbol (0: none), into a buffer of
+    `history_rows` rows at the provider's resolution; `live_bars` rows of room follow it.
+    Exits cancel the provider and unlink every segment the feed created.
+    """
+    if not symbols:
+        raise FeedError("no symbols to stream")
+    if len(set(symbols)) != len(symbols):
+        raise FeedError(f"duplicate symbols in {symbols}")
+    provider = load_provider(provider) if isinstance(provider, str) else provider
+    clock = clock or current_clock()
+    use_clock(clock)
+    async with AsyncExitStack() as stack:
+        ticks = stack.enter_context(ShmArray.create(tick_dtype, tick_rows, start=0))
+        bars = {s: stack.enter_context(ShmArray.create(ohlc_dtype, history_rows + live_bars,
+                                                       start=history_rows)) for s in symbols}
+        sampler = Sampler(timeframe, [bars[s] for s in symbols])
+        feed = Feed(provider=provider, symbols=list(symbols), timeframe=timeframe, clock=clock,
+                    ticks=ticks, bars=bars, sampler=sampler)
+        if history > 0:
+            for s, sym in enumerate(symbols):
+                try:
+                    await _load_history(provider, sym, history, history_rows, timeframe,
+                                        bars[sym], sampler, s)
+                except Exception as exc:
+                    raise FeedError(f"provider {provider.name!r}: backfill of {sym!r} failed: "
+                                    f"{type(exc).__name__}: {exc}") from exc
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        send, recv = trio.open_memory_channel(queue)
+        stack.push_async_callback(recv.aclose)
+        try:
+            init_msgs, first_quotes = await nursery.start(
+                provider.stream_quotes, send, list(symbols), ticks, feed.is_live,
+                logging.getLevelName(log.getEffectiveLevel()).lower())
+        except Exception as exc:
+            raise FeedError(f"provider {provider.name!r} failed to start streaming "
+                            f"{symbols}: {type(exc).__name__}: {exc}") from exc
+        for sym in symbols:
+            if sym not in first_quotes:
+                raise FeedError(f"provider {provider.name!r} sent no first quote for {sym!r}")
+            try:
+                validate_quote(first_quotes[sym], provider.name, symbols, require_last=True)
+            except QuoteError as exc:
+                raise FeedError(str(exc)) from None
+            feed.quotes[sym] = first_quotes[sym]
+        feed.init_msgs = dict(init_msgs)
+        nursery.start_soon(_pump, feed, recv)
+        nursery.start_soon(_close_by_clock, feed)
+        try:
+            yield feed
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+async def _pump(feed: Feed, recv: trio.MemoryReceiveChannel) -> None:
+    async for msg in recv:
+        batch = [msg]
+        # Drain what is already queued: one numpy write and one sampler call per batch.
+        while len(batch) < 512:
+            try:
+                batch.append(recv.receive_nowait())
+            except trio.WouldBlock:
+                break
+        feed.process(batch)
+
+
+async def _close_by_clock(feed: Feed) -> None:
+    while True:
+        due = feed.sampler.next_close()
+        if due is None:
+            await feed._trading.wait()
+            continue
+        await feed.clock.sleep_until(due)
+        feed.close_bars()

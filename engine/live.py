@@ -1,0 +1,259 @@
+"""Live and paper runs: `engine.run(strategy)` streams a provider into strategies until told to stop.
+
+This is the public function behind `engine run`; it returns a `RunResult` a notebook can
+inspect. It opens the feed, starts one runner per strategy, shows status through a callback, and
+on the duration, Ctrl-C or SIGTERM stops the strategies (on_stop runs), then the feed, leaving no
+task, process or shared-memory segment behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from engine.clock import Clock, LiveClock
+from engine.feed import Feed, open_feed
+from engine.orders import SubmitOrder
+from engine.provider import DEFAULT_PROVIDER, Provider, load_provider
+from engine.sampler import format_timeframe, parse_timeframe
+from engine.scheduler import StrategyRunner, make_runner
+from engine.strategy import IntentLog, OrderRouter, Strategy, StrategyError, load_strategy
+
+__all__ = ["run", "run_live", "RunResult", "StatusSnapshot"]
+
+log = logging.getLogger("engine.live")
+
+
+@dataclass
+class StrategyReport:
+    name: str
+    quotes: int
+    bars: int
+    coalesced: int
+    orders: int
+    error: str | None
+
+
+@dataclass
+class RunResult:
+    """What a run did: counts, last prices, orders and any strategy error."""
+
+    provider: str
+    symbols: list[str]
+    timeframe: int
+    seconds: float
+    quotes: int
+    ticks: int
+    bars: int
+    rejected: int
+    late_ticks: int
+    strategies: list[StrategyReport]
+    orders: list[SubmitOrder]
+    last_prices: dict[str, float]
+    interrupted: bool = False
+
+    @property
+    def errors(self) -> list[str]:
+        return [s.error for s in self.strategies if s.error]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def summary(self) -> str:
+        lines = [
+            f"ran {self.seconds:.1f} s on {self.provider} {','.join(self.symbols)} "
+            f"{format_timeframe(self.timeframe)}{' (interrupted)' if self.interrupted else ''}",
+            f"  feed: {self.quotes} quotes, {self.ticks} ticks, {self.bars} bars closed, "
+            f"{self.rejected} bad quotes skipped, {self.late_ticks} late ticks",
+            "  last: " + "  ".join(f"{s} {p:g}" for s, p in self.last_prices.items()),
+        ]
+        for s in self.strategies:
+            state = "FAILED" if s.error else "ok"
+            lines.append(f"  {s.name}: {state}; {s.quotes} quotes, {s.bars} bars, {s.orders} orders"
+                         f", {s.coalesced} quotes coalesced while behind")
+        return "\n".join(lines)
+
+
+@dataclass
+class StatusSnapshot:
+    """A moment of a running feed, for a live status line."""
+
+    seconds: float
+    quotes_per_s: float
+    quotes: int
+    bars: int
+    last_prices: dict[str, float]
+    orders: int
+    coalesced: int
+    errors: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def line(self) -> str:
+        prices = " ".join(f"{s} {p:g}" for s, p in list(self.last_prices.items())[:4])
+        return (f"{self.seconds:6.1f}s | {self.quotes_per_s:8.0f} quotes/s | {self.bars} bars | "
+                f"{prices} | orders {self.orders}"
+                + (f" | coalesced {self.coalesced}" if self.coalesced else "")
+                + (f" | FAILED {self.errors}" if self.errors else ""))
+
+
+def _last_price(quote: dict | None) -> float:
+    return float(quote.get("last") or 0.0) if quote else float("nan")
+
+
+def _orders_of(router: OrderRouter) -> list[SubmitOrder]:
+    return list(getattr(router, "orders", []))
+
+
+async def run_live(
+    strategies: Sequence[Strategy],
+    *,
+    provider: Provider | str = DEFAULT_PROVIDER,
+    symbols: Sequence[str],
+    timeframe: int | str = 1,
+    duration: float | None = None,
+    history: int = 10,
+    clock: Clock | None = None,
+    router: OrderRouter | None = None,
+    mailbox: int = 1024,
+    status: Callable[[StatusSnapshot], None] | None = None,
+    status_every: float = 1.0,
+    handle_signals: bool = False,
+    on_feed: Callable[[Feed], None] | None = None,
+) -> RunResult:
+    """Stream `symbols` from `provider` into `strategies` until `duration` clock seconds pass,
+    every strategy has stopped, or (with `handle_signals`) Ctrl-C / SIGTERM arrives."""
+    period = parse_timeframe(timeframe)
+    clock = clock or LiveClock()
+    router = router or IntentLog()
+    provider = load_provider(provider) if isinstance(provider, str) else provider
+    symbols = list(symbols)
+    interrupted = False
+    runners: list[StrategyRunner] = []
+    async with open_feed(provider, symbols, timeframe=period, history=history, clock=clock) as feed:
+        if on_feed is not None:
+            on_feed(feed)
+        t0 = clock.now()
+        for strat in strategies:
+            runner = make_runner(strat, symbols=symbols, timeframe=period, bars=feed.bars,
+                                 quotes=feed.quotes, clock=clock, router=router, capacity=mailbox)
+            feed.subscribe(runner.deliver)
+            runners.append(runner)
+        async with trio.open_nursery() as nursery:
+            done = trio.Event()
+
+            async def supervise(runner: StrategyRunner) -> None:
+                await runner.run()
+                feed.unsubscribe(runner.deliver)
+                if all(r.stats.error or r.stats.stopped for r in runners):
+                    done.set()
+
+            for runner in runners:
+                nursery.start_soon(supervise, runner)
+            if status is not None:
+                nursery.start_soon(_report_status, feed, runners, router, clock, t0, status,
+                                   status_every)
+            if handle_signals and threading.current_thread() is threading.main_thread():
+                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async def watch_signals() -> None:
+                        nonlocal interrupted
+                        async for _ in signals:
+                            if interrupted:
+                                raise KeyboardInterrupt
+                            interrupted = True
+                            done.set()
+                    nursery.start_soon(watch_signals)
+                    await _wait_done(done, duration, clock)
+            else:
+                await _wait_done(done, duration, clock)
+            for runner in runners:
+                await runner.stop()
+            nursery.cancel_scope.cancel()
+        seconds = clock.now() - t0
+        return RunResult(
+            provider=provider.name, symbols=symbols, timeframe=period, seconds=seconds,
+            quotes=feed.stats.quotes, ticks=feed.stats.ticks, bars=feed.stats.bars,
+            rejected=feed.stats.rejected, late_ticks=feed.sampler.late_ticks,
+            strategies=[StrategyReport(r.name, r.stats.quotes, r.stats.bars, r.mailbox.coalesced,
+                                       sum(o.strategy == r.name for o in _orders_of(router)),
+                                       r.stats.error) for r in runners],
+            orders=_orders_of(router),
+            last_prices={s: _last_price(feed.quotes.get(s)) for s in symbols},
+            interrupted=interrupted,
+        )
+
+
+async def _wait_done(done: trio.Event, duration: float | None, clock: Clock) -> None:
+    if duration is None:
+        await done.wait()
+        return
+    with trio.move_on_after(duration):
+        await done.wait()
+
+
+async def _report_status(feed: Feed, runners: list[StrategyRunner], router: OrderRouter,
+                         clock: Clock, t0: float, status: Callable[[StatusSnapshot], None],
+                         every: float) -> None:
+    last_quotes, last_t = feed.stats.quotes, clock.now()
+    while True:
+        await trio.sleep(every)
+        now = clock.now()
+        rate = (feed.stats.quotes - last_quotes) / max(now - last_t, 1e-9)
+        last_quotes, last_t = feed.stats.quotes, now
+        status(StatusSnapshot(
+            seconds=now - t0, quotes_per_s=rate, quotes=feed.stats.quotes, bars=feed.stats.bars,
+            last_prices={s: _last_price(q) for s, q in feed.quotes.items()},
+            orders=len(_orders_of(router)), coalesced=sum(r.mailbox.coalesced for r in runners),
+            errors=sum(1 for r in runners if r.stats.error),
+        ))
+
+
+def resolve_strategy(strategy: str | Path | type[Strategy] | Strategy,
+                     params: dict[str, Any] | None = None) -> Strategy:
+    """Turn a file path, a class or an instance into a strategy instance with `params` applied."""
+    if isinstance(strategy, Strategy):
+        if params:
+            raise StrategyError("pass params to the class, not to an instance")
+        return strategy
+    cls = strategy if isinstance(strategy, type) else load_strategy(strategy)
+    return cls(**(params or {}))
+
+
+def run(
+    strategy: str | Path | type[Strategy] | Strategy,
+    *,
+    provider: str | Provider = DEFAULT_PROVIDER,
+    symbols: Sequence[str] | None = None,
+    timeframe: int | str | None = None,
+    duration: float | None = None,
+    params: dict[str, Any] | None = None,
+    provider_options: dict[str, Any] | None = None,
+    history: int = 10,
+    status: Callable[[StatusSnapshot], None] | None = None,
+    status_every: float = 1.0,
+    handle_signals: bool = False,
+) -> RunResult:
+    """Run a strategy live on `provider` (default: the simulated market) and return the result.
+
+    `strategy` is a `.py` path, a Strategy subclass or an instance; `symbols` and `timeframe`
+    default to the strategy's class attributes; `duration` is in seconds (None: until stopped).
+    """
+    strat = resolve_strategy(strategy, params)
+    syms = list(symbols or type(strat).symbols or [])
+    if not syms:
+        raise StrategyError(f"{strat.name} declares no symbols; pass symbols=[...] (--symbols)")
+    tf = timeframe or type(strat).timeframe
+    parse_timeframe(tf)
+    prov = load_provider(provider) if isinstance(provider, str) else provider
+    prov.configure(**(provider_options or {}))
+    return trio.run(lambda: run_live([strat], provider=prov, symbols=syms, timeframe=tf,
+                                     duration=duration, history=history, status=status,
+                                     status_every=status_every,
+                                     handle_signals=handle_signals))
