@@ -262,7 +262,6 @@ async def open_feed(
                                     f"{type(exc).__name__}: {exc}") from exc
         nursery = await stack.enter_async_context(trio.open_nursery())
         send, recv = trio.open_memory_channel(queue)
-        stack.push_async_callback(recv.aclose)
         try:
             init_msgs, first_quotes = await nursery.start(
                 provider.stream_quotes, send, list(symbols), ticks, feed.is_live,
@@ -288,6 +287,11 @@ async def open_feed(
 
 
 async def _pump(feed: Feed, recv: trio.MemoryReceiveChannel) -> None:
+    async with recv:
+        await _pump_batches(feed, recv)
+
+
+async def _pump_batches(feed: Feed, recv: trio.MemoryReceiveChannel) -> None:
     async for msg in recv:
         batch = [msg]
         # Drain what is already queued: one numpy write and one sampler call per batch.
@@ -300,6 +304,9 @@ async def _pump(feed: Feed, recv: trio.MemoryReceiveChannel) -> None:
 
 
 async def _close_by_clock(feed: Feed) -> None:
+    # Until the provider says real-time data flows, it may still be catching up on the past:
+    # closing bars by the clock then would shut out trades that are on their way.
+    await feed.is_live.wait()
     while True:
         due = feed.sampler.next_close()
         if due is None:

@@ -54,9 +54,11 @@ class SubmitOrder(BaseModel):
         return self
 
     def describe(self) -> str:
-        price = {"market": "at market", "limit": f"limit {self.limit_price:g}",
-                 "stop": f"stop {self.stop_price:g}",
-                 "stop_limit": f"stop {self.stop_price:g} limit {self.limit_price:g}"}[self.order_type]
+        price = "at market"
+        if self.stop_price is not None:
+            price = f"stop {self.stop_price:g}"
+        if self.limit_price is not None:
+            price = f"{price} limit {self.limit_price:g}" if self.stop_price else f"limit {self.limit_price:g}"
         return f"{self.side.upper()} {self.size:g} {self.symbol} {price} {self.tif} [{self.client_id}]"
 
 

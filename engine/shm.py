@@ -220,6 +220,8 @@ class ShmArray:
     @property
     def array(self) -> np.ndarray:
         """The filled rows, first..last, as a view into shared memory (no copy)."""
+        if self._closed:
+            raise ShmError(f"segment {self._name!r} is closed")
         # Read the bounds once each so a concurrent push cannot give a torn slice.
         first = int(self._header[0])
         last = int(self._header[1])

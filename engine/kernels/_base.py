@@ -1,0 +1,152 @@
+"""The Python face of a kernel: an indicator object that holds its state between calls.
+
+An `Indicator` owns one float64 state array and calls its jitted kernel on whole arrays (no
+per-value Python), so `run(history)` then `update(newest)` costs time in proportion to the new
+bars only. Inputs are used in place, strided views included (a field of a shared-memory record
+array); outputs go to fresh arrays or to the caller's `out=` arrays, which may be fields of
+another shared-memory array. Nothing here reads a clock, does I/O or imports an async library.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, ClassVar
+
+import numpy as np
+
+Series = Any  # a 1-D array-like of numbers, or one number for a one-bar update
+
+
+def check_period(name: str, value: object, minimum: int = 1) -> int:
+    """Return `value` as an int of at least `minimum` bars, or raise ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer of at least {minimum}, got {value!r}")
+    return int(value)
+
+
+def _as_input(series: Series, numeric_ok: bool = False) -> np.ndarray:
+    arr = np.asarray(series)
+    if arr.ndim != 1:
+        raise ValueError(f"a series must be 1-D, got shape {arr.shape}")
+    if arr.dtype != np.float64 and not (numeric_ok and arr.dtype.kind in "iu"):
+        # Only a non-float64 input is copied; float64 views (strided or not) are used in place.
+        arr = arr.astype(np.float64)
+    return arr
+
+
+class Indicator:
+    """Base of every indicator: a kernel, its parameters and the state it carries between calls.
+
+    Subclasses set `kind` (the name `SignalSet` specs use), `inputs` (the OHLCV fields read by
+    default, in kernel order), `outputs` (the names of the series produced) and `lookback` (the
+    number of leading NaN outputs, counted from the first bar whose inputs are all numbers).
+    """
+
+    kind: ClassVar[str]
+    inputs: ClassVar[tuple[str, ...]] = ("close",)
+    outputs: ClassVar[tuple[str, ...]] = ("value",)
+    out_dtype: ClassVar[np.dtype] = np.dtype(np.float64)
+    # Inputs that may stay integer (epoch-second times), by position.
+    _numeric_inputs: ClassVar[frozenset[int]] = frozenset()
+
+    lookback: int
+    state: np.ndarray
+
+    def __init__(self) -> None:
+        self.state = self._new_state()
+        self._one_in = tuple(np.empty(1) for _ in self.inputs)
+        self._one_out = tuple(np.empty(1, dtype=self.out_dtype) for _ in self.outputs)
+
+    # -- to implement ----------------------------------------------------------------------------
+
+    def _new_state(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _call(self, ins: tuple[np.ndarray, ...], outs: tuple[np.ndarray, ...]) -> None:
+        raise NotImplementedError
+
+    def _params(self) -> tuple:
+        raise NotImplementedError
+
+    # -- public ----------------------------------------------------------------------------------
+
+    @property
+    def bars(self) -> int:
+        """Return how many bars the state has consumed (leading NaNs excluded)."""
+        return int(self.state[self._count_slot])
+
+    _count_slot: ClassVar[int] = 1
+
+    def reset(self) -> None:
+        """Forget every bar seen: the next update starts a new series."""
+        self.state = self._new_state()
+
+    def copy(self) -> Indicator:
+        """Return an independent indicator at the same point of the same series (for replay)."""
+        clone = type(self)(*self._params())
+        clone.state = self.state.copy()
+        return clone
+
+    def run(self, *series: Series, out: Any = None) -> Any:
+        """Compute over a whole series from a fresh state; see `update` for arguments."""
+        self.reset()
+        return self.update(*series, out=out)
+
+    def update(self, *series: Series, out: Any = None) -> Any:
+        """Feed the next bars and return their outputs.
+
+        Pass one array per input (all the same length) or one number per input for a single
+        bar. Outputs are written into `out` when given (an array, or a tuple of arrays for
+        several outputs; each as long as the inputs, views allowed) and returned; else into new
+        arrays. A single bar given as numbers returns numbers.
+        """
+        if len(series) != len(self.inputs):
+            raise TypeError(
+                f"{type(self).__name__} takes {len(self.inputs)} series "
+                f"({', '.join(self.inputs)}), got {len(series)}"
+            )
+        if out is None and all(isinstance(s, numbers.Real) for s in series):
+            return self._update_one(series)
+        ins = tuple(
+            _as_input(s, i in self._numeric_inputs) for i, s in enumerate(series)
+        )
+        m = ins[0].shape[0]
+        for arr in ins[1:]:
+            if arr.shape[0] != m:
+                raise ValueError(f"input series differ in length: {m} and {arr.shape[0]}")
+        outs = self._outs(m, out)
+        self._call(ins, outs)
+        return outs[0] if len(outs) == 1 else outs
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _update_one(self, values: tuple) -> Any:
+        for buf, value in zip(self._one_in, values, strict=True):
+            buf[0] = value
+        self._call(self._one_in, self._one_out)
+        if len(self._one_out) == 1:
+            return self._one_out[0][0].item()
+        return tuple(o[0].item() for o in self._one_out)
+
+    def _outs(self, m: int, out: Any) -> tuple[np.ndarray, ...]:
+        k = len(self.outputs)
+        if out is None:
+            return tuple(np.empty(m, dtype=self.out_dtype) for _ in range(k))
+        outs = (out,) if isinstance(out, np.ndarray) else tuple(out)
+        if len(outs) != k:
+            raise ValueError(f"{type(self).__name__} writes {k} outputs, got {len(outs)} arrays")
+        for o in outs:
+            if not isinstance(o, np.ndarray) or o.ndim != 1 or o.shape[0] != m:
+                raise ValueError(f"out must be 1-D arrays of length {m}")
+            if not o.flags.writeable:
+                raise ValueError("out arrays must be writeable")
+            if o.dtype != self.out_dtype and not (
+                self.out_dtype == np.bool_ and o.dtype == np.float64
+            ):
+                raise ValueError(f"out arrays must be {self.out_dtype}, got {o.dtype}")
+        return outs
+
+    def __repr__(self) -> str:
+        params = ", ".join(repr(p) for p in self._params())
+        return f"{type(self).__name__}({params}) after {self.bars} bars"
+

@@ -1,0 +1,41 @@
+"""Jitted crossover and crossunder detection in their incremental state form.
+
+`cross_update(state, a, b, out, above)` marks bar i when `a` crosses above `b` (`above`) or
+below it: a[i] > b[i] and a[i-1] <= b[i-1] for a crossover. A comparison with NaN is false, so
+nothing crosses on the bar a series leaves its warm-up, or next to a missing value. `out` may be
+bool or float (1.0 / 0.0). No I/O, no allocation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# [count, previous a, previous b]
+_COUNT, _PREV_A, _PREV_B = 0, 1, 2
+
+
+def cross_state() -> np.ndarray:
+    state = np.zeros(3)
+    state[_PREV_A] = np.nan
+    state[_PREV_B] = np.nan
+    return state
+
+
+@njit(cache=True)
+def cross_update(state, a, b, out, above):
+    pa = state[_PREV_A]
+    pb = state[_PREV_B]
+    m = a.shape[0]
+    for i in range(m):
+        x = a[i]
+        y = b[i]
+        if above:
+            out[i] = x > y and pa <= pb
+        else:
+            out[i] = x < y and pa >= pb
+        pa = x
+        pb = y
+    state[_COUNT] += m
+    state[_PREV_A] = pa
+    state[_PREV_B] = pb
