@@ -1,20 +1,68 @@
 """engine: an algorithmic strategy engine. One strat.py runs live, in paper trading and in backtests.
 
-Users import what they need from here: `from engine import Strategy, kernels`.
+Users import what they need from here: `from engine import Strategy, kernels`. Names load on
+first use, so a process that only attaches to shared memory does not pay for numba and trio.
 """
 
-from engine.clock import Clock, LiveClock, ReplayClock, current_clock
-from engine.feed import Feed, FeedError, open_feed
-from engine.live import RunResult, run, run_live
-from engine.orders import CancelOrder, SubmitOrder
-from engine.provider import Provider, ProviderError, load_provider
-from engine.quotes import Quote, QuoteError, Tick
-from engine.shm import ShmArray, ShmError, ShmToken
-from engine.strategy import Context, Strategy, StrategyError, load_strategy
+from __future__ import annotations
 
-__all__ = [
-    "CancelOrder", "Clock", "Context", "Feed", "FeedError", "LiveClock", "Provider",
-    "ProviderError", "Quote", "QuoteError", "ReplayClock", "RunResult", "ShmArray", "ShmError",
-    "ShmToken", "Strategy", "StrategyError", "SubmitOrder", "Tick", "current_clock",
-    "load_provider", "load_strategy", "open_feed", "run", "run_live",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "CancelOrder": "engine.orders",
+    "Clock": "engine.clock",
+    "Context": "engine.strategy",
+    "Feed": "engine.feed",
+    "FeedError": "engine.feed",
+    "LiveClock": "engine.clock",
+    "Provider": "engine.provider",
+    "ProviderError": "engine.provider",
+    "Quote": "engine.quotes",
+    "QuoteError": "engine.quotes",
+    "ReplayClock": "engine.clock",
+    "RunResult": "engine.live",
+    "ShmArray": "engine.shm",
+    "ShmError": "engine.shm",
+    "ShmToken": "engine.shm",
+    "Strategy": "engine.strategy",
+    "StrategyError": "engine.strategy",
+    "SubmitOrder": "engine.orders",
+    "Tick": "engine.quotes",
+    "current_clock": "engine.clock",
+    "load_provider": "engine.provider",
+    "load_strategy": "engine.strategy",
+    "open_feed": "engine.feed",
+    "run": "engine.live",
+    "run_live": "engine.live",
+}
+_SUBMODULES = {"kernels", "signals"}
+
+__all__ = sorted(_EXPORTS) + sorted(_SUBMODULES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"engine.{name}")
+    else:
+        raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from engine import kernels, signals  # noqa: F401
+    from engine.clock import Clock, LiveClock, ReplayClock, current_clock  # noqa: F401
+    from engine.feed import Feed, FeedError, open_feed  # noqa: F401
+    from engine.live import RunResult, run, run_live  # noqa: F401
+    from engine.orders import CancelOrder, SubmitOrder  # noqa: F401
+    from engine.provider import Provider, ProviderError, load_provider  # noqa: F401
+    from engine.quotes import Quote, QuoteError, Tick  # noqa: F401
+    from engine.shm import ShmArray, ShmError, ShmToken  # noqa: F401
+    from engine.strategy import Context, Strategy, StrategyError, load_strategy  # noqa: F401
