@@ -165,7 +165,7 @@ class StrategyRunner:
                     else:
                         on_bar(item)
                 n += 1
-                if n % 64 == 0:
+                if n % 512 == 0:
                     # A busy strategy still yields, so the feed and others keep their turn.
                     await trio.lowlevel.checkpoint()
         except trio.Cancelled:
