@@ -52,6 +52,7 @@ def make_provider(symbols=("aaa", "bbb"), *, every: float = 0.1, count: int | No
             rows["open"] = rows["high"] = rows["low"] = rows["close"] = rows["bar_wap"] = 50.0
             rows["volume"] = 1.0
             rows["count"] = 1
+            await trio.lowlevel.checkpoint()  # a real backfill awaits its source here
             shm.push(rows[-shm.room_after:])
 
     mod = types.ModuleType(name)

@@ -7,6 +7,7 @@ import types
 import numpy as np
 import pytest
 import trio
+import trio.lowlevel
 
 from engine.check_provider import check_provider
 from engine.dtypes import ohlc_dtype
@@ -51,7 +52,7 @@ async def good_backfill(sym, shm, count=10, task_status=trio.TASK_STATUS_IGNORED
         frame = 100
         newest = 2_000_000_000 - 60 * frame
         for i in range(count):
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
             rows = _bars(newest - i * 60 * frame, frame)
             if i == 0:
                 rows = rows[: shm.room_after]
@@ -89,7 +90,8 @@ async def test_a_conforming_provider_passes_every_rule():
 
 async def test_symbols_default_to_the_providers_search():
     report = await check_provider(make(), None, timeout=1.0, messages=5)
-    assert report.symbols == ["aaa", "bbb"] and report.ok
+    assert report.symbols == ["aaa", "bbb"]
+    assert report.ok
 
 
 async def _no_started(send_chan, symbols, shm, feed_is_live, loglevel=None,
@@ -187,7 +189,9 @@ async def test_a_provider_breaking_one_rule_fails_that_rule(override, rule):
 async def test_the_tick_schema_failure_names_provider_symbol_and_field():
     report = await run_check(make(stream_quotes=_bad_tick))
     detail = next(r.detail for r in report.results if r.rule == "tick_schema")
-    assert "fake_provider" in detail and "'aaa'" in detail and "ticks[0].price" in detail
+    assert "fake_provider" in detail
+    assert "'aaa'" in detail
+    assert "ticks[0].price" in detail
 
 
 def test_loading_a_missing_or_broken_provider_names_it(tmp_path):

@@ -25,7 +25,8 @@ def engine(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 def test_run_prints_bars_decisions_and_a_summary():
     out = engine("run", SMA, "--duration", "3", "-p", "fast=2", "-p", "slow=4")
     assert out.returncode == 0, out.stderr
-    assert "SmaCross" in out.stdout and "bar close" in out.stdout
+    assert "SmaCross" in out.stdout
+    assert "bar close" in out.stdout
     assert "ran 3.0 s on providers.sim btcusd 1s" in out.stdout
     assert "SmaCross: ok" in out.stdout
 
@@ -77,5 +78,6 @@ def test_ctrl_c_ends_a_run_within_a_second_and_leaves_nothing(sig):
         took = time.monotonic() - t0
     assert proc.returncode == 0, err
     assert took < 1.0, f"took {took:.2f} s to stop"
-    assert "(interrupted)" in out and "SmaCross: ok" in out
+    assert "(interrupted)" in out
+    assert "SmaCross: ok" in out
     assert not (shm_names() - before)

@@ -42,12 +42,15 @@ async def test_strategies_get_every_quote_and_each_closed_bar_once(autojump_cloc
                             timeframe="1s", duration=10, clock=LiveClock(T0))
     assert result.ok, result.errors
     seqs = [q["seq"] for q in strat.quotes if q["symbol"] == "aaa"]
-    assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= 38
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert len(seqs) >= 38
     aaa_bars = [t for s, t in strat.bars if s == "aaa"]
-    assert aaa_bars == sorted(set(aaa_bars)) and len(aaa_bars) >= 9
+    assert aaa_bars == sorted(set(aaa_bars))
+    assert len(aaa_bars) >= 9
     stored = [int(t) for t in strat.final["aaa"]["time"]]
     # A bar closing at the very instant the run stops may be stored but not yet delivered.
-    assert aaa_bars == stored[: len(aaa_bars)] and len(stored) - len(aaa_bars) <= 1
+    assert aaa_bars == stored[: len(aaa_bars)]
+    assert len(stored) - len(aaa_bars) <= 1
     assert strat.stopped
     # Four trades a second at prices 100+i: the bar after the first is exact.
     bar = strat.final["aaa"][1]
@@ -65,12 +68,14 @@ async def test_a_slow_strategy_does_not_slow_another(autojump_clock):
     result = await run_live([fast, slow], provider=make_provider(every=0.05), symbols=["aaa"],
                             timeframe="1s", duration=20, clock=LiveClock(T0), mailbox=8)
     fast_seqs = [q["seq"] for q in fast.quotes]
-    assert fast_seqs == list(range(1, len(fast_seqs) + 1)) and len(fast_seqs) >= 390
+    assert fast_seqs == list(range(1, len(fast_seqs) + 1))
+    assert len(fast_seqs) >= 390
     slow_seqs = [q["seq"] for q in slow.quotes]
     assert slow_seqs == sorted(slow_seqs)  # coalescing keeps per-symbol order
     assert len(slow_seqs) < 40
     report = {s.name: s for s in result.strategies}
-    assert report["Slow"].coalesced > 300 and report["Recorder"].coalesced == 0
+    assert report["Slow"].coalesced > 300
+    assert report["Recorder"].coalesced == 0
 
 
 async def test_a_failing_strategy_is_reported_and_the_other_runs_on(autojump_clock):
@@ -83,9 +88,11 @@ async def test_a_failing_strategy_is_reported_and_the_other_runs_on(autojump_clo
                             timeframe="1s", duration=6, clock=LiveClock(T0))
     assert not result.ok
     (error,) = result.errors
-    assert "Broken.on_bar raised" in error and "ZeroDivisionError: bad math in on_bar" in error
+    assert "Broken.on_bar raised" in error
+    assert "ZeroDivisionError: bad math in on_bar" in error
     assert "test_live.py" in error
-    assert len(good.quotes) >= 20 and good.stopped
+    assert len(good.quotes) >= 20
+    assert good.stopped
 
 
 async def test_malformed_quotes_are_skipped_and_named(autojump_clock, caplog):
@@ -108,7 +115,8 @@ async def test_history_is_resampled_and_live_bars_follow_it(autojump_clock):
         bars = feed.bars["aaa"].array
         assert bars["time"].tolist()[4:] == [T0, T0 + 5]
         # The first live bar continues the two history seconds of its period.
-        assert bars["volume"][4] == 2.0 + 5 and bars["open"][4] == 50.0
+        assert bars["volume"][4] == 2.0 + 5
+        assert bars["open"][4] == 50.0
 
 
 async def test_an_unknown_symbol_fails_before_streaming(autojump_clock):
@@ -124,6 +132,7 @@ async def test_cancelling_a_run_stops_strategies_and_leaves_nothing(autojump_clo
     with trio.move_on_after(3):
         await run_live([strat], provider=make_provider(every=0.1), symbols=["aaa"],
                        clock=LiveClock(T0))
-    assert strat.stopped and len(strat.quotes) >= 25
+    assert strat.stopped
+    assert len(strat.quotes) >= 25
     # The autouse fixture checks /dev/shm; no task may outlive the run either.
     assert len(trio.lowlevel.current_root_task().child_nurseries[0].child_tasks) == 1

@@ -52,7 +52,8 @@ def test_trades_build_ohlcv_and_other_ticks_do_not(bars):
         (110, 11.0, 11.0, 11.0, 11.0, 0.0, 0, 11.0),
     ]
     assert len(bars[1]) == 0  # its bar is still forming
-    assert s.forming(0)["time"] == 115 and s.forming(1)["open"] == 13.0
+    assert s.forming(0)["time"] == 115
+    assert s.forming(1)["open"] == 13.0
 
 
 def test_the_clock_closes_bars_and_quiet_periods_give_flat_bars(bars):
@@ -66,7 +67,8 @@ def test_the_clock_closes_bars_and_quiet_periods_give_flat_bars(bars):
                                        (12, 6.0, 6.0, 6.0, 6.0, 0.0, 0, 6.0)]
     # A trade for a period already closed is late: counted, never rewrites history.
     s.fold(_ticks([(12.5, 100.0, 1.0, TRADE, 0)]))
-    assert s.late_ticks == 1 and bars[0].array["high"].max() == 6.0
+    assert s.late_ticks == 1
+    assert bars[0].array["high"].max() == 6.0
 
 
 def test_bars_are_aligned_to_the_epoch_whatever_the_first_tick(bars):
@@ -81,7 +83,8 @@ def test_a_large_batch_splits_across_the_output_buffer(bars):
     t = np.arange(200, dtype=float) + 0.5
     s.fold(_ticks([(x, x, 1.0, TRADE, 0) for x in t]))
     arr = bars[0].array
-    assert len(arr) == 199 and (np.diff(arr["time"]) == 1).all()
+    assert len(arr) == 199
+    assert (np.diff(arr["time"]) == 1).all()
     assert (arr["open"] == arr["time"] + 0.5).all()
 
 

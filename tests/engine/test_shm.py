@@ -43,7 +43,8 @@ def test_push_past_the_end_and_prepend_past_the_start_raise_and_write_nothing():
         with pytest.raises(ShmError, match="overruns"):
             shm.prepend(_bars(1))
         assert (shm.first, shm.last) == (0, 10)
-        assert shm.room_after == 0 and shm.room_before == 0
+        assert shm.room_after == 0
+        assert shm.room_before == 0
 
 
 def test_rows_of_another_layout_are_copied_field_by_field_and_foreign_fields_rejected():
@@ -214,8 +215,10 @@ def test_a_reader_never_sees_a_half_written_row():
             arr = reader.array
             t = arr["time"].astype(np.float64)
             assert (t > 0).all()
-            assert (arr["close"] == 3.0 * t).all() and (arr["open"] == 3.0 * t).all()
-            assert (arr["bar_wap"] == 7.0 * t).all() and (arr["count"] == 11 * arr["time"]).all()
+            assert (arr["close"] == 3.0 * t).all()
+            assert (arr["open"] == 3.0 * t).all()
+            assert (arr["bar_wap"] == 7.0 * t).all()
+            assert (arr["count"] == 11 * arr["time"]).all()
             checks += 1
         assert proc.stdout.readline().strip() == "done"
         assert checks > 1

@@ -49,7 +49,8 @@ def test_loading_a_strategy_file(tmp_path):
             n: int = 3
     """)
     cls = load_strategy(path)
-    assert cls.__name__ == "Mine" and cls(n="4").n == 4
+    assert cls.__name__ == "Mine"
+    assert cls(n="4").n == 4
 
 
 @pytest.mark.parametrize(("body", "message"), [

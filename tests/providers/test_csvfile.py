@@ -325,7 +325,8 @@ def test_the_shipped_samples_are_found_after_data_dir(tmp_path):
     csvfile.configure(data_dir=tmp_path)
     assert csvfile.search_symbols("demo") == ["demo_daily", "demo_hourly"]
     info = csvfile.symbol_info("demo_daily")
-    assert info["path"].endswith("providers/csvfile/samples/demo_daily.csv") and info["bars"] == 756
+    assert info["path"].endswith("providers/csvfile/samples/demo_daily.csv")
+    assert info["bars"] == 756
     minute_bars(tmp_path / "demo_daily.csv", 3)  # the user's own file wins
     assert csvfile.symbol_info("demo_daily")["bars"] == 3
 
