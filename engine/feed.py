@@ -83,9 +83,13 @@ class Feed:
         last = msg.get("last")
         if last is not None and not math.isfinite(last):
             raise ValueError("last is not finite")
-        return [(0, tick.get("time", t) if tick.get("time", t) is not None else math.nan,
-                 tick["price"], tick.get("size", 0.0), sym, TICK_TYPES[tick["type"]])
-                for tick in msg.get("ticks", ())]
+        types = TICK_TYPES
+        rows = []
+        for tick in msg.get("ticks", ()):
+            tt = tick.get("time", t)
+            rows.append((0, math.nan if tt is None else tt, tick["price"], tick.get("size", 0.0),
+                         sym, types[tick["type"]]))
+        return rows
 
     @staticmethod
     def _sane(rows: np.ndarray) -> bool:
