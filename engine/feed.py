@@ -21,7 +21,7 @@ import trio
 from engine.clock import Clock, current_clock, use_clock
 from engine.dtypes import TICK_TYPES, ohlc_dtype, tick_dtype
 from engine.provider import Provider, load_provider
-from engine.quotes import QuoteError, validate_quote
+from engine.quotes import FEED_STATUSES, FeedStatusChanged, QuoteError, validate_quote
 from engine.sampler import Sampler, resample_bars
 from engine.shm import ShmArray
 
@@ -29,7 +29,8 @@ __all__ = ["Feed", "FeedError", "open_feed"]
 
 log = logging.getLogger("engine.feed")
 
-Subscriber = Callable[[list[dict], list[str]], None]
+# Called with each batch: valid quotes, symbols whose bar closed (in order), status events.
+Subscriber = Callable[[list[dict], list[str], list[FeedStatusChanged]], None]
 
 
 class FeedError(RuntimeError):
@@ -146,34 +147,69 @@ class Feed:
 
     def process(self, batch: list[dict]) -> None:
         """Validate a batch of quotes, store its ticks, sample bars and notify subscribers."""
+        events: list[FeedStatusChanged] = []
+        if any("feed_status" in msg for msg in batch if isinstance(msg, dict)):
+            kept = []
+            for msg in batch:
+                if isinstance(msg, dict) and "feed_status" in msg:
+                    event = self._status(msg)
+                    if event is not None:
+                        events.append(event)
+                else:
+                    kept.append(msg)
+            batch = kept
         rows, good = self._rows(batch)
         if len(rows):
             if rows.shape[0] > self.ticks.room_after:
                 self._roll_ticks(rows.shape[0])
             self.ticks.push(rows)
             closed = self.sampler.fold(rows)
-            self._trading.set()
         else:
             closed = []
         for msg in good:
             self.quotes[msg["symbol"]] = msg
         self.stats.quotes += len(good)
         self.stats.ticks += len(rows)
-        self._notify(good, closed)
+        self._notify(good, closed, events)
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def _status(self, msg: dict) -> FeedStatusChanged | None:
+        status = msg.get("feed_status")
+        symbols = msg.get("symbols") or self.symbols
+        unknown = [s for s in symbols if s not in self._index]
+        if status not in FEED_STATUSES or unknown or not isinstance(symbols, list):
+            self._reject_status(msg, f"status must be one of {', '.join(FEED_STATUSES)} "
+                                     f"for requested symbols (got {status!r} for {symbols!r})")
+            return None
+        held = status in ("disconnected", "stale")
+        for sym in symbols:
+            self.sampler.hold(self._index[sym], held)
+            self.status[sym] = status
+        log.warning("provider %r: %s %s%s", self.provider.name, status, ", ".join(symbols),
+                    f": {msg['reason']}" if msg.get("reason") else "")
+        return FeedStatusChanged(provider=self.provider.name, status=status, symbols=list(symbols),
+                                 reason=str(msg.get("reason", "")), time=self.clock.now())
+
+    def _reject_status(self, msg: dict, reason: str) -> None:
+        self.stats.rejected += 1
+        self.stats.last_error = f"provider {self.provider.name!r} sent a bad feed_status: {reason}"
+        log.error("%s", self.stats.last_error)
 
     def close_bars(self) -> None:
         """Close bars whose period ended by the clock (quiet periods give flat bars)."""
         closed = self.sampler.close_until(self.clock.now())
         if closed:
-            self._notify([], closed)
+            self._notify([], closed, [])
 
-    def _notify(self, quotes: list[dict], closed: list[int]) -> None:
+    def _notify(self, quotes: list[dict], closed: list[int], events: list[FeedStatusChanged]
+                ) -> None:
         names = [self.symbols[i] for i in closed]
         self.stats.bars += len(names)
-        if not quotes and not names:
+        if not quotes and not names and not events:
             return
         for fn in list(self._subscribers):
-            fn(quotes, names)
+            fn(quotes, names, events)
 
     def _roll_ticks(self, incoming: int) -> None:
         # The tick buffer keeps the newest half when full; readers re-slice `array` each read.
@@ -183,7 +219,8 @@ class Feed:
 
     def __post_init__(self) -> None:
         self._index = {s: i for i, s in enumerate(self.symbols)}
-        self._trading = trio.Event()
+        self._wake = trio.Event()
+        self.status: dict[str, str] = {}
 
 
 def _raw_period(times: np.ndarray) -> int | None:
@@ -314,7 +351,9 @@ async def _close_by_clock(feed: Feed) -> None:
     while True:
         due = feed.sampler.next_close()
         if due is None:
-            await feed._trading.wait()
+            # Nothing forms yet (or every symbol is held): wait for the next batch.
+            feed._wake = trio.Event()
+            await feed._wake.wait()
             continue
         await feed.clock.sleep_until(due)
         feed.close_bars()

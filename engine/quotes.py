@@ -18,7 +18,15 @@ from engine.dtypes import TICK_TYPES, tick_dtype
 
 TickType = Literal["trade", "bid", "ask", "bsize", "asize", "utrade", "dark_trade"]
 
-__all__ = ["Tick", "Quote", "QuoteError", "validate_quote", "ticks_to_rows", "TickType"]
+__all__ = ["Tick", "Quote", "QuoteError", "validate_quote", "ticks_to_rows", "TickType",
+           "FeedStatusChanged", "FEED_STATUSES"]
+
+# What a provider may report about its connection, on the quote channel, as
+# {"feed_status": <one of these>, "symbols": [...] (default: all), "reason": "...", "time": t}.
+# "disconnected" and "stale" hold bar closing by the clock for those symbols (silence from a
+# broken source is not a quiet market); "reconnected" and "gap_filled" release it. A provider
+# fills a gap by sending the missed trades as ordinary quotes, in time order, before live ones.
+FEED_STATUSES = ("disconnected", "stale", "reconnected", "gap_filled")
 
 
 def _finite(value: float, what: str) -> float:
@@ -64,6 +72,19 @@ class Quote(BaseModel):
     @classmethod
     def _last_finite(cls, v: float | None) -> float | None:
         return None if v is None else _finite(v, "last")
+
+
+class FeedStatusChanged(BaseModel):
+    """An event a strategy receives in `on_feed_status` when a provider's connection changes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["feed_status_changed"] = "feed_status_changed"
+    provider: str
+    status: Literal["disconnected", "stale", "reconnected", "gap_filled"]
+    symbols: list[str]
+    reason: str = ""
+    time: float | None = None
 
 
 class QuoteError(ValueError):

@@ -153,12 +153,15 @@ def fold_ticks(ticks, period, fs, ist, out):
 
 
 @njit(cache=True)
-def close_until(now, period, fs, ist, out):
+def close_until(now, period, fs, ist, held, out):
     """Close every bar whose end is at or before `now` (epoch s) and emit flat bars for quiet
-    periods that ended by then; return the number of bars written to out."""
+    periods that ended by then, except for symbols `held` (their source is down: silence then
+    is not a quiet market); return the number of bars written to out."""
     n = 0
     boundary = np.int64(math.floor(now / period)) * period
     for s in range(fs.shape[0]):
+        if held[s]:
+            continue
         if ist[s, _I_BAR] >= 0 and ist[s, _I_BAR] + period <= now:
             if n + 1 > out.shape[0]:
                 break
@@ -222,6 +225,7 @@ class Sampler:
         self._fs = np.full((n, 7), np.nan)
         self._is = np.full((n, 4), -1, dtype=np.int64)
         self._is[:, _I_LATE] = 0
+        self._held = np.zeros(n, dtype=np.bool_)
         self._out = np.zeros(out_rows, dtype=_bar_out_dtype)
         for s, shm in enumerate(bars):
             if len(shm):
@@ -231,6 +235,11 @@ class Sampler:
         """Continue after a closed bar (the end of backfilled history)."""
         self._is[sym, _I_CLOSED] = (int(last_bar["time"]) // self.period) * self.period
         self._fs[sym, _F_LAST] = float(last_bar["close"])
+
+    def hold(self, sym: int, held: bool = True) -> None:
+        """Stop (or resume) closing a symbol's bars by the clock while its source is down; its
+        own trades still close bars, so a gap replayed after a reconnect leaves no hole."""
+        self._held[sym] = held
 
     def seed_forming(self, sym: int, bar: np.void) -> None:
         """Continue a bar that history left unfinished, so live trades complete it."""
@@ -282,7 +291,7 @@ class Sampler:
         """Close bars that ended by `now` (epoch s); return the symbols of closed bars."""
         closed: list[int] = []
         while True:
-            n = close_until(now, self.period, self._fs, self._is, self._out)
+            n = close_until(now, self.period, self._fs, self._is, self._held, self._out)
             if not n:
                 return closed
             closed.extend(self._push(n))
@@ -294,5 +303,6 @@ class Sampler:
         bar = self._is[:, _I_BAR]
         closed = self._is[:, _I_CLOSED]
         # A forming bar closes at its end; a quiet symbol's next flat bar ends a period later.
-        ends = np.where(bar >= 0, bar + self.period, closed + 2 * self.period)[(bar >= 0) | (closed >= 0)]
+        live = ((bar >= 0) | (closed >= 0)) & ~self._held
+        ends = np.where(bar >= 0, bar + self.period, closed + 2 * self.period)[live]
         return float(ends.min()) if len(ends) else None

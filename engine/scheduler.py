@@ -24,7 +24,7 @@ __all__ = ["Mailbox", "StrategyRunner", "RunnerStats"]
 
 log = logging.getLogger("engine.scheduler")
 
-QUOTE, BAR = 0, 1
+QUOTE, BAR, STATUS = 0, 1, 2
 
 
 class Mailbox:
@@ -41,7 +41,7 @@ class Mailbox:
     def __len__(self) -> int:
         return len(self._queue) + len(self._pending)
 
-    def put(self, quotes: list[dict], bars: list[str]) -> None:
+    def put(self, quotes: list[dict], bars: list[str], events: list | tuple = ()) -> None:
         """Queue a batch (never blocks); called by the feed for every batch."""
         if self.closed:
             return
@@ -60,6 +60,8 @@ class Mailbox:
                 self.coalesced += 1
         for sym in bars:
             queue.append((BAR, sym))
+        for event in events:
+            queue.append((STATUS, event))
         if self._lot:
             self._lot.unpark_all()
 
@@ -113,7 +115,7 @@ class StrategyRunner:
         self.strategy.ctx = self.context
         self.source = self.source or getattr(type(self.strategy), "__source_path__", None)
         self._async = {name: inspect.iscoroutinefunction(getattr(self.strategy, name))
-                       for name in ("on_start", "on_quote", "on_bar", "on_stop")}
+                       for name in ("on_start", "on_quote", "on_bar", "on_feed_status", "on_stop")}
         cls = type(self.strategy)
         # Skip delivering what the strategy ignores: the base class's callbacks do nothing.
         self._wants_quotes = cls.on_quote is not Strategy.on_quote
@@ -123,8 +125,9 @@ class StrategyRunner:
     def name(self) -> str:
         return self.strategy.name
 
-    def deliver(self, quotes: list[dict], bars: list[str]) -> None:
-        self.mailbox.put(quotes if self._wants_quotes else [], bars if self._wants_bars else [])
+    def deliver(self, quotes: list[dict], bars: list[str], events: list | tuple = ()) -> None:
+        # Bar events always go through: they also move what the strategy's ohlcv() shows.
+        self.mailbox.put(quotes if self._wants_quotes else [], bars, events)
 
     def _fail(self, where: str, exc: BaseException) -> None:
         tb = strategy_traceback(exc, self.source)
@@ -136,6 +139,7 @@ class StrategyRunner:
         s = self.strategy
         on_quote, on_bar = s.on_quote, s.on_bar
         aq, ab = self._async["on_quote"], self._async["on_bar"]
+        wants_bars = self._wants_bars
         try:
             await _call(s.on_start, self._async["on_start"])
         except Exception as exc:
@@ -157,13 +161,19 @@ class StrategyRunner:
                         await on_quote(item)
                     else:
                         on_quote(item)
-                else:
+                elif kind == BAR:
                     where = "on_bar"
                     self.stats.bars += 1
-                    if ab:
+                    self.context.bar_closed(item)
+                    if not wants_bars:
+                        pass
+                    elif ab:
                         await on_bar(item)
                     else:
                         on_bar(item)
+                else:
+                    where = "on_feed_status"
+                    await _call(s.on_feed_status, self._async["on_feed_status"], item)
                 n += 1
                 if n % 512 == 0:
                     # A busy strategy still yields, so the feed and others keep their turn.

@@ -26,7 +26,8 @@ from engine.shm import ShmArray
 __all__ = ["Strategy", "Context", "StrategyError", "load_strategy", "OrderRouter", "IntentLog"]
 
 _RESERVED = {"symbols", "timeframe", "ctx", "name", "params"}
-CALLBACKS = ("on_start", "on_quote", "on_bar", "on_fill", "on_order_rejected", "on_stop")
+CALLBACKS = ("on_start", "on_quote", "on_bar", "on_fill", "on_order_rejected", "on_feed_status",
+             "on_stop")
 
 log = logging.getLogger("engine.strategy")
 
@@ -107,6 +108,7 @@ class Strategy:
     def on_bar(self, symbol: str) -> None: ...
     def on_fill(self, fill: Any) -> None: ...
     def on_order_rejected(self, rejection: Any) -> None: ...
+    def on_feed_status(self, event: Any) -> None: ...
     def on_stop(self) -> None: ...
 
 
@@ -152,6 +154,13 @@ class Context:
         self.clock = clock
         self.router = router
         self._name = strategy_name
+        # Bars a strategy may see end at the last close event it has been handed: a strategy
+        # behind its mailbox never sees a bar before its on_bar, whatever the feed has stored.
+        self._visible = {s: shm.last for s, shm in bars.items()}
+
+    def bar_closed(self, symbol: str) -> None:
+        """Make the next stored bar of `symbol` visible (the scheduler calls this in order)."""
+        self._visible[symbol] += 1
 
     @property
     def now(self) -> float:
@@ -169,9 +178,11 @@ class Context:
         The bar still forming is never included, so a strategy cannot look ahead.
         """
         try:
-            view = self._bars[symbol].array.view()
+            shm = self._bars[symbol]
         except KeyError:
             raise KeyError(f"no bars for {symbol!r}; this run has {self.symbols}") from None
+        arr = shm.array
+        view = arr[: self._visible[symbol] - shm.first].view()
         view.flags.writeable = False
         return view
 

@@ -136,3 +136,74 @@ async def test_cancelling_a_run_stops_strategies_and_leaves_nothing(autojump_clo
     assert len(strat.quotes) >= 25
     # The autouse fixture checks /dev/shm; no task may outlive the run either.
     assert len(trio.lowlevel.current_root_task().child_nurseries[0].child_tasks) == 1
+
+
+def _gap_provider():
+    """Trades each second at t+0.5; at 3.6 s it reports a disconnect, goes silent, and at 7.2 s
+    replays the trades it missed (4.5, 5.5, 6.5) before reporting it is back."""
+    import types
+
+    from engine.clock import current_clock
+    from engine.dtypes import ohlc_dtype
+    from engine.provider import Provider
+
+    def trade(t, px):
+        return {"symbol": "aaa", "last": px, "time": t,
+                "ticks": [{"type": "trade", "price": px, "size": 1.0, "time": t}]}
+
+    async def stream_quotes(send_chan, symbols, shm, feed_is_live, loglevel=None,
+                            task_status=trio.TASK_STATUS_IGNORED):
+        clock = current_clock()
+        task_status.started(({"aaa": {}}, {"aaa": {"symbol": "aaa", "last": 1.0, "ticks": []}}))
+        feed_is_live.set()
+        for k in range(4):
+            await clock.sleep_until(T0 + k + 0.5)
+            await send_chan.send(trade(T0 + k + 0.5, 10.0 + k))
+        await clock.sleep_until(T0 + 3.6)
+        await send_chan.send({"feed_status": "disconnected", "reason": "socket closed"})
+        await clock.sleep_until(T0 + 7.2)
+        for k in (4, 5, 6):
+            await send_chan.send(dict(trade(T0 + k + 0.5, 10.0 + k), replayed=True))
+        await send_chan.send({"feed_status": "gap_filled", "symbols": ["aaa"]})
+        for k in range(7, 12):
+            await clock.sleep_until(T0 + k + 0.5)
+            await send_chan.send(trade(T0 + k + 0.5, 10.0 + k))
+        await trio.sleep_forever()
+
+    async def backfill_bars(sym, shm, count=10, task_status=trio.TASK_STATUS_IGNORED):
+        task_status.started(trio.CancelScope())
+        await trio.lowlevel.checkpoint()
+
+    mod = types.ModuleType("gappy")
+    mod.ohlc_dtype = ohlc_dtype
+    mod.stream_quotes = stream_quotes
+    mod.backfill_bars = backfill_bars
+    return Provider(name="gappy", module=mod)
+
+
+async def test_a_disconnect_holds_bars_and_the_replayed_gap_leaves_no_hole(autojump_clock):
+    class Watcher(Recorder):
+        symbols = ("aaa",)
+
+        def on_start(self):
+            super().on_start()
+            self.events = []
+
+        def on_feed_status(self, event):
+            self.events.append((event.status, event.symbols, round(self.ctx.now - T0, 1)))
+            # While the source was down, no bar was invented for the silent seconds.
+            if event.status == "gap_filled":
+                self.at_gap = self.ctx.ohlcv("aaa")["time"].tolist()
+
+    strat = Watcher()
+    await run_live([strat], provider=_gap_provider(), symbols=["aaa"], timeframe="1s",
+                   duration=12, clock=LiveClock(T0), history=0)
+    assert [e[:2] for e in strat.events] == [("disconnected", ["aaa"]), ("gap_filled", ["aaa"])]
+    assert strat.events[0][2] == 3.6
+    # Bars 0..2 closed by trades and the clock before the drop; 3 stayed open while held, and
+    # the replayed trades closed 3, 4, 5: every second has its own real bar, none flat.
+    assert strat.at_gap == [T0 + k for k in range(6)]
+    bars = strat.final["aaa"]
+    assert bars["time"].tolist() == [T0 + k for k in range(len(bars))]
+    assert (bars["volume"] == 1.0).all()
+    assert bars["close"].tolist() == [10.0 + k for k in range(len(bars))]
