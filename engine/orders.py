@@ -7,11 +7,15 @@ beside the clearing code. This module holds no matching or accounting logic.
 from __future__ import annotations
 
 import itertools
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["SubmitOrder", "CancelOrder", "OrderSide", "OrderType", "TimeInForce", "new_client_id"]
+__all__ = [
+    "SubmitOrder", "CancelOrder", "ModifyOrder", "OrderSide", "OrderType", "TimeInForce",
+    "new_client_id", "AccountOpened", "OrderAccepted", "OrderRejected", "OrderTriggered",
+    "OrderFilled", "OrderModified", "OrderCancelled", "LedgerEvent",
+]
 
 OrderSide = Literal["buy", "sell"]
 OrderType = Literal["market", "limit", "stop", "stop_limit"]
@@ -72,3 +76,110 @@ class CancelOrder(BaseModel):
     symbol: str | None = None
     time: float | None = None
     strategy: str | None = None
+
+
+class ModifyOrder(BaseModel):
+    """Change the size and/or prices of a working order (the parts left as None stay)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["modify_order"] = "modify_order"
+    client_id: str
+    size: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    limit_price: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    stop_price: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    time: float | None = None
+    strategy: str | None = None
+
+
+# -- events: what a broker answers, in the order it happens ------------------------------------
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    time: float  # epoch seconds, engine clock
+    account: str = ""
+
+
+class AccountOpened(_Event):
+    """First record of an account's ledger: its starting cash."""
+
+    type: Literal["account_opened"] = "account_opened"
+    cash: float
+    currency: str = "USD"
+
+
+class OrderAccepted(_Event):
+    """The order passed risk checks and is working (it reaches the book after any latency)."""
+
+    type: Literal["order_accepted"] = "order_accepted"
+    order: SubmitOrder
+
+    @property
+    def client_id(self) -> str:
+        return self.order.client_id
+
+
+class OrderRejected(_Event):
+    """The order never reached the book; `reason` says why in words a trader reads."""
+
+    type: Literal["order_rejected"] = "order_rejected"
+    client_id: str
+    symbol: str
+    reason: str
+
+
+class OrderTriggered(_Event):
+    """A stop order's trigger price was reached; it now works as a market or limit order."""
+
+    type: Literal["order_triggered"] = "order_triggered"
+    client_id: str
+    symbol: str
+    price: float
+
+
+class OrderFilled(_Event):
+    """A fill (whole or partial). `size` is positive; `side` says the direction."""
+
+    type: Literal["order_filled"] = "order_filled"
+    fill_id: int
+    client_id: str
+    symbol: str
+    side: OrderSide
+    price: float
+    size: float
+    fee: float
+    liquidity: Literal["maker", "taker"]
+    remaining: float  # size of the order still working after this fill
+
+    @property
+    def signed_size(self) -> float:
+        return self.size if self.side == "buy" else -self.size
+
+
+class OrderModified(_Event):
+    type: Literal["order_modified"] = "order_modified"
+    client_id: str
+    size: float
+    limit_price: float | None = None
+    stop_price: float | None = None
+
+
+class OrderCancelled(_Event):
+    """The order stopped working with `remaining` unfilled: by the user, its time in force, or
+    expiry (`reason`)."""
+
+    type: Literal["order_cancelled"] = "order_cancelled"
+    client_id: str
+    symbol: str
+    remaining: float
+    reason: str = "cancelled"
+
+
+# One record of an account's ledger; the literal `type` field picks the model when decoding.
+LedgerEvent = Annotated[
+    AccountOpened | OrderAccepted | OrderRejected | OrderTriggered | OrderFilled | OrderModified
+    | OrderCancelled,
+    Field(discriminator="type"),
+]
