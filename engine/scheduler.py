@@ -24,7 +24,18 @@ __all__ = ["Mailbox", "StrategyRunner", "RunnerStats"]
 
 log = logging.getLogger("engine.scheduler")
 
-QUOTE, BAR, STATUS = 0, 1, 2
+QUOTE, BAR, EVENT = 0, 1, 2
+
+# Which callback hears which event; any other order event goes to on_order.
+_EVENT_CALLBACKS = {
+    "FeedStatusChanged": "on_feed_status",
+    "OrderFilled": "on_fill",
+    "OrderRejected": "on_order_rejected",
+    "OrderAccepted": "on_order",
+    "OrderCancelled": "on_order",
+    "OrderModified": "on_order",
+    "OrderTriggered": "on_order",
+}
 
 
 class Mailbox:
@@ -61,7 +72,7 @@ class Mailbox:
         for sym in bars:
             queue.append((BAR, sym))
         for event in events:
-            queue.append((STATUS, event))
+            queue.append((EVENT, event))
         if self._lot:
             self._lot.unpark_all()
 
@@ -115,7 +126,7 @@ class StrategyRunner:
         self.strategy.ctx = self.context
         self.source = self.source or getattr(type(self.strategy), "__source_path__", None)
         self._async = {name: inspect.iscoroutinefunction(getattr(self.strategy, name))
-                       for name in ("on_start", "on_quote", "on_bar", "on_feed_status", "on_stop")}
+                       for name in ("on_start", "on_quote", "on_bar", "on_stop", *_EVENT_CALLBACKS)}
         cls = type(self.strategy)
         # Skip delivering what the strategy ignores: the base class's callbacks do nothing.
         self._wants_quotes = cls.on_quote is not Strategy.on_quote
@@ -128,6 +139,10 @@ class StrategyRunner:
     def deliver(self, quotes: list[dict], bars: list[str], events: list | tuple = ()) -> None:
         # Bar events always go through: they also move what the strategy's ohlcv() shows.
         self.mailbox.put(quotes if self._wants_quotes else [], bars, events)
+
+    def deliver_events(self, events: list) -> None:
+        """Queue broker events (fills, rejections, ...) for the strategy, in order."""
+        self.mailbox.put([], [], events)
 
     def _fail(self, where: str, exc: BaseException) -> None:
         tb = strategy_traceback(exc, self.source)
@@ -172,8 +187,8 @@ class StrategyRunner:
                     else:
                         on_bar(item)
                 else:
-                    where = "on_feed_status"
-                    await _call(s.on_feed_status, self._async["on_feed_status"], item)
+                    where = _EVENT_CALLBACKS.get(type(item).__name__, "on_order")
+                    await _call(getattr(s, where), self._async[where], item)
                 n += 1
                 if n % 512 == 0:
                     # A busy strategy still yields, so the feed and others keep their turn.

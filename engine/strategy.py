@@ -20,14 +20,14 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from engine.clock import Clock
-from engine.orders import CancelOrder, SubmitOrder
+from engine.orders import CancelOrder, ModifyOrder, SubmitOrder
 from engine.shm import ShmArray
 
 __all__ = ["Strategy", "Context", "StrategyError", "load_strategy", "OrderRouter", "IntentLog"]
 
 _RESERVED = {"symbols", "timeframe", "ctx", "name", "params"}
-CALLBACKS = ("on_start", "on_quote", "on_bar", "on_fill", "on_order_rejected", "on_feed_status",
-             "on_stop")
+CALLBACKS = ("on_start", "on_quote", "on_bar", "on_fill", "on_order_rejected", "on_order",
+             "on_feed_status", "on_stop")
 
 log = logging.getLogger("engine.strategy")
 
@@ -109,6 +109,7 @@ class Strategy:
     def on_fill(self, fill: Any) -> None: ...
     def on_order_rejected(self, rejection: Any) -> None: ...
     def on_feed_status(self, event: Any) -> None: ...
+    def on_order(self, event: Any) -> None: ...
     def on_stop(self) -> None: ...
 
 
@@ -136,6 +137,10 @@ class IntentLog:
     def cancel(self, command: CancelOrder) -> None:
         self.cancels.append(command)
         log.warning("cancel intended (no broker, not sent): %s", command.client_id)
+
+    def modify(self, command: ModifyOrder) -> None:
+        log.warning("modify intended (no broker, not sent): %s", command.model_dump(
+            exclude_none=True, exclude={"type", "time", "strategy"}))
 
     def position(self, symbol: str) -> float:
         return self._positions.get(symbol, 0.0)
@@ -228,6 +233,15 @@ class Context:
     def cancel(self, client_id: str) -> None:
         """Cancel a working order by its client id."""
         self.router.cancel(CancelOrder(client_id=client_id, time=self.now, strategy=self._name))
+
+    def modify(self, client_id: str, *, size: float | None = None, limit: float | None = None,
+               stop: float | None = None) -> None:
+        """Change a working order's total size and/or its limit or stop price."""
+        modify = getattr(self.router, "modify", None)
+        if modify is None:
+            raise RuntimeError("this run has no broker that can modify orders (use --paper)")
+        modify(ModifyOrder(client_id=client_id, size=size, limit_price=limit, stop_price=stop,
+                           time=self.now, strategy=self._name))
 
 
 def _user_frames(exc: BaseException, path: Path) -> str:

@@ -1,0 +1,242 @@
+"""The deterministic clearing core: order records, matching against a quote, and accounting.
+
+Pure numba kernels over record arrays; the caller owns all state (orders, account, positions)
+and passes it in, so the same kernels fill paper trading, replays and backtests. No trio, no
+pydantic, no I/O, no wall clock: time arrives as an argument (epoch seconds).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+# -- order records ------------------------------------------------------------------------------
+
+MARKET, LIMIT, STOP, STOP_LIMIT = 0, 1, 2, 3
+GTC, IOC, FOK, DAY = 0, 1, 2, 3
+PENDING, WORKING, FILLED, CANCELLED = 0, 1, 2, 3  # PENDING: not yet at the book (latency)
+
+order_dtype = np.dtype([
+    ("sym", np.int32),
+    ("side", np.int8),          # +1 buy, -1 sell
+    ("otype", np.int8),
+    ("tif", np.int8),
+    ("reduce_only", np.bool_),
+    ("status", np.int8),
+    ("triggered", np.bool_),
+    ("attempted", np.bool_),    # has met the book once (later fills of a resting limit: maker)
+    ("fee_charged", np.bool_),  # the fixed per-order fee is paid with the first fill
+    ("size", np.float64),
+    ("remaining", np.float64),
+    ("limit", np.float64),
+    ("stop", np.float64),
+    ("placed_at", np.float64),
+    ("active_at", np.float64),  # epoch s when the order reaches the book (placed + latency)
+    ("expire_at", np.float64),  # epoch s when a DAY order expires (inf otherwise)
+])
+
+# -- events the matcher emits ---------------------------------------------------------------------
+
+EV_FILL, EV_TRIGGER, EV_CANCEL = 0, 1, 2
+# Why an order stopped working without filling (EV_CANCEL's `reason`).
+R_IOC, R_FOK, R_EXPIRED, R_REDUCE_ONLY = 0, 1, 2, 3
+MAKER, TAKER = 0, 1
+
+event_dtype = np.dtype([
+    ("kind", np.int8),
+    ("order", np.int64),     # row in the order array
+    ("reason", np.int8),     # EV_CANCEL: R_*; EV_FILL: MAKER/TAKER
+    ("price", np.float64),
+    ("size", np.float64),    # unsigned fill size
+    ("fee", np.float64),
+    ("remaining", np.float64),
+])
+
+# -- configuration (float64 array; named slots) ---------------------------------------------------
+
+C_FEE_PER_UNIT, C_FEE_MAKER_PCT, C_FEE_TAKER_PCT, C_FEE_FIXED = 0, 1, 2, 3
+C_SLIP_TICKS, C_SLIP_SPREAD, C_STOP_MODE, C_PARTIAL = 4, 5, 6, 7
+N_CONFIG = 8
+STOP_ON_TRADE, STOP_ON_MID, STOP_ON_BIDASK = 0, 1, 2
+
+# Account: cash, fees paid, realized PnL total. Positions per symbol: quantity (signed),
+# average entry price, realized PnL, fees.
+A_CASH, A_FEES, A_REALIZED = 0, 1, 2
+P_QTY, P_AVG, P_REALIZED, P_FEES = 0, 1, 2, 3
+
+_EPS = 1e-12
+
+
+@njit(cache=True)
+def apply_fill(account, positions, sym, qty, price, fee):
+    """Book a fill of `qty` units (signed: + buys) at `price` with `fee` into cash and position.
+
+    Average price moves only when a position grows; reducing realizes PnL against it; a fill
+    through zero realizes the closed part and opens the rest at the fill price.
+    """
+    q0 = positions[sym, P_QTY]
+    avg = positions[sym, P_AVG]
+    account[A_CASH] -= qty * price + fee
+    account[A_FEES] += fee
+    positions[sym, P_FEES] += fee
+    q1 = q0 + qty
+    scale = max(abs(q0), abs(qty), 1.0)
+    if abs(q1) <= _EPS * scale:
+        q1 = 0.0
+    if q0 == 0.0 or (q0 > 0) == (qty > 0):
+        positions[sym, P_AVG] = (avg * abs(q0) + price * abs(qty)) / abs(q1)
+    else:
+        closed = min(abs(qty), abs(q0))
+        pnl = closed * (price - avg) * (1.0 if q0 > 0 else -1.0)
+        positions[sym, P_REALIZED] += pnl
+        account[A_REALIZED] += pnl
+        if q1 == 0.0:
+            positions[sym, P_AVG] = 0.0
+        elif (q1 > 0) != (q0 > 0):
+            positions[sym, P_AVG] = price
+    positions[sym, P_QTY] = q1
+
+
+@njit(cache=True)
+def _emit(events, n, kind, order, reason, price, size, fee, remaining):
+    events[n]["kind"] = kind
+    events[n]["order"] = order
+    events[n]["reason"] = reason
+    events[n]["price"] = price
+    events[n]["size"] = size
+    events[n]["fee"] = fee
+    events[n]["remaining"] = remaining
+    return n + 1
+
+
+@njit(cache=True)
+def _fee(cfg, o, price, size, liquidity):
+    pct = cfg[C_FEE_MAKER_PCT] if liquidity == MAKER else cfg[C_FEE_TAKER_PCT]
+    fee = cfg[C_FEE_PER_UNIT] * size + pct * price * size
+    if not o["fee_charged"]:
+        fee += cfg[C_FEE_FIXED]
+        o["fee_charged"] = True
+    return fee
+
+
+@njit(cache=True)
+def match_quote(orders, n_orders, sym, now, bid, ask, bid_size, ask_size, trade, cfg, tick,
+                account, positions, events):
+    """Match the working orders of `sym` against one quote at `now` (epoch s).
+
+    `bid`/`ask` are the top of book (NaN when unknown), sizes NaN or 0 when not displayed,
+    `trade` the price of a trade in this quote (NaN if none). Market orders take the opposite
+    side (plus slippage); limits fill when the opposite side reaches them, at the better of limit
+    and quote; stops trigger on `cfg[C_STOP_MODE]` prices and then work as market or limit. With
+    `cfg[C_PARTIAL]` set, fills are capped at the displayed size and the rest keeps working.
+    Returns the number of events written to `events` (stops early if it is full).
+    """
+    n = 0
+    cap = events.shape[0]
+    partial = cfg[C_PARTIAL] != 0.0
+    avail_ask = ask_size if partial and ask_size > 0 else np.inf
+    avail_bid = bid_size if partial and bid_size > 0 else np.inf
+    have_book = not (math.isnan(bid) or math.isnan(ask))
+    for i in range(n_orders):
+        if n + 3 > cap:
+            break
+        o = orders[i]
+        if o["sym"] != sym or o["status"] > WORKING or o["active_at"] > now:
+            continue
+        o["status"] = WORKING
+        buy = o["side"] > 0
+        if now >= o["expire_at"]:
+            o["status"] = CANCELLED
+            n = _emit(events, n, EV_CANCEL, i, R_EXPIRED, np.nan, 0.0, 0.0, o["remaining"])
+            continue
+        otype = o["otype"]
+        if (otype == STOP or otype == STOP_LIMIT) and not o["triggered"]:
+            mode = cfg[C_STOP_MODE]
+            if mode == STOP_ON_TRADE:
+                px = trade
+            elif mode == STOP_ON_MID:
+                px = (bid + ask) / 2.0
+            else:
+                px = ask if buy else bid
+            if math.isnan(px) or (buy and px < o["stop"]) or (not buy and px > o["stop"]):
+                continue
+            o["triggered"] = True
+            # A triggered stop arrives at the book now: its first match is as a taker.
+            o["attempted"] = False
+            n = _emit(events, n, EV_TRIGGER, i, 0, px, 0.0, 0.0, o["remaining"])
+        first = not o["attempted"]
+        o["attempted"] = True
+        is_market = otype == MARKET or otype == STOP
+        if have_book:
+            quote = ask if buy else bid
+            avail = avail_ask if buy else avail_bid
+        elif not math.isnan(trade):
+            quote = trade
+            avail = np.inf
+        else:
+            quote = np.nan
+            avail = 0.0
+        marketable = not math.isnan(quote) and avail > 0 and (
+            is_market or (buy and quote <= o["limit"]) or (not buy and quote >= o["limit"]))
+        size = o["remaining"]
+        if marketable and o["reduce_only"]:
+            pos = positions[sym, P_QTY]
+            reducible = -pos if buy else pos
+            if reducible <= 0:
+                o["status"] = CANCELLED
+                n = _emit(events, n, EV_CANCEL, i, R_REDUCE_ONLY, np.nan, 0.0, 0.0, size)
+                continue
+            size = min(size, reducible)
+        fill = min(size, avail) if marketable else 0.0
+        tif = o["tif"]
+        if tif == FOK and first and fill < o["remaining"] - _EPS * o["remaining"]:
+            o["status"] = CANCELLED
+            n = _emit(events, n, EV_CANCEL, i, R_FOK, np.nan, 0.0, 0.0, o["remaining"])
+            continue
+        if fill > 0:
+            if is_market:
+                slip = cfg[C_SLIP_TICKS] * tick
+                if have_book:
+                    slip += cfg[C_SLIP_SPREAD] * (ask - bid)
+                price = quote + slip if buy else quote - slip
+            else:
+                price = min(o["limit"], quote) if buy else max(o["limit"], quote)
+            liquidity = TAKER if (first or is_market) else MAKER
+            fee = _fee(cfg, o, price, fill, liquidity)
+            apply_fill(account, positions, sym, fill if buy else -fill, price, fee)
+            o["remaining"] -= fill
+            if o["remaining"] <= _EPS * o["size"]:
+                o["remaining"] = 0.0
+                o["status"] = FILLED
+            n = _emit(events, n, EV_FILL, i, liquidity, price, fill, fee, o["remaining"])
+            if o["status"] == WORKING and o["reduce_only"] and positions[sym, P_QTY] == 0.0:
+                # A reduce-only order has nothing left to reduce once the position is flat.
+                o["status"] = CANCELLED
+                n = _emit(events, n, EV_CANCEL, i, R_REDUCE_ONLY, np.nan, 0.0, 0.0,
+                          o["remaining"])
+            if buy:
+                avail_ask -= fill
+            else:
+                avail_bid -= fill
+        if tif == IOC and first and o["status"] == WORKING:
+            o["status"] = CANCELLED
+            n = _emit(events, n, EV_CANCEL, i, R_IOC, np.nan, 0.0, 0.0, o["remaining"])
+        elif tif == FOK and first and o["status"] == WORKING:
+            # FOK that did not fill at once (not marketable) does not rest.
+            o["status"] = CANCELLED
+            n = _emit(events, n, EV_CANCEL, i, R_FOK, np.nan, 0.0, 0.0, o["remaining"])
+    return n
+
+
+@njit(cache=True)
+def equity(account, positions, marks):
+    """Cash plus every position marked at `marks` (per symbol; NaN marks count as avg price)."""
+    total = account[A_CASH]
+    for s in range(positions.shape[0]):
+        q = positions[s, P_QTY]
+        if q != 0.0:
+            m = marks[s] if not math.isnan(marks[s]) else positions[s, P_AVG]
+            total += q * m
+    return total

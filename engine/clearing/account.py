@@ -1,0 +1,324 @@
+"""One trading account's state: working orders, cash, positions; the bridge between typed order
+messages and the numba clearing core.
+
+`Account` turns commands into order records, runs the matcher on quotes, and turns what the
+matcher did into typed events. `Account.apply` replays those same events (from a ledger) into
+the same state, with the same kernels, so a rebuilt account equals the live one exactly. It does
+no I/O and never reads a clock: time comes in with every call.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.clearing import _core
+from engine.clearing.config import BrokerConfig
+from engine.orders import (
+    AccountOpened,
+    LedgerEvent,
+    ModifyOrder,
+    OrderAccepted,
+    OrderCancelled,
+    OrderFilled,
+    OrderModified,
+    OrderTriggered,
+    SubmitOrder,
+)
+
+__all__ = ["Account", "Position", "OrderView"]
+
+_OTYPE = {"market": _core.MARKET, "limit": _core.LIMIT, "stop": _core.STOP,
+          "stop_limit": _core.STOP_LIMIT}
+_TIF = {"GTC": _core.GTC, "IOC": _core.IOC, "FOK": _core.FOK, "DAY": _core.DAY}
+_REASON = {_core.R_IOC: "IOC: not filled at once", _core.R_FOK: "FOK: could not fill in full",
+           _core.R_EXPIRED: "DAY order expired", _core.R_REDUCE_ONLY: "reduce-only: position flat"}
+
+
+def _day_end(epoch: float) -> float:
+    day = dt.datetime.fromtimestamp(epoch, dt.UTC).date() + dt.timedelta(days=1)
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()
+
+
+@dataclass(frozen=True)
+class Position:
+    symbol: str
+    quantity: float
+    avg_price: float
+    realized: float
+    fees: float
+    mark: float
+    unrealized: float
+
+
+@dataclass(frozen=True)
+class OrderView:
+    client_id: str
+    symbol: str
+    side: str
+    order_type: str
+    size: float
+    remaining: float
+    limit_price: float | None
+    stop_price: float | None
+    tif: str
+    triggered: bool
+
+
+class Account:
+    """Cash, positions and working orders of one account over a fixed list of symbols."""
+
+    def __init__(self, name: str, symbols: list[str], cash: float = 0.0,
+                 config: BrokerConfig | None = None, ticks: dict[str, float] | None = None,
+                 capacity: int = 1024) -> None:
+        self.name = name
+        self.config = config or BrokerConfig()
+        self.symbols: list[str] = []
+        self._index: dict[str, int] = {}
+        self.cash0 = float(cash)
+        self.account = np.zeros(3)
+        self.account[_core.A_CASH] = cash
+        self.positions = np.zeros((0, 4))
+        self.marks = np.zeros(0)
+        self.ticks = np.zeros(0)
+        self.orders = np.zeros(capacity, dtype=_core.order_dtype)
+        self.n_orders = 0
+        self._ids: list[str] = []
+        self._row: dict[str, int] = {}
+        self._submits: dict[str, SubmitOrder] = {}
+        self._events = np.zeros(256, dtype=_core.event_dtype)
+        self._cfg = self.config.vector()
+        self.fills = 0
+        for s in symbols:
+            self.add_symbol(s, (ticks or {}).get(s, 0.0))
+
+    # -- symbols and marks ---------------------------------------------------------------------
+
+    def add_symbol(self, symbol: str, tick: float = 0.0) -> int:
+        if symbol in self._index:
+            return self._index[symbol]
+        self._index[symbol] = len(self.symbols)
+        self.symbols.append(symbol)
+        self.positions = np.vstack([self.positions, np.zeros((1, 4))])
+        self.marks = np.append(self.marks, np.nan)
+        self.ticks = np.append(self.ticks, tick)
+        return self._index[symbol]
+
+    def mark(self, symbol: str, price: float) -> None:
+        """Set the price positions in `symbol` are valued at (the latest mid)."""
+        self.marks[self.add_symbol(symbol)] = price
+
+    # -- reading -------------------------------------------------------------------------------
+
+    @property
+    def cash(self) -> float:
+        return float(self.account[_core.A_CASH])
+
+    @property
+    def fees(self) -> float:
+        return float(self.account[_core.A_FEES])
+
+    @property
+    def realized(self) -> float:
+        return float(self.account[_core.A_REALIZED])
+
+    def position(self, symbol: str) -> float:
+        i = self._index.get(symbol)
+        return 0.0 if i is None else float(self.positions[i, _core.P_QTY])
+
+    def equity(self) -> float:
+        """Cash plus positions marked to the latest mid (entry price where none is known)."""
+        return float(_core.equity(self.account, self.positions, self.marks))
+
+    def gross_exposure(self) -> float:
+        marks = np.where(np.isnan(self.marks), self.positions[:, _core.P_AVG], self.marks)
+        return float(np.abs(self.positions[:, _core.P_QTY] * marks).sum())
+
+    def positions_view(self) -> list[Position]:
+        out = []
+        for s, i in self._index.items():
+            q, avg, realized, fees = self.positions[i]
+            if q == 0.0 and realized == 0.0 and fees == 0.0:
+                continue
+            mark = self.marks[i] if not math.isnan(self.marks[i]) else avg
+            out.append(Position(s, float(q), float(avg), float(realized), float(fees),
+                                float(mark), float(q * (mark - avg)) if q else 0.0))
+        return out
+
+    def open_orders(self) -> list[OrderView]:
+        out = []
+        for row in range(self.n_orders):
+            o = self.orders[row]
+            if o["status"] > _core.WORKING:
+                continue
+            sub = self._submits[self._ids[row]]
+            out.append(OrderView(sub.client_id, sub.symbol, sub.side, sub.order_type,
+                                 float(o["size"]), float(o["remaining"]),
+                                 None if math.isnan(o["limit"]) else float(o["limit"]),
+                                 None if math.isnan(o["stop"]) else float(o["stop"]),
+                                 sub.tif, bool(o["triggered"])))
+        return out
+
+    def working(self, client_id: str) -> bool:
+        row = self._row.get(client_id)
+        return row is not None and self.orders[row]["status"] <= _core.WORKING
+
+    def remember(self, order: SubmitOrder) -> None:
+        """Know an order that never reached the book (rejected), to route its events."""
+        self._submits.setdefault(order.client_id, order)
+
+    def order(self, client_id: str) -> SubmitOrder | None:
+        return self._submits.get(client_id)
+
+    def working_size(self, symbol: str, side: int) -> float:
+        """Unfilled size of working orders in `symbol` on one side (+1 buys, -1 sells)."""
+        i = self._index.get(symbol)
+        if i is None:
+            return 0.0
+        o = self.orders[: self.n_orders]
+        mask = (o["sym"] == i) & (o["side"] == side) & (o["status"] <= _core.WORKING)
+        return float(o["remaining"][mask].sum())
+
+    # -- commands (already risk-checked by the broker) -----------------------------------------
+
+    def accept(self, order: SubmitOrder, now: float) -> OrderAccepted:
+        """Put an order on the book (after the configured latency); return the event."""
+        event = OrderAccepted(time=now, account=self.name, order=order)
+        self._add(order, now, self.config.latency_ms / 1e3)
+        return event
+
+    def _add(self, order: SubmitOrder, now: float, latency: float) -> int:
+        if order.client_id in self._row:
+            raise ValueError(f"duplicate client order id {order.client_id!r}")
+        if self.n_orders == len(self.orders):
+            self.orders = np.concatenate([self.orders, np.zeros_like(self.orders)])
+        row = self.n_orders
+        o = self.orders[row]
+        o["sym"] = self.add_symbol(order.symbol)
+        o["side"] = 1 if order.side == "buy" else -1
+        o["otype"] = _OTYPE[order.order_type]
+        o["tif"] = _TIF[order.tif]
+        o["reduce_only"] = order.reduce_only
+        o["status"] = _core.PENDING
+        o["size"] = o["remaining"] = order.size
+        o["limit"] = np.nan if order.limit_price is None else order.limit_price
+        o["stop"] = np.nan if order.stop_price is None else order.stop_price
+        o["placed_at"] = now
+        o["active_at"] = now + latency
+        o["expire_at"] = _day_end(now) if order.tif == "DAY" else np.inf
+        self.n_orders += 1
+        self._ids.append(order.client_id)
+        self._row[order.client_id] = row
+        self._submits[order.client_id] = order
+        return row
+
+    def cancel(self, client_id: str, now: float, reason: str = "cancelled") -> OrderCancelled:
+        row = self._row[client_id]
+        o = self.orders[row]
+        o["status"] = _core.CANCELLED
+        return OrderCancelled(time=now, account=self.name, client_id=client_id,
+                              symbol=self._submits[client_id].symbol,
+                              remaining=float(o["remaining"]), reason=reason)
+
+    def modify(self, cmd: ModifyOrder, now: float) -> OrderModified:
+        """Change a working order's size (total, not below what has filled) and/or prices."""
+        row = self._row[cmd.client_id]
+        o = self.orders[row]
+        filled = o["size"] - o["remaining"]
+        if cmd.size is not None:
+            if cmd.size <= filled:
+                raise ValueError(f"new size {cmd.size:g} is not above the {filled:g} already filled")
+            o["remaining"] = cmd.size - filled
+            o["size"] = cmd.size
+        if cmd.limit_price is not None:
+            if math.isnan(o["limit"]):
+                raise ValueError("a limit price applies to limit and stop-limit orders only")
+            o["limit"] = cmd.limit_price
+        if cmd.stop_price is not None:
+            if math.isnan(o["stop"]) or o["triggered"]:
+                raise ValueError("a stop price applies to untriggered stop orders only")
+            o["stop"] = cmd.stop_price
+        return OrderModified(time=now, account=self.name, client_id=cmd.client_id,
+                             size=float(o["size"]),
+                             limit_price=None if math.isnan(o["limit"]) else float(o["limit"]),
+                             stop_price=None if math.isnan(o["stop"]) else float(o["stop"]))
+
+    # -- matching ------------------------------------------------------------------------------
+
+    def match(self, symbol: str, now: float, bid: float = math.nan, ask: float = math.nan,
+              bid_size: float = math.nan, ask_size: float = math.nan,
+              trade: float = math.nan) -> list[LedgerEvent]:
+        """Match the symbol's working orders against one quote; return what happened."""
+        i = self._index.get(symbol)
+        if i is None or not self.n_orders:
+            return []
+        out: list[LedgerEvent] = []
+        while True:
+            n = _core.match_quote(self.orders, self.n_orders, i, now, bid, ask, bid_size, ask_size,
+                                  trade, self._cfg, self.ticks[i], self.account, self.positions,
+                                  self._events)
+            out.extend(self._convert(self._events[:n], now))
+            # A full event buffer means orders are left to look at: match again on what remains.
+            if n < len(self._events) - 2:
+                return out
+
+    def _convert(self, events: np.ndarray, now: float) -> list[LedgerEvent]:
+        out: list[LedgerEvent] = []
+        for e in events:
+            cid = self._ids[int(e["order"])]
+            sub = self._submits[cid]
+            kind = int(e["kind"])
+            if kind == _core.EV_FILL:
+                self.fills += 1
+                out.append(OrderFilled(
+                    time=now, account=self.name, fill_id=self.fills, client_id=cid,
+                    symbol=sub.symbol, side=sub.side, price=float(e["price"]),
+                    size=float(e["size"]), fee=float(e["fee"]),
+                    liquidity="maker" if e["reason"] == _core.MAKER else "taker",
+                    remaining=float(e["remaining"])))
+            elif kind == _core.EV_TRIGGER:
+                out.append(OrderTriggered(time=now, account=self.name, client_id=cid,
+                                          symbol=sub.symbol, price=float(e["price"])))
+            else:
+                out.append(OrderCancelled(time=now, account=self.name, client_id=cid,
+                                          symbol=sub.symbol, remaining=float(e["remaining"]),
+                                          reason=_REASON[int(e["reason"])]))
+        return out
+
+    # -- replay --------------------------------------------------------------------------------
+
+    def apply(self, event: LedgerEvent) -> None:
+        """Apply a ledger event to the state, exactly as it happened live."""
+        if isinstance(event, AccountOpened):
+            self.cash0 = event.cash
+            self.account[:] = 0.0
+            self.account[_core.A_CASH] = event.cash
+        elif isinstance(event, OrderAccepted):
+            row = self._add(event.order, event.time, self.config.latency_ms / 1e3)
+            # A restored order has met the book already: later fills of it rest as maker.
+            self.orders[row]["attempted"] = True
+        elif isinstance(event, OrderFilled):
+            row = self._row[event.client_id]
+            o = self.orders[row]
+            _core.apply_fill(self.account, self.positions, int(o["sym"]), event.signed_size,
+                             event.price, event.fee)
+            o["remaining"] = event.remaining
+            o["fee_charged"] = True
+            o["status"] = _core.FILLED if event.remaining == 0.0 else _core.WORKING
+            self.fills = max(self.fills, event.fill_id)
+        elif isinstance(event, OrderTriggered):
+            self.orders[self._row[event.client_id]]["triggered"] = True
+        elif isinstance(event, OrderCancelled):
+            self.orders[self._row[event.client_id]]["status"] = _core.CANCELLED
+        elif isinstance(event, OrderModified):
+            o = self.orders[self._row[event.client_id]]
+            filled = o["size"] - o["remaining"]
+            o["size"] = event.size
+            o["remaining"] = event.size - filled
+            if event.limit_price is not None:
+                o["limit"] = event.limit_price
+            if event.stop_price is not None:
+                o["stop"] = event.stop_price
