@@ -163,6 +163,7 @@ def test_cancel_and_modify_a_resting_order():
     a = account()
     accepted = a.accept(order("buy", 5, order_type="limit", limit_price=90.0), T)
     cid = accepted.client_id
+    assert a.match("x", T, bid=99.0, ask=100.0) == []  # rests on the book
     a.modify(ModifyOrder(client_id=cid, size=8, limit_price=99.5), T + 1)
     assert fills(a.match("x", T + 2, bid=99.0, ask=99.5)) == [("buy", 8.0, 99.5, "maker", 0.0)]
     other = a.accept(order("sell", 5, order_type="limit", limit_price=200.0), T).client_id
