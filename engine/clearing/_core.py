@@ -86,7 +86,7 @@ def apply_fill(account, positions, sym, qty, price, fee):
     if abs(q1) <= _EPS * scale:
         q1 = 0.0
     if q0 == 0.0 or (q0 > 0) == (qty > 0):
-        positions[sym, P_AVG] = (avg * abs(q0) + price * abs(qty)) / abs(q1)
+        positions[sym, P_AVG] = (avg * abs(q0) + price * abs(qty)) / abs(q1) if q1 != 0.0 else 0.0
     else:
         closed = min(abs(qty), abs(q0))
         pnl = closed * (price - avg) * (1.0 if q0 > 0 else -1.0)
@@ -195,7 +195,7 @@ def match_quote(orders, n_orders, sym, now, bid, ask, bid_size, ask_size, trade,
             o["status"] = CANCELLED
             n = _emit(events, n, EV_CANCEL, i, R_FOK, np.nan, 0.0, 0.0, o["remaining"])
             continue
-        if fill > 0:
+        if fill > _EPS * o["size"]:  # a dust-sized displayed quantity is no liquidity
             if is_market:
                 slip = cfg[C_SLIP_TICKS] * tick
                 if have_book:
