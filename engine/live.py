@@ -58,6 +58,7 @@ class RunResult:
     orders: list[SubmitOrder]
     last_prices: dict[str, float]
     interrupted: bool = False
+    account: dict[str, Any] | None = None  # the paper account at the end, with --paper
 
     @property
     def errors(self) -> list[str]:
@@ -79,6 +80,13 @@ class RunResult:
             state = "FAILED" if s.error else "ok"
             lines.append(f"  {s.name}: {state}; {s.quotes} quotes, {s.bars} bars, {s.orders} orders"
                          f", {s.coalesced} quotes coalesced while behind")
+        if self.account is not None:
+            a = self.account
+            lines.append(f"  account {a['account']}: equity {a['equity']:,.2f}, cash "
+                         f"{a['cash']:,.2f}, fees {a['fees']:,.2f}, {a['fills']} fills this run")
+            for p in a["positions"]:
+                lines.append(f"    {p['symbol']}: {p['quantity']:g} @ {p['avg_price']:g}, "
+                             f"unrealized {p['unrealized']:,.2f}, realized {p['realized']:,.2f}")
         return "\n".join(lines)
 
 
@@ -110,6 +118,16 @@ def _last_price(quote: dict | None) -> float:
 
 def _orders_of(router: OrderRouter) -> list[SubmitOrder]:
     return list(getattr(router, "orders", []))
+
+
+def _paper_broker(paper: Any, symbols: list[str], clock: Clock) -> Any:
+    """A PaperBroker from `paper`: a broker, an account name, or a dict of open_account args."""
+    from engine.clearing.broker import PaperBroker, open_account
+
+    if isinstance(paper, PaperBroker):
+        return paper
+    args = {"name": paper} if isinstance(paper, str) else dict(paper)
+    return open_account(symbols=symbols, clock=clock, **args)
 
 
 async def run_live(
@@ -145,7 +163,14 @@ async def run_live(
             runner = make_runner(strat, symbols=symbols, timeframe=period, bars=feed.bars,
                                  quotes=feed.quotes, clock=clock, router=router, capacity=mailbox)
             feed.subscribe(runner.deliver)
+            if hasattr(router, "attach"):
+                router.attach(strat.name, runner.deliver_events)
             runners.append(runner)
+        if hasattr(router, "on_batch"):
+            # After the strategies: a quote reaches them before the fills it causes.
+            for quote in feed.quotes.values():
+                router.on_batch([quote], [], [])
+            feed.subscribe(router.on_batch)
         async with trio.open_nursery() as nursery:
             done = trio.Event()
 
@@ -155,6 +180,8 @@ async def run_live(
                 if all(r.stats.error or r.stats.stopped for r in runners):
                     done.set()
 
+            if hasattr(router, "run"):
+                nursery.start_soon(router.run)
             for runner in runners:
                 nursery.start_soon(supervise, runner)
             if status is not None:
@@ -187,6 +214,8 @@ async def run_live(
             orders=_orders_of(router),
             last_prices={s: _last_price(feed.quotes.get(s)) for s in symbols},
             interrupted=interrupted,
+            account=(dict(router.summary(), fills=len(router.fills))
+                     if hasattr(router, "summary") else None),
         )
 
 
@@ -239,11 +268,14 @@ def run(
     status: Callable[[StatusSnapshot], None] | None = None,
     status_every: float = 1.0,
     handle_signals: bool = False,
+    paper: Any = None,
 ) -> RunResult:
     """Run a strategy live on `provider` (default: the simulated market) and return the result.
 
     `strategy` is a `.py` path, a Strategy subclass or an instance; `symbols` and `timeframe`
     default to the strategy's class attributes; `duration` is in seconds (None: until stopped).
+    `paper` trades a paper account: an account name, or a dict of `open_account` arguments
+    (`name`, `cash`, `config`, `path`); without it, orders are only logged.
     """
     strat = resolve_strategy(strategy, params)
     syms = list(symbols or type(strat).symbols or [])
@@ -253,7 +285,17 @@ def run(
     parse_timeframe(tf)
     prov = load_provider(provider) if isinstance(provider, str) else provider
     prov.configure(**(provider_options or {}))
-    return trio.run(lambda: run_live([strat], provider=prov, symbols=syms, timeframe=tf,
-                                     duration=duration, history=history, status=status,
-                                     status_every=status_every,
-                                     handle_signals=handle_signals))
+
+    async def main() -> RunResult:
+        clock = LiveClock()
+        router = _paper_broker(paper, syms, clock) if paper is not None else None
+        try:
+            return await run_live([strat], provider=prov, symbols=syms, timeframe=tf,
+                                  duration=duration, history=history, status=status,
+                                  status_every=status_every, handle_signals=handle_signals,
+                                  clock=clock, router=router)
+        finally:
+            if router is not None and router.ledger is not None:
+                router.ledger.close()
+
+    return trio.run(main)

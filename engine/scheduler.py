@@ -126,7 +126,7 @@ class StrategyRunner:
         self.strategy.ctx = self.context
         self.source = self.source or getattr(type(self.strategy), "__source_path__", None)
         self._async = {name: inspect.iscoroutinefunction(getattr(self.strategy, name))
-                       for name in ("on_start", "on_quote", "on_bar", "on_stop", *_EVENT_CALLBACKS)}
+                       for name in ("on_start", "on_quote", "on_bar", "on_stop", *set(_EVENT_CALLBACKS.values()))}
         cls = type(self.strategy)
         # Skip delivering what the strategy ignores: the base class's callbacks do nothing.
         self._wants_quotes = cls.on_quote is not Strategy.on_quote

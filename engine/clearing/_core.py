@@ -122,8 +122,8 @@ def _fee(cfg, o, price, size, liquidity):
 
 
 @njit(cache=True)
-def match_quote(orders, n_orders, sym, now, bid, ask, bid_size, ask_size, trade, cfg, tick,
-                account, positions, events):
+def match_quote(orders, start, n_orders, sym, now, bid, ask, bid_size, ask_size, trade, cfg,
+                tick, account, positions, events):
     """Match the working orders of `sym` against one quote at `now` (epoch s).
 
     `bid`/`ask` are the top of book (NaN when unknown), sizes NaN or 0 when not displayed,
@@ -131,7 +131,8 @@ def match_quote(orders, n_orders, sym, now, bid, ask, bid_size, ask_size, trade,
     side (plus slippage); limits fill when the opposite side reaches them, at the better of limit
     and quote; stops trigger on `cfg[C_STOP_MODE]` prices and then work as market or limit. With
     `cfg[C_PARTIAL]` set, fills are capped at the displayed size and the rest keeps working.
-    Returns the number of events written to `events` (stops early if it is full).
+    Orders before row `start` are known to be done (the caller keeps that bound). Returns the
+    number of events written to `events` (stops early if it is full).
     """
     n = 0
     cap = events.shape[0]
@@ -139,7 +140,7 @@ def match_quote(orders, n_orders, sym, now, bid, ask, bid_size, ask_size, trade,
     avail_ask = ask_size if partial and ask_size > 0 else np.inf
     avail_bid = bid_size if partial and bid_size > 0 else np.inf
     have_book = not (math.isnan(bid) or math.isnan(ask))
-    for i in range(n_orders):
+    for i in range(start, n_orders):
         if n + 3 > cap:
             break
         o = orders[i]
@@ -228,6 +229,55 @@ def match_quote(orders, n_orders, sym, now, bid, ask, bid_size, ask_size, trade,
             o["status"] = CANCELLED
             n = _emit(events, n, EV_CANCEL, i, R_FOK, np.nan, 0.0, 0.0, o["remaining"])
     return n
+
+
+@njit(cache=True)
+def first_working(orders, start, n_orders):
+    """The lowest row at or after `start` whose order may still work (n_orders if none)."""
+    while start < n_orders and orders[start]["status"] > WORKING:
+        start += 1
+    return start
+
+
+@njit(cache=True)
+def place_order(orders, row, sym, side, otype, tif, size, limit, stop, now, latency, expire_at,
+                reduce_only):
+    """Write a new order into `orders[row]` (sizes in units, times in epoch s)."""
+    o = orders[row]
+    o["sym"] = sym
+    o["side"] = side
+    o["otype"] = otype
+    o["tif"] = tif
+    o["reduce_only"] = reduce_only
+    o["status"] = PENDING
+    o["triggered"] = False
+    o["attempted"] = False
+    o["fee_charged"] = False
+    o["size"] = size
+    o["remaining"] = size
+    o["limit"] = limit
+    o["stop"] = stop
+    o["placed_at"] = now
+    o["active_at"] = now + latency
+    o["expire_at"] = expire_at
+
+
+@njit(cache=True)
+def gross_exposure(positions, marks):
+    """Sum of |quantity x mark| over symbols (entry price where no mark is known)."""
+    total = 0.0
+    for s in range(positions.shape[0]):
+        q = positions[s, P_QTY]
+        if q != 0.0:
+            m = marks[s] if not math.isnan(marks[s]) else positions[s, P_AVG]
+            total += abs(q * m)
+    return total
+
+
+@njit(cache=True)
+def equity_and_exposure(account, positions, marks):
+    """(equity, gross exposure) in one pass, for per-order risk checks."""
+    return equity(account, positions, marks), gross_exposure(positions, marks)
 
 
 @njit(cache=True)

@@ -25,11 +25,47 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="strategy parameter override (repeatable), e.g. -p fast=5")
     p.add_argument("--history", type=int, default=10,
                    help="frames of history to backfill per symbol (default 10; 0: none)")
+    paper = p.add_argument_group("paper trading (--paper)")
+    paper.add_argument("--paper", action="store_true",
+                       help="trade a paper account: orders fill against the live quotes")
+    paper.add_argument("--account", default="paper",
+                       help="paper account name (default: paper); its ledger lives in the data dir")
+    paper.add_argument("--cash", type=float, help="starting cash of a new account (default 100000)")
+    paper.add_argument("--fee-pct", type=float, default=0.0,
+                       help="fee per fill as a fraction of notional, e.g. 0.001 (default 0)")
+    paper.add_argument("--slippage-spread", type=float, default=0.0,
+                       help="market-fill slippage as a fraction of the spread (default 0)")
+    paper.add_argument("--latency-ms", type=float, default=0.0,
+                       help="order latency in milliseconds of the clock (default 0)")
+    paper.add_argument("--leverage", type=float, default=1.0,
+                       help="buying power as a multiple of equity (default 1)")
     p.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error"], help="log level (default info)")
     p.add_argument("--status-every", type=float, default=None,
                    help="seconds between status lines (default: 1 on a terminal, 5 otherwise)")
     p.set_defaults(func=run)
+
+
+def _paper_args(args: argparse.Namespace) -> dict:
+    from pydantic import ValidationError
+
+    from engine.clearing.config import BrokerConfig, Fees, RiskLimits, Slippage
+    from engine.cli import UsageError
+    from engine.paths import account_dir
+
+    try:
+        account_dir(args.account)
+        config = BrokerConfig(fees=Fees(taker_pct=args.fee_pct, maker_pct=args.fee_pct),
+                              slippage=Slippage(spread_fraction=args.slippage_spread),
+                              latency_ms=args.latency_ms, risk=RiskLimits(leverage=args.leverage))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise UsageError(f"--{err['loc'][-1]}: {err['msg']}".replace("_", "-")) from None
+    except ValueError as exc:
+        raise UsageError(f"--account: {exc}") from None
+    if args.cash is not None and args.cash <= 0:
+        raise UsageError(f"--cash must be positive, got {args.cash:g}")
+    return {"name": args.account, "cash": args.cash, "config": config}
 
 
 def configure_logging(level: str) -> None:
@@ -66,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
     except StrategyError as exc:
         raise UsageError(str(exc)) from None
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
+    paper = _paper_args(args) if args.paper else None
     tty = sys.stderr.isatty()
     every = args.status_every or (1.0 if tty else 5.0)
 
@@ -80,13 +117,14 @@ def run(args: argparse.Namespace) -> int:
                               timeframe=args.timeframe, duration=args.duration,
                               provider_options=parse_options(args.provider_option),
                               history=args.history, status=show, status_every=every,
-                              handle_signals=True)
+                              handle_signals=True, paper=paper)
     except (StrategyError, ProviderError) as exc:
         raise UsageError(str(exc)) from None
     except Exception as exc:
+        from engine.clearing.ledger import LedgerError
         from engine.feed import FeedError
 
-        if isinstance(exc, FeedError):
+        if isinstance(exc, LedgerError | FeedError):
             raise UsageError(str(exc)) from None
         raise
     if tty:

@@ -10,10 +10,11 @@ incrementally, matching TA-Lib where TA-Lib has them.
 
 Each indicator is a class holding its state (`SMA`, `EMA`, `WMA`, `RSI`, `MACD`, `BBands`,
 `StdDev`, `ZScore`, `ATR`, `Highest`, `Lowest`, `VWAP`, `RollingVWAP`, `CrossOver`,
-`CrossUnder`) and a function computing a whole series (`sma`, `ema`, ...). The jitted kernels
-themselves live in the private modules beside this one (`_moving`, `_oscillators`,
-`_volatility`, `_extrema`, `_vwap`, `_cross`): pure functions of (state, inputs, outputs) with no
-I/O, no async code and no globals, shared by backtest, paper and live alike.
+`CrossUnder`, in `_indicators`) and a function computing a whole series (`sma`, `ema`, ...,
+in `_functions`). The jitted kernels live in the private modules beside them (`_moving`,
+`_oscillators`, `_volatility`, `_extrema`, `_vwap`, `_cross`): pure functions of (state,
+inputs, outputs) with no I/O, no async code and no globals, shared by backtest, paper and live
+alike. `engine.signals` keeps declared series in shared memory, updated as bars close.
 
 Importing this package does not import numba: the names load on first use, so `import engine`
 stays fast, and kernels compile (or load from numba's cache) on their first call.
@@ -61,6 +62,23 @@ __all__ = [
 
 if TYPE_CHECKING:
     from engine.kernels._base import Indicator
+    from engine.kernels._functions import (
+        atr,
+        bbands,
+        crossover,
+        crossunder,
+        ema,
+        highest,
+        lowest,
+        macd,
+        rolling_vwap,
+        rsi,
+        sma,
+        stddev,
+        vwap,
+        wma,
+        zscore,
+    )
     from engine.kernels._indicators import (
         ATR,
         EMA,
@@ -78,28 +96,18 @@ if TYPE_CHECKING:
         RollingVWAP,
         StdDev,
         ZScore,
-        atr,
-        bbands,
-        crossover,
-        crossunder,
-        ema,
-        highest,
-        lowest,
-        macd,
-        rolling_vwap,
-        rsi,
-        sma,
-        stddev,
-        vwap,
-        wma,
-        zscore,
     )
 
 
 def __getattr__(name: str) -> Any:
     if name not in __all__:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module = "engine.kernels._base" if name == "Indicator" else "engine.kernels._indicators"
+    if name == "Indicator":
+        module = "engine.kernels._base"
+    elif name[0].islower():
+        module = "engine.kernels._functions"
+    else:
+        module = "engine.kernels._indicators"
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

@@ -9,12 +9,39 @@ another shared-memory array. Nothing here reads a clock, does I/O or imports an 
 
 from __future__ import annotations
 
+import mmap
 import numbers
 from typing import Any, ClassVar
 
 import numpy as np
 
 Series = Any  # a 1-D array-like of numbers, or one number for a one-bar update
+
+# Outputs from this size up are mapped with their pages already in place. Faulting in fresh
+# pages one at a time from inside a kernel's loop stalls a latency-bound recurrence far more
+# than the fault itself costs (measured: RSI over 10M bars, 4.7 ns a bar into np.empty, 3.6
+# into pre-populated pages, 2.4 into pages already touched). 4 MiB is where numpy itself starts
+# asking for huge pages.
+_POPULATE_BYTES = 4 << 20
+_MADV_POPULATE_WRITE = 23  # Linux 5.14+; not named by Python 3.11's mmap module
+_populate_ok = hasattr(mmap, "MADV_HUGEPAGE")
+_FLOAT64 = np.dtype(np.float64)
+
+
+def empty(m: int, dtype: np.dtype = _FLOAT64) -> np.ndarray:
+    """Return an uninitialized array of `m` values, its memory touched in advance when large."""
+    global _populate_ok
+    nbytes = m * dtype.itemsize
+    if nbytes < _POPULATE_BYTES or not _populate_ok:
+        return np.empty(m, dtype=dtype)
+    try:
+        mm = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        mm.madvise(mmap.MADV_HUGEPAGE)
+        mm.madvise(_MADV_POPULATE_WRITE)
+    except (OSError, ValueError):
+        _populate_ok = False  # an older kernel: plain arrays from now on
+        return np.empty(m, dtype=dtype)
+    return np.frombuffer(mm, dtype=dtype)
 
 
 def check_period(name: str, value: object, minimum: int = 1) -> int:
@@ -24,12 +51,19 @@ def check_period(name: str, value: object, minimum: int = 1) -> int:
     return int(value)
 
 
-def _as_input(series: Series, numeric_ok: bool = False) -> np.ndarray:
+# What counts as one number in a one-bar update (concrete types: an isinstance test against
+# numbers.Real goes through the ABC machinery, a noticeable part of a 2 us update).
+NUMBER_TYPES = (float, int, np.floating, np.integer)
+
+
+def as_input(series: Series, numeric_ok: bool = False) -> np.ndarray:
+    if type(series) is np.ndarray and series.dtype == np.float64 and series.ndim == 1:
+        return series  # the common case, strided views included: used in place
     arr = np.asarray(series)
     if arr.ndim != 1:
         raise ValueError(f"a series must be 1-D, got shape {arr.shape}")
     if arr.dtype != np.float64 and not (numeric_ok and arr.dtype.kind in "iu"):
-        # Only a non-float64 input is copied; float64 views (strided or not) are used in place.
+        # Only a non-float64 input is copied.
         arr = arr.astype(np.float64)
     return arr
 
@@ -105,11 +139,9 @@ class Indicator:
                 f"{type(self).__name__} takes {len(self.inputs)} series "
                 f"({', '.join(self.inputs)}), got {len(series)}"
             )
-        if out is None and all(isinstance(s, numbers.Real) for s in series):
+        if out is None and isinstance(series[0], NUMBER_TYPES):
             return self._update_one(series)
-        ins = tuple(
-            _as_input(s, i in self._numeric_inputs) for i, s in enumerate(series)
-        )
+        ins = tuple(as_input(s, i in self._numeric_inputs) for i, s in enumerate(series))
         m = ins[0].shape[0]
         for arr in ins[1:]:
             if arr.shape[0] != m:
@@ -121,32 +153,33 @@ class Indicator:
     # -- helpers ---------------------------------------------------------------------------------
 
     def _update_one(self, values: tuple) -> Any:
-        for buf, value in zip(self._one_in, values, strict=True):
-            buf[0] = value
-        self._call(self._one_in, self._one_out)
-        if len(self._one_out) == 1:
-            return self._one_out[0][0].item()
-        return tuple(o[0].item() for o in self._one_out)
+        ins = self._one_in
+        for k, value in enumerate(values):
+            if not isinstance(value, NUMBER_TYPES):
+                raise TypeError(f"a one-bar update takes numbers, got {value!r}")
+            ins[k][0] = value
+        outs = self._one_out
+        self._call(ins, outs)
+        if len(outs) == 1:
+            return outs[0][0].item()
+        return tuple(o[0].item() for o in outs)
 
     def _outs(self, m: int, out: Any) -> tuple[np.ndarray, ...]:
         k = len(self.outputs)
         if out is None:
-            return tuple(np.empty(m, dtype=self.out_dtype) for _ in range(k))
+            return tuple(empty(m, self.out_dtype) for _ in range(k))
         outs = (out,) if isinstance(out, np.ndarray) else tuple(out)
         if len(outs) != k:
             raise ValueError(f"{type(self).__name__} writes {k} outputs, got {len(outs)} arrays")
         for o in outs:
-            if not isinstance(o, np.ndarray) or o.ndim != 1 or o.shape[0] != m:
+            if type(o) is not np.ndarray or o.ndim != 1 or o.shape[0] != m:
                 raise ValueError(f"out must be 1-D arrays of length {m}")
             if not o.flags.writeable:
                 raise ValueError("out arrays must be writeable")
-            if o.dtype != self.out_dtype and not (
-                self.out_dtype == np.bool_ and o.dtype == np.float64
-            ):
+            if o.dtype != self.out_dtype and o.dtype != np.float64:
                 raise ValueError(f"out arrays must be {self.out_dtype}, got {o.dtype}")
         return outs
 
     def __repr__(self) -> str:
         params = ", ".join(repr(p) for p in self._params())
         return f"{type(self).__name__}({params}) after {self.bars} bars"
-

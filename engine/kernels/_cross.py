@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from engine.kernels._common import PREFETCH_AHEAD, prefetch
+
 # [count, previous a, previous b]
 _COUNT, _PREV_A, _PREV_B = 0, 1, 2
 
@@ -22,12 +24,15 @@ def cross_state() -> np.ndarray:
     return state
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def cross_update(state, a, b, out, above):
     pa = state[_PREV_A]
     pb = state[_PREV_B]
     m = a.shape[0]
-    for i in range(m):
+    ahead = np.uint64(PREFETCH_AHEAD)
+    for i in range(np.uint64(0), np.uint64(m)):
+        prefetch(a, i + ahead)
+        prefetch(b, i + ahead)
         x = a[i]
         y = b[i]
         if above:

@@ -1,7 +1,7 @@
-"""The indicators strategies use: one class per kernel holding its state, and a function each.
+"""The indicators strategies use: one class per kernel, holding its state between calls.
 
-Classes (`EMA(20)`) are for incremental use: `run(history)` once, then `update(newest)` per bar.
-Functions (`ema(close, 20)`) compute a whole series in one call. Periods are in bars; outputs are
+`EMA(20)` and the like are for incremental use: `run(history)` once, then `update(newest)` per
+bar (the one-call functions in `_functions` wrap them). Periods are in bars; outputs are
 in the units of the input unless a docstring says otherwise. Warm-up outputs are NaN, as many as
 TA-Lib gives, counted from the first bar whose inputs are all numbers (leading NaNs are skipped,
 as TA-Lib's Python wrapper does). Inputs are read in place and may be strided views such as
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from engine.kernels import _cross, _extrema, _moving, _oscillators, _volatility, _vwap
-from engine.kernels._base import Indicator, Series, check_period
+from engine.kernels._base import NUMBER_TYPES, Indicator, Series, as_input, check_period
 
 __all__ = [
     "KINDS",
@@ -35,21 +35,6 @@ __all__ = [
     "RollingVWAP",
     "CrossOver",
     "CrossUnder",
-    "sma",
-    "ema",
-    "wma",
-    "rsi",
-    "macd",
-    "bbands",
-    "stddev",
-    "zscore",
-    "atr",
-    "highest",
-    "lowest",
-    "vwap",
-    "rolling_vwap",
-    "crossover",
-    "crossunder",
 ]
 
 
@@ -212,7 +197,9 @@ class StdDev(Indicator):
 
     def _call(self, ins, outs) -> None:
         o = outs[0]
-        _volatility.meanvar_update(self.state, ins[0], _volatility.MODE_STDDEV, self.k, 0.0, o, o, o)
+        _volatility.meanvar_update(
+            self.state, ins[0], _volatility.MODE_STDDEV, self.k, 0.0, o, o, o
+        )
 
     def _params(self) -> tuple:
         return (self.period, self.k)
@@ -359,8 +346,9 @@ class CrossOver(Indicator):
 
     def update(self, a: Series, b: Series, out: Any = None) -> Any:
         """Feed the next bars of `a` and `b` (a series or one number) and return the crosses."""
-        if np.ndim(b) == 0 and np.ndim(a) == 1:
-            b = np.broadcast_to(np.float64(b), np.shape(a))
+        if isinstance(b, NUMBER_TYPES) and not isinstance(a, NUMBER_TYPES):
+            a = as_input(a)
+            b = np.broadcast_to(np.float64(b), a.shape)
         return super().update(a, b, out=out)
 
 
@@ -377,104 +365,21 @@ class CrossUnder(CrossOver):
 # The names `SignalSet` specs use.
 KINDS: dict[str, type[Indicator]] = {
     cls.kind: cls
-    for cls in (SMA, EMA, WMA, RSI, MACD, BBands, StdDev, ZScore, ATR, Highest, Lowest, VWAP,
-                RollingVWAP, CrossOver, CrossUnder)
+    for cls in (
+        SMA,
+        EMA,
+        WMA,
+        RSI,
+        MACD,
+        BBands,
+        StdDev,
+        ZScore,
+        ATR,
+        Highest,
+        Lowest,
+        VWAP,
+        RollingVWAP,
+        CrossOver,
+        CrossUnder,
+    )
 }
-
-
-# -- one-call functions ------------------------------------------------------------------------
-
-
-def sma(close: Series, period: int, *, out: Any = None) -> np.ndarray:
-    """Return the simple moving average of `period` bars; period-1 NaN warm-up bars."""
-    return SMA(period).run(close, out=out)
-
-
-def ema(close: Series, period: int, *, out: Any = None) -> np.ndarray:
-    """Return the EMA (smoothing 2/(period+1), SMA-seeded); period-1 NaN warm-up bars."""
-    return EMA(period).run(close, out=out)
-
-
-def wma(close: Series, period: int, *, out: Any = None) -> np.ndarray:
-    """Return the linearly weighted moving average of `period` bars; period-1 NaN bars."""
-    return WMA(period).run(close, out=out)
-
-
-def rsi(close: Series, period: int = 14, *, out: Any = None) -> np.ndarray:
-    """Return Wilder's RSI in percent (0..100); `period` NaN warm-up bars."""
-    return RSI(period).run(close, out=out)
-
-
-def macd(
-    close: Series, fast: int = 12, slow: int = 26, signal: int = 9, *, out: Any = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return (line, signal, histogram) of the MACD in price units; slow+signal-2 NaN bars."""
-    return MACD(fast, slow, signal).run(close, out=out)
-
-
-def bbands(
-    close: Series, period: int = 20, up: float = 2.0, down: float = 2.0, *, out: Any = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return the (upper, middle, lower) Bollinger bands in price units; period-1 NaN bars.
-
-    `up` and `down` are in population standard deviations of the last `period` bars.
-    """
-    return BBands(period, up, down).run(close, out=out)
-
-
-def stddev(close: Series, period: int, k: float = 1.0, *, out: Any = None) -> np.ndarray:
-    """Return the rolling population standard deviation times `k`; period-1 NaN bars."""
-    return StdDev(period, k).run(close, out=out)
-
-
-def zscore(close: Series, period: int, *, out: Any = None) -> np.ndarray:
-    """Return the rolling z-score in standard deviations; period-1 NaN warm-up bars."""
-    return ZScore(period).run(close, out=out)
-
-
-def atr(
-    high: Series, low: Series, close: Series, period: int = 14, *, out: Any = None
-) -> np.ndarray:
-    """Return the average true range (Wilder) in price units; `period` NaN warm-up bars."""
-    return ATR(period).run(high, low, close, out=out)
-
-
-def highest(series: Series, period: int, *, out: Any = None) -> np.ndarray:
-    """Return the highest value of the last `period` bars; period-1 NaN warm-up bars."""
-    return Highest(period).run(series, out=out)
-
-
-def lowest(series: Series, period: int, *, out: Any = None) -> np.ndarray:
-    """Return the lowest value of the last `period` bars; period-1 NaN warm-up bars."""
-    return Lowest(period).run(series, out=out)
-
-
-def vwap(
-    price: Series,
-    volume: Series,
-    time: Series,
-    session: float = 86400.0,
-    offset: float = 0.0,
-    *,
-    out: Any = None,
-) -> np.ndarray:
-    """Return the session-anchored VWAP in price units; `time`, `session` and `offset` in seconds.
-
-    Sessions start at `offset` seconds past each multiple of `session` since the epoch.
-    """
-    return VWAP(session, offset).run(price, volume, time, out=out)
-
-
-def rolling_vwap(price: Series, volume: Series, period: int, *, out: Any = None) -> np.ndarray:
-    """Return the VWAP of the last `period` bars in price units; period-1 NaN warm-up bars."""
-    return RollingVWAP(period).run(price, volume, out=out)
-
-
-def crossover(a: Series, b: Series, *, out: Any = None) -> np.ndarray:
-    """Return True where `a` crosses above `b` (a series or a number) on that bar."""
-    return CrossOver().run(a, b, out=out)
-
-
-def crossunder(a: Series, b: Series, *, out: Any = None) -> np.ndarray:
-    """Return True where `a` crosses below `b` (a series or a number) on that bar."""
-    return CrossUnder().run(a, b, out=out)

@@ -9,8 +9,11 @@ State arrays are float64 and start with `[period, count]`, where `count` is the 
 consumed since the first non-NaN one: leading NaNs are skipped (NaN out) as the TA-Lib Python
 wrapper skips them, so a kernel can run over the output of another that is still warming up.
 The rest of the layout is private to each kernel; build states with the `*_state` functions.
+Windowed kernels keep the last `period` inputs in a ring at the end of their state, so a chunk
+can drop values that arrived in earlier chunks.
 
-Nothing here allocates per value, does I/O or touches anything but its arguments.
+Nothing here allocates, does I/O or touches anything but its arguments. Kernels run without
+the GIL (`nogil`), so a thread may compute while others run Python.
 """
 
 from __future__ import annotations
@@ -18,18 +21,25 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-# Header slots shared by every windowed kernel in this package.
-PERIOD, COUNT = 0, 1
+from engine.kernels._common import (
+    COUNT,
+    PERIOD,
+    PREFETCH_AHEAD,
+    first_number,
+    fma,
+    prefetch,
+    save_tail,
+)
 
-# How often a running window sum is rebuilt from the window itself, in multiples of the period:
-# the same cadence TA-Lib 0.8 uses for its variance, so accumulated rounding stays bounded by
-# recent history instead of growing with the length of the series.
+# How often a running window sum is rebuilt from the window itself, in periods: TA-Lib 0.8's
+# cadence for its variance, so rounding accumulated in a running sum stays bounded by recent
+# history instead of growing with the length of the series.
 RESEED_PERIODS = 32
-# WMA's weighted sum drifts faster; TA-Lib 0.8 rebuilds it every 8 periods (its issue #255).
+# A weighted sum drifts faster; TA-Lib 0.8 rebuilds WMA's every 8 periods (its issue #255).
 WMA_RESEED_PERIODS = 8
 
 # -- SMA ---------------------------------------------------------------------------------------
-# [period, count, total, bars_to_reseed, ring[period]]
+# [period, count, window sum, bars until the sum is rebuilt, ring[period]]
 _SMA_TOTAL, _SMA_BARS, _SMA_RING = 2, 3, 4
 
 
@@ -39,7 +49,7 @@ def sma_state(period: int) -> np.ndarray:
     return state
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def sma_update(state, x, out):
     n = int(state[PERIOD])
     c0 = int(state[COUNT])
@@ -48,34 +58,53 @@ def sma_update(state, x, out):
     ring = state[_SMA_RING:]
     inv = 1.0 / n
     m = x.shape[0]
-    i0 = 0
+    i = 0
     if c0 == 0:
-        while i0 < m and np.isnan(x[i0]):
-            out[i0] = np.nan
-            i0 += 1
-    base = i0 - c0  # x[h + base] is the value of global position h, for h >= c0
+        i = first_number(x, 0)
+        out[:i] = np.nan
+    if n == 1:
+        # No averaging: a copy, exactly (as TA-Lib gives).
+        out[i:] = x[i:]
+        state[COUNT] = c0 + (m - i)
+        return
+    base = i - c0  # x[h + base] holds global position h >= c0
     g = c0
-    for i in range(i0, m):
-        v = x[i]
-        if g < n:
-            total += v
-            out[i] = total * inv if g == n - 1 else np.nan
-            if g == n - 1:
-                bars = RESEED_PERIODS * n
-        else:
-            h = g - n
-            old = x[h + base] if h >= c0 else ring[h % n]
-            total += v - old
-            bars -= 1
-            if bars <= 0:
-                bars = RESEED_PERIODS * n
-                total = 0.0
-                for k in range(g - n + 1, g + 1):
-                    total += x[k + base] if k >= c0 else ring[k % n]
+    while i < m and g < n:
+        total += x[i]
+        if g == n - 1:
             out[i] = total * inv
+            bars = RESEED_PERIODS * n
+        else:
+            out[i] = np.nan
+        i += 1
         g += 1
-    for h in range(max(c0, g - n), g):
-        ring[h % n] = x[h + base]
+    while i < m:
+        if bars > 1 and g - n >= c0:
+            # The dropped value is in this chunk and no rebuild is due for k bars. Unsigned
+            # indices spare numba's negative-index wraparound, a third of this loop's time.
+            k = min(m - i, bars - 1)
+            un = np.uint64(n)
+            ahead = np.uint64(PREFETCH_AHEAD)
+            for j in range(np.uint64(i), np.uint64(i + k)):
+                prefetch(x, j + ahead)
+                total += x[j] - x[j - un]
+                out[j] = total * inv
+            i += k
+            g += k
+            bars -= k
+            continue
+        bars -= 1
+        if bars <= 0:
+            bars = RESEED_PERIODS * n
+            total = 0.0
+            for h in range(g - n + 1, g + 1):
+                total += x[h + base] if h >= c0 else ring[h % n]
+        else:
+            total += x[i] - (x[g - n + base] if g - n >= c0 else ring[(g - n) % n])
+        out[i] = total * inv
+        i += 1
+        g += 1
+    save_tail(x, ring, c0, base, g, n)
     state[COUNT] = g
     state[_SMA_TOTAL] = total
     state[_SMA_BARS] = bars
@@ -92,22 +121,21 @@ def ema_state(period: int) -> np.ndarray:
     return state
 
 
-@njit(cache=True, fastmath={"contract"})
+@njit(cache=True, nogil=True, error_model="numpy")
 def ema_update(state, x, out):
     n = int(state[PERIOD])
     g = int(state[COUNT])
     prev = state[_EMA_VALUE]
-    # k + beta == 1 exactly (the order TA-Lib's MACD uses); k*x + beta*prev keeps a single
-    # fused multiply-add on the loop-carried chain.
+    # k + beta == 1 exactly (the order TA-Lib's MACD uses); beta*prev + k*x leaves one fused
+    # multiply-add on the loop-carried chain, where TA-Lib's (x-prev)*k + prev has two steps.
     beta = (n - 1.0) / (n + 1.0)
     k = 1.0 - beta
     beta = 1.0 - k
     m = x.shape[0]
     i = 0
     if g == 0:
-        while i < m and np.isnan(x[i]):
-            out[i] = np.nan
-            i += 1
+        i = first_number(x, 0)
+        out[:i] = np.nan
     while i < m and g < n:
         prev += x[i]
         if g == n - 1:
@@ -117,23 +145,25 @@ def ema_update(state, x, out):
             out[i] = np.nan
         g += 1
         i += 1
+    ahead = np.uint64(PREFETCH_AHEAD)
     if n == 1:
-        # No smoothing: a copy, as TA-Lib does (k*x + 0*prev would turn inf into NaN).
-        for j in range(i, m):
+        # No smoothing: a copy, as TA-Lib does (0*prev would turn an inf into NaN).
+        for j in range(np.uint64(i), np.uint64(m)):
             prev = x[j]
             out[j] = prev
     else:
-        for j in range(i, m):
-            prev = k * x[j] + beta * prev
+        for j in range(np.uint64(i), np.uint64(m)):
+            prefetch(x, j + ahead)
+            prev = fma(beta, prev, k * x[j])
             out[j] = prev
     state[COUNT] = g + (m - i)
     state[_EMA_VALUE] = prev
 
 
 # -- WMA ---------------------------------------------------------------------------------------
-# [period, count, weighted_sum, window_sum, bars_to_reseed, ring[period]]
-# Between bars, weighted_sum holds sum((k) * x) over the window with weights 0..period-1 from the
-# oldest, so adding the new value at weight `period` completes the next window.
+# [period, count, weighted sum, window sum, bars until both are rebuilt, ring[period]]
+# Between bars the weighted sum holds the window with weights 0..period-1 from the oldest, so
+# adding the next value at weight `period` completes the next window.
 _WMA_WSUM, _WMA_SUM, _WMA_BARS, _WMA_RING = 2, 3, 4, 5
 
 
@@ -143,7 +173,7 @@ def wma_state(period: int) -> np.ndarray:
     return state
 
 
-@njit(cache=True, fastmath={"contract"})
+@njit(cache=True, nogil=True, error_model="numpy")
 def wma_update(state, x, out):
     n = int(state[PERIOD])
     c0 = int(state[COUNT])
@@ -151,50 +181,70 @@ def wma_update(state, x, out):
     wsub = state[_WMA_SUM]
     bars = int(state[_WMA_BARS])
     ring = state[_WMA_RING:]
-    inv_div = 2.0 / (n * (n + 1.0))
+    fn = float(n)
+    inv_div = 2.0 / (fn * (fn + 1.0))
     m = x.shape[0]
-    i0 = 0
+    i = 0
     if c0 == 0:
-        while i0 < m and np.isnan(x[i0]):
-            out[i0] = np.nan
-            i0 += 1
-    base = i0 - c0
+        i = first_number(x, 0)
+        out[:i] = np.nan
+    if n == 1:
+        out[i:] = x[i:]  # weights of 1: a copy, exactly (as TA-Lib gives)
+        state[COUNT] = c0 + (m - i)
+        return
+    base = i - c0
     g = c0
-    for i in range(i0, m):
+    while i < m and g < n:
         v = x[i]
-        if g < n - 1:
-            wsub += v
-            wsum += v * (g + 1)
-            out[i] = np.nan
-            g += 1
-            continue
+        wsub += v
         if g == n - 1:
-            bars = WMA_RESEED_PERIODS * n
-            old = 0.0
+            t = v * fn
+            out[i] = (wsum + t) * inv_div
+            wsum += t - wsub
+            bars = WMA_RESEED_PERIODS * n - 1
         else:
-            h = g - n
-            old = x[h + base] if h >= c0 else ring[h % n]
-        wsub += v - old
-        t = v * n
+            wsum += v * (g + 1.0)
+            out[i] = np.nan
+        i += 1
+        g += 1
+    while i < m:
+        if bars > 1 and g - n >= c0:
+            k = min(m - i, bars - 1)
+            un = np.uint64(n)
+            ahead = np.uint64(PREFETCH_AHEAD)
+            for j in range(np.uint64(i), np.uint64(i + k)):
+                prefetch(x, j + ahead)
+                v = x[j]
+                wsub += v - x[j - un]
+                t = v * fn
+                out[j] = (wsum + t) * inv_div
+                wsum += t - wsub
+            i += k
+            g += k
+            bars -= k
+            continue
         bars -= 1
         if bars <= 0:
             bars = WMA_RESEED_PERIODS * n
             wsub = 0.0
             full = 0.0
             w = 1.0
-            for k in range(g - n + 1, g + 1):
-                y = x[k + base] if k >= c0 else ring[k % n]
+            for h in range(g - n + 1, g + 1):
+                y = x[h + base] if h >= c0 else ring[h % n]
                 wsub += y
                 full += y * w
                 w += 1.0
             out[i] = full * inv_div
             wsum = full - wsub
         else:
+            v = x[i]
+            wsub += v - (x[g - n + base] if g - n >= c0 else ring[(g - n) % n])
+            t = v * fn
             out[i] = (wsum + t) * inv_div
             wsum += t - wsub
+        i += 1
         g += 1
-    for h in range(max(c0, g - n), g):
-        ring[h % n] = x[h + base]
+    save_tail(x, ring, c0, base, g, n)
     state[COUNT] = g
     state[_WMA_WSUM] = wsum
     state[_WMA_SUM] = wsub

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-PERIOD, COUNT = 0, 1
+from engine.kernels._common import COUNT, PERIOD, PREFETCH_AHEAD, first_number, fma, prefetch
 
 # -- RSI ---------------------------------------------------------------------------------------
 # [period, count, previous value, average gain, average loss]
@@ -23,7 +23,7 @@ def rsi_state(period: int) -> np.ndarray:
     return state
 
 
-@njit(cache=True, fastmath={"contract"})
+@njit(cache=True, nogil=True, error_model="numpy")
 def rsi_update(state, x, out):
     n = int(state[PERIOD])
     g = int(state[COUNT])
@@ -31,15 +31,15 @@ def rsi_update(state, x, out):
     gain = state[_RSI_GAIN]
     loss = state[_RSI_LOSS]
     inv = 1.0 / n
-    # Wilder's smoothing avg = (avg*(n-1) + new)/n, as avg*beta + new*inv: one fused
-    # multiply-add on each loop-carried chain instead of a multiply, an add and a multiply.
+    # Wilder's smoothing avg = (avg*(n-1) + new)/n, as avg*beta + new/n: one fused
+    # multiply-add on each loop-carried chain where TA-Lib has a multiply, an add and a
+    # multiply (the results differ in the last bits only).
     beta = (n - 1.0) * inv
     m = x.shape[0]
     i = 0
     if g == 0:
-        while i < m and np.isnan(x[i]):
-            out[i] = np.nan
-            i += 1
+        i = first_number(x, 0)
+        out[:i] = np.nan
     while i < m and g <= n:
         v = x[i]
         if g == 0:
@@ -60,13 +60,15 @@ def rsi_update(state, x, out):
         prev = v
         g += 1
         i += 1
-    for j in range(i, m):
+    ahead = np.uint64(PREFETCH_AHEAD)
+    for j in range(np.uint64(i), np.uint64(m)):
+        prefetch(x, j + ahead)
         v = x[j]
         d = v - prev
         prev = v
         up = d if d > 0.0 else 0.0
-        gain = gain * beta + up * inv
-        loss = loss * beta + (up - d) * inv
+        gain = fma(gain, beta, up * inv)
+        loss = fma(loss, beta, (up - d) * inv)
         total = gain + loss
         out[j] = 100.0 * (gain / total) if total > 0.0 else 0.0
     state[COUNT] = g + (m - i)
@@ -94,7 +96,7 @@ def macd_state(fast: int, slow: int, signal: int) -> np.ndarray:
     return state
 
 
-@njit(cache=True, fastmath={"contract"})
+@njit(cache=True, nogil=True, error_model="numpy")
 def macd_update(state, x, line_out, signal_out, hist_out):
     nf = int(state[PERIOD])
     ns = int(state[_MACD_SLOW])
@@ -103,7 +105,8 @@ def macd_update(state, x, line_out, signal_out, hist_out):
     pf = state[_MACD_FAST_EMA]
     ps = state[_MACD_SLOW_EMA]
     psig = state[_MACD_SIGNAL_EMA]
-    # k + beta == 1 exactly, as TA-Lib's MACD computes them.
+    # k + beta == 1 exactly, as TA-Lib's MACD computes them; beta*prev + k*x keeps one fused
+    # multiply-add on each loop-carried chain.
     bf = (nf - 1.0) / (nf + 1.0)
     kf = 1.0 - bf
     bf = 1.0 - kf
@@ -117,11 +120,10 @@ def macd_update(state, x, line_out, signal_out, hist_out):
     m = x.shape[0]
     i = 0
     if g == 0:
-        while i < m and np.isnan(x[i]):
-            line_out[i] = np.nan
-            signal_out[i] = np.nan
-            hist_out[i] = np.nan
-            i += 1
+        i = first_number(x, 0)
+        line_out[:i] = np.nan
+        signal_out[:i] = np.nan
+        hist_out[:i] = np.nan
     while i < m and g <= first:
         v = x[i]
         if g < ns:
@@ -132,8 +134,8 @@ def macd_update(state, x, line_out, signal_out, hist_out):
                 ps = ps / ns
                 pf = pf / nf
         else:
-            pf = kf * v + bf * pf
-            ps = ks * v + bs * ps
+            pf = fma(bf, pf, kf * v)
+            ps = fma(bs, ps, ks * v)
         if g >= ns - 1:
             macd = pf - ps
             psig += macd
@@ -152,23 +154,26 @@ def macd_update(state, x, line_out, signal_out, hist_out):
             hist_out[i] = np.nan
         g += 1
         i += 1
+    ahead = np.uint64(PREFETCH_AHEAD)
     if nsig == 1:
-        for j in range(i, m):
+        for j in range(np.uint64(i), np.uint64(m)):
+            prefetch(x, j + ahead)
             v = x[j]
-            pf = kf * v + bf * pf
-            ps = ks * v + bs * ps
+            pf = fma(bf, pf, kf * v)
+            ps = fma(bs, ps, ks * v)
             macd = pf - ps
             psig = macd
             line_out[j] = macd
             signal_out[j] = macd
             hist_out[j] = 0.0
     else:
-        for j in range(i, m):
+        for j in range(np.uint64(i), np.uint64(m)):
+            prefetch(x, j + ahead)
             v = x[j]
-            pf = kf * v + bf * pf
-            ps = ks * v + bs * ps
+            pf = fma(bf, pf, kf * v)
+            ps = fma(bs, ps, ks * v)
             macd = pf - ps
-            psig = kg * macd + bg * psig
+            psig = fma(bg, psig, kg * macd)
             line_out[j] = macd
             signal_out[j] = psig
             hist_out[j] = macd - psig

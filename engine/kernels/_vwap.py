@@ -14,51 +14,65 @@ import math
 import numpy as np
 from numba import njit
 
-PERIOD, COUNT = 0, 1
+from engine.kernels._common import COUNT, PERIOD, PREFETCH_AHEAD, prefetch
+
 RESEED_PERIODS = 32
+# Rebuild a rolling window's sums when a departing volume exceeds this multiple of what
+# remains: its rounding residue would otherwise swamp the rest.
+_OUTLIER = 1e4
 
 # -- session-anchored --------------------------------------------------------------------------
-# [session length (s), count, session offset (s), current session number, sum(p*v), sum(v)]
-_S_OFFSET, _S_SESSION, _S_PV, _S_V = 2, 3, 4, 5
+# [session length (s), count, session offset (s), session start (s), next session start (s),
+#  sum(p*v), sum(v)]
+_S_OFFSET, _S_START, _S_END, _S_PV, _S_V = 2, 3, 4, 5, 6
 
 
 def session_vwap_state(session: float, offset: float) -> np.ndarray:
-    state = np.zeros(6)
+    state = np.zeros(7)
     state[PERIOD] = session
     state[_S_OFFSET] = offset
-    state[_S_SESSION] = np.nan
+    state[_S_START] = np.inf  # no session yet: the first bar starts one
+    state[_S_END] = -np.inf
     return state
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def session_vwap_update(state, price, volume, time, out):
     length = state[PERIOD]
     offset = state[_S_OFFSET]
-    session = state[_S_SESSION]
+    start = state[_S_START]
+    end = state[_S_END]
     spv = state[_S_PV]
     sv = state[_S_V]
     m = price.shape[0]
-    for i in range(m):
-        s = math.floor((time[i] - offset) / length)
-        if s != session:
-            session = s
+    ahead = np.uint64(PREFETCH_AHEAD)
+    for j in range(np.uint64(0), np.uint64(m)):
+        prefetch(price, j + ahead)
+        prefetch(volume, j + ahead)
+        prefetch(time, j + ahead)
+        t = time[j]
+        if not (start <= t < end):
+            # A new session (or time went backwards): find its bounds, restart the sums.
+            start = math.floor((t - offset) / length) * length + offset
+            end = start + length
             spv = 0.0
             sv = 0.0
-        p = price[i]
-        v = volume[i]
+        p = price[j]
+        v = volume[j]
         if v > 0.0 and p == p:
             spv += p * v
             sv += v
-        out[i] = spv / sv if sv > 0.0 else np.nan
+        out[j] = spv / sv if sv > 0.0 else np.nan
     state[COUNT] += m
-    state[_S_SESSION] = session
+    state[_S_START] = start
+    state[_S_END] = end
     state[_S_PV] = spv
     state[_S_V] = sv
 
 
 # -- rolling -----------------------------------------------------------------------------------
-# [period, count, sum(p*v), sum(v), bars_to_reseed, bars with volume in the window,
-#  prices[period], volumes[period]]
+# [period, count, sum(p*v), sum(v), bars until the sums are rebuilt, bars with volume in the
+#  window, prices[period], volumes[period]]
 _R_PV, _R_V, _R_BARS, _R_LIVE, _R_RING = 2, 3, 4, 5, 6
 
 
@@ -68,12 +82,7 @@ def rolling_vwap_state(period: int) -> np.ndarray:
     return state
 
 
-@njit(cache=True, inline="always")
-def _counts(p, v):
-    return v > 0.0 and p == p
-
-
-@njit(cache=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def rolling_vwap_update(state, price, volume, out):
     n = int(state[PERIOD])
     c0 = int(state[COUNT])
@@ -84,29 +93,32 @@ def rolling_vwap_update(state, price, volume, out):
     rp = state[_R_RING : _R_RING + n]
     rv = state[_R_RING + n : _R_RING + 2 * n]
     m = price.shape[0]
-    g = c0
-    for i in range(m):
-        p = price[i]
-        v = volume[i]
-        if _counts(p, v):
+    un = np.uint64(n)
+    ahead = np.uint64(PREFETCH_AHEAD)
+    # Global position h of this chunk is price[h - c0]; the `period` before c0 are in the ring.
+    for j in range(np.uint64(0), np.uint64(m)):
+        prefetch(price, j + ahead)
+        prefetch(volume, j + ahead)
+        g = c0 + int(j)
+        p = price[j]
+        v = volume[j]
+        if v > 0.0 and p == p:
             spv += p * v
             sv += v
             live += 1
         if g < n - 1:
-            out[i] = np.nan
-            g += 1
+            out[j] = np.nan
             continue
         if g == n - 1:
             bars = RESEED_PERIODS * n
         else:
-            h = g - n
-            if h >= c0:
-                po = price[h - c0]
-                vo = volume[h - c0]
+            if g - n >= c0:
+                po = price[j - un]
+                vo = volume[j - un]
             else:
-                po = rp[h % n]
-                vo = rv[h % n]
-            if _counts(po, vo):
+                po = rp[(g - n) % n]
+                vo = rv[(g - n) % n]
+            if vo > 0.0 and po == po:
                 spv -= po * vo
                 sv -= vo
                 live -= 1
@@ -117,24 +129,24 @@ def rolling_vwap_update(state, price, volume, out):
                 # Exactly empty, whatever residue the running sums kept.
                 spv = 0.0
                 sv = 0.0
-            elif bars <= 0 or vo > 1e4 * sv:
-                # Periodically, and when a bar far heavier than what remains leaves (its
-                # rounding residue would swamp the rest), rebuild the sums from the window.
+            elif bars <= 0 or vo > _OUTLIER * sv:
+                # Periodically, and when a bar far heavier than what remains leaves, rebuild
+                # the sums from the window, oldest first.
                 bars = RESEED_PERIODS * n
                 spv = 0.0
                 sv = 0.0
-                for k in range(g - n + 1, g + 1):
-                    if k >= c0:
-                        po = price[k - c0]
-                        vo = volume[k - c0]
+                for h in range(g - n + 1, g + 1):
+                    if h >= c0:
+                        po = price[h - c0]
+                        vo = volume[h - c0]
                     else:
-                        po = rp[k % n]
-                        vo = rv[k % n]
-                    if _counts(po, vo):
+                        po = rp[h % n]
+                        vo = rv[h % n]
+                    if vo > 0.0 and po == po:
                         spv += po * vo
                         sv += vo
-        out[i] = spv / sv if live > 0 else np.nan
-        g += 1
+        out[j] = spv / sv if live > 0 else np.nan
+    g = c0 + m
     for h in range(max(c0, g - n), g):
         rp[h % n] = price[h - c0]
         rv[h % n] = volume[h - c0]

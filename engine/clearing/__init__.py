@@ -1,0 +1,1 @@
+"""The clearing engine: paper trading's matching, accounting and durable per-account ledger."""

@@ -1,0 +1,288 @@
+"""The paper broker: risk checks, matching against the live quote stream, and a durable ledger.
+
+`PaperBroker` is the order router of `engine run --paper`. A command from a strategy is checked
+against the risk limits, then accepted (and matched at once against the latest quote when the
+order has no latency) or rejected with a reason. Every quote batch from the feed is matched
+against working orders. Every event is appended to the account's ledger (one fsync per batch)
+before any strategy hears of it, so a crash never loses a fill a strategy was told about; on
+start, the account is rebuilt from its ledger.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from engine.clearing.account import Account
+from engine.clearing.config import BrokerConfig
+from engine.clock import Clock
+from engine.orders import (
+    AccountOpened,
+    CancelOrder,
+    LedgerEvent,
+    ModifyOrder,
+    OrderFilled,
+    OrderRejected,
+    SubmitOrder,
+)
+
+__all__ = ["PaperBroker", "open_account"]
+
+log = logging.getLogger("engine.clearing")
+
+Deliver = Callable[[list], None]
+
+
+def _book(quote: dict) -> tuple[float, float, float, float, float]:
+    """bid, ask, bid size, ask size and the last trade price of a quote message (NaN if absent)."""
+    bid = quote.get("bid", math.nan)
+    ask = quote.get("ask", math.nan)
+    bsz = asz = trade = math.nan
+    for tick in quote.get("ticks", ()):
+        t = tick["type"]
+        if t == "bid" or t == "bsize":
+            bid, bsz = tick["price"], tick.get("size", math.nan)
+        elif t == "ask" or t == "asize":
+            ask, asz = tick["price"], tick.get("size", math.nan)
+        elif t == "trade":
+            trade = tick["price"]
+    if math.isnan(trade) and not quote.get("ticks") and quote.get("last") is not None:
+        trade = quote["last"]
+    return (math.nan if bid is None else bid, math.nan if ask is None else ask, bsz, asz, trade)
+
+
+class PaperBroker:
+    """A paper account that behaves like a broker: see the module docstring."""
+
+    def __init__(self, account: Account, clock: Clock, ledger: Any | None = None) -> None:
+        self.account = account
+        self.clock = clock
+        self.ledger = ledger
+        self.config = account.config
+        self.orders: list[SubmitOrder] = []  # what strategies submitted this run (accepted or not)
+        self.rejections: list[OrderRejected] = []
+        self.fills: list[OrderFilled] = []
+        self.equity_curve: list[tuple[float, float]] = []
+        self._deliver: dict[str | None, Deliver] = {}
+        self._pending: list[LedgerEvent] = []
+        self._wake: trio.Event | None = None  # set while run() commits in groups
+        # Outside run(): with group_commit, events wait for an explicit flush() (one fsync).
+        self.group_commit = False
+        self._books: dict[str, tuple[float, float, float, float, float]] = {}
+
+    # -- wiring --------------------------------------------------------------------------------
+
+    def attach(self, strategy: str | None, deliver: Deliver) -> None:
+        """Send events of orders placed by `strategy` to `deliver` (None: every strategy's)."""
+        self._deliver[strategy] = deliver
+
+    def _record(self, events: Sequence[LedgerEvent]) -> None:
+        if not events:
+            return
+        self._pending.extend(events)
+        if self._wake is not None:
+            self._wake.set()
+        elif not self.group_commit:
+            self.flush()
+
+    def flush(self) -> None:
+        """Append pending events to the ledger (one fsync), then tell the strategies."""
+        events, self._pending = self._pending, []
+        if not events:
+            return
+        if self.ledger is not None:
+            self.ledger.append(events)  # durable before anyone is told
+        by_strategy: dict[str | None, list] = defaultdict(list)
+        for event in events:
+            if isinstance(event, OrderFilled):
+                self.fills.append(event)
+            elif isinstance(event, OrderRejected):
+                self.rejections.append(event)
+            order = self.account.order(getattr(event, "client_id", ""))
+            by_strategy[order.strategy if order else None].append(event)
+        for strategy, evs in by_strategy.items():
+            deliver = self._deliver.get(strategy) or self._deliver.get(None)
+            if deliver is not None:
+                deliver(evs)
+
+    async def run(self) -> None:
+        """Group commit: flush what a scheduler turn produced with one fsync, until cancelled."""
+        self._wake = trio.Event()
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = trio.Event()
+                self.flush()
+        finally:
+            self._wake = None
+            self.flush()
+
+    # -- OrderRouter ---------------------------------------------------------------------------
+
+    def position(self, symbol: str) -> float:
+        return self.account.position(symbol)
+
+    def submit(self, order: SubmitOrder) -> None:
+        now = self.clock.now()
+        self.orders.append(order)
+        reason = self._risk(order)
+        if reason:
+            event = OrderRejected(time=now, account=self.account.name, client_id=order.client_id,
+                                  symbol=order.symbol, reason=reason)
+            log.warning("order rejected: %s: %s", order.describe(), reason)
+            # A rejected order never reaches the book, but its strategy must hear of it.
+            self.account.remember(order)
+            self._record([event])
+            return
+        events: list[LedgerEvent] = [self.account.accept(order, now)]
+        if self.config.latency_ms == 0 and order.symbol in self._books:
+            events.extend(self.account.match(order.symbol, now, *self._books[order.symbol]))
+        self._record(events)
+
+    def cancel(self, command: CancelOrder) -> None:
+        now = self.clock.now()
+        if not self.account.working(command.client_id):
+            order = self.account.order(command.client_id)
+            self._record([OrderRejected(
+                time=now, account=self.account.name, client_id=command.client_id,
+                symbol=order.symbol if order else "?",
+                reason="cancel: no working order with this id")])
+            return
+        self._record([self.account.cancel(command.client_id, now)])
+
+    def modify(self, command: ModifyOrder) -> None:
+        now = self.clock.now()
+        order = self.account.order(command.client_id)
+        if not self.account.working(command.client_id):
+            reason = "modify: no working order with this id"
+        else:
+            try:
+                events: list[LedgerEvent] = [self.account.modify(command, now)]
+            except ValueError as exc:
+                reason = f"modify: {exc}"
+            else:
+                if self.config.latency_ms == 0 and order.symbol in self._books:
+                    events.extend(self.account.match(order.symbol, now, *self._books[order.symbol]))
+                self._record(events)
+                return
+        self._record([OrderRejected(time=now, account=self.account.name,
+                                    client_id=command.client_id,
+                                    symbol=order.symbol if order else "?", reason=reason)])
+
+    # -- risk ----------------------------------------------------------------------------------
+
+    def _reference_price(self, order: SubmitOrder) -> float:
+        book = self._books.get(order.symbol)
+        if order.limit_price is not None:
+            return order.limit_price
+        if book is not None:
+            bid, ask, _, _, trade = book
+            px = ask if order.side == "buy" else bid
+            if not math.isnan(px):
+                return px
+            if not math.isnan(trade):
+                return trade
+        if order.stop_price is not None:
+            return order.stop_price
+        return math.nan
+
+    def _risk(self, order: SubmitOrder) -> str | None:
+        risk = self.config.risk
+        side = 1 if order.side == "buy" else -1
+        pos = self.account.position(order.symbol)
+        reducing = pos * side < 0 and order.size <= abs(pos)
+        if order.reduce_only and not reducing:
+            return (f"reduce-only {order.side} of {order.size:g} would not reduce the position "
+                    f"of {pos:g}")
+        if risk.max_order_size is not None and order.size > risk.max_order_size:
+            return f"order size {order.size:g} is above the limit of {risk.max_order_size:g}"
+        if (risk.max_position is not None or not risk.allow_short) and not reducing:
+            working = self.account.working_size(order.symbol, side)
+            after = pos + side * (order.size + working)
+            if risk.max_position is not None and abs(after) > risk.max_position:
+                return (f"position would reach {after:g} {order.symbol}, above the limit of "
+                        f"{risk.max_position:g}")
+            if not risk.allow_short and after < 0:
+                return f"short selling is not allowed: position would reach {after:g}"
+        price = self._reference_price(order)
+        if math.isnan(price):
+            return f"no price known for {order.symbol} yet"
+        notional = order.size * price
+        if risk.max_notional is not None and notional > risk.max_notional:
+            return f"notional {notional:,.2f} is above the limit of {risk.max_notional:,.2f}"
+        if risk.leverage is not None and not reducing:
+            equity, exposure = self.account.equity_and_exposure()
+            exposure += notional
+            if exposure > equity * risk.leverage:
+                return (f"insufficient buying power: exposure {exposure:,.2f} would exceed "
+                        f"{risk.leverage:g}x equity of {equity:,.2f}")
+        return None
+
+    # -- the quote stream ----------------------------------------------------------------------
+
+    def on_batch(self, quotes: list[dict], bars: list[str], events: list) -> None:
+        """Feed subscriber: mark positions and match working orders against each quote."""
+        if not quotes:
+            return
+        out: list[LedgerEvent] = []
+        account = self.account
+        for q in quotes:
+            book = _book(q)
+            sym = q["symbol"]
+            self._books[sym] = book
+            bid, ask, _, _, trade = book
+            mid = (bid + ask) / 2 if not (math.isnan(bid) or math.isnan(ask)) else trade
+            if not math.isnan(mid):
+                account.mark(sym, mid)
+            if account.n_orders:
+                out.extend(account.match(sym, q.get("time") or self.clock.now(), *book))
+        self._record(out)
+        if bars:
+            self.equity_curve.append((self.clock.now(), account.equity()))
+
+    def summary(self) -> dict[str, Any]:
+        a = self.account
+        return {
+            "account": a.name, "cash": a.cash, "equity": a.equity(), "fees": a.fees,
+            "realized": a.realized,
+            "positions": [p.__dict__ for p in a.positions_view()],
+            "open_orders": [o.__dict__ for o in a.open_orders()],
+        }
+
+
+def open_account(name: str, symbols: list[str], *, cash: float | None = None,
+                 config: BrokerConfig | None = None, path: Path | None = None,
+                 clock: Clock, durable: bool = True) -> PaperBroker:
+    """Open (or create with `cash`) a paper account and rebuild it from its ledger."""
+    from engine.clearing.ledger import Ledger
+    from engine.paths import account_dir
+
+    account = Account(name, symbols, config=config)
+    if not durable:
+        account.apply(AccountOpened(time=clock.now(), account=name, cash=cash or 0.0))
+        return PaperBroker(account, clock)
+    directory = path or account_dir(name)
+    ledger = Ledger.open(directory)
+    try:
+        n = 0
+        for event in ledger.events():
+            account.apply(event)
+            n += 1
+        if n == 0:
+            opened = AccountOpened(time=clock.now(), account=name,
+                                   cash=100_000.0 if cash is None else cash)
+            ledger.append([opened])
+            account.apply(opened)
+        elif cash is not None and cash != account.cash0:
+            log.warning("account %s exists (started with %g); --cash %g ignored", name,
+                        account.cash0, cash)
+    except BaseException:
+        ledger.close()
+        raise
+    return PaperBroker(account, clock, ledger)
