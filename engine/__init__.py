@@ -25,6 +25,15 @@ _EXPORTS = {
     "ShmArray": "engine.shm",
     "ShmError": "engine.shm",
     "ShmToken": "engine.shm",
+    "SignalError": "engine.signals",
+    "SignalSet": "engine.signals",
+    "open_signals": "engine.signals",
+    "PaperBroker": "engine.clearing.broker",
+    "open_account": "engine.clearing.broker",
+    "BrokerConfig": "engine.clearing.config",
+    "Fees": "engine.clearing.config",
+    "Slippage": "engine.clearing.config",
+    "RiskLimits": "engine.clearing.config",
     "Strategy": "engine.strategy",
     "StrategyError": "engine.strategy",
     "SubmitOrder": "engine.orders",
@@ -58,6 +67,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from engine import kernels, signals  # noqa: F401
+    from engine.clearing.broker import PaperBroker, open_account  # noqa: F401
+    from engine.clearing.config import BrokerConfig, Fees, RiskLimits, Slippage  # noqa: F401
     from engine.clock import Clock, LiveClock, ReplayClock, current_clock  # noqa: F401
     from engine.feed import Feed, FeedError, open_feed  # noqa: F401
     from engine.live import RunResult, run, run_live  # noqa: F401
@@ -65,4 +76,5 @@ if TYPE_CHECKING:
     from engine.provider import Provider, ProviderError, load_provider  # noqa: F401
     from engine.quotes import Quote, QuoteError, Tick  # noqa: F401
     from engine.shm import ShmArray, ShmError, ShmToken  # noqa: F401
+    from engine.signals import SignalError, SignalSet, open_signals  # noqa: F401
     from engine.strategy import Context, Strategy, StrategyError, load_strategy  # noqa: F401
