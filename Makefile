@@ -18,7 +18,7 @@ setup: $(UV)
 	$(UV) sync --frozen
 
 demo: setup
-	$(UV) run --frozen engine run strategies/sma_cross.py --duration $(DEMO_SECONDS)
+	$(UV) run --frozen engine run strategies/sma_cross.py --duration $(DEMO_SECONDS) -p fast=3 -p slow=8
 
 test: setup
 	$(UV) run --frozen ruff check .
