@@ -44,6 +44,8 @@ _EXPORTS = {
     "open_feed": "engine.feed",
     "run": "engine.live",
     "run_live": "engine.live",
+    "backtest": ("backtests.replay", "run_backtest"),
+    "BacktestResult": "backtests.replay",
 }
 _SUBMODULES = {"kernels", "signals"}
 
@@ -52,7 +54,9 @@ __all__ = sorted(_EXPORTS) + sorted(_SUBMODULES)
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        where = _EXPORTS[name]
+        module, attr = where if isinstance(where, tuple) else (where, name)
+        value = getattr(importlib.import_module(module), attr)
     elif name in _SUBMODULES:
         value = importlib.import_module(f"engine.{name}")
     else:
@@ -66,6 +70,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from backtests.replay import BacktestResult  # noqa: F401
+    from backtests.replay import run_backtest as backtest  # noqa: F401
     from engine import kernels, signals  # noqa: F401
     from engine.clearing.broker import PaperBroker, open_account  # noqa: F401
     from engine.clearing.config import BrokerConfig, Fees, RiskLimits, Slippage  # noqa: F401

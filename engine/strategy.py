@@ -159,13 +159,26 @@ class Context:
         self.clock = clock
         self.router = router
         self._name = strategy_name
+        # Client order ids: unique per run live (a restarted paper account keeps its old ones),
+        # and the same on every replay of a backtest (set_id_prefix("o")).
+        self._id_prefix = f"{strategy_name or 's'}.{int(clock.now())}."
+        self._id_count = 0
         # Bars a strategy may see end at the last close event it has been handed: a strategy
         # behind its mailbox never sees a bar before its on_bar, whatever the feed has stored.
-        self._visible = {s: shm.last for s, shm in bars.items()}
+        # One mutable cell per symbol, shared with its indicator lines: the count of visible bars.
+        self._seen = {s: [len(shm)] for s, shm in bars.items()}
+
+    def set_id_prefix(self, prefix: str) -> None:
+        self._id_prefix = prefix
+        self._id_count = 0
+
+    def _next_id(self) -> str:
+        self._id_count += 1
+        return f"{self._id_prefix}{self._id_count}"
 
     def bar_closed(self, symbol: str) -> None:
         """Make the next stored bar of `symbol` visible (the scheduler calls this in order)."""
-        self._visible[symbol] += 1
+        self._seen[symbol][0] += 1
 
     @property
     def now(self) -> float:
@@ -187,9 +200,25 @@ class Context:
         except KeyError:
             raise KeyError(f"no bars for {symbol!r}; this run has {self.symbols}") from None
         arr = shm.array
-        view = arr[: self._visible[symbol] - shm.first].view()
+        view = arr[: self._seen[symbol][0]].view()
         view.flags.writeable = False
         return view
+
+    def indicator(self, kind: str, *params: Any, symbol: str | None = None,
+                  fields: tuple[str, ...] | None = None) -> Any:
+        """Declare an indicator over a symbol's closed bars (default: the first symbol) and
+        return its Line, or a tuple of Lines for several outputs (MACD, Bollinger bands).
+
+        `kind` is a kernel name (`sma`, `ema`, `rsi`, `macd`, `bbands`, `atr`, ...), `params`
+        its parameters (periods in bars), `fields` the bar fields it reads (default: the
+        kernel's own, e.g. close). Read `line[-1]` in on_bar: the value at the newest closed bar.
+        """
+        from engine.indicators import make_lines
+
+        sym = symbol or self.symbols[0]
+        if sym not in self._bars:
+            raise KeyError(f"no bars for {sym!r}; this run has {self.symbols}")
+        return make_lines(self, kind, params, sym, fields)
 
     def quote(self, symbol: str) -> dict | None:
         """The latest quote message of `symbol`."""
@@ -205,7 +234,8 @@ class Context:
             raise ValueError(f"order for {symbol!r}, which this run does not trade ({self.symbols})")
         order_type = ("stop_limit" if stop is not None and limit is not None else "stop"
                       if stop is not None else "limit" if limit is not None else "market")
-        order = SubmitOrder(symbol=symbol, side=side, size=size, order_type=order_type,
+        order = SubmitOrder(client_id=self._next_id(), symbol=symbol, side=side, size=size,
+                            order_type=order_type,
                             limit_price=limit, stop_price=stop, tif=tif, reduce_only=reduce_only,
                             time=self.now, strategy=self._name)
         self.router.submit(order)

@@ -57,8 +57,8 @@ event_dtype = np.dtype([
 # -- configuration (float64 array; named slots) ---------------------------------------------------
 
 C_FEE_PER_UNIT, C_FEE_MAKER_PCT, C_FEE_TAKER_PCT, C_FEE_FIXED = 0, 1, 2, 3
-C_SLIP_TICKS, C_SLIP_SPREAD, C_STOP_MODE, C_PARTIAL = 4, 5, 6, 7
-N_CONFIG = 8
+C_SLIP_TICKS, C_SLIP_SPREAD, C_STOP_MODE, C_PARTIAL, C_SLIP_PCT = 4, 5, 6, 7, 8
+N_CONFIG = 9
 STOP_ON_TRADE, STOP_ON_MID, STOP_ON_BIDASK = 0, 1, 2
 
 # Account: cash, fees paid, realized PnL total. Positions per symbol: quantity (signed),
@@ -123,7 +123,7 @@ def _fee(cfg, o, price, size, liquidity):
 
 @njit(cache=True)
 def match_quote(orders, start, n_orders, sym, now, bid, ask, bid_size, ask_size, trade, cfg,
-                tick, account, positions, events):
+                tick, account, positions, events, touch=False):
     """Match the working orders of `sym` against one quote at `now` (epoch s).
 
     `bid`/`ask` are the top of book (NaN when unknown), sizes NaN or 0 when not displayed,
@@ -131,8 +131,11 @@ def match_quote(orders, start, n_orders, sym, now, bid, ask, bid_size, ask_size,
     side (plus slippage); limits fill when the opposite side reaches them, at the better of limit
     and quote; stops trigger on `cfg[C_STOP_MODE]` prices and then work as market or limit. With
     `cfg[C_PARTIAL]` set, fills are capped at the displayed size and the rest keeps working.
-    Orders before row `start` are known to be done (the caller keeps that bound). Returns the
-    number of events written to `events` (stops early if it is full).
+    With `touch`, the quote is a point on a continuous price path (the inside of a bar in a
+    replay): the price moved through every level since the previous point, so a limit fills at
+    its limit and a stop at its stop price; without it (a real quote, or a bar's open after a
+    gap) they fill at the quote. Orders before row `start` are known to be done (the caller
+    keeps that bound). Returns the number of events written to `events` (stops early if full).
     """
     n = 0
     cap = events.shape[0]
@@ -166,7 +169,8 @@ def match_quote(orders, start, n_orders, sym, now, bid, ask, bid_size, ask_size,
             o["triggered"] = True
             # A triggered stop arrives at the book now: its first match is as a taker.
             o["attempted"] = False
-            n = _emit(events, n, EV_TRIGGER, i, 0, px, 0.0, 0.0, o["remaining"])
+            n = _emit(events, n, EV_TRIGGER, i, 0, o["stop"] if touch else px, 0.0, 0.0,
+                      o["remaining"])
         first = not o["attempted"]
         o["attempted"] = True
         is_market = otype == MARKET or otype == STOP
@@ -198,10 +202,14 @@ def match_quote(orders, start, n_orders, sym, now, bid, ask, bid_size, ask_size,
             continue
         if fill > _EPS * o["size"]:  # a dust-sized displayed quantity is no liquidity
             if is_market:
-                slip = cfg[C_SLIP_TICKS] * tick
+                # On a path, a stop fills where the price crossed it, not at the next point.
+                base = o["stop"] if (touch and otype == STOP) else quote
+                slip = cfg[C_SLIP_TICKS] * tick + cfg[C_SLIP_PCT] * base
                 if have_book:
                     slip += cfg[C_SLIP_SPREAD] * (ask - bid)
-                price = quote + slip if buy else quote - slip
+                price = base + slip if buy else base - slip
+            elif touch:
+                price = o["limit"]
             else:
                 price = min(o["limit"], quote) if buy else max(o["limit"], quote)
             liquidity = TAKER if (first or is_market) else MAKER

@@ -108,6 +108,11 @@ class Account:
         self.ticks = np.append(self.ticks, tick)
         return self._index[symbol]
 
+    def last_mark(self, symbol: str) -> float:
+        """The price positions in `symbol` are valued at (NaN when none is known)."""
+        i = self._index.get(symbol)
+        return math.nan if i is None else float(self.marks[i])
+
     def mark(self, symbol: str, price: float) -> None:
         """Set the price positions in `symbol` are valued at (the latest mid)."""
         self.marks[self.add_symbol(symbol)] = price
@@ -166,6 +171,14 @@ class Account:
                                  None if math.isnan(o["stop"]) else float(o["stop"]),
                                  sub.tif, bool(o["triggered"])))
         return out
+
+    def has_working(self, symbol: str) -> bool:
+        """Whether any order in `symbol` may still fill (cheap: skips done rows)."""
+        i = self._index.get(symbol)
+        if i is None:
+            return False
+        o = self.orders[self._start:self.n_orders]
+        return bool(((o["sym"] == i) & (o["status"] <= _core.WORKING)).any())
 
     def working(self, client_id: str) -> bool:
         row = self._row.get(client_id)
@@ -250,8 +263,10 @@ class Account:
 
     def match(self, symbol: str, now: float, bid: float = math.nan, ask: float = math.nan,
               bid_size: float = math.nan, ask_size: float = math.nan,
-              trade: float = math.nan) -> list[LedgerEvent]:
-        """Match the symbol's working orders against one quote; return what happened."""
+              trade: float = math.nan, touch: bool = False) -> list[LedgerEvent]:
+        """Match the symbol's working orders against one quote; return what happened.
+
+        `touch` marks a point on a continuous path (inside a replayed bar): see match_quote."""
         i = self._index.get(symbol)
         if i is None or not self.n_orders:
             return []
@@ -259,7 +274,7 @@ class Account:
         while True:
             n = _core.match_quote(self.orders, self._start, self.n_orders, i, now, bid, ask,
                                   bid_size, ask_size, trade, self._cfg, self.ticks[i],
-                                  self.account, self.positions, self._events)
+                                  self.account, self.positions, self._events, touch)
             self._start = _core.first_working(self.orders, self._start, self.n_orders)
             out.extend(self._convert(self._events[:n], now))
             # A full event buffer means orders are left to look at: match again on what remains.

@@ -74,6 +74,8 @@ class PaperBroker:
         self._wake: trio.Event | None = None  # set while run() commits in groups
         # Outside run(): with group_commit, events wait for an explicit flush() (one fsync).
         self.group_commit = False
+        # Live, an order meets the current quote at once; a replay matches at the next bar.
+        self.match_on_submit = True
         self._books: dict[str, tuple[float, float, float, float, float]] = {}
 
     # -- wiring --------------------------------------------------------------------------------
@@ -141,7 +143,7 @@ class PaperBroker:
             self._record([event])
             return
         events: list[LedgerEvent] = [self.account.accept(order, now)]
-        if self.config.latency_ms == 0 and order.symbol in self._books:
+        if self.match_on_submit and self.config.latency_ms == 0 and order.symbol in self._books:
             events.extend(self.account.match(order.symbol, now, *self._books[order.symbol]))
         self._record(events)
 
@@ -167,7 +169,8 @@ class PaperBroker:
             except ValueError as exc:
                 reason = f"modify: {exc}"
             else:
-                if self.config.latency_ms == 0 and order.symbol in self._books:
+                if (self.match_on_submit and self.config.latency_ms == 0
+                        and order.symbol in self._books):
                     events.extend(self.account.match(order.symbol, now, *self._books[order.symbol]))
                 self._record(events)
                 return
@@ -190,7 +193,7 @@ class PaperBroker:
                 return trade
         if order.stop_price is not None:
             return order.stop_price
-        return math.nan
+        return self.account.last_mark(order.symbol)
 
     def _risk(self, order: SubmitOrder) -> str | None:
         risk = self.config.risk

@@ -29,12 +29,14 @@ class Fees(BaseModel):
 
 class Slippage(BaseModel):
     """Adverse price added to market and stop-market fills: `ticks` times the symbol's tick
-    size, plus `spread_fraction` of the quoted spread (0.5: fill half a spread worse)."""
+    size, plus `spread_fraction` of the quoted spread (0.5: fill half a spread worse), plus
+    `fraction` of the price (0.0005: 5 bps worse)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     ticks: float = Field(default=0.0, ge=0)
     spread_fraction: float = Field(default=0.0, ge=0)
+    fraction: float = Field(default=0.0, ge=0, le=0.1)
 
 
 class RiskLimits(BaseModel):
@@ -73,6 +75,7 @@ class BrokerConfig(BaseModel):
         cfg[_core.C_FEE_FIXED] = self.fees.fixed
         cfg[_core.C_SLIP_TICKS] = self.slippage.ticks
         cfg[_core.C_SLIP_SPREAD] = self.slippage.spread_fraction
+        cfg[_core.C_SLIP_PCT] = self.slippage.fraction
         cfg[_core.C_STOP_MODE] = {"trade": _core.STOP_ON_TRADE, "mid": _core.STOP_ON_MID,
                                   "bidask": _core.STOP_ON_BIDASK}[self.stop_trigger]
         cfg[_core.C_PARTIAL] = 1.0 if self.partial_fills else 0.0

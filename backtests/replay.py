@@ -1,0 +1,506 @@
+"""Backtests: replay history through the live strategy API and the same clearing core.
+
+History goes into ShmArrays exactly as a live feed keeps it; a replay clock moves bar by bar;
+the strategy's callbacks and its Context are the live ones, and orders go to a PaperBroker whose
+account is matched by the same numba kernel as paper trading. Conventions:
+
+- `on_bar` sees closed bars only; the clock reads the bar's close time while it runs.
+- A market order placed in `on_bar` fills at the next bar's open, plus slippage (a fraction of
+  the price) and commission (a fraction of notional).
+- Inside a bar the price path is open, the nearer of high/low, the other, close. Limit and stop
+  orders fill where the path reaches them: at the order price, or at the open if the bar gaps
+  through it.
+- Equity is marked at each bar's close. Several symbols replay merged in time order.
+- Quote-driven strategies get four quotes per bar synthesized from that path (bid = ask =
+  last = the point's price), or recorded ticks replayed through the live feed (`replay_ticks`).
+- Same inputs, same results, byte for byte (`to_json`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import trio
+
+from backtests.metrics import compute_stats, drawdowns, round_trips
+from engine.clearing.broker import PaperBroker
+from engine.clearing.config import BrokerConfig, Fees, RiskLimits, Slippage
+from engine.clock import ReplayClock, use_clock
+from engine.dtypes import ohlc_dtype
+from engine.live import resolve_strategy
+from engine.orders import OrderFilled
+from engine.sampler import format_timeframe, parse_timeframe, resample_bars
+from engine.scheduler import make_runner
+from engine.shm import ShmArray
+from engine.strategy import Strategy, StrategyError, strategy_traceback
+
+__all__ = ["BacktestResult", "BacktestError", "run_backtest", "load_data", "evaluate_params"]
+
+
+class BacktestError(RuntimeError):
+    """The backtest could not run: bad data, a bad option, or the strategy raised."""
+
+
+@dataclass
+class BacktestResult:
+    """What a backtest produced: statistics, trades, the equity curve, fills and the bars."""
+
+    strategy: str
+    params: dict
+    symbols: list[str]
+    timeframe: int
+    stats: dict
+    trades: list[dict]
+    equity: np.ndarray  # fields time (epoch s), equity, drawdown_pct
+    fills: list[OrderFilled]
+    bars: dict[str, np.ndarray] = field(repr=False)
+    rejected: list = field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict:
+        """Everything JSON can hold; keys sorted, the same for the same inputs."""
+        return {
+            "strategy": self.strategy, "params": self.params, "symbols": self.symbols,
+            "timeframe": format_timeframe(self.timeframe),
+            **{k: _clean(v) for k, v in self.stats.items()},
+            "trades": [{k: _clean(v) for k, v in t.items()} for t in self.trades],
+            "equity": [[int(t), _clean(float(e))] for t, e in
+                       zip(self.equity["time"].tolist(), self.equity["equity"].tolist(),
+                           strict=True)],
+            "fills": [f.model_dump(exclude={"account"}) for f in self.fills],
+            "rejected": [r.model_dump(exclude={"account"}) for r in self.rejected],
+        }
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    def plot(self, path: str | Path = "backtest.html") -> Path:
+        """Write a self-contained HTML report (price and trades, equity, drawdown)."""
+        from backtests.report import write_report
+
+        return write_report(self, Path(path))
+
+    def table(self) -> str:
+        """The statistics as an aligned text table."""
+        rows = []
+        for k, v in self.stats.items():
+            if isinstance(v, float):
+                v = f"{v:,.4f}" if abs(v) < 100 else f"{v:,.2f}"
+            rows.append(f"  {k.replace('_', ' '):28s} {v}")
+        return "\n".join(rows)
+
+    def __str__(self) -> str:
+        return f"{self.strategy} on {', '.join(self.symbols)}\n{self.table()}"
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, np.generic):
+        return _clean(v.item())
+    return v
+
+
+# -- data ----------------------------------------------------------------------------------------
+
+
+def _as_bars(obj: Any, name: str) -> np.ndarray:
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.names is None or not {"time", "open", "high", "low", "close"} <= set(
+                obj.dtype.names):
+            raise BacktestError(f"{name}: bars need time, open, high, low, close fields")
+        bars = np.zeros(len(obj), dtype=ohlc_dtype)
+        for f in ohlc_dtype.names:
+            if f in obj.dtype.names:
+                bars[f] = obj[f]
+        if "bar_wap" not in obj.dtype.names:
+            bars["bar_wap"] = (bars["open"] + bars["high"] + bars["low"] + bars["close"]) / 4
+        return bars
+    if hasattr(obj, "to_records"):  # a pandas DataFrame indexed by time
+        import pandas as pd
+
+        df = obj.rename(columns=str.lower)
+        idx = pd.DatetimeIndex(df.index)
+        if idx.tz is not None:
+            idx = idx.tz_convert("UTC").tz_localize(None)
+        bars = np.zeros(len(df), dtype=ohlc_dtype)
+        bars["time"] = idx.asi8 // 10**9
+        for f in ("open", "high", "low", "close", "volume"):
+            if f in df:
+                bars[f] = df[f].to_numpy(dtype=float)
+        bars["bar_wap"] = (bars["open"] + bars["high"] + bars["low"] + bars["close"]) / 4
+        return bars
+    raise BacktestError(f"{name}: cannot read bars from a {type(obj).__name__}")
+
+
+def _read_source(spec: str, provider: str | None, timeframe: int | None) -> tuple[str, np.ndarray]:
+    """Bars for a symbol or file: a CSV/Parquet path, the history store, or csvfile's data dir."""
+    from providers.csvfile._read import MalformedFileError, load
+    from providers.csvfile._symbols import Options, SymbolNotFoundError, resolve
+
+    path = Path(spec)
+    if path.suffix.lower() in (".csv", ".gz", ".parquet", ".pq") or path.is_file():
+        if not path.is_file():
+            raise BacktestError(f"data file {spec!r} does not exist")
+        try:
+            return path.name.split(".")[0], load(path).bars
+        except (MalformedFileError, OSError, ValueError) as exc:
+            raise BacktestError(str(exc)) from None
+    try:
+        from backtests import store
+    except ImportError:
+        store = None
+    if store is not None:
+        for info in store.list_datasets():
+            if info.symbol.lower() == spec.lower() and (provider is None
+                                                        or info.provider == provider):
+                if timeframe is None or timeframe % info.timeframe == 0:
+                    try:
+                        return spec, store.load_bars(info.provider, info.symbol, info.timeframe)
+                    except Exception as exc:
+                        raise BacktestError(f"{info.path}: {exc}") from None
+    try:
+        return spec, load(resolve(spec, Options())).bars
+    except SymbolNotFoundError as exc:
+        raise BacktestError(f"no data for {spec!r}: not a file, not in the history store "
+                            f"(engine data list), and {exc}") from None
+    except (MalformedFileError, OSError, ValueError) as exc:
+        raise BacktestError(str(exc)) from None
+
+
+def _period(times: np.ndarray) -> int:
+    d = np.diff(times)
+    d = d[d > 0]
+    return int(np.median(d)) if len(d) else 86400
+
+
+def _to_epoch(t: Any) -> int | None:
+    if t is None:
+        return None
+    if isinstance(t, int | float):
+        return int(t)
+    import datetime as dt
+
+    try:
+        when = dt.datetime.fromisoformat(str(t))
+    except ValueError:
+        raise BacktestError(f"bad time {t!r}: use ISO 8601 (2024-01-31 or 2024-01-31T09:30)"
+                            " or epoch seconds") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp())
+
+
+def load_data(data: Any, *, symbols: Sequence[str] | None = None, provider: str | None = None,
+              timeframe: int | str | None = None, start: Any = None, end: Any = None
+              ) -> tuple[dict[str, np.ndarray], int]:
+    """Bars per symbol and their period (s) from paths, symbols, arrays or DataFrames."""
+    tf = parse_timeframe(timeframe) if timeframe else None
+    if isinstance(data, Mapping):
+        items = [(str(k), _as_bars(v, str(k))) for k, v in data.items()]
+    elif isinstance(data, str | Path):
+        items = [_read_source(s.strip(), provider, tf) for s in str(data).split(",") if s.strip()]
+    elif isinstance(data, Sequence) and data and isinstance(data[0], str | Path):
+        items = [_read_source(str(s), provider, tf) for s in data]
+    else:
+        name = symbols[0] if symbols else "data"
+        items = [(name, _as_bars(data, name))]
+    if symbols:
+        if len(symbols) != len(items):
+            raise BacktestError(f"{len(symbols)} symbols for {len(items)} data sources")
+        items = [(s, b) for s, (_, b) in zip(symbols, items, strict=True)]
+    lo, hi = _to_epoch(start), _to_epoch(end)
+    out: dict[str, np.ndarray] = {}
+    periods = []
+    for name, bars in items:
+        if lo is not None:
+            bars = bars[bars["time"] >= lo]
+        if hi is not None:
+            bars = bars[bars["time"] <= hi]
+        if len(bars) == 0:
+            raise BacktestError(f"{name}: no bars in the chosen range")
+        p = _period(bars["time"])
+        if tf and tf != p:
+            if tf % p:
+                raise BacktestError(f"{name}: {format_timeframe(p)} bars cannot make "
+                                    f"{format_timeframe(tf)} bars")
+            bars = resample_bars(bars, tf)
+            p = tf
+        out[name] = bars
+        periods.append(p)
+    return out, (tf or min(periods))
+
+
+# -- the replay ----------------------------------------------------------------------------------
+
+
+async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, ShmArray],
+                  period: int, broker: PaperBroker, clock: ReplayClock,
+                  progress: Callable[[int, int], None] | None
+                  ) -> tuple[list[tuple[int, OrderFilled]], list[int], np.ndarray]:
+    symbols = list(bars)
+    runner = make_runner(strat, symbols=symbols, timeframe=period, bars=shms, quotes={},
+                         clock=clock, router=broker)
+    ctx = runner.context
+    ctx.set_id_prefix("o")
+    for s in symbols:
+        ctx._seen[s][0] = 0  # nothing is visible before its bar closes
+    pending: list = []
+    broker.attach(None, pending.extend)
+    fills: list[tuple[int, OrderFilled]] = []
+    account = broker.account
+    sym_index = [account.add_symbol(s) for s in symbols]
+    marks = account.marks  # add_symbol may have grown it
+    seen = [ctx._seen[s] for s in symbols]
+    cls = type(strat)
+    wants_bar = cls.on_bar is not Strategy.on_bar
+    wants_quote = cls.on_quote is not Strategy.on_quote
+    on_bar, on_quote = strat.on_bar, strat.on_quote
+    where = "on_start"
+
+    async def dispatch(events: list, k: int) -> None:
+        nonlocal where
+        for e in events:
+            if isinstance(e, OrderFilled):
+                fills.append((k, e))
+            name = {"OrderFilled": "on_fill", "OrderRejected": "on_order_rejected"}.get(
+                type(e).__name__, "on_order")
+            where = name
+            r = getattr(strat, name)(e)
+            if inspect.isawaitable(r):
+                await r
+
+    # Merge the symbols' bars in time order (ties in symbol order): one step per bar.
+    times = np.concatenate([bars[s]["time"] for s in symbols])
+    which = np.concatenate([np.full(len(bars[s]), j) for j, s in enumerate(symbols)])
+    rows = np.concatenate([np.arange(len(bars[s])) for s in symbols])
+    order = np.lexsort((which, times))
+    step_sym = which[order].tolist()
+    step_row = rows[order].tolist()
+    cols = [[bars[s][f].tolist() for f in ("time", "open", "high", "low", "close")]
+            for s in symbols]
+    total = len(step_sym)
+    try:
+        r = strat.on_start()
+        if inspect.isawaitable(r):
+            await r
+        every = 65536
+        for k in range(total):
+            j = step_sym[k]
+            i = step_row[k]
+            t_, o_, h_, l_, c_ = cols[j]
+            t = t_[i]
+            o, h, lo, c = o_[i], h_[i], l_[i], c_[i]
+            sym = symbols[j]
+            if wants_quote or account.n_orders > account._start:
+                near, far = (h, lo) if h - o <= o - lo else (lo, h)
+                points = ((t, o, False), (t + period * 0.25, near, True),
+                          (t + period * 0.5, far, True), (t + period - 1e-6, c, True))
+            if wants_quote:
+                for pt, px, touch in points:
+                    clock._now = pt
+                    marks[sym_index[j]] = px
+                    if account.n_orders > account._start:
+                        broker._record(account.match(sym, pt, px, px, math.nan, math.nan, px,
+                                                     touch))
+                    if pending:
+                        events = pending[:]
+                        pending.clear()
+                        await dispatch(events, k)
+                    where = "on_quote"
+                    r = on_quote({"symbol": sym, "last": px, "time": pt, "bid": px, "ask": px,
+                                  "ticks": [{"type": "trade", "price": px, "size": 0.0,
+                                             "time": pt}]})
+                    if r is not None:
+                        await r
+            elif account.n_orders > account._start:
+                for pt, px, touch in points:
+                    clock._now = pt
+                    broker._record(account.match(sym, pt, px, px, math.nan, math.nan, px,
+                                                 touch))
+                    if account.n_orders <= account._start:
+                        break
+                if pending:
+                    events = pending[:]
+                    pending.clear()
+                    await dispatch(events, k)
+            clock._now = t + period
+            marks[sym_index[j]] = c
+            seen[j][0] += 1
+            if wants_bar:
+                where = "on_bar"
+                r = on_bar(sym)
+                if r is not None:
+                    await r
+            if pending:
+                events = pending[:]
+                pending.clear()
+                await dispatch(events, k)
+            if progress is not None and k % every == 0:
+                progress(k, total)
+        where = "on_stop"
+        r = strat.on_stop()
+        if inspect.isawaitable(r):
+            await r
+        if pending:
+            await dispatch(pending, total - 1)
+    except (KeyboardInterrupt, trio.Cancelled):
+        raise
+    except Exception as exc:
+        path = getattr(cls, "__source_path__", None)
+        raise BacktestError(f"{strat.name}.{where} raised:\n{strategy_traceback(exc, path)}"
+                            ) from exc
+    if progress is not None:
+        progress(total, total)
+    return fills, step_sym, np.asarray(times[order])
+
+
+def _equity(bars: dict[str, np.ndarray], step_sym: list[int], step_times: np.ndarray,
+            period: int, fills: list[tuple[int, OrderFilled]], cash: float
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Equity at every step's bar close, and whether any position was open then."""
+    symbols = list(bars)
+    n = len(step_sym)
+    index = {s: j for j, s in enumerate(symbols)}
+    which = np.asarray(step_sym)
+    # Book the fills in order with the account's own arithmetic, so the curve ends on the
+    # account's cash to the last bit; hold each step's cash until the next fill.
+    cash_at = np.full(n, np.nan)
+    pos_delta = np.zeros((n, len(symbols)))
+    running = cash
+    for k, f in fills:
+        q = f.size if f.side == "buy" else -f.size
+        running -= q * f.price + f.fee
+        cash_at[k] = running
+        pos_delta[k, index[f.symbol]] += q
+    if n and np.isnan(cash_at[0]):
+        cash_at[0] = cash
+    held = np.where(np.isnan(cash_at), 0, np.arange(n))
+    np.maximum.accumulate(held, out=held)
+    cash_series = cash_at[held] if n else cash_at
+    pos = np.cumsum(pos_delta, axis=0)
+    value = np.zeros(n)
+    for j, s in enumerate(symbols):
+        mine = np.flatnonzero(which == j)
+        closes = np.full(n, np.nan)
+        closes[mine] = bars[s]["close"]
+        # Forward-fill the symbol's last close over the other symbols' steps.
+        idx = np.where(np.isnan(closes), 0, np.arange(n))
+        np.maximum.accumulate(idx, out=idx)
+        filled = closes[idx]
+        value += np.where(np.isnan(filled), 0.0, pos[:, j] * np.nan_to_num(filled))
+    equity = cash_series + value
+    exposed = (np.abs(pos) > 0).any(axis=1)
+    times = step_times + period
+    # One point per time: with several symbols, the last step of a time holds every close.
+    last = np.r_[times[1:] != times[:-1], True]
+    curve = np.zeros(int(last.sum()), dtype=[("time", np.int64), ("equity", np.float64),
+                                              ("drawdown_pct", np.float64)])
+    curve["time"] = times[last]
+    curve["equity"] = equity[last]
+    curve["drawdown_pct"] = drawdowns(curve["equity"])
+    return curve, exposed[last]
+
+
+def run_backtest(
+    strategy: str | Path | type[Strategy] | Strategy,
+    data: Any,
+    *,
+    params: dict[str, Any] | None = None,
+    symbols: Sequence[str] | None = None,
+    provider: str | None = None,
+    timeframe: int | str | None = None,
+    start: Any = None,
+    end: Any = None,
+    cash: float = 100_000.0,
+    commission: float = 0.0,
+    slippage: float = 0.0,
+    leverage: float | None = None,
+    allow_short: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> BacktestResult:
+    """Replay `data` through `strategy` and return its statistics, trades and equity curve.
+
+    `data`: a CSV/Parquet path or a symbol (several, comma-separated), the history store's
+    symbol, a bars array or a pandas DataFrame, or a dict of those by symbol. `commission` is a
+    fraction of notional per fill, `slippage` a fraction of price on market and stop fills,
+    `leverage` caps gross exposure at that multiple of equity (None: no cap), `start`/`end`
+    bound the bars (ISO 8601 or epoch seconds). See the module docstring for fill conventions.
+    """
+    if cash <= 0:
+        raise BacktestError(f"cash must be positive, got {cash:g}")
+    for name, v in (("commission", commission), ("slippage", slippage)):
+        if not 0 <= v < 0.1:
+            raise BacktestError(f"{name} is a fraction (0.001 = 0.1 %), got {v:g}")
+    try:
+        strat = resolve_strategy(strategy, params)
+    except StrategyError as exc:
+        raise BacktestError(str(exc)) from None
+    given: dict[str, ShmArray] = {}
+    if isinstance(data, Mapping) and data and all(isinstance(v, ShmArray) for v in data.values()):
+        # History another process loaded once: replay it in place, read-only, never unlinked.
+        given = dict(data)
+        data = {s: shm.array for s, shm in given.items()}
+    bars, period = load_data(data, symbols=symbols, provider=provider, timeframe=timeframe,
+                             start=start, end=end)
+    config = BrokerConfig(fees=Fees(taker_pct=commission, maker_pct=commission),
+                          slippage=Slippage(fraction=slippage),
+                          risk=RiskLimits(leverage=leverage, allow_short=allow_short))
+    from engine.clearing.account import Account
+
+    names = list(bars)
+    account = Account("backtest", names, cash=cash, config=config)
+    first = float(min(b["time"][0] for b in bars.values()))
+    clock = ReplayClock(first)
+    broker = PaperBroker(account, clock)
+    broker.match_on_submit = False
+    reuse = {s: shm for s, shm in given.items() if s in bars and len(shm) == len(bars[s])}
+    shms = {s: reuse.get(s) or ShmArray.create(ohlc_dtype, max(len(b), 1), start=0)
+            for s, b in bars.items()}
+    try:
+        for s, b in bars.items():
+            if s not in reuse:
+                shms[s].push(b)
+
+        async def main() -> Any:
+            use_clock(clock)
+            return await _replay(strat, bars, shms, period, broker, clock, progress)
+
+        fills, step_sym, step_times = trio.run(main)
+    finally:
+        for s, shm in shms.items():
+            if s not in reuse:
+                shm.close()
+                shm.unlink()
+    curve, exposed = _equity(bars, step_sym, step_times, period, fills, cash)
+    fill_list = [f for _, f in fills]
+    trades = round_trips(fill_list, {s: float(b["close"][-1]) for s, b in bars.items()})
+    stats = compute_stats(curve["time"], curve["equity"], exposed, trades, account.fees, cash)
+    return BacktestResult(strategy=strat.name, params=strat.params.model_dump(), symbols=names,
+                          timeframe=period, stats=stats, trades=trades, equity=curve,
+                          fills=fill_list, bars=bars, rejected=list(broker.rejections))
+
+
+def evaluate_params(strategy_path: str, params: dict, history_tokens: dict[str, dict],
+                    options: dict) -> dict[str, float]:
+    """One sweep evaluation: attach the shared history read-only, backtest, return metrics.
+
+    `options` takes run_backtest's keyword arguments (cash, commission, slippage, ...)."""
+    attached = {s: ShmArray.attach(tok) for s, tok in history_tokens.items()}
+    try:
+        result = run_backtest(strategy_path, attached, params=params, **options)
+    finally:
+        for shm in attached.values():
+            shm.close()
+    keep = ("final_equity", "return_pct", "sharpe", "sortino", "max_drawdown_pct", "num_trades",
+            "win_rate_pct", "profit_factor", "cagr_pct", "fees")
+    return {k: _clean(result.stats[k]) for k in keep}

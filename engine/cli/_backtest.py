@@ -1,0 +1,75 @@
+"""`engine backtest strat.py --data ...`: replay history through a strategy and report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("backtest", help="replay history through a strategy",
+                       description="Replay bars through strat.py with the live strategy API and "
+                       "the paper broker's clearing core; print statistics.")
+    p.add_argument("strategy", help="path to the strategy file")
+    p.add_argument("--data", required=True,
+                   help="CSV/Parquet file(s) or stored symbol(s), comma-separated")
+    p.add_argument("--provider", help="history store provider to read --data symbols from")
+    p.add_argument("--from", dest="start", help="first bar time (ISO 8601 or epoch s)")
+    p.add_argument("--to", dest="end", help="last bar time (ISO 8601 or epoch s)")
+    p.add_argument("--timeframe", help="resample to this bar period (1m, 1h, 1d, ...)")
+    p.add_argument("--cash", type=float, default=100_000.0, help="starting cash (default 100000)")
+    p.add_argument("--commission", type=float, default=0.0,
+                   help="commission per fill as a fraction of notional (0.001 = 0.1%%)")
+    p.add_argument("--slippage", type=float, default=0.0,
+                   help="slippage on market/stop fills as a fraction of price")
+    p.add_argument("--leverage", type=float, help="cap gross exposure at this multiple of equity")
+    p.add_argument("--no-short", action="store_true", help="forbid short positions")
+    p.add_argument("-p", "--param", action="append", metavar="NAME=VALUE", default=[],
+                   help="strategy parameter override (repeatable)")
+    p.add_argument("--json", dest="json_out", metavar="OUT", help="write the results as JSON")
+    p.add_argument("--report", metavar="OUT.html", help="write a self-contained HTML report")
+    p.set_defaults(func=run)
+
+
+def _progress():
+    state = {"t0": time.perf_counter(), "shown": False}
+
+    def show(done: int, total: int) -> None:
+        elapsed = time.perf_counter() - state["t0"]
+        # Only runs long enough to wait on get a bar; a finished run clears it.
+        if elapsed < 2.0 and not state["shown"]:
+            return
+        state["shown"] = True
+        width = 30
+        filled = int(width * done / max(total, 1))
+        rate = done / elapsed if elapsed else 0.0
+        print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done:,}/{total:,} bars "
+              f"{rate:,.0f} bars/s", end="" if done < total else "\n", file=sys.stderr,
+              flush=True)
+
+    return show
+
+
+def run(args: argparse.Namespace) -> int:
+    from backtests.replay import BacktestError, run_backtest
+    from engine.cli import UsageError, parse_options
+
+    try:
+        result = run_backtest(
+            args.strategy, args.data, params=parse_options(args.param, "-p"),
+            provider=args.provider, timeframe=args.timeframe, start=args.start, end=args.end,
+            cash=args.cash, commission=args.commission, slippage=args.slippage,
+            leverage=args.leverage, allow_short=not args.no_short, progress=_progress())
+    except BacktestError as exc:
+        raise UsageError(str(exc)) from None
+    except ValueError as exc:  # a bad timeframe and the like
+        raise UsageError(str(exc)) from None
+    print(result)
+    if args.json_out:
+        result.to_json(args.json_out)
+        print(f"results written to {args.json_out}")
+    if args.report:
+        path = result.plot(args.report)
+        print(f"report written to {path}")
+    return 0

@@ -1,0 +1,104 @@
+"""Indicator lines a strategy declares once and reads by bar: `self.fast = ctx.indicator("sma", 10)`.
+
+A `Line` is a kernel's output over a symbol's closed bars. It computes lazily and incrementally:
+when the strategy reads it, bars closed since the last read are fed to the kernel's state form,
+so a replay over a million bars and a live run one bar at a time give the same values. It only
+ever shows values of bars the strategy can see, so reading it cannot look ahead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Line", "make_lines"]
+
+
+class _Source:
+    """One kernel over one symbol's bars, shared by the lines of its outputs."""
+
+    def __init__(self, ctx: Any, symbol: str, indicator: Any, fields: tuple[str, ...]) -> None:
+        self.ctx = ctx
+        self.symbol = symbol
+        self.indicator = indicator
+        self.fields = fields
+        self.shm = ctx._bars[symbol]
+        self.first = self.shm.first
+        n = self.shm.size
+        self.out = tuple(np.full(n, np.nan) for _ in indicator.outputs)
+        self.done = 0  # bars fed to the kernel
+
+    def catch_up(self, upto: int) -> None:
+        # Feed every stored bar not yet fed, in one kernel call: the kernel is causal, so values
+        # of bars the strategy cannot see yet exist but are never shown (no look-ahead), and a
+        # replay pays one call for the whole history instead of one per bar.
+        if upto <= self.done:
+            return
+        upto = max(upto, self.shm.last - self.first)
+        bars = self.shm.buffer[self.first + self.done:self.first + upto]
+        outs = tuple(o[self.done:upto] for o in self.out)
+        self.indicator.update(*(bars[f] for f in self.fields),
+                              out=outs if len(outs) > 1 else outs[0])
+        self.done = upto
+
+
+class Line:
+    """The values of one indicator output on the strategy's visible bars, oldest first.
+
+    `line[-1]` is the value at the newest closed bar, `line[-2]` the one before (NaN during
+    warm-up); `line.values` is a read-only array of all of them; `len(line)` counts them.
+    """
+
+    __slots__ = ("_src", "_k", "_seen", "_sym", "_out")
+
+    def __init__(self, source: _Source, k: int) -> None:
+        self._src = source
+        self._k = k
+        self._seen = source.ctx._seen[source.symbol]
+        self._sym = source.symbol
+        self._out = source.out[k]
+
+    def __len__(self) -> int:
+        return self._seen[0]
+
+    def __getitem__(self, i: int) -> float:
+        n = self._seen[0]
+        src = self._src
+        if src.done < n:
+            src.catch_up(n)
+        if i < 0:
+            i += n
+        if i >= n or i < 0:
+            raise IndexError(f"bar {i} is not visible yet ({n} closed bars)")
+        return self._out.item(i)
+
+    @property
+    def values(self) -> np.ndarray:
+        n = len(self)
+        self._src.catch_up(n)
+        view = self._src.out[self._k][:n].view()
+        view.flags.writeable = False
+        return view
+
+    def __repr__(self) -> str:
+        ind = self._src.indicator
+        return f"Line({type(ind).__name__} {ind.outputs[self._k]} on {self._sym}, {len(self)} bars)"
+
+
+def make_lines(ctx: Any, kind: str, params: tuple, symbol: str, fields: tuple[str, ...] | None
+               ) -> Line | tuple[Line, ...]:
+    from engine.kernels import KINDS
+
+    try:
+        cls = KINDS[kind]
+    except KeyError:
+        raise ValueError(f"no indicator {kind!r}; known: {', '.join(sorted(KINDS))}") from None
+    indicator = cls(*params)
+    fields = tuple(fields) if fields else tuple(cls.inputs)
+    if len(fields) != len(cls.inputs):
+        raise ValueError(f"{kind} reads {len(cls.inputs)} fields ({', '.join(cls.inputs)}), "
+                         f"got {fields}")
+    source = _Source(ctx, symbol, indicator, fields)
+    lines = tuple(Line(source, k) for k in range(len(cls.outputs)))
+    return lines[0] if len(lines) == 1 else lines
