@@ -301,10 +301,13 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
             t = t_[i]
             o, h, lo, c = o_[i], h_[i], l_[i], c_[i]
             sym = symbols[j]
+            # A bar ends at its period or at the next bar's open, whichever is first (months
+            # and sessions are irregular): orders placed at its close meet the next open.
+            span = period if i + 1 == len(t_) else min(period, t_[i + 1] - t)
             if wants_quote or account.n_orders > account._start:
                 near, far = (h, lo) if h - o <= o - lo else (lo, h)
-                points = ((t, o, False), (t + period * 0.25, near, True),
-                          (t + period * 0.5, far, True), (t + period - 1e-6, c, True))
+                points = ((t, o, False), (t + span * 0.25, near, True),
+                          (t + span * 0.5, far, True), (t + span * 0.999, c, True))
             if wants_quote:
                 for pt, px, touch in points:
                     clock._now = pt
@@ -333,7 +336,7 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
                     events = pending[:]
                     pending.clear()
                     await dispatch(events, k)
-            clock._now = t + period
+            clock._now = t + span
             marks[sym_index[j]] = c
             seen[j][0] += 1
             if wants_bar:
