@@ -55,7 +55,9 @@ def main() -> None:
                     help="backtrader runs ~8k bars/s: time it on a prefix (default 100k)")
     args = ap.parse_args()
     strat = load_strategy(ROOT / "strategies" / "sma_cross_fast.py")
-    run_backtest(strat, seeded(2000), **ARGS)  # load numba's cached kernels first
+    plain = load_strategy(ROOT / "strategies" / "sma_cross.py")
+    plain_params = {"size": 10.0, "log_bars": False}
+    run_backtest(plain, seeded(2000), params=plain_params, **ARGS)  # load cached kernels first
     run_fast(strat, seeded(2000), **ARGS)
 
     data = Path(os.environ.get("ENGINE_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -79,13 +81,13 @@ def main() -> None:
     bars = seeded(args.bars)
     n = len(bars)
     print(f"\nseeded series, {n:,} one-minute bars")
-    ours, t_event = timed(run_backtest, strat, bars, **ARGS)
+    ours, t_event = timed(run_backtest, plain, bars, params=plain_params, **ARGS)
     fast, t_fast = timed(run_fast, strat, bars, **ARGS)
     bpy, t_bpy = timed(run_backtesting_py, bars)
     m = min(args.backtrader_bars, n)
     btr, t_btr = timed(run_backtrader, bars[:m])
     rows = [
-        ("engine, event path (Python on_bar)", ours.stats["final_equity"],
+        ("engine, event path (sma_cross.py)", ours.stats["final_equity"],
          ours.stats["num_trades"], n / t_event),
         ("engine, numba fast path", fast["final_equity"], None, n / t_fast),
         ("backtesting.py", bpy["final_equity"], bpy["num_trades"], n / t_bpy),

@@ -98,9 +98,12 @@ class Strategy:
 
     def log(self, message: str, *args: Any) -> None:
         """Log a line tagged with the strategy's name and the engine clock."""
+        logger = logging.getLogger(f"strategy.{self.name}")
+        if not logger.isEnabledFor(logging.INFO):
+            return  # backtests replay millions of bars: don't format what nobody reads
         ctx = getattr(self, "ctx", None)
         when = ctx.now_str() if ctx else ""
-        logging.getLogger(f"strategy.{self.name}").info(f"{when} {message}", *args)
+        logger.info(f"{when} {message}", *args)
 
     # Callbacks: override any of them, plain or async.
     def on_start(self) -> None: ...

@@ -11,11 +11,12 @@ What to learn from it:
 - parameters are typed class attributes; `-p fast=5` overrides them and is validated;
 - `self.ctx.ohlcv(symbol)` is a read-only view of *closed* bars in shared memory (no copy, and
   never the bar still forming, so there is no look-ahead);
-- the kernels read that view in place: `kernels.sma(bars["close"], n)`;
+- `self.ctx.indicator("sma", n)` declares a kernel line over the closed bars: `line[-1]` is the
+  value at the newest closed bar, computed incrementally, identical live and in backtests;
 - orders go through `self.ctx.buy/sell/close`; without `--paper` they are logged as intents.
 """
 
-from engine import Strategy, kernels
+from engine import Strategy
 
 
 class SmaCross(Strategy):
@@ -26,29 +27,36 @@ class SmaCross(Strategy):
     slow: int = 30
     size: float = 1.0
     short: bool = True
+    log_bars: bool = True  # a line per closed bar (turn off for long backtests)
 
     def on_start(self) -> None:
         if not 0 < self.fast < self.slow:
             raise ValueError(f"need 0 < fast < slow, got fast={self.fast} slow={self.slow}")
-        self.log(f"SMA {self.fast}/{self.slow} cross on {', '.join(self.ctx.symbols)}")
+        # Indicator lines compute once over history, then one bar at a time as bars close.
+        self.lines = {sym: (self.ctx.indicator("sma", self.fast, symbol=sym),
+                            self.ctx.indicator("sma", self.slow, symbol=sym))
+                      for sym in self.ctx.symbols}
+        self.log("SMA %d/%d cross on %s", self.fast, self.slow, ", ".join(self.ctx.symbols))
 
     def on_bar(self, symbol: str) -> None:
-        bars = self.ctx.ohlcv(symbol)
-        if len(bars) < self.slow + 1:
+        fast, slow = self.lines[symbol]
+        if len(fast) < 2:
             return
-        close = bars["close"][-(self.slow + 1):]
-        fast = kernels.sma(close, self.fast)
-        slow = kernels.sma(close, self.slow)
-        bar = bars[-1]
-        self.log(f"{symbol} bar close {bar['close']:.2f} fast {fast[-1]:.2f} slow {slow[-1]:.2f}")
+        f0, f1, s0, s1 = fast[-2], fast[-1], slow[-2], slow[-1]
+        if self.log_bars:
+            self.log("%s bar close %.2f fast %.2f slow %.2f", symbol,
+                     self.ctx.ohlcv(symbol)["close"][-1], f1, s1)
+        up, down = f0 < s0 and f1 > s1, f0 > s0 and f1 < s1
+        if not (up or down):
+            return
         position = self.ctx.position(symbol)
-        if fast[-2] <= slow[-2] and fast[-1] > slow[-1] and position <= 0:
-            self.log(f"{symbol} fast crossed above slow: go long {self.size:g}")
+        if up and position <= 0:
+            self.log("%s fast crossed above slow: go long %g", symbol, self.size)
             self.ctx.close(symbol)
             self.ctx.buy(symbol, self.size)
-        elif fast[-2] >= slow[-2] and fast[-1] < slow[-1] and position >= 0:
-            self.log(f"{symbol} fast crossed below slow: "
-                     + (f"go short {self.size:g}" if self.short else "go flat"))
+        elif down and position >= 0:
+            self.log("%s fast crossed below slow: %s", symbol,
+                     f"go short {self.size:g}" if self.short else "go flat")
             self.ctx.close(symbol)
             if self.short:
                 self.ctx.sell(symbol, self.size)
