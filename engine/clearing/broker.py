@@ -137,7 +137,7 @@ class PaperBroker:
         if reason:
             event = OrderRejected(time=now, account=self.account.name, client_id=order.client_id,
                                   symbol=order.symbol, reason=reason)
-            log.warning("order rejected: %s: %s", order.describe(), reason)
+            log.info("order rejected: %s: %s", order.describe(), reason)
             # A rejected order never reaches the book, but its strategy must hear of it.
             self.account.remember(order)
             self._record([event])
