@@ -269,13 +269,15 @@ def run(
     status_every: float = 1.0,
     handle_signals: bool = False,
     paper: Any = None,
+    record: bool = False,
 ) -> RunResult:
     """Run a strategy live on `provider` (default: the simulated market) and return the result.
 
     `strategy` is a `.py` path, a Strategy subclass or an instance; `symbols` and `timeframe`
     default to the strategy's class attributes; `duration` is in seconds (None: until stopped).
     `paper` trades a paper account: an account name, or a dict of `open_account` arguments
-    (`name`, `cash`, `config`, `path`); without it, orders are only logged.
+    (`name`, `cash`, `config`, `path`); without it, orders are only logged. `record` stores every
+    tick in the history store (backtests.store) for tick-level replays.
     """
     strat = resolve_strategy(strategy, params)
     syms = list(symbols or type(strat).symbols or [])
@@ -289,13 +291,21 @@ def run(
     async def main() -> RunResult:
         clock = LiveClock()
         router = _paper_broker(paper, syms, clock) if paper is not None else None
+        recorder = None
+        if record:
+            from backtests.store import TickRecorder
+
+            recorder = TickRecorder(prov.name, syms)
         try:
             return await run_live([strat], provider=prov, symbols=syms, timeframe=tf,
                                   duration=duration, history=history, status=status,
                                   status_every=status_every, handle_signals=handle_signals,
-                                  clock=clock, router=router)
+                                  clock=clock, router=router,
+                                  on_feed=recorder.attach if recorder else None)
         finally:
             if router is not None and router.ledger is not None:
                 router.ledger.close()
+            if recorder is not None:
+                recorder.close()
 
     return trio.run(main)

@@ -25,6 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="strategy parameter override (repeatable), e.g. -p fast=5")
     p.add_argument("--history", type=int, default=10,
                    help="frames of history to backfill per symbol (default 10; 0: none)")
+    p.add_argument("--record", action="store_true",
+                   help="store every tick in the history store, for tick-level replays")
     paper = p.add_argument_group("paper trading (--paper)")
     paper.add_argument("--paper", action="store_true",
                        help="trade a paper account: orders fill against the live quotes")
@@ -117,14 +119,15 @@ def run(args: argparse.Namespace) -> int:
                               timeframe=args.timeframe, duration=args.duration,
                               provider_options=parse_options(args.provider_option),
                               history=args.history, status=show, status_every=every,
-                              handle_signals=True, paper=paper)
+                              handle_signals=True, paper=paper, record=args.record)
     except (StrategyError, ProviderError) as exc:
         raise UsageError(str(exc)) from None
     except Exception as exc:
+        from backtests.store import StoreError
         from engine.clearing.ledger import LedgerError
         from engine.feed import FeedError
 
-        if isinstance(exc, LedgerError | FeedError):
+        if isinstance(exc, LedgerError | FeedError | StoreError):
             raise UsageError(str(exc)) from None
         raise
     if tty:
