@@ -140,7 +140,24 @@ def _adapter(cls: type[VectorStrategy]) -> Any:
     return loop
 
 
-def _prepare(cls: type[VectorStrategy], bars: np.ndarray, params: dict) -> tuple:
+class _Columns(dict):
+    """The bars as contiguous columns, made once per series: kernels run ~3x faster on them
+    than on the strided fields of the record array, and a sweep reuses them for every set."""
+
+    def __init__(self, bars: np.ndarray) -> None:
+        super().__init__()
+        self._bars = bars
+
+    def __missing__(self, name: str) -> np.ndarray:
+        col = np.ascontiguousarray(self._bars[name])
+        self[name] = col
+        return col
+
+    def __len__(self) -> int:
+        return len(self._bars)
+
+
+def _prepare(cls: type[VectorStrategy], bars: Any, params: dict) -> tuple:
     model = cls.validate_params(params)
     values = tuple(float(v) if isinstance(v, int | float) else v for v in model.model_dump().values())
     sigs = tuple(np.ascontiguousarray(s, dtype=np.float64)
@@ -153,7 +170,7 @@ def run_fast(cls: type[VectorStrategy], bars: np.ndarray, params: dict | None = 
              cash: float = 100_000.0, commission: float = 0.0, slippage: float = 0.0
              ) -> dict:
     """Run one parameter set on the fast path; return final equity and the fills."""
-    sigs, values = _prepare(cls, bars, params or {})
+    sigs, values = _prepare(cls, _Columns(bars), params or {})
     loop = _adapter(cls)
     fills = np.zeros((2 * len(bars) + 2, 4))
     open_ = np.ascontiguousarray(bars["open"], dtype=np.float64)
@@ -172,13 +189,14 @@ def sweep_fast(cls: type[VectorStrategy], bars: np.ndarray, grid: list[dict], *,
 
     if not grid:
         return np.zeros(0)
-    open_ = np.ascontiguousarray(bars["open"], dtype=np.float64)
-    close = np.ascontiguousarray(bars["close"], dtype=np.float64)
-    _prepare(cls, bars, grid[0])
+    columns = _Columns(bars)
+    open_ = np.ascontiguousarray(columns["open"], dtype=np.float64)
+    close = np.ascontiguousarray(columns["close"], dtype=np.float64)
+    _prepare(cls, columns, grid[0])
     loop = _adapter(cls)
 
     def one(params: dict) -> float:
-        sigs, values = _prepare(cls, bars, params)
+        sigs, values = _prepare(cls, columns, params)
         fills = np.zeros((2 * len(bars) + 2, 4))
         return loop(open_, close, sigs, values, cash, commission, slippage, fills)[0]
 
