@@ -430,6 +430,7 @@ def run_backtest(
     leverage: float | None = None,
     allow_short: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    ticks: bool = False,
 ) -> BacktestResult:
     """Replay `data` through `strategy` and return its statistics, trades and equity curve.
 
@@ -437,7 +438,9 @@ def run_backtest(
     symbol, a bars array or a pandas DataFrame, or a dict of those by symbol. `commission` is a
     fraction of notional per fill, `slippage` a fraction of price on market and stop fills,
     `leverage` caps gross exposure at that multiple of equity (None: no cap), `start`/`end`
-    bound the bars (ISO 8601 or epoch seconds). See the module docstring for fill conventions.
+    bound the bars (ISO 8601 or epoch seconds). With `ticks`, `data` names symbols whose ticks
+    were recorded (`engine run --record`) and the replay runs tick by tick, building bars of
+    `timeframe` (default 1 s) with the live sampler. See the module docstring for conventions.
     """
     if cash <= 0:
         raise BacktestError(f"cash must be positive, got {cash:g}")
@@ -448,6 +451,10 @@ def run_backtest(
         strat = resolve_strategy(strategy, params)
     except StrategyError as exc:
         raise BacktestError(str(exc)) from None
+    if ticks:
+        return _run_ticks(strat, data, provider=provider, timeframe=timeframe, start=start,
+                          end=end, cash=cash, commission=commission, slippage=slippage,
+                          leverage=leverage, allow_short=allow_short)
     given: dict[str, ShmArray] = {}
     if isinstance(data, Mapping) and data and all(isinstance(v, ShmArray) for v in data.values()):
         # History another process loaded once: replay it in place, read-only, never unlinked.
@@ -507,3 +514,56 @@ def evaluate_params(strategy_path: str, params: dict, history_tokens: dict[str, 
     keep = ("final_equity", "return_pct", "sharpe", "sortino", "max_drawdown_pct", "num_trades",
             "win_rate_pct", "profit_factor", "cagr_pct", "fees")
     return {k: _clean(result.stats[k]) for k in keep}
+
+
+def _run_ticks(strat: Strategy, data: Any, *, provider: str | None, timeframe: Any, start: Any,
+               end: Any, cash: float, commission: float, slippage: float,
+               leverage: float | None, allow_short: bool) -> BacktestResult:
+    from backtests.store import list_tick_datasets, load_ticks
+    from backtests.ticks_replay import replay_ticks
+    from engine.clearing.account import Account
+
+    names = [s.strip() for s in str(data).split(",") if s.strip()]
+    stored = list_tick_datasets()
+    ticks = {}
+    for name in names:
+        match = [i for i in stored if i.symbol.lower() == name.lower()
+                 and (provider is None or i.provider == provider)]
+        if not match:
+            known = ", ".join(f"{i.provider}/{i.symbol}" for i in stored) or "none"
+            raise BacktestError(f"no recorded ticks for {name!r} (recorded: {known}; record "
+                                "with engine run --record)")
+        rows = load_ticks(match[0].provider, match[0].symbol, _to_epoch(start), _to_epoch(end))
+        if len(rows) == 0:
+            raise BacktestError(f"{name}: no ticks in the chosen range")
+        ticks[match[0].symbol] = rows
+    period = parse_timeframe(timeframe) if timeframe else 1
+    config = BrokerConfig(fees=Fees(taker_pct=commission, maker_pct=commission),
+                          slippage=Slippage(fraction=slippage),
+                          risk=RiskLimits(leverage=leverage, allow_short=allow_short))
+    account = Account("backtest", list(ticks), cash=cash, config=config)
+    clock = ReplayClock(float(min(t["time"][0] for t in ticks.values())))
+    # Ticks carry the live book: an order meets it at once, as in paper trading.
+    broker = PaperBroker(account, clock)
+
+    async def main() -> Any:
+        use_clock(clock)
+        return await replay_ticks(strat, ticks, period, broker, clock)
+
+    try:
+        fills, bars, times, equity, exposed = trio.run(main)
+    except BacktestError:
+        raise
+    except Exception as exc:
+        path = getattr(type(strat), "__source_path__", None)
+        raise BacktestError(f"{strat.name} raised:\n{strategy_traceback(exc, path)}") from exc
+    curve = np.zeros(len(times), dtype=[("time", np.int64), ("equity", np.float64),
+                                         ("drawdown_pct", np.float64)])
+    curve["time"] = times
+    curve["equity"] = equity
+    curve["drawdown_pct"] = drawdowns(equity) if len(equity) else equity
+    trades = round_trips(fills, {s: float(b["close"][-1]) for s, b in bars.items() if len(b)})
+    stats = compute_stats(curve["time"], curve["equity"], exposed, trades, account.fees, cash)
+    return BacktestResult(strategy=strat.name, params=strat.params.model_dump(),
+                          symbols=list(ticks), timeframe=period, stats=stats, trades=trades,
+                          equity=curve, fills=fills, bars=bars, rejected=list(broker.rejections))

@@ -100,12 +100,13 @@ class PaperBroker:
             return
         if self.ledger is not None:
             self.ledger.append(events)  # durable before anyone is told
+        self.fills.extend(e for e in events if type(e) is OrderFilled)
+        self.rejections.extend(e for e in events if type(e) is OrderRejected)
+        if len(self._deliver) == 1 and None in self._deliver:
+            self._deliver[None](events)  # one listener for every strategy: no routing needed
+            return
         by_strategy: dict[str | None, list] = defaultdict(list)
         for event in events:
-            if isinstance(event, OrderFilled):
-                self.fills.append(event)
-            elif isinstance(event, OrderRejected):
-                self.rejections.append(event)
             order = self.account.order(getattr(event, "client_id", ""))
             by_strategy[order.strategy if order else None].append(event)
         for strategy, evs in by_strategy.items():

@@ -27,6 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-short", action="store_true", help="forbid short positions")
     p.add_argument("-p", "--param", action="append", metavar="NAME=VALUE", default=[],
                    help="strategy parameter override (repeatable)")
+    p.add_argument("--ticks", action="store_true",
+                   help="replay recorded ticks (engine run --record) instead of bars")
     p.add_argument("--json", dest="json_out", metavar="OUT", help="write the results as JSON")
     p.add_argument("--report", metavar="OUT.html", help="write a self-contained HTML report")
     p.set_defaults(func=run)
@@ -60,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
             args.strategy, args.data, params=parse_options(args.param, "-p"),
             provider=args.provider, timeframe=args.timeframe, start=args.start, end=args.end,
             cash=args.cash, commission=args.commission, slippage=args.slippage,
-            leverage=args.leverage, allow_short=not args.no_short, progress=_progress())
+            leverage=args.leverage, allow_short=not args.no_short, progress=_progress(),
+            ticks=args.ticks)
     except BacktestError as exc:
         raise UsageError(str(exc)) from None
     except ValueError as exc:  # a bad timeframe and the like
