@@ -102,6 +102,8 @@ class PaperBroker:
             self.ledger.append(events)  # durable before anyone is told
         self.fills.extend(e for e in events if type(e) is OrderFilled)
         self.rejections.extend(e for e in events if type(e) is OrderRejected)
+        if not self._deliver:
+            return
         if len(self._deliver) == 1 and None in self._deliver:
             self._deliver[None](events)  # one listener for every strategy: no routing needed
             return

@@ -11,9 +11,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from engine.cli import _account, _backfill, _backtest, _check, _data, _run
+from engine.cli import _account, _backfill, _backtest, _check, _data, _run, _symbols
 
-_COMMANDS = [_run, _backtest, _check, _account, _backfill, _data]
+_COMMANDS = [_run, _backtest, _check, _account, _symbols, _backfill, _data]
 
 
 class UsageError(Exception):
