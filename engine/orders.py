@@ -47,15 +47,20 @@ class SubmitOrder(BaseModel):
     time: float | None = None  # epoch seconds when the strategy placed it (engine clock)
     strategy: str | None = None
 
-    @model_validator(mode="after")
-    def _prices_match_type(self) -> SubmitOrder:
-        needs_limit = self.order_type in ("limit", "stop_limit")
-        needs_stop = self.order_type in ("stop", "stop_limit")
-        if needs_limit != (self.limit_price is not None):
-            raise ValueError(f"a {self.order_type} order {'needs' if needs_limit else 'takes no'} limit_price")
-        if needs_stop != (self.stop_price is not None):
-            raise ValueError(f"a {self.order_type} order {'needs' if needs_stop else 'takes no'} stop_price")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _prices_match_type(cls, data: object) -> object:
+        # On raw input only: an order already built (nested in an event) was checked then.
+        if not isinstance(data, dict):
+            return data
+        kind = data.get("order_type", "market")
+        needs_limit = kind in ("limit", "stop_limit")
+        needs_stop = kind in ("stop", "stop_limit")
+        if needs_limit != (data.get("limit_price") is not None):
+            raise ValueError(f"a {kind} order {'needs' if needs_limit else 'takes no'} limit_price")
+        if needs_stop != (data.get("stop_price") is not None):
+            raise ValueError(f"a {kind} order {'needs' if needs_stop else 'takes no'} stop_price")
+        return data
 
     def describe(self) -> str:
         price = "at market"
