@@ -196,9 +196,17 @@ class Feed:
         self.stats.last_error = f"provider {self.provider.name!r} sent a bad feed_status: {reason}"
         log.error("%s", self.stats.last_error)
 
+    @property
+    def close_delay(self) -> float:
+        """Seconds the clock waits past a bar's end before closing it: the largest
+        `close_delay` a symbol's info declares (a venue's trades arrive after they happen)."""
+        delays = [float(info.get("close_delay", 0.0) or 0.0) for info in self.init_msgs.values()
+                  if isinstance(info, dict)]
+        return max(delays, default=0.0)
+
     def close_bars(self) -> None:
         """Close bars whose period ended by the clock (quiet periods give flat bars)."""
-        closed = self.sampler.close_until(self.clock.now())
+        closed = self.sampler.close_until(self.clock.now() - self.close_delay)
         if closed:
             self._notify([], closed, [])
 
@@ -355,5 +363,5 @@ async def _close_by_clock(feed: Feed) -> None:
             feed._wake = trio.Event()
             await feed._wake.wait()
             continue
-        await feed.clock.sleep_until(due)
+        await feed.clock.sleep_until(due + feed.close_delay)
         feed.close_bars()

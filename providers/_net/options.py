@@ -100,6 +100,8 @@ def common_options(venue: str, rest_url: str, ws_url: str, *, stale_after: float
         "max_retry_wait": Option(300.0, number(), "longest Retry-After / ban, seconds, to wait "
                                  "out; a longer one fails the request"),
         "jitter_seed": Option(None, optional_int, "seed for the reconnect jitter (tests)"),
+        "close_delay": Option(0.5, number(open_lo=False), "seconds past a bar's end the engine "
+                              "waits before closing it, for trades still on the wire"),
     }
 
 

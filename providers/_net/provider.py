@@ -152,7 +152,9 @@ class VenueProvider:
             infos: dict[str, dict[str, Any]] = {}
             for sym in symbols:
                 inst = table.resolve(sym)  # unknown symbols fail here, before started
-                infos[sym] = inst.info(sym, self.name)
+                # The feed closes bars this long after their end: venue trades arrive late.
+                infos[sym] = dict(inst.info(sym, self.name),
+                                  close_delay=venue.options["close_delay"])
                 st = states.setdefault(inst.venue_symbol, SymbolState(
                     inst.venue_symbol, inst.rest_symbol, [], inst))
                 st.names.append(sym)

@@ -207,3 +207,41 @@ async def test_a_disconnect_holds_bars_and_the_replayed_gap_leaves_no_hole(autoj
     assert bars["time"].tolist() == [T0 + k for k in range(len(bars))]
     assert (bars["volume"] == 1.0).all()
     assert bars["close"].tolist() == [10.0 + k for k in range(len(bars))]
+
+
+async def test_a_declared_close_delay_keeps_late_arriving_trades_in_their_bar(autojump_clock):
+    import types
+
+    from engine.clock import current_clock
+    from engine.dtypes import ohlc_dtype
+    from engine.provider import Provider
+
+    async def stream_quotes(send_chan, symbols, shm, feed_is_live, loglevel=None,
+                            task_status=trio.TASK_STATUS_IGNORED):
+        clock = current_clock()
+        task_status.started(({"aaa": {"close_delay": 0.5}},
+                             {"aaa": {"symbol": "aaa", "last": 1.0, "ticks": []}}))
+        feed_is_live.set()
+        for k in range(4):
+            # Each trade happens at k + 0.9 but reaches us 0.3 s later, after its bar's end.
+            await clock.sleep_until(T0 + k + 1.2)
+            t = T0 + k + 0.9
+            await send_chan.send({"symbol": "aaa", "last": 1.0 + k, "time": t, "ticks": [
+                {"type": "trade", "price": 1.0 + k, "size": 1.0, "time": t}]})
+        await trio.sleep_forever()
+
+    async def backfill_bars(sym, shm, count=10, task_status=trio.TASK_STATUS_IGNORED):
+        task_status.started(trio.CancelScope())
+        await trio.lowlevel.checkpoint()
+
+    mod = types.ModuleType("laggy")
+    mod.ohlc_dtype = ohlc_dtype
+    mod.stream_quotes = stream_quotes
+    mod.backfill_bars = backfill_bars
+    async with open_feed(Provider("laggy", mod), ["aaa"], timeframe=1, clock=LiveClock(T0),
+                         history=0) as feed:
+        await trio.sleep(6)
+        bars = feed.bars["aaa"].array
+        assert feed.sampler.late_ticks == 0
+        assert bars["volume"].tolist()[:4] == [1.0, 1.0, 1.0, 1.0]
+        assert bars["close"].tolist()[:4] == [1.0, 2.0, 3.0, 4.0]
