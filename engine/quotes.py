@@ -11,14 +11,11 @@ import math
 from collections.abc import Iterable
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-from engine.dtypes import TICK_TYPES, tick_dtype
 
 TickType = Literal["trade", "bid", "ask", "bsize", "asize", "utrade", "dark_trade"]
 
-__all__ = ["Tick", "Quote", "QuoteError", "validate_quote", "ticks_to_rows", "TickType",
+__all__ = ["Tick", "Quote", "QuoteError", "validate_quote", "TickType",
            "FeedStatusChanged", "FEED_STATUSES"]
 
 # What a provider may report about its connection, on the quote channel, as
@@ -129,19 +126,3 @@ def validate_quote(
     if require_last and quote.last is None:
         raise QuoteError(provider, shown, "last", "the first quote of a symbol must carry 'last'")
     return quote
-
-
-def ticks_to_rows(ticks: list[dict[str, Any]], sym: int, default_time: float) -> np.ndarray:
-    """Convert a quote's tick dicts to `tick_dtype` rows for the tick ShmArray."""
-    rows = np.empty(len(ticks), dtype=tick_dtype)
-    for i, tick in enumerate(ticks):
-        t = tick.get("time")
-        rows[i] = (
-            0,
-            default_time if t is None else t,
-            tick["price"],
-            tick.get("size", 0.0),
-            sym,
-            TICK_TYPES[tick["type"]],
-        )
-    return rows

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict
 
 from engine.dtypes import ohlc_dtype, tick_dtype
 
-__all__ = ["ShmArray", "ShmToken", "ShmError", "ohlc_dtype", "tick_dtype", "open_segments"]
+__all__ = ["ShmArray", "ShmToken", "ShmError", "ohlc_dtype", "tick_dtype"]
 
 # Header: first, last (row indices, last exclusive) and the row capacity, as int64; padded to
 # 64 bytes so rows start cache-line aligned.
@@ -70,12 +70,6 @@ def _descr(dtype: np.dtype) -> list[tuple[str, str]]:
 # Segments this process created and has not unlinked yet; unlinked at interpreter exit.
 _owned: weakref.WeakValueDictionary[str, ShmArray] = weakref.WeakValueDictionary()
 _owned_lock = threading.Lock()
-
-
-def open_segments() -> list[str]:
-    """Return the names of the segments this process created and has not unlinked."""
-    with _owned_lock:
-        return sorted(_owned.keys())
 
 
 @atexit.register
@@ -323,16 +317,6 @@ class ShmArray:
         self._header[1] = end
         self._header[0] = start
         return end
-
-    def update_last(self, row: np.ndarray) -> None:
-        """Overwrite the newest row in place (the forming bar of a sampler)."""
-        self._check_writable()
-        last = int(self._header[1])
-        if last <= int(self._header[0]):
-            raise ShmError(f"segment {self._name!r} has no row to update")
-        self._buf[last - 1] = self._as_rows(row)[0]
-        if self._has_index:
-            self._buf["index"][last - 1] = last - 1
 
     # -- lifetime ------------------------------------------------------------------------------
 

@@ -172,14 +172,6 @@ class Account:
                                  sub.tif, bool(o["triggered"])))
         return out
 
-    def has_working(self, symbol: str) -> bool:
-        """Whether any order in `symbol` may still fill (cheap: skips done rows)."""
-        i = self._index.get(symbol)
-        if i is None:
-            return False
-        o = self.orders[self._start:self.n_orders]
-        return bool(((o["sym"] == i) & (o["status"] <= _core.WORKING)).any())
-
     def working(self, client_id: str) -> bool:
         row = self._row.get(client_id)
         return row is not None and self.orders[row]["status"] <= _core.WORKING

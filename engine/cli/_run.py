@@ -13,7 +13,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="run a strategy live (default provider: the simulated market)",
         description="Run strat.py live. Without a broker, orders are logged as intents.",
     )
-    p.add_argument("strategy", help="path to the strategy file (one Strategy class)")
+    p.add_argument("strategy", nargs="+",
+                   help="path to the strategy file (one Strategy class); several with --actors")
     p.add_argument("--provider", default="providers.sim",
                    help="provider module path or short name (default: providers.sim)")
     p.add_argument("-o", "--provider-option", action="append", metavar="NAME=VALUE", default=[],
@@ -41,6 +42,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help="order latency in milliseconds of the clock (default 0)")
     paper.add_argument("--leverage", type=float, default=1.0,
                        help="buying power as a multiple of equity (default 1)")
+    actors = p.add_argument_group("actors (--actors)")
+    actors.add_argument("--actors", action="store_true",
+                        help="run each strategy in its own process (tractor actor) on a shared "
+                             "feed daemon; several strategy files may be given")
+    actors.add_argument("--restart", action="store_true",
+                        help="restart a failed strategy actor, with backoff (0.5 s doubling to 30 s)")
+    actors.add_argument("--registry", metavar="HOST:PORT",
+                        help="tractor registry address (default 127.0.0.1:1616); runs on the same "
+                             "registry share a feed daemon")
     p.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error"], help="log level (default info)")
     p.add_argument("--status-every", type=float, default=None,
@@ -89,6 +99,15 @@ def run(args: argparse.Namespace) -> int:
     from engine.sampler import parse_timeframe
     from engine.strategy import StrategyError
 
+    if args.actors:
+        from engine.actors.cli import run_command
+
+        return run_command(args)
+    if len(args.strategy) > 1:
+        raise UsageError(f"{len(args.strategy)} strategy files given: run several strategies "
+                         "with --actors, or one file without it")
+    if args.restart or args.registry:
+        raise UsageError("--restart and --registry need --actors")
     if args.duration is not None and args.duration <= 0:
         raise UsageError(f"--duration must be positive, got {args.duration:g}")
     if args.history < 0:
@@ -100,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--timeframe: {exc}") from None
     configure_logging(args.log_level)
     try:
-        strat = resolve_strategy(args.strategy, parse_options(args.param, "-p"))
+        strat = resolve_strategy(args.strategy[0], parse_options(args.param, "-p"))
     except StrategyError as exc:
         raise UsageError(str(exc)) from None
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None

@@ -1,0 +1,195 @@
+"""The clearing actor: owns the paper accounts (and their ledgers) of an actor run.
+
+`serve_clearing` opens one router per account: a `PaperBroker` rebuilt from the account's ledger
+with `--paper`, or an `IntentLog` that only logs what would have been sent. It subscribes to the
+feed daemon's quote stream to mark positions and match working orders. Strategy actors connect
+with `open_order_flow`: they send `SubmitOrder` / `CancelOrder` / `ModifyOrder` as dicts and get
+back their own broker events plus the account's positions. Only this actor writes a ledger.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from engine.actors._runtime import LINK_ERRORS, guard_child, tractor
+from engine.actors.daemon import FeedGone, open_subscription
+from engine.actors.logs import configure_child_logging
+from engine.actors.messages import BAR, QUOTE, command_from, plain
+from engine.clock import LiveClock
+from engine.orders import CancelOrder, ModifyOrder
+from engine.strategy import IntentLog
+
+__all__ = ["serve_clearing", "open_order_flow", "OrderFlow", "open_order_link"]
+
+log = logging.getLogger("engine.actors.clearing")
+
+
+@dataclass
+class _Clearing:
+    routers: dict[str, Any]
+    symbols: list[str]
+
+
+_clearing: _Clearing | None = None
+
+
+def _positions(router: Any, symbols: list[str]) -> dict[str, float]:
+    return {s: float(router.position(s)) for s in symbols}
+
+
+def _open_router(name: str, spec: dict | None, symbols: list[str], clock: LiveClock) -> Any:
+    if spec is None:
+        return IntentLog()
+    from engine.clearing.broker import open_account
+    from engine.clearing.config import BrokerConfig
+
+    config = BrokerConfig.model_validate(spec["config"]) if spec.get("config") else None
+    return open_account(name, symbols, cash=spec.get("cash"), config=config, clock=clock,
+                        path=spec.get("path"))
+
+
+def _summary(router: Any) -> dict[str, Any] | None:
+    if not hasattr(router, "summary"):
+        return None
+    return plain(dict(router.summary(), fills=len(router.fills)))
+
+
+@tractor.context
+async def serve_clearing(ctx: Any, feed: str, symbols: list[str],
+                         accounts: dict[str, dict | None], log_level: str = "info") -> Any:
+    """Open the accounts, follow the feed, serve order flows until the caller says "stop";
+    return each paper account's summary (None for an intents-only account)."""
+    global _clearing
+    configure_child_logging(log_level)
+    clock = LiveClock()
+    routers: dict[str, Any] = {}
+    async with trio.open_nursery() as guard:
+        guard_child(guard)
+        try:
+            for name, spec in accounts.items():
+                routers[name] = _open_router(name, spec, symbols, clock)
+        except Exception as exc:  # noqa: BLE001 - a bad account or a locked ledger: say which
+            await ctx.started({"error": f"account {name!r}: {exc}", "pid": os.getpid()})
+            _close(routers)
+            guard.cancel_scope.cancel()
+            return None
+        try:
+            async with open_subscription(feed, symbols) as sub:
+                paper = [r for r in routers.values() if hasattr(r, "on_batch")]
+                for quote in sub.quotes.values():
+                    for router in paper:
+                        router.on_batch([quote], [], [])
+                _clearing = _Clearing(routers, list(symbols))
+                await ctx.started({"pid": os.getpid(), "accounts": list(routers)})
+                async with ctx.open_stream() as control, trio.open_nursery() as nursery:
+                    for router in paper:
+                        nursery.start_soon(router.run)
+                    nursery.start_soon(_follow, sub, paper, nursery.cancel_scope)
+                    async for msg in control:
+                        if msg == "stop":
+                            break
+                    nursery.cancel_scope.cancel()
+                return {name: _summary(r) for name, r in routers.items()}
+        finally:
+            _clearing = None
+            _close(routers)
+            guard.cancel_scope.cancel()
+
+
+def _close(routers: dict[str, Any]) -> None:
+    for router in routers.values():
+        ledger = getattr(router, "ledger", None)
+        if ledger is not None:
+            ledger.close()
+
+
+async def _follow(sub: Any, paper: list[Any], scope: trio.CancelScope) -> None:
+    try:
+        while True:
+            items = await sub.receive()
+            quotes = [p for k, p in items if k == QUOTE]
+            bars = [p for k, p in items if k == BAR]
+            for router in paper:
+                router.on_batch(quotes, bars, [])
+    except FeedGone as exc:
+        log.error("clearing stops matching: %s", exc)
+
+
+@tractor.context
+async def open_order_flow(ctx: Any, account: str, strategy: str) -> None:
+    """Take one strategy's order commands for `account`; send back its broker events and the
+    account's positions after each change."""
+    state = _clearing
+    router = state.routers.get(account) if state else None
+    if router is None:
+        await ctx.started({"error": f"the clearing actor has no account {account!r}"})
+        return
+    send, recv = trio.open_memory_channel(math.inf)
+    if hasattr(router, "attach"):
+        router.attach(strategy, send.send_nowait)
+    try:
+        await ctx.started({"positions": _positions(router, state.symbols)})
+        async with ctx.open_stream() as stream, trio.open_nursery() as nursery:
+
+            async def answer() -> None:
+                async for events in recv:
+                    await stream.send({"events": [e.model_dump() for e in events],
+                                       "positions": _positions(router, state.symbols)})
+
+            nursery.start_soon(answer)
+            try:
+                async for msg in stream:
+                    _dispatch(router, msg)
+                    if not hasattr(router, "attach"):
+                        send.send_nowait([])  # intents: no events, but positions moved
+            except LINK_ERRORS:
+                pass
+            nursery.cancel_scope.cancel()
+    finally:
+        if hasattr(router, "attach"):
+            router.attach(strategy, lambda events: None)
+
+
+def _dispatch(router: Any, msg: dict) -> None:
+    try:
+        command = command_from(msg)
+    except ValueError as exc:
+        log.error("bad order command from a strategy actor: %s", exc)
+        return
+    if isinstance(command, CancelOrder):
+        router.cancel(command)
+    elif isinstance(command, ModifyOrder):
+        router.modify(command)
+    else:
+        router.submit(command)
+
+
+@dataclass
+class OrderFlow:
+    """A strategy actor's end of `open_order_flow`."""
+
+    positions: dict[str, float]
+    stream: Any
+
+
+@asynccontextmanager
+async def open_order_link(clearing: str, account: str, strategy: str
+                          ) -> AsyncIterator[OrderFlow]:
+    """Find the clearing actor `clearing` and open `strategy`'s order flow on `account`."""
+    async with tractor.find_actor(clearing) as portal:
+        if portal is None:
+            raise RuntimeError(f"no clearing actor named {clearing!r} in the registry")
+        async with portal.open_context(open_order_flow, account=account,
+                                       strategy=strategy) as (ctx, first):
+            if "error" in first:
+                raise RuntimeError(first["error"])
+            async with ctx.open_stream() as stream:
+                yield OrderFlow(first["positions"], stream)

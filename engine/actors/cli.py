@@ -1,0 +1,76 @@
+"""`engine run --actors a.py b.py`: the command-line face of `engine.actors.root.run`.
+
+Parses nothing itself (the `engine run` parser does); checks the actor options, shows the status
+line, prints the summary and turns expected errors into one line (`UsageError`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["run_command"]
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run `args.strategy` (one or more files) as actors; return the exit status."""
+    from engine.cli import UsageError, parse_options
+    from engine.cli._run import _paper_args, configure_logging
+    from engine.provider import ProviderError
+    from engine.sampler import parse_timeframe
+    from engine.strategy import StrategyError
+
+    if args.duration is not None and args.duration <= 0:
+        raise UsageError(f"--duration must be positive, got {args.duration:g}")
+    if args.history < 0:
+        raise UsageError(f"--history must be 0 or more, got {args.history}")
+    if getattr(args, "record", False):
+        raise UsageError("--record is not available with --actors yet")
+    if args.timeframe:
+        try:
+            parse_timeframe(args.timeframe)
+        except ValueError as exc:
+            raise UsageError(f"--timeframe: {exc}") from None
+    from engine.actors._runtime import parse_hostport
+
+    try:
+        registry = parse_hostport(args.registry)
+    except ValueError as exc:
+        raise UsageError(f"--registry: {exc}") from None
+    configure_logging(args.log_level)
+    symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
+    paper = _paper_args(args) if args.paper else None
+    tty = sys.stderr.isatty()
+    every = args.status_every or (1.0 if tty else 5.0)
+
+    def show(snapshot) -> None:
+        if tty:
+            print("\r" + snapshot.line()[:150], end="", file=sys.stderr, flush=True)
+        else:
+            print(snapshot.line(), file=sys.stderr, flush=True)
+
+    from engine.actors.daemon import FeedGone
+    from engine.actors.root import ClearingError, run
+
+    try:
+        result = run(args.strategy, provider=args.provider, symbols=symbols,
+                     timeframe=args.timeframe, duration=args.duration,
+                     params=parse_options(args.param, "-p"),
+                     provider_options=parse_options(args.provider_option),
+                     history=args.history, status=show, status_every=every,
+                     handle_signals=True, paper=paper, restart=args.restart,
+                     registry=registry, log_level=args.log_level)
+    except (StrategyError, ProviderError, ClearingError, FeedGone) as exc:
+        raise UsageError(str(exc)) from None
+    except Exception as exc:
+        from engine.feed import FeedError
+
+        if isinstance(exc, FeedError):
+            raise UsageError(str(exc)) from None
+        raise
+    if tty:
+        print(file=sys.stderr)
+    print(result.summary(), flush=True)
+    for error in result.errors:
+        print(f"engine run: strategy error: {error}", file=sys.stderr)
+    return 0 if result.ok else 1

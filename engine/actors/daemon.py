@@ -1,0 +1,292 @@
+"""The feed daemon actor: one provider connection, its feed and sampler, and the ShmArrays.
+
+`serve_feed` runs in its own actor process: it opens the provider through `engine.feed.open_feed`
+and owns every segment the feed creates (ticks and one OHLCV array per symbol). Other actors,
+from this run or from another `engine run --actors` that found the daemon in tractor's
+registry, call `open_quote_stream`: they get the shm tokens (and attach the arrays read-only,
+in place), then a stream of quote batches, closed-bar symbols and feed status events. The
+daemon never runs strategy code and never copies bars to anyone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from engine.actors._runtime import LINK_ERRORS, guard_child, tractor
+from engine.actors.logs import configure_child_logging
+from engine.actors.messages import encode_items, plain
+from engine.clock import LiveClock
+from engine.feed import Feed, FeedError, open_feed
+from engine.provider import ProviderError, load_provider
+from engine.scheduler import Mailbox
+
+__all__ = ["feed_name", "serve_feed", "open_quote_stream", "watch_feed", "FeedGone",
+           "Subscription", "open_subscription"]
+
+log = logging.getLogger("engine.actors.daemon")
+
+# An idle stream still sends an empty batch this often (seconds), so a subscriber can tell a
+# quiet market from a dead daemon (tractor 0.1.0a5 does not end streams when a peer dies).
+HEARTBEAT = 0.25
+# A subscriber gives up after this much silence (seconds): twelve missed heartbeats.
+SILENCE = 3.0
+# Most mailbox items sent in one message.
+MAX_ITEMS = 1024
+
+
+class FeedGone(RuntimeError):
+    """The feed daemon is not registered, stopped, or went silent."""
+
+
+def feed_name(provider: str, symbols: list[str], timeframe: int, options: dict[str, Any]) -> str:
+    """The registry name of the daemon for this provider, symbol set, timeframe and options:
+    runs that would open the same stream share one daemon."""
+    key = json.dumps([provider, sorted(symbols), int(timeframe),
+                      sorted((str(k), str(v)) for k, v in options.items())])
+    short = provider.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".py").rsplit(".", 1)[-1]
+    return f"feed.{short}.{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+
+
+@dataclass
+class _Daemon:
+    feed: Feed | None = None
+    ready: trio.Event = field(default_factory=trio.Event)
+    closed: trio.Event = field(default_factory=trio.Event)
+    subscribers: int = 0
+
+
+_daemon: _Daemon | None = None
+
+
+def _state() -> _Daemon:
+    global _daemon
+    if _daemon is None:
+        _daemon = _Daemon()
+    return _daemon
+
+
+def _describe(feed: Feed) -> dict[str, Any]:
+    return {"pid": os.getpid(), "provider": feed.provider.name, "symbols": list(feed.symbols),
+            "timeframe": feed.timeframe, "tokens": feed.tokens()}
+
+
+def _stats(feed: Feed) -> dict[str, Any]:
+    return {"quotes": feed.stats.quotes, "ticks": feed.stats.ticks, "bars": feed.stats.bars,
+            "rejected": feed.stats.rejected, "late_ticks": feed.sampler.late_ticks,
+            "last": {s: float((feed.quotes.get(s) or {}).get("last") or "nan")
+                     for s in feed.symbols},
+            "subscribers": _state().subscribers, "pid": os.getpid()}
+
+
+async def _wait_feed() -> Feed:
+    state = _state()
+    await state.ready.wait()
+    assert state.feed is not None
+    return state.feed
+
+
+@tractor.context
+async def serve_feed(ctx: Any, provider: str, symbols: list[str], timeframe: int,
+                     history: int = 10, options: dict[str, Any] | None = None,
+                     log_level: str = "info") -> dict[str, Any] | None:
+    """Open the provider's feed in this actor and keep it until the caller sends "stop" on
+    the context's stream (or cancels it); then end every subscriber's stream, close the feed
+    (its segments are unlinked) and return the feed's final counters.
+
+    Sends `started` with the pid, symbols, timeframe and shm tokens, or `{"error": ...}` when
+    the provider or feed cannot start.
+    """
+    configure_child_logging(log_level)
+    async with trio.open_nursery() as guard:
+        guard_child(guard)
+        try:
+            prov = load_provider(provider)
+            prov.configure(**(options or {}))
+            async with open_feed(prov, symbols, timeframe=timeframe, history=history,
+                                 clock=LiveClock()) as feed:
+                state = _state()
+                state.feed = feed
+                state.ready.set()
+                await ctx.started(_describe(feed))
+                async with ctx.open_stream() as control:
+                    async for msg in control:
+                        if msg == "stop":
+                            break
+                state.closed.set()
+                return _stats(feed)
+        except (ProviderError, FeedError) as exc:
+            await ctx.started({"error": str(exc), "pid": os.getpid()})
+            return None
+        finally:
+            _state().closed.set()
+            guard.cancel_scope.cancel()
+
+
+@tractor.context
+async def watch_feed(ctx: Any, every: float = 0.5) -> None:
+    """Stream the feed's counters every `every` seconds (also a liveness signal); any message
+    received is answered at once with fresh counters."""
+    feed = await _wait_feed()
+    await ctx.started(_describe(feed))
+    async with ctx.open_stream() as stream, trio.open_nursery() as nursery:
+
+        async def answer() -> None:
+            async for _ in stream:
+                await stream.send(_stats(feed))
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(answer)
+        try:
+            while True:
+                await stream.send(_stats(feed))
+                await trio.sleep(every)
+        except LINK_ERRORS:
+            nursery.cancel_scope.cancel()
+
+
+async def _send(stream: Any, msg: Any) -> None:
+    try:
+        await stream.send(msg)
+    except TypeError:
+        # msgpack refused a value (a provider sent numpy scalars): convert and resend. The
+        # encoder fails before writing a byte, so the stream is intact.
+        await stream.send(plain(msg))
+
+
+async def _pump(stream: Any, box: Mailbox) -> None:
+    while True:
+        item = None
+        with trio.move_on_after(HEARTBEAT):
+            item = await box.get()
+        if item is None:
+            await stream.send([])
+            continue
+        items = [item]
+        while len(items) < MAX_ITEMS:
+            more = box.get_nowait()
+            if more is None:
+                break
+            items.append(more)
+        await _send(stream, encode_items(items))
+
+
+@tractor.context
+async def open_quote_stream(ctx: Any, symbols: list[str] | None = None,
+                            capacity: int = 4096) -> None:
+    """Subscribe the caller to the feed: `started` carries the shm tokens, each symbol's first
+    bar row not yet announced (`visible`) and the latest quotes; then the stream carries
+    `[kind, payload]` batches (see `engine.actors.messages`) until the caller closes it.
+
+    A caller that falls behind gets quotes coalesced to the newest per symbol (bars and events
+    are never dropped); the feed itself never waits for a subscriber.
+    """
+    feed = await _wait_feed()
+    wanted = list(symbols or feed.symbols)
+    unknown = [s for s in wanted if s not in feed.bars]
+    if unknown:
+        await ctx.started({"error": f"the feed does not carry {', '.join(unknown)} "
+                                    f"(it streams {', '.join(feed.symbols)})"})
+        return
+    box = Mailbox(capacity)
+    every = set(wanted) == set(feed.symbols)
+    keep = set(wanted)
+
+    def deliver(quotes: list[dict], bars: list[str], events: list) -> None:
+        if not every:
+            quotes = [q for q in quotes if q["symbol"] in keep]
+            bars = [b for b in bars if b in keep]
+        box.put(quotes, bars, events)
+
+    # Subscribe and read the bar bounds in the same scheduler turn: every bar after `visible`
+    # reaches the caller as a bar event, none before it does.
+    feed.subscribe(deliver)
+    state = _state()
+    state.subscribers += 1
+    try:
+        snapshot = dict(_describe(feed), symbols=wanted,
+                        visible={s: feed.bars[s].last for s in wanted},
+                        quotes=plain({s: feed.quotes[s] for s in wanted if s in feed.quotes}))
+        await ctx.started(snapshot)
+        async with ctx.open_stream() as stream, trio.open_nursery() as nursery:
+
+            async def until_closed() -> None:
+                async for _ in stream:
+                    pass
+                nursery.cancel_scope.cancel()
+
+            async def until_feed_closes() -> None:
+                await state.closed.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(until_closed)
+            nursery.start_soon(until_feed_closes)
+            try:
+                await _pump(stream, box)
+            except LINK_ERRORS:
+                # The subscriber vanished (its heartbeat send failed): just stop serving it.
+                nursery.cancel_scope.cancel()
+    finally:
+        feed.unsubscribe(deliver)
+        box.close()
+        state.subscribers -= 1
+
+
+@dataclass
+class Subscription:
+    """A subscriber's end of `open_quote_stream`: tokens, bar bounds, first quotes, batches."""
+
+    name: str
+    info: dict[str, Any]
+    stream: Any
+
+    @property
+    def tokens(self) -> dict[str, Any]:
+        return self.info["tokens"]
+
+    @property
+    def visible(self) -> dict[str, int]:
+        return self.info["visible"]
+
+    @property
+    def quotes(self) -> dict[str, dict]:
+        return self.info["quotes"]
+
+    async def receive(self) -> list[list[Any]]:
+        """The next non-empty batch; raise FeedGone when the daemon stops or goes silent."""
+        while True:
+            with trio.move_on_after(SILENCE) as silent:
+                try:
+                    items = await self.stream.receive()
+                except trio.EndOfChannel:
+                    raise FeedGone(f"feed daemon {self.name} ended the stream") from None
+                except LINK_ERRORS as exc:
+                    raise FeedGone(f"feed daemon {self.name} stopped "
+                                   f"({type(exc).__name__})") from None
+            if silent.cancelled_caught:
+                raise FeedGone(f"feed daemon {self.name} went silent for {SILENCE:g} s")
+            if items:
+                return items
+
+
+@asynccontextmanager
+async def open_subscription(name: str, symbols: list[str] | None = None,
+                            capacity: int = 4096) -> AsyncIterator[Subscription]:
+    """Find the feed daemon `name` in the registry and subscribe to its quote stream."""
+    async with tractor.find_actor(name) as portal:
+        if portal is None:
+            raise FeedGone(f"no feed daemon named {name!r} in the registry")
+        async with portal.open_context(open_quote_stream, symbols=symbols,
+                                       capacity=capacity) as (ctx, info):
+            if "error" in info:
+                raise FeedGone(f"feed daemon {name}: {info['error']}")
+            async with ctx.open_stream() as stream:
+                yield Subscription(name, info, stream)
