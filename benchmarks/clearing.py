@@ -24,18 +24,18 @@ from engine.orders import SubmitOrder
 def _core_loop(n, orders, events, account, positions, cfg):
     """Each step places a market order (alternating sides) and matches it against a quote."""
     fills = 0
-    start = 0
+    bounds = np.zeros(2, dtype=np.int64)
     for k in range(n):
         side = 1 if k % 2 == 0 else -1
         _core.place_order(orders, k, 0, side, _core.MARKET, _core.GTC, 1.0, np.nan, np.nan,
                           float(k), 0.0, np.inf, False)
         mid = 100.0 + (k % 7) * 0.01
-        m = _core.match_quote(orders, start, k + 1, 0, float(k), mid - 0.01, mid + 0.01, 50.0,
-                              50.0, mid, cfg, 0.01, account, positions, events)
+        bounds[1] = k + 1
+        m = _core.match_quote(orders, bounds, 0, float(k), mid - 0.01, mid + 0.01, 50.0, 50.0,
+                              mid, cfg, 0.01, account, positions, events)
         for j in range(m):
             if events[j]["kind"] == _core.EV_FILL:
                 fills += 1
-        start = _core.first_working(orders, start, k + 1)
     return fills
 
 

@@ -122,8 +122,8 @@ def _fee(cfg, o, price, size, liquidity):
 
 
 @njit(cache=True)
-def match_quote(orders, start, n_orders, sym, now, bid, ask, bid_size, ask_size, trade, cfg,
-                tick, account, positions, events, touch=False):
+def match_quote(orders, bounds, sym, now, bid, ask, bid_size, ask_size, trade, cfg, tick,
+                account, positions, events, touch=False):
     """Match the working orders of `sym` against one quote at `now` (epoch s).
 
     `bid`/`ask` are the top of book (NaN when unknown), sizes NaN or 0 when not displayed,
@@ -134,9 +134,12 @@ def match_quote(orders, start, n_orders, sym, now, bid, ask, bid_size, ask_size,
     With `touch`, the quote is a point on a continuous price path (the inside of a bar in a
     replay): the price moved through every level since the previous point, so a limit fills at
     its limit and a stop at its stop price; without it (a real quote, or a bar's open after a
-    gap) they fill at the quote. Orders before row `start` are known to be done (the caller
-    keeps that bound). Returns the number of events written to `events` (stops early if full).
+    gap) they fill at the quote. `bounds` holds (first row that may still work, rows in use);
+    the first is moved past the orders this call finishes, saving the caller a second kernel
+    call. Returns the number of events written to `events` (stops early if full).
     """
+    start = bounds[0]
+    n_orders = bounds[1]
     n = 0
     cap = events.shape[0]
     partial = cfg[C_PARTIAL] != 0.0
@@ -236,6 +239,7 @@ def match_quote(orders, start, n_orders, sym, now, bid, ask, bid_size, ask_size,
             # FOK that did not fill at once (not marketable) does not rest.
             o["status"] = CANCELLED
             n = _emit(events, n, EV_CANCEL, i, R_FOK, np.nan, 0.0, 0.0, o["remaining"])
+    bounds[0] = first_working(orders, start, n_orders)
     return n
 
 

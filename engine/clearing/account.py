@@ -87,6 +87,7 @@ class Account:
         self.orders = np.zeros(capacity, dtype=_core.order_dtype)
         self.n_orders = 0
         self._start = 0  # rows before it are done
+        self._bounds = np.zeros(2, dtype=np.int64)  # (start, n_orders) for the kernel
         self._ids: list[str] = []
         self._row: dict[str, int] = {}
         self._submits: dict[str, SubmitOrder] = {}
@@ -264,10 +265,13 @@ class Account:
             return []
         out: list[LedgerEvent] = []
         while True:
-            n = _core.match_quote(self.orders, self._start, self.n_orders, i, now, bid, ask,
-                                  bid_size, ask_size, trade, self._cfg, self.ticks[i],
-                                  self.account, self.positions, self._events, touch)
-            self._start = _core.first_working(self.orders, self._start, self.n_orders)
+            bounds = self._bounds
+            bounds[0] = self._start
+            bounds[1] = self.n_orders
+            n = _core.match_quote(self.orders, bounds, i, now, bid, ask, bid_size, ask_size, trade,
+                                  self._cfg, self.ticks[i], self.account, self.positions,
+                                  self._events, touch)
+            self._start = int(bounds[0])
             out.extend(self._convert(self._events[:n], now))
             # A full event buffer means orders are left to look at: match again on what remains.
             if n < len(self._events) - 2:
