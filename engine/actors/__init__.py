@@ -19,7 +19,7 @@ from typing import Any
 
 _EXPORTS = {
     "run_actors": "engine.actors.root",
-    "ActorRunResult": "engine.actors.root",
+    "ActorRunResult": "engine.actors.plan",
     "Backoff": "engine.actors.supervise",
     "run_sweep": "engine.actors.sweep",
     "parse_grid": "engine.actors.sweep",

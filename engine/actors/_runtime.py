@@ -11,6 +11,8 @@ import os
 import signal
 import threading
 import warnings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
@@ -27,7 +29,8 @@ import tractor  # noqa: E402
 from tractor._exceptions import TransportClosed  # noqa: E402
 
 __all__ = ["tractor", "DEFAULT_REGISTRY", "parse_hostport", "tractor_loglevel", "guard_child",
-           "child_process", "LINK_ERRORS", "describe_exit", "TransportClosed"]
+           "child_process", "LINK_ERRORS", "describe_exit", "TransportClosed", "open_registry",
+           "open_peer", "registered_names", "reap_children"]
 
 log = logging.getLogger("engine.actors")
 
@@ -93,15 +96,18 @@ async def _watch_sigterm() -> None:
 def guard_child(nursery: trio.Nursery) -> None:
     """Make this child actor process behave: ignore SIGINT (the root turns Ctrl-C into an
     orderly teardown of the whole tree), stop cleanly on SIGTERM, and stop if its parent dies.
-    Call once from the actor's main context; later calls and calls in the root do nothing."""
+    Call from the actor's entry context; later calls and calls in the root do nothing. The
+    watchers live in the actor's own service nursery (as long as the process), or in `nursery`
+    if the runtime has none."""
     global _guarded
     if _guarded or tractor.is_root_process():
         return
     _guarded = True
+    service = getattr(tractor.current_actor(), "_service_n", None) or nursery
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        nursery.start_soon(_watch_sigterm)
-    nursery.start_soon(_watch_parent, os.getppid())
+        service.start_soon(_watch_sigterm)
+    service.start_soon(_watch_parent, os.getppid())
 
 
 def child_process(nursery: Any, portal: Any) -> trio.Process | None:
@@ -110,6 +116,20 @@ def child_process(nursery: Any, portal: Any) -> trio.Process | None:
     entry = getattr(nursery, "_children", {}).get(portal.channel.uid)
     proc = entry[1] if entry else None
     return proc if isinstance(proc, trio.Process) else None
+
+
+async def reap_children(nursery: Any, grace: float = 1.0) -> None:
+    """After `nursery.cancel()`: give the children `grace` seconds to exit, then SIGKILL the
+    rest (one stuck in a callback that never returns ignores cancellation)."""
+    procs = [entry[1] for entry in list(getattr(nursery, "_children", {}).values())
+             if isinstance(entry[1], trio.Process)]
+    with trio.move_on_after(grace):
+        for proc in procs:
+            await proc.wait()
+    for proc in procs:
+        if proc.returncode is None:
+            log.warning("actor process %d did not stop; killing it", proc.pid)
+            proc.kill()
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -122,3 +142,55 @@ def describe_exit(returncode: int | None) -> str:
         except ValueError:
             return f"killed by signal {-returncode}"
     return f"exited with status {returncode}"
+
+
+@asynccontextmanager
+async def _connect(addr: tuple[str, int]) -> AsyncIterator[Any]:
+    # tractor 0.1.0a5's own `_connect_chan` closes its socket only when its body returns
+    # normally: this one closes it whatever happens.
+    from tractor._ipc import Channel
+    from tractor._portal import open_portal
+
+    chan = Channel(destaddr=(str(addr[0]), int(addr[1])))
+    await chan.connect()
+    try:
+        async with open_portal(chan) as portal:
+            yield portal
+    finally:
+        with trio.CancelScope(shield=True):
+            await chan.aclose()
+
+
+@asynccontextmanager
+async def open_registry(addr: tuple[str, int]) -> AsyncIterator[Any]:
+    """A portal to the registry (tractor's arbiter) at `addr`, also from an actor that is
+    itself the arbiter of another registry (tractor's `get_arbiter` would answer locally)."""
+    actor = tractor.current_actor()
+    addr = (str(addr[0]), int(addr[1]))
+    if actor.is_arbiter and tuple(actor._arb_addr or ()) == addr:
+        async with tractor.get_arbiter(*addr) as portal:  # this actor: a local portal
+            yield portal
+        return
+    async with _connect(addr) as portal:
+        yield portal
+
+
+@asynccontextmanager
+async def open_peer(name: str) -> AsyncIterator[Any | None]:
+    """A portal to the actor registered as `name` in this actor's registry (None if there is
+    none), like `tractor.find_actor` but never leaving a socket open."""
+    async with open_registry(tractor.current_actor()._arb_addr) as registry:
+        sockaddr = await registry.run_from_ns("self", "find_actor", name=name)
+    if not sockaddr:
+        yield None
+        return
+    async with _connect(tuple(sockaddr)) as portal:
+        yield portal
+
+
+async def registered_names(addr: tuple[str, int]) -> dict[str, tuple[str, int]]:
+    """Every actor name registered at `addr`, with its address (the last one per name)."""
+    async with open_registry(addr) as portal:
+        found = await portal.run_from_ns("self", "get_registry")
+    # Keys are "<name>.<uuid>"; a uuid has no dots, an actor name may.
+    return {key.rsplit(".", 1)[0]: (str(a[0]), int(a[1])) for key, a in found.items()}

@@ -13,13 +13,13 @@ import logging
 import math
 import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import trio
 
-from engine.actors._runtime import LINK_ERRORS, guard_child, tractor
+from engine.actors._runtime import LINK_ERRORS, guard_child, open_peer, tractor
 from engine.actors.daemon import FeedGone, open_subscription
 from engine.actors.logs import configure_child_logging
 from engine.actors.messages import BAR, QUOTE, command_from, plain
@@ -64,7 +64,8 @@ def _summary(router: Any) -> dict[str, Any] | None:
 
 @tractor.context
 async def serve_clearing(ctx: Any, feed: str, symbols: list[str],
-                         accounts: dict[str, dict | None], log_level: str = "info") -> Any:
+                         accounts: dict[str, dict | None], log_level: str = "info",
+                         lane: bool = False) -> Any:
     """Open the accounts, follow the feed, serve order flows until the caller says "stop";
     return each paper account's summary (None for an intents-only account)."""
     global _clearing
@@ -81,10 +82,14 @@ async def serve_clearing(ctx: Any, feed: str, symbols: list[str],
             _close(routers)
             guard.cancel_scope.cancel()
             return None
+        paper = [r for r in routers.values() if hasattr(r, "on_batch")]
         try:
-            async with open_subscription(feed, symbols) as sub:
-                paper = [r for r in routers.values() if hasattr(r, "on_batch")]
-                for quote in sub.quotes.values():
+            async with AsyncExitStack() as stack:
+                # Only paper accounts match and mark against quotes: an intents-only run
+                # leaves the quote stream alone (one subscriber less for the daemon).
+                sub = await stack.enter_async_context(
+                    open_subscription(feed, symbols, lane=lane)) if paper else None
+                for quote in sub.quotes.values() if sub else ():
                     for router in paper:
                         router.on_batch([quote], [], [])
                 _clearing = _Clearing(routers, list(symbols))
@@ -92,12 +97,13 @@ async def serve_clearing(ctx: Any, feed: str, symbols: list[str],
                 async with ctx.open_stream() as control, trio.open_nursery() as nursery:
                     for router in paper:
                         nursery.start_soon(router.run)
-                    nursery.start_soon(_follow, sub, paper, nursery.cancel_scope)
+                    if sub is not None:
+                        nursery.start_soon(_follow, sub, paper)
                     async for msg in control:
                         if msg == "stop":
                             break
                     nursery.cancel_scope.cancel()
-                return {name: _summary(r) for name, r in routers.items()}
+            return {name: _summary(r) for name, r in routers.items()}
         finally:
             _clearing = None
             _close(routers)
@@ -111,7 +117,7 @@ def _close(routers: dict[str, Any]) -> None:
             ledger.close()
 
 
-async def _follow(sub: Any, paper: list[Any], scope: trio.CancelScope) -> None:
+async def _follow(sub: Any, paper: list[Any]) -> None:
     try:
         while True:
             items = await sub.receive()
@@ -184,7 +190,7 @@ class OrderFlow:
 async def open_order_link(clearing: str, account: str, strategy: str
                           ) -> AsyncIterator[OrderFlow]:
     """Find the clearing actor `clearing` and open `strategy`'s order flow on `account`."""
-    async with tractor.find_actor(clearing) as portal:
+    async with open_peer(clearing) as portal:
         if portal is None:
             raise RuntimeError(f"no clearing actor named {clearing!r} in the registry")
         async with portal.open_context(open_order_flow, account=account,

@@ -14,14 +14,18 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+import numpy as np
 import trio
 
-from engine.actors._runtime import LINK_ERRORS, guard_child, tractor
+from engine.actors._runtime import LINK_ERRORS, guard_child, open_peer, tractor
+from engine.actors.lane import LaneServer, LaneWriter, connect_lane
 from engine.actors.logs import configure_child_logging
 from engine.actors.messages import encode_items, plain
 from engine.clock import LiveClock
@@ -48,9 +52,10 @@ class FeedGone(RuntimeError):
 
 
 def feed_name(provider: str, symbols: list[str], timeframe: int, options: dict[str, Any]) -> str:
-    """The registry name of the daemon for this provider, symbol set, timeframe and options:
-    runs that would open the same stream share one daemon."""
-    key = json.dumps([provider, sorted(symbols), int(timeframe),
+    """The registry name of the daemon for this provider, symbol set, timeframe and options on
+    this host: runs that would open the same stream share one daemon (its segments are local,
+    so a run on another host sharing the registry gets its own)."""
+    key = json.dumps([socket.gethostname(), provider, sorted(symbols), int(timeframe),
                       sorted((str(k), str(v)) for k, v in options.items())])
     short = provider.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".py").rsplit(".", 1)[-1]
     return f"feed.{short}.{hashlib.sha1(key.encode()).hexdigest()[:10]}"
@@ -62,6 +67,7 @@ class _Daemon:
     ready: trio.Event = field(default_factory=trio.Event)
     closed: trio.Event = field(default_factory=trio.Event)
     subscribers: int = 0
+    lanes: LaneServer = field(default_factory=LaneServer)
 
 
 _daemon: _Daemon | None = None
@@ -114,6 +120,7 @@ async def serve_feed(ctx: Any, provider: str, symbols: list[str], timeframe: int
             async with open_feed(prov, symbols, timeframe=timeframe, history=history,
                                  clock=LiveClock()) as feed:
                 state = _state()
+                await guard.start(state.lanes.serve, tractor.current_actor().accept_addr[0])
                 state.feed = feed
                 state.ready.set()
                 await ctx.started(_describe(feed))
@@ -153,22 +160,25 @@ async def watch_feed(ctx: Any, every: float = 0.5) -> None:
             nursery.cancel_scope.cancel()
 
 
-async def _send(stream: Any, msg: Any) -> None:
-    try:
-        await stream.send(msg)
-    except TypeError:
-        # msgpack refused a value (a provider sent numpy scalars): convert and resend. The
-        # encoder fails before writing a byte, so the stream is intact.
-        await stream.send(plain(msg))
+def _enc_hook(value: Any) -> Any:
+    # A provider may send numpy scalars or arrays: msgpack them as builtins (anything else
+    # msgpack cannot take travels as its text).
+    return plain(value) if isinstance(value, np.generic | np.ndarray) else str(value)
 
 
-async def _pump(stream: Any, box: Mailbox) -> None:
+_encode = msgspec.msgpack.Encoder(enc_hook=_enc_hook).encode
+_decode = msgspec.msgpack.Decoder().decode
+
+
+async def _pump(send: Callable[[bytes], Awaitable[None]], box: Mailbox) -> None:
+    # Batches travel pre-encoded (bytes): tractor 0.1.0a5 formats every message it handles
+    # into its (disabled) log lines, and bytes format far cheaper than nested dicts.
     while True:
         item = None
         with trio.move_on_after(HEARTBEAT):
             item = await box.get()
         if item is None:
-            await stream.send([])
+            await send(b"")
             continue
         items = [item]
         while len(items) < MAX_ITEMS:
@@ -176,15 +186,18 @@ async def _pump(stream: Any, box: Mailbox) -> None:
             if more is None:
                 break
             items.append(more)
-        await _send(stream, encode_items(items))
+        await send(_encode(encode_items(items)))
 
 
 @tractor.context
 async def open_quote_stream(ctx: Any, symbols: list[str] | None = None,
-                            capacity: int = 4096) -> None:
+                            capacity: int = 4096, lane: bool = False) -> None:
     """Subscribe the caller to the feed: `started` carries the shm tokens, each symbol's first
-    bar row not yet announced (`visible`) and the latest quotes; then the stream carries
-    `[kind, payload]` batches (see `engine.actors.messages`) until the caller closes it.
+    bar row not yet announced (`visible`) and the latest quotes; then the context's stream
+    carries `[kind, payload]` batches (see `engine.actors.messages`), msgpack-encoded, until
+    the caller closes it. With `lane`, the batches take a direct socket instead (see
+    `engine.actors.lane`; `started` has its address and token) and the stream only says when
+    the caller leaves.
 
     A caller that falls behind gets quotes coalesced to the newest per symbol (bars and events
     are never dropped); the feed itself never waits for a subscriber.
@@ -211,12 +224,22 @@ async def open_quote_stream(ctx: Any, symbols: list[str] | None = None,
     feed.subscribe(deliver)
     state = _state()
     state.subscribers += 1
+    token, slot = state.lanes.expect() if lane else (None, None)
     try:
         snapshot = dict(_describe(feed), symbols=wanted,
                         visible={s: feed.bars[s].last for s in wanted},
                         quotes=plain({s: feed.quotes[s] for s in wanted if s in feed.quotes}))
+        if slot is not None:
+            snapshot["lane"] = [*state.lanes.address, token]
         await ctx.started(snapshot)
         async with ctx.open_stream() as stream, trio.open_nursery() as nursery:
+            send = stream.send
+            if slot is not None:
+                with trio.move_on_after(SILENCE):
+                    await slot.connected.wait()
+                if slot.stream is None:
+                    return  # the caller never connected its lane: it is gone
+                send = LaneWriter(slot.stream).send
 
             async def until_closed() -> None:
                 async for _ in stream:
@@ -230,7 +253,7 @@ async def open_quote_stream(ctx: Any, symbols: list[str] | None = None,
             nursery.start_soon(until_closed)
             nursery.start_soon(until_feed_closes)
             try:
-                await _pump(stream, box)
+                await _pump(send, box)
             except LINK_ERRORS:
                 # The subscriber vanished (its heartbeat send failed): just stop serving it.
                 nursery.cancel_scope.cancel()
@@ -238,11 +261,14 @@ async def open_quote_stream(ctx: Any, symbols: list[str] | None = None,
         feed.unsubscribe(deliver)
         box.close()
         state.subscribers -= 1
+        if slot is not None:
+            state.lanes.forget(token, slot)
 
 
 @dataclass
 class Subscription:
-    """A subscriber's end of `open_quote_stream`: tokens, bar bounds, first quotes, batches."""
+    """A subscriber's end of `open_quote_stream`: tokens, bar bounds, first quotes, batches
+    (from the context's stream, or from a lane)."""
 
     name: str
     info: dict[str, Any]
@@ -265,7 +291,7 @@ class Subscription:
         while True:
             with trio.move_on_after(SILENCE) as silent:
                 try:
-                    items = await self.stream.receive()
+                    payload = await self.stream.receive()
                 except trio.EndOfChannel:
                     raise FeedGone(f"feed daemon {self.name} ended the stream") from None
                 except LINK_ERRORS as exc:
@@ -273,20 +299,31 @@ class Subscription:
                                    f"({type(exc).__name__})") from None
             if silent.cancelled_caught:
                 raise FeedGone(f"feed daemon {self.name} went silent for {SILENCE:g} s")
-            if items:
-                return items
+            if payload:
+                return _decode(payload)
 
 
 @asynccontextmanager
 async def open_subscription(name: str, symbols: list[str] | None = None,
-                            capacity: int = 4096) -> AsyncIterator[Subscription]:
-    """Find the feed daemon `name` in the registry and subscribe to its quote stream."""
-    async with tractor.find_actor(name) as portal:
+                            capacity: int = 4096, lane: bool = False
+                            ) -> AsyncIterator[Subscription]:
+    """Find the feed daemon `name` in the registry and subscribe to its quote stream (over a
+    direct socket with `lane`)."""
+    async with open_peer(name) as portal:
         if portal is None:
             raise FeedGone(f"no feed daemon named {name!r} in the registry")
         async with portal.open_context(open_quote_stream, symbols=symbols,
-                                       capacity=capacity) as (ctx, info):
+                                       capacity=capacity, lane=lane) as (ctx, info):
             if "error" in info:
                 raise FeedGone(f"feed daemon {name}: {info['error']}")
             async with ctx.open_stream() as stream:
-                yield Subscription(name, info, stream)
+                if "lane" not in info:
+                    yield Subscription(name, info, stream)
+                    return
+                *address, token = info["lane"]
+                reader = await connect_lane(address, token)
+                try:
+                    yield Subscription(name, info, reader)
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await reader.aclose()

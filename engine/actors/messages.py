@@ -5,9 +5,11 @@ provider's dicts, orders and events travel as pydantic `model_dump()` dicts and 
 back into `engine.orders` / `engine.quotes` models on the far side, and numpy arrays never travel
 at all (a shared-memory token does). Nothing here does I/O.
 
-Quote stream (feed daemon -> subscriber): each message is a list of `[kind, payload]` items in
-the order the feed produced them: `[0, quote dict]`, `[1, symbol whose bar closed]`,
-`[2, FeedStatusChanged dict]`; an empty list is a heartbeat.
+Quote stream (feed daemon -> subscriber): each message is the msgpack encoding (bytes) of a list
+of `[kind, payload]` items in the order the feed produced them: `[0, quote dict]`,
+`[1, symbol whose bar closed]`, `[2, FeedStatusChanged dict]`; empty bytes are a heartbeat.
+Order flow (strategy -> clearing actor): command dicts; back: `{"events": [event dicts],
+"positions": {symbol: units}}`. Control (root <-> actor): the string "stop", counters dicts.
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +24,15 @@ from engine.actors._runtime import (
     LINK_ERRORS,
     child_process,
     describe_exit,
+    open_peer,
     parse_hostport,
+    reap_children,
     tractor,
     tractor_loglevel,
 )
 from engine.actors.clearing_actor import serve_clearing
-from engine.actors.daemon import SILENCE, feed_name, serve_feed, watch_feed
+from engine.actors.daemon import SILENCE, serve_feed, watch_feed
+from engine.actors.plan import ActorRunResult, ClearingError, Plan, accounts_for, plan_run
 from engine.actors.supervise import (
     Backoff,
     StrategySlot,
@@ -40,125 +42,13 @@ from engine.actors.supervise import (
 )
 from engine.clock import LiveClock
 from engine.feed import FeedError
-from engine.live import RunResult, StatusSnapshot, StrategyReport
+from engine.live import StatusSnapshot, StrategyReport
 from engine.orders import SubmitOrder
-from engine.provider import DEFAULT_PROVIDER, load_provider
-from engine.sampler import parse_timeframe
-from engine.strategy import StrategyError, load_strategy
+from engine.provider import DEFAULT_PROVIDER
 
 __all__ = ["run_actors", "run", "ActorRunResult", "ClearingError", "Plan", "plan_run"]
 
 log = logging.getLogger("engine.actors")
-
-
-class ClearingError(RuntimeError):
-    """The clearing actor could not open an account (a bad name, a locked ledger, ...)."""
-
-
-@dataclass
-class ActorRunResult(RunResult):
-    """A `RunResult` plus what the actors did: the feed daemon used, restarts, failures."""
-
-    feed: str = ""
-    feed_pid: int | None = None
-    shared_feed: bool = False
-    restarts: dict[str, int] = field(default_factory=dict)
-    failures: dict[str, list[str]] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def errors(self) -> list[str]:
-        return [s.error for s in self.strategies if s.error] + list(self.problems)
-
-    def summary(self) -> str:
-        how = "shared: started by another run" if self.shared_feed else "started by this run"
-        lines = [super().summary(), f"  actors: feed daemon {self.feed} (pid {self.feed_pid}, "
-                                    f"{how}), one actor per strategy, clearing actor"]
-        for name, count in self.restarts.items():
-            if count:
-                last = (self.failures.get(name) or ["?"])[-1].strip().splitlines()[-1]
-                lines.append(f"  {name}: restarted {count} time(s); last failure: {last}")
-        lines.extend(f"  problem: {p}" for p in self.problems)
-        return "\n".join(lines)
-
-
-@dataclass
-class Plan:
-    """A checked actor run: strategies (with their own parameters and symbols), the feed's
-    symbols, timeframe, provider and options."""
-
-    slots: list[StrategySlot]
-    symbols: list[str]
-    timeframe: int
-    provider: str
-    options: dict[str, Any]
-
-    @property
-    def feed_name(self) -> str:
-        return feed_name(self.provider, self.symbols, self.timeframe, self.options)
-
-
-def _provider_spec(provider: str) -> str:
-    path = Path(provider)
-    if provider.endswith(".py") or (path.is_dir() and (path / "__init__.py").exists()):
-        return str(path.resolve())  # child actors may start elsewhere
-    return provider
-
-
-def plan_run(paths: Sequence[str | Path], *, provider: str = DEFAULT_PROVIDER,
-             provider_options: dict[str, Any] | None = None,
-             symbols: Sequence[str] | None = None, timeframe: int | str | None = None,
-             params: dict[str, Any] | None = None) -> Plan:
-    """Load and check every strategy file, the parameters and the provider in this process,
-    so a mistake is one clear error before any actor starts.
-
-    A parameter goes to every strategy that declares it; one that none declares is an error.
-    """
-    if not paths:
-        raise StrategyError("no strategy files given")
-    classes = [load_strategy(p) for p in paths]
-    names = [c.__name__ for c in classes]
-    for name in names:
-        if names.count(name) > 1:
-            raise StrategyError(f"two strategies are named {name}; an actor run needs "
-                                "distinct Strategy class names")
-    params = dict(params or {})
-    unused = set(params)
-    slots: list[StrategySlot] = []
-    union: list[str] = []
-    for path, cls in zip(paths, classes, strict=True):
-        mine = {k: v for k, v in params.items() if k in cls.param_names()}
-        unused -= set(mine)
-        cls.validate_params(mine)
-        syms = list(symbols or cls.symbols or [])
-        if not syms:
-            raise StrategyError(f"{cls.__name__} declares no symbols; pass --symbols")
-        union.extend(s for s in syms if s not in union)
-        slots.append(StrategySlot(path=str(Path(path).resolve()), name=cls.__name__,
-                                  params=mine, symbols=syms))
-    if unused:
-        known = "; ".join(f"{c.__name__}: {', '.join(c.param_names()) or 'none'}" for c in classes)
-        raise StrategyError(f"no strategy has a parameter {sorted(unused)[0]!r} ({known})")
-    frames = {c.timeframe for c in classes}
-    if timeframe is None and len(frames) > 1:
-        raise StrategyError(f"the strategies declare different timeframes "
-                            f"({', '.join(sorted(frames))}); pass --timeframe")
-    period = parse_timeframe(timeframe or classes[0].timeframe)
-    spec = _provider_spec(provider)
-    options = dict(provider_options or {})
-    load_provider(spec).configure(**options)  # bad options fail here, not in the daemon
-    return Plan(slots, union, period, spec, options)
-
-
-def _accounts(paper: Any) -> tuple[str, dict[str, dict | None]]:
-    if paper is None:
-        return "intents", {"intents": None}
-    args = {"name": paper} if isinstance(paper, str) else dict(paper)
-    name = args.get("name") or "paper"
-    config = args.get("config")
-    return name, {name: {"cash": args.get("cash"),
-                         "config": config.model_dump() if config is not None else None,
-                         "path": str(args["path"]) if args.get("path") else None}}
 
 
 class _Root:
@@ -167,10 +57,10 @@ class _Root:
                  duration: float | None, status: Callable[[StatusSnapshot], None] | None,
                  status_every: float, handle_signals: bool,
                  on_event: Callable[[dict], None] | None, log_level: str,
-                 stop_timeout: float) -> None:
+                 stop_timeout: float, lanes: bool) -> None:
         self.plan = plan
         self.history = history
-        self.account, self.accounts = _accounts(paper)
+        self.account, self.accounts = accounts_for(paper)
         self.restart = restart
         self.backoff = backoff
         self.registry = registry
@@ -182,6 +72,7 @@ class _Root:
         self.on_event = on_event
         self.log_level = log_level
         self.stop_timeout = stop_timeout
+        self.lanes = lanes
         self.watch_every = min(0.5, status_every)
         self.done = trio.Event()
         self.stopping = False
@@ -293,6 +184,7 @@ class _Root:
                                         loglevel=tractor_loglevel()) as an:
             result = await self._run_tree(an, clock)
             await an.cancel()
+            await reap_children(an)
         return result
 
     async def _run_tree(self, an: Any, clock: LiveClock) -> ActorRunResult:
@@ -300,7 +192,7 @@ class _Root:
         name = plan.feed_name
         feed_stop, clearing_stop = trio.Event(), trio.Event()
         seconds = 0.0
-        async with tractor.find_actor(name) as found, trio.open_nursery() as tasks:
+        async with open_peer(name) as found, trio.open_nursery() as tasks:
             if self.handle_signals and threading.current_thread() is threading.main_thread():
                 await tasks.start(self._watch_signals)
             self.shared = found is not None
@@ -322,7 +214,8 @@ class _Root:
                              "shared": self.shared, "tokens": self.feed_info["tokens"]})
                 info = await tasks.start(self._hold, portals["clearing"], serve_clearing, {
                     "feed": name, "symbols": plan.symbols, "accounts": self.accounts,
-                    "log_level": self.log_level}, clearing_stop, "clearing actor")
+                    "log_level": self.log_level, "lane": self.lanes}, clearing_stop,
+                    "clearing actor")
                 if "error" in info:
                     raise ClearingError(info["error"])
                 self._watch_process(tasks, an, portals["clearing"], "clearing actor")
@@ -396,7 +289,7 @@ class _Root:
                   "clearing": self.clearing_name, "account": self.account,
                   "symbols": slot.symbols, "timeframe": self.plan.timeframe,
                   "mailbox": self.mailbox, "stats_every": min(1.0, self.status_every),
-                  "log_level": self.log_level}
+                  "log_level": self.log_level, "lane": self.lanes}
         try:
             await supervise_strategy(an, slot, kwargs, restart=self.restart,
                                      backoff=self.backoff or Backoff(), notify=self.notify,
@@ -458,13 +351,13 @@ class _Root:
             await self.fresh.wait()
 
     async def _report_status(self, clock: LiveClock, t0: float) -> None:
-        last_quotes, last_t = None, clock.now()
+        last_quotes, last_t = int(self.stats.get("quotes", 0)), clock.now()
         while True:
             await trio.sleep(self.status_every)
             now = clock.now()
             stats = self.stats
             quotes = int(stats.get("quotes", 0))
-            rate = 0.0 if last_quotes is None else (quotes - last_quotes) / max(now - last_t, 1e-9)
+            rate = (quotes - last_quotes) / max(now - last_t, 1e-9)
             last_quotes, last_t = quotes, now
             per = [slot.stats() for slot in self.plan.slots]
             self.status(StatusSnapshot(
@@ -523,6 +416,7 @@ async def run_actors(
     stop: trio.Event | None = None,
     log_level: str = "info",
     stop_timeout: float = 1.0,
+    lanes: bool = False,
 ) -> ActorRunResult:
     """Run strategy files each in its own actor on one shared feed daemon until `duration`
     seconds pass, every strategy has stopped, or (with `handle_signals`) Ctrl-C / SIGTERM.
@@ -533,13 +427,16 @@ async def run_actors(
     `paper` is as for `engine.run`. `on_event` hears each actor event as a dict (feed,
     strategy_started, strategy_stats, strategy_failed, strategy_stopped); setting `stop` stops
     the run as Ctrl-C does. `stop_timeout` (seconds) bounds each strategy's on_stop.
+    `lanes` sends quotes to the actors over direct sockets paired through their tractor
+    contexts instead of over tractor streams (see `engine.actors.lane`: lower latency).
     """
     plan = plan_run(strategies, provider=provider, provider_options=provider_options,
                     symbols=symbols, timeframe=timeframe, params=params)
     root = _Root(plan, history=history, paper=paper, restart=restart, backoff=backoff,
                  registry=parse_hostport(registry), mailbox=mailbox, duration=duration,
                  status=status, status_every=status_every, handle_signals=handle_signals,
-                 on_event=on_event, log_level=log_level, stop_timeout=stop_timeout)
+                 on_event=on_event, log_level=log_level, stop_timeout=stop_timeout,
+                 lanes=lanes)
     if stop is None:
         return await root.run()
     async with trio.open_nursery() as nursery:

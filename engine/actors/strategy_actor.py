@@ -73,26 +73,28 @@ def _report(runner: StrategyRunner | None, router: ActorRouter, error: str | Non
 @tractor.context
 async def run_strategy(ctx: Any, path: str, params: dict[str, Any], feed: str, clearing: str,
                        account: str, symbols: list[str], timeframe: int, mailbox: int = 1024,
-                       stats_every: float = 1.0, log_level: str = "info") -> dict[str, Any]:
+                       stats_every: float = 1.0, log_level: str = "info",
+                       lane: bool = False) -> dict[str, Any]:
     """Run the strategy in `path` until the caller sends "stop", the strategy fails, or the
     feed goes away; return its report (counters, orders, error with its own traceback lines).
 
     `started` carries the pid, the strategy's name and the shm segments it attached, or
-    `{"error": ...}` when the file or its parameters are wrong.
+    `{"error": ...}` when the file or its parameters are wrong. With `lane`, quotes come over
+    a direct socket (`engine.actors.lane`) rather than the tractor stream.
     """
     configure_child_logging(log_level)
     async with trio.open_nursery() as guard:
         guard_child(guard)
         try:
             return await _run(ctx, path, params, feed, clearing, account, symbols, timeframe,
-                              mailbox, stats_every)
+                              mailbox, stats_every, lane)
         finally:
             guard.cancel_scope.cancel()
 
 
 async def _run(ctx: Any, path: str, params: dict[str, Any], feed: str, clearing: str,
                account: str, symbols: list[str], timeframe: int, mailbox: int,
-               stats_every: float) -> dict[str, Any]:
+               stats_every: float, lane: bool) -> dict[str, Any]:
     router = ActorRouter()
     try:
         strategy = load_strategy(path)(**params)
@@ -100,7 +102,7 @@ async def _run(ctx: Any, path: str, params: dict[str, Any], feed: str, clearing:
         await ctx.started({"error": str(exc), "pid": os.getpid()})
         return _report(None, router, str(exc), os.path.basename(path))
     async with AsyncExitStack() as stack:
-        sub = await stack.enter_async_context(open_subscription(feed, symbols))
+        sub = await stack.enter_async_context(open_subscription(feed, symbols, lane=lane))
         bars = {s: ShmArray.attach(token) for s, token in sub.tokens["bars"].items()
                 if s in symbols}
         stack.callback(lambda: [shm.close() for shm in bars.values()])

@@ -114,6 +114,7 @@ async def _one_life(an: Any, slot: StrategySlot, kwargs: dict[str, Any], notify:
     """Run the slot's strategy in `portal`'s actor (or a new one) to its end; return (its
     report, why it failed)."""
     slot.lives += 1
+    slot.pid = None
     if portal is None:
         portal = await spawn_strategy_actor(an, slot, slot.lives)
     proc = child_process(an, portal)

@@ -1,0 +1,460 @@
+"""Parameter sweeps over a pool of tractor actors, on this host and on any that join.
+
+`run_sweep` evaluates every parameter combination of a grid with a pluggable evaluation
+function, `evaluate(strategy_path, params, history_tokens, options) -> metrics`, named by
+`module:function` so each worker actor imports it. The history is in shared memory once per
+host: local workers attach the caller's segments read-only by token; a remote host (started with
+`python -m engine.actors.sweep_host --registry HOST:PORT`) receives the rows once, keeps them in
+its own segments and its workers attach those. Results come back as one row per combination,
+in grid order; `rank`, `format_table`, `write_json` and `write_csv` present them.
+
+This module never computes metrics itself and never changes the history.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import logging
+import math
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import trio
+
+from engine.actors._runtime import (
+    LINK_ERRORS,
+    open_peer,
+    parse_hostport,
+    reap_children,
+    registered_names,
+    tractor,
+    tractor_loglevel,
+)
+from engine.actors.pool import (
+    JobQueue,
+    Pool,
+    SweepError,
+    WorkerSpec,
+    default_workers,
+    load_evaluate,
+)
+from engine.actors.sweep_host import HEARTBEAT, HOST_PREFIX, SILENCE, serve_sweep
+from engine.shm import ShmArray, ShmToken
+
+__all__ = ["parse_grid", "run_sweep", "sweep", "open_history", "rank", "format_table",
+           "write_json", "write_csv", "ProgressBar", "SweepError", "DEFAULT_EVALUATE",
+           "default_workers"]
+
+log = logging.getLogger("engine.actors.sweep")
+
+DEFAULT_EVALUATE = "backtests.replay:evaluate_params"
+# History travels to a remote host in messages of at most this many bytes.
+CHUNK = 4 << 20
+
+ProgressFn = Callable[[int, int, dict], None]
+
+
+# -- the grid -------------------------------------------------------------------------------
+
+
+def _number(text: str) -> int | float | bool | str:
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text.strip()
+
+
+def _axis(spec: str) -> tuple[str, list[Any]]:
+    name, sep, values = spec.partition("=")
+    name = name.strip()
+    if not sep or not name or not values.strip():
+        raise ValueError(f"-p {spec!r}: expected name=start:stop:step, name=a,b,c or name=value")
+    if ":" in values:
+        parts = values.split(":")
+        if len(parts) != 3:
+            raise ValueError(f"-p {spec!r}: a range is start:stop:step, e.g. fast=5:50:5")
+        nums = [_number(p) for p in parts]
+        if not all(isinstance(n, int | float) and not isinstance(n, bool) for n in nums):
+            raise ValueError(f"-p {spec!r}: start, stop and step must be numbers")
+        start, stop, step = nums
+        if step <= 0:
+            raise ValueError(f"-p {spec!r}: step must be positive")
+        if stop < start:
+            raise ValueError(f"-p {spec!r}: stop is below start")
+        count = math.floor((stop - start) / step + 1e-9) + 1
+        if all(isinstance(n, int) for n in nums):
+            return name, [start + i * step for i in range(count)]
+        # Rounded so 0.1:0.3:0.1 gives 0.3, not 0.30000000000000004.
+        return name, [round(start + i * step, 12) for i in range(count)]
+    return name, [_number(v) for v in values.split(",") if v.strip()]
+
+
+def parse_grid(specs: Sequence[str]) -> list[dict[str, Any]]:
+    """Expand `name=start:stop:step` (stop included: `fast=5:50:5` is 5, 10, ..., 50),
+    `name=a,b,c` and `name=value` specs into every combination, first spec varying slowest."""
+    axes = [_axis(spec) for spec in specs]
+    names = [name for name, _ in axes]
+    for name in names:
+        if names.count(name) > 1:
+            raise ValueError(f"parameter {name!r} is given twice")
+    return [dict(zip(names, combo, strict=True))
+            for combo in itertools.product(*(values for _, values in axes))]
+
+
+# -- history ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def open_history(arrays: Mapping[str, np.ndarray]) -> Iterator[dict[str, ShmArray]]:
+    """Copy each symbol's rows into a shared-memory segment, once, for every worker to attach;
+    the segments are unlinked on exit."""
+    made: dict[str, ShmArray] = {}
+    try:
+        for sym, rows in arrays.items():
+            shm = ShmArray.create(rows.dtype, max(1, len(rows)), start=0)
+            shm.push(rows)
+            made[sym] = shm
+        yield made
+    finally:
+        for shm in made.values():
+            shm.close()
+            shm.unlink()
+
+
+def _token(value: ShmArray | ShmToken | dict) -> dict[str, Any]:
+    if isinstance(value, ShmArray):
+        return value.token.model_dump()
+    return ShmToken.from_any(value).model_dump()
+
+
+# -- the sweep -------------------------------------------------------------------------------
+
+
+def _row(job: dict, result: dict) -> dict[str, Any]:
+    return {"params": job["params"], "metrics": result.get("metrics"),
+            "error": result.get("error"), "worker": result.get("worker"),
+            "seconds": result.get("seconds")}
+
+
+class _Coordinator:
+    def __init__(self, strategy_path: str, grid: list[dict], tokens: dict[str, dict],
+                 evaluate: str, options: dict[str, Any], progress: ProgressFn | None) -> None:
+        self.strategy_path = strategy_path
+        self.strategy_source = Path(strategy_path).read_text()  # sent to remote hosts
+        self.tokens = tokens
+        self.evaluate = evaluate
+        self.options = options
+        self.progress = progress
+        self.rows: list[dict | None] = [None] * len(grid)
+        self.done = 0
+        self.finished = trio.Event()
+        self.queue = JobQueue([{"id": i, "params": p} for i, p in enumerate(grid)],
+                              on_result=self._on_result)
+        self.hosts: dict[str, str] = {}  # registry name -> state
+        self.joined = trio.Event()
+        if not grid:
+            self.finished.set()
+
+    def _on_result(self, job: dict, result: dict) -> None:
+        self.rows[job["id"]] = row = _row(job, result)
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, len(self.rows), row)
+        if self.done == len(self.rows):
+            self.finished.set()
+
+    # -- remote hosts ---------------------------------------------------------------------
+
+    async def discover(self, registry: tuple[str, int], nursery: trio.Nursery) -> None:
+        """Link every sweep host that registers, for as long as the sweep runs."""
+        while not self.finished.is_set():
+            try:
+                names = await registered_names(registry)
+            except (OSError, *LINK_ERRORS) as exc:
+                log.warning("cannot read the registry at %s:%d: %s", *registry, exc)
+                names = {}
+            for name in names:
+                if name.startswith(HOST_PREFIX) and name not in self.hosts:
+                    self.hosts[name] = "linking"
+                    nursery.start_soon(self.link_host, name)
+            with trio.move_on_after(HEARTBEAT):
+                await self.finished.wait()
+
+    async def link_host(self, name: str) -> None:
+        waiting: dict[int, list[Any]] = {}
+        try:
+            await self._link(name, waiting)
+            self.hosts[name] = "done"
+        except (OSError, SweepError, *LINK_ERRORS) as exc:
+            self.hosts[name] = f"lost: {exc}"
+            log.warning("sweep host %s lost (%s: %s)%s", name, type(exc).__name__, exc,
+                        "; its jobs go back to the queue" if waiting else "")
+        for job, _, result in waiting.values():
+            if result is not None:
+                self.queue.finish(job, result)
+            else:
+                self.queue.retry(job, f"host {name} was lost")
+        if self.hosts[name] != "done":
+            # Still registered a little later (it was starting, or came back)? Link it again.
+            await trio.sleep(2.0)
+            del self.hosts[name]
+
+    async def _link(self, name: str, waiting: dict[int, list[Any]]) -> None:
+        arrays = {sym: ShmArray.attach(token) for sym, token in self.tokens.items()}
+        try:
+            meta = {s: {"dtype_descr": a.token.dtype_descr, "rows": len(a)}
+                    for s, a in arrays.items()}
+            async with open_peer(name) as portal:
+                if portal is None:
+                    raise SweepError(f"{name} left the registry")
+                async with portal.open_context(
+                        serve_sweep, strategy_name=os.path.basename(self.strategy_path),
+                        strategy_source=self.strategy_source,
+                        evaluate=self.evaluate, options=self.options, history=meta,
+                ) as (ctx, first):
+                    if "error" in first:
+                        raise SweepError(first["error"])
+                    self.hosts[name] = f"{first['workers']} workers on {first['host']}"
+                    self.joined.set()
+                    log.info("sweep host %s joined: %s", name, self.hosts[name])
+                    async with ctx.open_stream() as stream:
+                        await _ship_history(stream, arrays)
+                        await self._serve(stream, int(first["workers"]), waiting)
+        finally:
+            for shm in arrays.values():
+                shm.close()
+
+    async def _serve(self, stream: Any, slots: int, waiting: dict[int, list[Any]]) -> None:
+        async with trio.open_nursery() as nursery:
+
+            async def read() -> None:
+                while True:
+                    with trio.move_on_after(SILENCE) as quiet:
+                        msg = await stream.receive()
+                    if quiet.cancelled_caught:
+                        raise SweepError(f"silent for {SILENCE:g} s")
+                    entry = waiting.get(msg.get("id")) if "id" in msg else None
+                    if entry is not None:
+                        entry[2] = msg
+                        entry[1].set()
+
+            async def beat() -> None:
+                while True:
+                    await trio.sleep(HEARTBEAT)
+                    await stream.send({})
+
+            async def slot() -> None:
+                while (job := await self.queue.get()) is not None:
+                    entry = waiting[job["id"]] = [job, trio.Event(), None]
+                    await stream.send({"job": job})
+                    await entry[1].wait()
+                    del waiting[job["id"]]
+                    self.queue.finish(job, entry[2])
+
+            nursery.start_soon(read)
+            nursery.start_soon(beat)
+            async with trio.open_nursery() as workers:
+                for _ in range(slots):
+                    workers.start_soon(slot)
+            nursery.cancel_scope.cancel()
+
+
+async def _ship_history(stream: Any, arrays: Mapping[str, ShmArray]) -> None:
+    for sym, shm in arrays.items():
+        rows = np.ascontiguousarray(shm.array)
+        raw = memoryview(rows.view(np.uint8).reshape(-1)) if len(rows) else memoryview(b"")
+        step = max(1, CHUNK // rows.dtype.itemsize) * rows.dtype.itemsize
+        for offset in range(0, len(raw), step):
+            await stream.send({"history": sym, "data": bytes(raw[offset:offset + step])})
+    await stream.send({"history_done": True})
+
+
+def _absolute(path: str | Path) -> str:
+    return str(Path(path).resolve())
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def run_sweep(
+    strategy_path: str | Path,
+    grid: Sequence[dict[str, Any]],
+    history: Mapping[str, ShmArray | ShmToken | dict],
+    *,
+    workers: int | None = None,
+    evaluate: str = DEFAULT_EVALUATE,
+    options: dict[str, Any] | None = None,
+    registry: str | tuple[str, int] | None = None,
+    hosts: int = 0,
+    host_timeout: float = 60.0,
+    progress: ProgressFn | None = None,
+) -> list[dict[str, Any]]:
+    """Evaluate `strategy_path` on every parameter combination of `grid`; return one row per
+    combination, in grid order: `{"params", "metrics", "error", "worker", "seconds"}`.
+
+    `history` maps each symbol to its rows in shared memory (a `ShmArray` or its token):
+    workers attach them read-only, nothing is copied on this host. `workers` local worker
+    actors (default: one per core; 0: remote hosts only). With `registry` (`HOST:PORT`, an
+    address of this host that the others reach), sweep hosts registered there also take jobs;
+    `hosts` makes the sweep wait up to `host_timeout` seconds for that many before starting.
+    `evaluate` names the evaluation function (`module:function` or `file.py:function`);
+    `options` go to it unchanged. `progress(done, total, row)` hears each result.
+    """
+    strategy_path = _absolute(strategy_path)
+    workers = default_workers() if workers is None else int(workers)
+    if workers < 0:
+        raise SweepError(f"workers must be 0 or more, got {workers}")
+    if workers == 0 and registry is None:
+        raise SweepError("no workers: give workers >= 1, or a registry that sweep hosts join")
+    if workers:
+        load_evaluate(evaluate)  # a wrong name fails here, once, not in every worker
+    tokens = {sym: _token(h) for sym, h in history.items()}
+    coord = _Coordinator(strategy_path, list(grid), tokens, evaluate, dict(options or {}),
+                         progress)
+    addr = parse_hostport(registry) if registry is not None else ("127.0.0.1", _free_port())
+    async with tractor.open_nursery(arbiter_addr=addr, name=f"sweep.{os.getpid()}",
+                                    loglevel=tractor_loglevel()) as an:
+        async with trio.open_nursery() as nursery:
+            if registry is not None:
+                nursery.start_soon(coord.discover, addr, nursery)
+                if hosts or not workers:
+                    await _wait_hosts(coord, max(hosts, 1), host_timeout)
+            if workers:
+                spec = WorkerSpec(evaluate, strategy_path, tokens, dict(options or {}))
+                nursery.start_soon(Pool(an, workers).run, spec, coord.queue)
+            await coord.finished.wait()
+            nursery.cancel_scope.cancel()
+        await an.cancel()
+        await reap_children(an)
+    rows = [row for row in coord.rows if row is not None]
+    failed = [r for r in rows if r["error"]]
+    if rows and len(failed) == len(rows) and failed[0]["error"].startswith("cannot load"):
+        raise SweepError(failed[0]["error"])
+    return rows
+
+
+async def _wait_hosts(coord: _Coordinator, count: int, timeout: float) -> None:
+    with trio.move_on_after(timeout):
+        while sum(1 for s in coord.hosts.values() if "workers on" in s) < count:
+            coord.joined = trio.Event()
+            await coord.joined.wait()
+        return
+    joined = sum(1 for s in coord.hosts.values() if "workers on" in s)
+    raise SweepError(f"{joined} of {count} sweep host(s) joined within {timeout:g} s")
+
+
+def sweep(strategy_path: str | Path, grid: Sequence[dict[str, Any]],
+          history: Mapping[str, ShmArray | ShmToken | dict], **kwargs: Any
+          ) -> list[dict[str, Any]]:
+    """`run_sweep` from synchronous code: see its arguments."""
+    return trio.run(lambda: run_sweep(strategy_path, grid, history, **kwargs))
+
+
+# -- presenting results ----------------------------------------------------------------------
+
+
+def rank(rows: Sequence[dict[str, Any]], metric: str = "sharpe", *,
+         descending: bool = True) -> list[dict[str, Any]]:
+    """Rows that have `metric`, best first (NaN last); failed rows are left out."""
+    def key(row: dict) -> float:
+        value = (row.get("metrics") or {}).get(metric)
+        if not isinstance(value, int | float) or math.isnan(value):
+            return math.inf
+        return -value if descending else value
+
+    ok = [r for r in rows if not r.get("error") and metric in (r.get("metrics") or {})]
+    return sorted(ok, key=key)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
+    return str(value)
+
+
+def format_table(rows: Sequence[dict[str, Any]], metric: str = "sharpe", *, top: int = 20,
+                 descending: bool = True) -> str:
+    """A ranked text table of the best `top` combinations, plus a line per failure kind."""
+    ranked = rank(rows, metric, descending=descending)[:top]
+    lines = []
+    if ranked:
+        params = list(ranked[0]["params"])
+        others = [k for k in ranked[0]["metrics"] if k != metric][:6]
+        head = ["rank", *params, metric, *others]
+        body = [[str(i), *(_cell(r["params"][p]) for p in params),
+                 *(_cell(r["metrics"].get(k)) for k in (metric, *others))]
+                for i, r in enumerate(ranked, 1)]
+        widths = [max(len(h), *(len(b[c]) for b in body)) for c, h in enumerate(head)]
+        lines.append("  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True)))
+        lines.extend("  ".join(c.rjust(w) for c, w in zip(b, widths, strict=True)) for b in body)
+    else:
+        lines.append(f"no combination produced {metric!r}")
+    failed = [r for r in rows if r.get("error")]
+    if failed:
+        lines.append(f"{len(failed)} of {len(rows)} combinations failed; first: "
+                     f"{failed[0]['params']}: {failed[0]['error'].splitlines()[-1]}")
+    return "\n".join(lines)
+
+
+def write_json(rows: Sequence[dict[str, Any]], path: str | Path) -> None:
+    """Write every row (params, metrics, error, worker, seconds) as a JSON list."""
+    Path(path).write_text(json.dumps(list(rows), indent=1, default=float))
+
+
+def write_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> None:
+    """Write one CSV line per combination: its parameters, its metrics, error, worker, seconds."""
+    params = list(dict.fromkeys(k for r in rows for k in r["params"]))
+    metrics = list(dict.fromkeys(k for r in rows for k in (r.get("metrics") or {})))
+    with open(path, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow([*params, *metrics, "error", "worker", "seconds"])
+        for r in rows:
+            m = r.get("metrics") or {}
+            out.writerow([*(r["params"].get(p, "") for p in params),
+                          *(m.get(k, "") for k in metrics), r.get("error") or "",
+                          r.get("worker") or "", f"{r['seconds']:.6f}" if r.get("seconds")
+                          is not None else ""])
+
+
+class ProgressBar:
+    """A `progress` callback drawing `[#####.....] 12/40  3.1/s  eta 9 s` on a terminal (a
+    line per tenth otherwise)."""
+
+    def __init__(self, stream: TextIO | None = None, width: int = 30) -> None:
+        self.stream = stream or sys.stderr
+        self.width = width
+        self.t0 = time.monotonic()
+        self.tty = self.stream.isatty()
+        self._shown = -1
+
+    def __call__(self, done: int, total: int, row: dict) -> None:
+        tenth = done * 10 // max(total, 1)
+        if not self.tty and tenth == self._shown and done != total:
+            return
+        self._shown = tenth
+        rate = done / max(time.monotonic() - self.t0, 1e-9)
+        eta = (total - done) / rate if rate else math.inf
+        filled = self.width * done // max(total, 1)
+        text = (f"[{'#' * filled}{'.' * (self.width - filled)}] {done}/{total}  "
+                f"{rate:.1f}/s  eta {eta:.0f} s")
+        end = "\n" if not self.tty or done == total else ""
+        print(("\r" if self.tty else "") + text, end=end, file=self.stream, flush=True)

@@ -1,0 +1,65 @@
+"""Process helpers for the actor tests: free ports, descendants, shared-memory mappings."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return fields[0], int(fields[1])
+
+
+def parent(pid: int) -> int | None:
+    stat = _stat(pid)
+    return stat[1] if stat else None
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live (not zombie) process below `pid`, but for multiprocessing's resource tracker
+    (a process that creates shared memory keeps one for its lifetime)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _stat(int(entry.name))
+            if stat is not None:
+                children.setdefault(stat[1], []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return [p for p in out if alive(p) and "resource_tracker" not in cmdline(p)]
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie has exited: it only waits to be reaped)."""
+    stat = _stat(pid)
+    return stat is not None and stat[0] != "Z"
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def mapped_segments(pid: int) -> set[str]:
+    """Names of the /dev/shm segments mapped into process `pid`."""
+    out = set()
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        path = line.split(maxsplit=5)[-1] if len(line.split()) >= 6 else ""
+        if path.startswith("/dev/shm/"):
+            out.add(path.removeprefix("/dev/shm/"))
+    return out
