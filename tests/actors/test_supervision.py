@@ -210,7 +210,10 @@ async def test_quotes_and_paper_fills_over_direct_lanes(tmp_path):
                     [trader], registry=("127.0.0.1", free_port()), history=0, lanes=True,
                     provider_options={"seed": 5, "tick_rate": 200}, status_every=0.2,
                     paper={"name": "lanes", "cash": 10_000.0, "path": tmp_path / "account"},
-                    on_event=events, stop=stop, log_level="warning"))
+                    on_event=events, stop=stop, log_level="warning",
+                    # About lanes and fills, not shutdown speed (the CLI Ctrl-C test bounds
+                    # that): give a loaded machine time to run on_stop.
+                    stop_timeout=10.0))
 
             nursery.start_soon(run)
             await events.wait(event="strategy_started", strategy="Trader")
