@@ -46,13 +46,11 @@ class VectorStrategy(Strategy):
     the event path like any strategy, and on the fast path (`run_fast`, sweeps) unchanged."""
 
     def on_start(self) -> None:
-        bars = self.ctx.ohlcv(self.ctx.symbols[0])
         shm = self.ctx._bars[self.ctx.symbols[0]]
         values = tuple(self.params.model_dump().values())
         # Causal signals over every stored bar; decide() only ever reads index <= i.
         self._signals = type(self).signals(shm.array, *values)
         self._values = values
-        del bars
 
     def on_bar(self, symbol: str) -> None:
         i = len(self.ctx.ohlcv(symbol)) - 1
