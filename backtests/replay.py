@@ -37,7 +37,7 @@ from engine.dtypes import ohlc_dtype
 from engine.live import resolve_strategy
 from engine.orders import OrderFilled
 from engine.sampler import format_timeframe, parse_timeframe, resample_bars
-from engine.scheduler import make_runner
+from engine.scheduler import callback_for, make_runner
 from engine.shm import ShmArray
 from engine.strategy import Strategy, StrategyError, strategy_traceback
 
@@ -272,8 +272,7 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
         for e in events:
             if isinstance(e, OrderFilled):
                 fills.append((k, e))
-            name = {"OrderFilled": "on_fill", "OrderRejected": "on_order_rejected"}.get(
-                type(e).__name__, "on_order")
+            name = callback_for(e)
             where = name
             r = getattr(strat, name)(e)
             if inspect.isawaitable(r):
@@ -365,6 +364,14 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
     if progress is not None:
         progress(total, total)
     return fills, step_sym, np.asarray(times[order])
+
+
+def _broker_config(commission: float, slippage: float, leverage: float | None,
+                   allow_short: bool) -> BrokerConfig:
+    """The paper broker's settings for a backtest's options (fractions of notional / price)."""
+    return BrokerConfig(fees=Fees(taker_pct=commission, maker_pct=commission),
+                        slippage=Slippage(fraction=slippage),
+                        risk=RiskLimits(leverage=leverage, allow_short=allow_short))
 
 
 def _equity(bars: dict[str, np.ndarray], step_sym: list[int], step_times: np.ndarray,
@@ -462,9 +469,7 @@ def run_backtest(
         data = {s: shm.array for s, shm in given.items()}
     bars, period = load_data(data, symbols=symbols, provider=provider, timeframe=timeframe,
                              start=start, end=end)
-    config = BrokerConfig(fees=Fees(taker_pct=commission, maker_pct=commission),
-                          slippage=Slippage(fraction=slippage),
-                          risk=RiskLimits(leverage=leverage, allow_short=allow_short))
+    config = _broker_config(commission, slippage, leverage, allow_short)
     from engine.clearing.account import Account
 
     names = list(bars)
@@ -538,9 +543,7 @@ def _run_ticks(strat: Strategy, data: Any, *, provider: str | None, timeframe: A
             raise BacktestError(f"{name}: no ticks in the chosen range")
         ticks[match[0].symbol] = rows
     period = parse_timeframe(timeframe) if timeframe else 1
-    config = BrokerConfig(fees=Fees(taker_pct=commission, maker_pct=commission),
-                          slippage=Slippage(fraction=slippage),
-                          risk=RiskLimits(leverage=leverage, allow_short=allow_short))
+    config = _broker_config(commission, slippage, leverage, allow_short)
     account = Account("backtest", list(ticks), cash=cash, config=config)
     clock = ReplayClock(float(min(t["time"][0] for t in ticks.values())))
     # Ticks carry the live book: an order meets it at once, as in paper trading.

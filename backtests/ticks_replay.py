@@ -20,7 +20,7 @@ from engine.clock import ReplayClock
 from engine.dtypes import ASIZE, ASK, BID, BSIZE, DARK_TRADE, TICK_NAMES, TRADE, UTRADE, ohlc_dtype
 from engine.orders import OrderFilled
 from engine.sampler import Sampler
-from engine.scheduler import make_runner
+from engine.scheduler import callback_for, make_runner
 from engine.shm import ShmArray
 from engine.strategy import Strategy
 
@@ -76,9 +76,7 @@ async def _run(strat, symbols, rows, shms, period, broker, clock):
             for e in events:
                 if isinstance(e, OrderFilled):
                     fills.append(e)
-                name = {"OrderFilled": "on_fill", "OrderRejected": "on_order_rejected"}.get(
-                    type(e).__name__, "on_order")
-                await call(getattr(strat, name), e)
+                await call(getattr(strat, callback_for(e)), e)
 
     async def closed(syms: list[int], at: float) -> None:
         for j in syms:

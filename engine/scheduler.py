@@ -20,7 +20,7 @@ import trio
 from engine.clock import Clock
 from engine.strategy import Context, OrderRouter, Strategy, strategy_traceback
 
-__all__ = ["Mailbox", "StrategyRunner", "RunnerStats"]
+__all__ = ["Mailbox", "StrategyRunner", "RunnerStats", "callback_for"]
 
 log = logging.getLogger("engine.scheduler")
 
@@ -36,6 +36,11 @@ _EVENT_CALLBACKS = {
     "OrderModified": "on_order",
     "OrderTriggered": "on_order",
 }
+
+
+def callback_for(event: Any) -> str:
+    """The name of the strategy callback that handles `event` (replays use it too)."""
+    return _EVENT_CALLBACKS.get(type(event).__name__, "on_order")
 
 
 class Mailbox:
@@ -187,7 +192,7 @@ class StrategyRunner:
                     else:
                         on_bar(item)
                 else:
-                    where = _EVENT_CALLBACKS.get(type(item).__name__, "on_order")
+                    where = callback_for(item)
                     await _call(getattr(s, where), self._async[where], item)
                 n += 1
                 if n % 512 == 0:
