@@ -41,7 +41,13 @@ from engine.scheduler import callback_for, make_runner
 from engine.shm import ShmArray
 from engine.strategy import Strategy, StrategyError, strategy_traceback
 
-__all__ = ["BacktestResult", "BacktestError", "run_backtest", "load_data", "evaluate_params"]
+__all__ = ["BacktestResult", "BacktestError", "run_backtest", "load_data", "evaluate_params",
+           "SWEEP_METRICS"]
+
+# The statistics a sweep keeps for each combination (and may rank by).
+SWEEP_METRICS = ("sharpe", "return_pct", "final_equity", "cagr_pct", "sortino", "calmar",
+                 "max_drawdown_pct", "num_trades", "win_rate_pct", "profit_factor",
+                 "exposure_pct", "fees")
 
 
 class BacktestError(RuntimeError):
@@ -245,7 +251,7 @@ def load_data(data: Any, *, symbols: Sequence[str] | None = None, provider: str 
 
 async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, ShmArray],
                   period: int, broker: PaperBroker, clock: ReplayClock,
-                  progress: Callable[[int, int], None] | None
+                  progress: Callable[[int, int], None] | None, skip: dict[str, int]
                   ) -> tuple[list[tuple[int, OrderFilled]], list[int], np.ndarray]:
     symbols = list(bars)
     runner = make_runner(strat, symbols=symbols, timeframe=period, bars=shms, quotes={},
@@ -253,7 +259,8 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
     ctx = runner.context
     ctx.set_id_prefix("o")
     for s in symbols:
-        ctx._seen[s][0] = 0  # nothing is visible before its bar closes
+        # Nothing is visible before its bar closes; warm-up bars are history from the start.
+        ctx._seen[s][0] = skip[s]
     pending: list = []
     broker.attach(None, pending.extend)
     fills: list[tuple[int, OrderFilled]] = []
@@ -279,9 +286,9 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
                 await r
 
     # Merge the symbols' bars in time order (ties in symbol order): one step per bar.
-    times = np.concatenate([bars[s]["time"] for s in symbols])
-    which = np.concatenate([np.full(len(bars[s]), j) for j, s in enumerate(symbols)])
-    rows = np.concatenate([np.arange(len(bars[s])) for s in symbols])
+    times = np.concatenate([bars[s]["time"][skip[s]:] for s in symbols])
+    which = np.concatenate([np.full(len(bars[s]) - skip[s], j) for j, s in enumerate(symbols)])
+    rows = np.concatenate([np.arange(skip[s], len(bars[s])) for s in symbols])
     order = np.lexsort((which, times))
     step_sym = which[order].tolist()
     step_row = rows[order].tolist()
@@ -438,6 +445,7 @@ def run_backtest(
     allow_short: bool = True,
     progress: Callable[[int, int], None] | None = None,
     ticks: bool = False,
+    trade_from: Any = None,
 ) -> BacktestResult:
     """Replay `data` through `strategy` and return its statistics, trades and equity curve.
 
@@ -447,7 +455,10 @@ def run_backtest(
     `leverage` caps gross exposure at that multiple of equity (None: no cap), `start`/`end`
     bound the bars (ISO 8601 or epoch seconds). With `ticks`, `data` names symbols whose ticks
     were recorded (`engine run --record`) and the replay runs tick by tick, building bars of
-    `timeframe` (default 1 s) with the live sampler. See the module docstring for conventions.
+    `timeframe` (default 1 s) with the live sampler. With `trade_from` (a time), bars before it
+    are history the strategy sees from the start, as a live run sees its backfill (indicators
+    warm up on them), but it is not called for them; trading, equity and statistics begin there.
+    See the module docstring for conventions.
     """
     if cash <= 0:
         raise BacktestError(f"cash must be positive, got {cash:g}")
@@ -459,6 +470,8 @@ def run_backtest(
     except StrategyError as exc:
         raise BacktestError(str(exc)) from None
     if ticks:
+        if trade_from is not None:
+            raise BacktestError("trade_from applies to bar replays, not to tick replays")
         return _run_ticks(strat, data, provider=provider, timeframe=timeframe, start=start,
                           end=end, cash=cash, commission=commission, slippage=slippage,
                           leverage=leverage, allow_short=allow_short)
@@ -469,12 +482,18 @@ def run_backtest(
         data = {s: shm.array for s, shm in given.items()}
     bars, period = load_data(data, symbols=symbols, provider=provider, timeframe=timeframe,
                              start=start, end=end)
+    skip = {s: 0 for s in bars}
+    if trade_from is not None:
+        first_traded = _to_epoch(trade_from)
+        skip = {s: int(np.searchsorted(b["time"], first_traded)) for s, b in bars.items()}
+        if all(skip[s] == len(b) for s, b in bars.items()):
+            raise BacktestError(f"no bars at or after trade_from={trade_from}")
     config = _broker_config(commission, slippage, leverage, allow_short)
     from engine.clearing.account import Account
 
     names = list(bars)
     account = Account("backtest", names, cash=cash, config=config)
-    first = float(min(b["time"][0] for b in bars.values()))
+    first = float(min(b["time"][skip[s]] for s, b in bars.items() if skip[s] < len(b)))
     clock = ReplayClock(first)
     broker = PaperBroker(account, clock)
     broker.match_on_submit = False
@@ -488,7 +507,7 @@ def run_backtest(
 
         async def main() -> Any:
             use_clock(clock)
-            return await _replay(strat, bars, shms, period, broker, clock, progress)
+            return await _replay(strat, bars, shms, period, broker, clock, progress, skip)
 
         fills, step_sym, step_times = trio.run(main)
     finally:
@@ -496,9 +515,10 @@ def run_backtest(
             if s not in reuse:
                 shm.close()
                 shm.unlink()
+    bars = {s: b[skip[s]:] for s, b in bars.items()}  # the traded part
     curve, exposed = _equity(bars, step_sym, step_times, period, fills, cash)
     fill_list = [f for _, f in fills]
-    trades = round_trips(fill_list, {s: float(b["close"][-1]) for s, b in bars.items()})
+    trades = round_trips(fill_list, {s: float(b["close"][-1]) for s, b in bars.items() if len(b)})
     stats = compute_stats(curve["time"], curve["equity"], exposed, trades, account.fees, cash)
     return BacktestResult(strategy=strat.name, params=strat.params.model_dump(), symbols=names,
                           timeframe=period, stats=stats, trades=trades, equity=curve,
@@ -516,9 +536,7 @@ def evaluate_params(strategy_path: str, params: dict, history_tokens: dict[str, 
     finally:
         for shm in attached.values():
             shm.close()
-    keep = ("final_equity", "return_pct", "sharpe", "sortino", "max_drawdown_pct", "num_trades",
-            "win_rate_pct", "profit_factor", "cagr_pct", "fees")
-    return {k: _clean(result.stats[k]) for k in keep}
+    return {k: _clean(result.stats[k]) for k in SWEEP_METRICS}
 
 
 def _run_ticks(strat: Strategy, data: Any, *, provider: str | None, timeframe: Any, start: Any,

@@ -46,6 +46,10 @@ _EXPORTS = {
     "run_live": "engine.live",
     "backtest": ("backtests.replay", "run_backtest"),
     "BacktestResult": "backtests.replay",
+    "optimize": "backtests.optimize",
+    "walk_forward": "backtests.optimize",
+    "SweepResult": "backtests.optimize",
+    "WalkForwardResult": "backtests.optimize",
 }
 _SUBMODULES = {"kernels", "signals"}
 
@@ -70,6 +74,12 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from backtests.optimize import (  # noqa: F401
+        SweepResult,
+        WalkForwardResult,
+        optimize,
+        walk_forward,
+    )
     from backtests.replay import BacktestResult  # noqa: F401
     from backtests.replay import run_backtest as backtest  # noqa: F401
     from engine import kernels, signals  # noqa: F401

@@ -115,12 +115,14 @@ async def serve_worker(ctx: Any, evaluate: str, strategy_path: str, history: dic
         async with ctx.open_stream() as stream:
             async for job in stream:
                 t0 = time.perf_counter()
+                # A job may carry options of its own (a walk-forward window's bounds).
+                opts = {**options, **job["options"]} if job.get("options") else options
                 try:
                     if is_async:
-                        metrics = await fn(strategy_path, job["params"], history, options)
+                        metrics = await fn(strategy_path, job["params"], history, opts)
                     else:
                         metrics = await trio.to_thread.run_sync(
-                            fn, strategy_path, job["params"], history, options,
+                            fn, strategy_path, job["params"], history, opts,
                             abandon_on_cancel=True)
                     out = {"id": job["id"], "metrics": plain(dict(metrics))}
                 except Exception as exc:  # noqa: BLE001 - one bad combination fails alone

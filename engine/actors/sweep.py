@@ -147,14 +147,18 @@ def _token(value: ShmArray | ShmToken | dict) -> dict[str, Any]:
 
 
 def _row(job: dict, result: dict) -> dict[str, Any]:
-    return {"params": job["params"], "metrics": result.get("metrics"),
-            "error": result.get("error"), "worker": result.get("worker"),
-            "seconds": result.get("seconds")}
+    row = {"params": job["params"], "metrics": result.get("metrics"),
+           "error": result.get("error"), "worker": result.get("worker"),
+           "seconds": result.get("seconds")}
+    if job.get("options"):
+        row["options"] = job["options"]
+    return row
 
 
 class _Coordinator:
     def __init__(self, strategy_path: str, grid: list[dict], tokens: dict[str, dict],
-                 evaluate: str, options: dict[str, Any], progress: ProgressFn | None) -> None:
+                 evaluate: str, options: dict[str, Any], progress: ProgressFn | None,
+                 job_options: Sequence[dict] | None = None) -> None:
         self.strategy_path = strategy_path
         self.strategy_source = Path(strategy_path).read_text()  # sent to remote hosts
         self.tokens = tokens
@@ -164,8 +168,14 @@ class _Coordinator:
         self.rows: list[dict | None] = [None] * len(grid)
         self.done = 0
         self.finished = trio.Event()
-        self.queue = JobQueue([{"id": i, "params": p} for i, p in enumerate(grid)],
-                              on_result=self._on_result)
+        jobs = [{"id": i, "params": p} for i, p in enumerate(grid)]
+        if job_options is not None:
+            if len(job_options) != len(grid):
+                raise SweepError(f"{len(job_options)} job options for {len(grid)} combinations")
+            for job, extra in zip(jobs, job_options, strict=True):
+                if extra:
+                    job["options"] = dict(extra)
+        self.queue = JobQueue(jobs, on_result=self._on_result)
         self.hosts: dict[str, str] = {}  # registry name -> state
         self.joined = trio.Event()
         if not grid:
@@ -307,6 +317,7 @@ async def run_sweep(
     hosts: int = 0,
     host_timeout: float = 60.0,
     progress: ProgressFn | None = None,
+    job_options: Sequence[dict] | None = None,
 ) -> list[dict[str, Any]]:
     """Evaluate `strategy_path` on every parameter combination of `grid`; return one row per
     combination, in grid order: `{"params", "metrics", "error", "worker", "seconds"}`.
@@ -317,7 +328,9 @@ async def run_sweep(
     address of this host that the others reach), sweep hosts registered there also take jobs;
     `hosts` makes the sweep wait up to `host_timeout` seconds for that many before starting.
     `evaluate` names the evaluation function (`module:function` or `file.py:function`);
-    `options` go to it unchanged. `progress(done, total, row)` hears each result.
+    `options` go to it unchanged; `job_options`, one dict per combination, are merged over them
+    for that combination alone (and kept in its row as `options`), so one pool can evaluate the
+    same grid on several windows. `progress(done, total, row)` hears each result.
     """
     strategy_path = _absolute(strategy_path)
     workers = default_workers() if workers is None else int(workers)
@@ -329,7 +342,7 @@ async def run_sweep(
         load_evaluate(evaluate)  # a wrong name fails here, once, not in every worker
     tokens = {sym: _token(h) for sym, h in history.items()}
     coord = _Coordinator(strategy_path, list(grid), tokens, evaluate, dict(options or {}),
-                         progress)
+                         progress, job_options)
     addr = parse_hostport(registry) if registry is not None else ("127.0.0.1", _free_port())
     async with tractor.open_nursery(arbiter_addr=addr, name=f"sweep.{os.getpid()}",
                                     loglevel=tractor_loglevel()) as an:
@@ -421,15 +434,18 @@ def write_json(rows: Sequence[dict[str, Any]], path: str | Path) -> None:
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> None:
-    """Write one CSV line per combination: its parameters, its metrics, error, worker, seconds."""
+    """Write one CSV line per combination: its own options (a walk-forward window's bounds),
+    its parameters, its metrics, error, worker, seconds."""
     params = list(dict.fromkeys(k for r in rows for k in r["params"]))
     metrics = list(dict.fromkeys(k for r in rows for k in (r.get("metrics") or {})))
+    extra = list(dict.fromkeys(k for r in rows for k in (r.get("options") or {})))
     with open(path, "w", newline="") as f:
         out = csv.writer(f)
-        out.writerow([*params, *metrics, "error", "worker", "seconds"])
+        out.writerow([*extra, *params, *metrics, "error", "worker", "seconds"])
         for r in rows:
             m = r.get("metrics") or {}
-            out.writerow([*(r["params"].get(p, "") for p in params),
+            o = r.get("options") or {}
+            out.writerow([*(o.get(k, "") for k in extra), *(r["params"].get(p, "") for p in params),
                           *(m.get(k, "") for k in metrics), r.get("error") or "",
                           r.get("worker") or "", f"{r['seconds']:.6f}" if r.get("seconds")
                           is not None else ""])

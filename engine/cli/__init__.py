@@ -11,9 +11,18 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from engine.cli import _account, _backfill, _backtest, _check, _data, _run, _symbols
+from engine.cli import (
+    _account,
+    _backfill,
+    _backtest,
+    _check,
+    _data,
+    _run,
+    _sweep,
+    _symbols,
+)
 
-_COMMANDS = [_run, _backtest, _check, _account, _symbols, _backfill, _data]
+_COMMANDS = [_run, _backtest, _sweep, _check, _account, _symbols, _backfill, _data]
 
 
 class UsageError(Exception):

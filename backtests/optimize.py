@@ -1,0 +1,455 @@
+"""Parameter optimization: grid sweeps and walk-forward analysis over the actor pool.
+
+`optimize` loads the history once into shared memory and evaluates every combination of a
+parameter grid with `engine.actors.sweep.run_sweep` (worker actors attach the history read-only;
+other hosts may join through a registry). `walk_forward` splits the history into rolling (or
+anchored) training and test windows, runs the whole grid on every training window in one pool,
+picks each window's best combination by a metric, then replays that combination over its test
+window. The test windows are stitched into one out-of-sample run:
+
+- a test window sees its training bars as history (indicators warm up on them, as a live run
+  warms up on its backfill) but trades only inside the test window, and starts flat;
+- each test window starts with the equity the previous one ended with, so the stitched equity
+  curve compounds; a position still open at a window's end is valued at that window's last close
+  and listed as an open trade;
+- the statistics of the stitched curve are the out-of-sample result; the in-sample metric of
+  each window is reported next to it, so over-fitting shows as the gap between the two.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import trio
+
+from backtests.metrics import compute_stats, drawdowns
+from backtests.replay import (
+    SWEEP_METRICS,
+    BacktestError,
+    BacktestResult,
+    _clean,
+    load_data,
+    run_backtest,
+)
+from engine.live import resolve_strategy
+from engine.strategy import StrategyError
+
+__all__ = ["optimize", "walk_forward", "SweepResult", "WalkForwardResult", "parse_windows",
+           "expand_grid", "SWEEP_METRICS"]
+
+ProgressFn = Callable[[int, int, dict], None]
+
+
+# -- the grid --------------------------------------------------------------------------------
+
+
+def expand_grid(grid: Sequence[str] | Mapping[str, Any] | Sequence[Mapping[str, Any]]
+                ) -> list[dict[str, Any]]:
+    """Every combination of a grid given as `-p` specs (`["fast=5:50:5", "slow=20,30"]`), as a
+    mapping of name to a value or an iterable of values, or as a list of parameter dicts."""
+    from engine.actors.sweep import parse_grid
+
+    if isinstance(grid, Mapping):
+        import itertools
+
+        axes = {k: (list(v) if isinstance(v, list | tuple | range | np.ndarray) else [v])
+                for k, v in grid.items()}
+        return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
+    items = list(grid)
+    if items and all(isinstance(g, Mapping) for g in items):
+        return [dict(g) for g in items]
+    if all(isinstance(g, str) for g in items):
+        return parse_grid(items)
+    raise BacktestError("grid: give -p style specs, a {name: values} mapping or a list of dicts")
+
+
+def _check_grid(strategy: Any, combos: list[dict], metric: str) -> None:
+    if not combos:
+        raise BacktestError("the parameter grid is empty")
+    if metric not in SWEEP_METRICS:
+        raise BacktestError(f"unknown metric {metric!r}; choose one of {', '.join(SWEEP_METRICS)}")
+    try:  # unknown names and wrong types fail here, once, with the strategy's own message
+        resolve_strategy(strategy, combos[0])
+    except StrategyError as exc:
+        raise BacktestError(str(exc)) from None
+
+
+def _options(cash: float, commission: float, slippage: float, leverage: float | None,
+             allow_short: bool) -> dict[str, Any]:
+    if cash <= 0:
+        raise BacktestError(f"cash must be positive, got {cash:g}")
+    for name, v in (("commission", commission), ("slippage", slippage)):
+        if not 0 <= v < 0.1:
+            raise BacktestError(f"{name} is a fraction (0.001 = 0.1 %), got {v:g}")
+    return {"cash": cash, "commission": commission, "slippage": slippage, "leverage": leverage,
+            "allow_short": allow_short}
+
+
+def _strategy_path(strategy: str | Path) -> str:
+    if not isinstance(strategy, str | Path):
+        raise BacktestError("sweeps run in worker processes: give the strategy as a file path")
+    path = Path(strategy)
+    if not path.is_file():
+        raise BacktestError(f"strategy file {str(strategy)!r} does not exist")
+    return str(path.resolve())
+
+
+def _sweep(path: str, combos: list[dict], bars: dict[str, np.ndarray], options: dict,
+           job_options: list[dict] | None, *, workers: int | None, registry: str | None,
+           hosts: int, progress: ProgressFn | None) -> list[dict]:
+    from engine.actors.sweep import SweepError, open_history, run_sweep
+
+    try:
+        with open_history(bars) as history:
+            return trio.run(lambda: run_sweep(
+                path, combos, history, workers=workers, options=options, registry=registry,
+                hosts=hosts, progress=progress, job_options=job_options))
+    except SweepError as exc:
+        raise BacktestError(str(exc)) from None
+
+
+# -- results ---------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepResult:
+    """Every combination's metrics (`rows`, in grid order) and the ranking by `metric`."""
+
+    strategy: str
+    metric: str
+    rows: list[dict]
+    descending: bool = True
+
+    @property
+    def ranked(self) -> list[dict]:
+        """Rows that produced the metric, best first (failed rows and NaN left out)."""
+        from engine.actors.sweep import rank
+
+        ranked = rank(self.rows, self.metric, descending=self.descending)
+        return [r for r in ranked if not _nan(r["metrics"][self.metric])]
+
+    @property
+    def best(self) -> dict | None:
+        """The best combination's parameters (None when no combination produced the metric)."""
+        ranked = self.ranked
+        return dict(ranked[0]["params"]) if ranked else None
+
+    @property
+    def failed(self) -> list[dict]:
+        return [r for r in self.rows if r.get("error")]
+
+    def table(self, top: int = 20) -> str:
+        from engine.actors.sweep import format_table
+
+        return format_table(self.rows, self.metric, top=top, descending=self.descending)
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps({"strategy": self.strategy, "metric": self.metric,
+                           "best": self.best, "rows": _plain(self.rows)}, indent=1)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    def to_csv(self, path: str | Path) -> None:
+        from engine.actors.sweep import write_csv
+
+        write_csv(self.rows, path)
+
+    def __str__(self) -> str:
+        return (f"{self.strategy}: {len(self.rows)} combinations, ranked by {self.metric}\n"
+                f"{self.table()}")
+
+
+@dataclass
+class WalkForwardResult:
+    """Per-window choices and the stitched out-of-sample run (`oos`, a BacktestResult)."""
+
+    strategy: str
+    metric: str
+    windows: list[dict]
+    oos: BacktestResult
+    rows: list[dict] = field(repr=False, default_factory=list)
+
+    @property
+    def stats(self) -> dict:
+        return self.oos.stats
+
+    @property
+    def equity(self) -> np.ndarray:
+        return self.oos.equity
+
+    @property
+    def trades(self) -> list[dict]:
+        return self.oos.trades
+
+    def table(self) -> str:
+        head = ["window", "train from", "test from", "test to", "best", f"IS {self.metric}",
+                f"OOS {self.metric}", "OOS return %"]
+        body = []
+        for i, w in enumerate(self.windows, 1):
+            best = " ".join(f"{k}={v}" for k, v in (w["params"] or {}).items()) or "-"
+            body.append([str(i), _day(w["train_start"]), _day(w["test_start"]),
+                         _day(w["test_end"]), best, _num(w["in_sample"]),
+                         _num(w["out_of_sample"].get(self.metric)),
+                         _num(w["out_of_sample"].get("return_pct"))])
+        widths = [max(len(h), *(len(b[c]) for b in body)) for c, h in enumerate(head)]
+        lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True))]
+        lines += ["  ".join(c.rjust(w) for c, w in zip(b, widths, strict=True)) for b in body]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {"strategy": self.strategy, "metric": self.metric,
+                "windows": _plain(self.windows), "out_of_sample": self.oos.to_dict()}
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    def plot(self, path: str | Path = "walk_forward.html") -> Path:
+        """The stitched out-of-sample run as an HTML report."""
+        return self.oos.plot(path)
+
+    def __str__(self) -> str:
+        return (f"{self.strategy}: walk-forward, {len(self.windows)} windows, best by "
+                f"{self.metric}\n{self.table()}\n\nout of sample, stitched:\n{self.oos.table()}")
+
+
+def _nan(v: Any) -> bool:
+    return isinstance(v, float) and math.isnan(v)
+
+
+def _num(v: Any) -> str:
+    if v is None or _nan(v):
+        return "-"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _day(t: int) -> str:
+    import datetime as dt
+
+    when = dt.datetime.fromtimestamp(int(t), dt.UTC)
+    return when.strftime("%Y-%m-%d %H:%M") if t % 86400 else when.strftime("%Y-%m-%d")
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_plain(x) for x in v]
+    return _clean(v)
+
+
+# -- optimize --------------------------------------------------------------------------------
+
+
+def optimize(
+    strategy: str | Path,
+    data: Any,
+    grid: Sequence[str] | Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    *,
+    metric: str = "sharpe",
+    minimize: bool = False,
+    workers: int | None = None,
+    registry: str | None = None,
+    hosts: int = 0,
+    progress: ProgressFn | None = None,
+    provider: str | None = None,
+    timeframe: int | str | None = None,
+    start: Any = None,
+    end: Any = None,
+    cash: float = 100_000.0,
+    commission: float = 0.0,
+    slippage: float = 0.0,
+    leverage: float | None = None,
+    allow_short: bool = True,
+) -> SweepResult:
+    """Backtest `strategy` (a file) on every combination of `grid` over a pool of worker actors
+    (`workers`, default one per core) and rank them by `metric`.
+
+    `data` and the cost options are `engine.backtest`'s. The history is loaded once into shared
+    memory. With `registry` (`HOST:PORT` of this host that others reach), hosts running
+    `python -m engine.actors.sweep_host --registry HOST:PORT` take jobs too; `hosts` waits for
+    that many before starting. `progress(done, total, row)` hears each result."""
+    path = _strategy_path(strategy)
+    combos = expand_grid(grid)
+    _check_grid(path, combos, metric)
+    options = _options(cash, commission, slippage, leverage, allow_short)
+    bars, _ = load_data(data, provider=provider, timeframe=timeframe, start=start, end=end)
+    rows = _sweep(path, combos, bars, options, None, workers=workers, registry=registry,
+                  hosts=hosts, progress=progress)
+    return SweepResult(Path(path).name, metric, rows, descending=not minimize)
+
+
+# -- walk-forward ----------------------------------------------------------------------------
+
+_SPAN_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _span(text: str | int, what: str) -> tuple[str, int]:
+    """('bars', n) for a plain count, ('seconds', n) for a duration like 90d or 12w."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        n, kind = text, "bars"
+    else:
+        m = re.fullmatch(r"\s*(\d+)\s*([smhdw]?)\s*", str(text).lower())
+        if not m:
+            raise BacktestError(f"walk-forward {what} {text!r}: give a bar count (500) or a "
+                                "duration with a unit s, m, h, d or w (180d)")
+        n = int(m.group(1)) * _SPAN_UNITS.get(m.group(2), 1)
+        kind = "seconds" if m.group(2) else "bars"
+    if n <= 0:
+        raise BacktestError(f"walk-forward {what} {text!r} must be positive")
+    return kind, n
+
+
+def parse_windows(spec: str | tuple[Any, Any]) -> tuple[tuple[str, int], tuple[str, int]]:
+    """`TRAIN:TEST`, each a bar count or a duration: `2000:500`, `365d:90d`."""
+    if isinstance(spec, str):
+        train, sep, test = spec.partition(":")
+        if not sep:
+            raise BacktestError(f"walk-forward {spec!r}: expected TRAIN:TEST, e.g. 2000:500 "
+                                "(bars) or 365d:90d")
+    else:
+        train, test = spec
+    return _span(train, "training window"), _span(test, "test window")
+
+
+def _windows(times: np.ndarray, train: tuple[str, int], test: tuple[str, int],
+             anchored: bool) -> list[tuple[int, int, int]]:
+    """(train_start, test_start, test_end) as indices into the sorted unique bar times; the
+    test window is [test_start, test_end). Test windows follow each other without gap or
+    overlap; each training window ends where its test window starts."""
+    n = len(times)
+
+    def forward(i: int, span: tuple[str, int]) -> int:
+        kind, size = span
+        if kind == "bars":
+            return min(i + size, n)
+        return int(np.searchsorted(times, times[i] + size))
+
+    def back(i: int, span: tuple[str, int]) -> int:
+        kind, size = span
+        if kind == "bars":
+            return max(i - size, 0)
+        return int(np.searchsorted(times, times[i] - size))
+
+    out: list[tuple[int, int, int]] = []
+    t0 = forward(0, train)
+    while t0 < n:
+        t1 = forward(t0, test)
+        out.append((0 if anchored else back(t0, train), t0, t1))
+        t0 = t1
+    return out
+
+
+def walk_forward(
+    strategy: str | Path,
+    data: Any,
+    grid: Sequence[str] | Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    windows: str | tuple[Any, Any],
+    *,
+    anchored: bool = False,
+    metric: str = "sharpe",
+    minimize: bool = False,
+    workers: int | None = None,
+    registry: str | None = None,
+    hosts: int = 0,
+    progress: ProgressFn | None = None,
+    provider: str | None = None,
+    timeframe: int | str | None = None,
+    start: Any = None,
+    end: Any = None,
+    cash: float = 100_000.0,
+    commission: float = 0.0,
+    slippage: float = 0.0,
+    leverage: float | None = None,
+    allow_short: bool = True,
+) -> WalkForwardResult:
+    """Walk-forward optimization: `windows` is `TRAIN:TEST` (bar counts or durations such as
+    `365d:90d`). Training windows roll forward by the test length (with `anchored`, every one
+    starts at the first bar and grows). See the module docstring for how test windows run and
+    are stitched; the other arguments are `optimize`'s."""
+    path = _strategy_path(strategy)
+    combos = expand_grid(grid)
+    _check_grid(path, combos, metric)
+    options = _options(cash, commission, slippage, leverage, allow_short)
+    train, test = parse_windows(windows)
+    bars, period = load_data(data, provider=provider, timeframe=timeframe, start=start, end=end)
+    times = np.unique(np.concatenate([b["time"] for b in bars.values()]))
+    spans = _windows(times, train, test, anchored)
+    if not spans:
+        raise BacktestError(f"walk-forward {windows!r}: the history ({len(times)} bars) is "
+                            "shorter than one training window")
+    # One pool evaluates the grid on every training window.
+    jobs = [(w, c) for w in range(len(spans)) for c in combos]
+    job_options = [{"start": int(times[spans[w][0]]), "end": int(times[spans[w][1] - 1])}
+                   for w, _ in jobs]
+    rows = _sweep(path, [c for _, c in jobs], bars, options, job_options, workers=workers,
+                  registry=registry, hosts=hosts, progress=progress)
+    descending = not minimize
+    chosen = []
+    for w in range(len(spans)):
+        mine = [r for r in rows if r.get("options") == job_options[w * len(combos)]]
+        result = SweepResult(Path(path).name, metric, mine, descending)
+        ranked = result.ranked
+        chosen.append((ranked[0]["params"], ranked[0]["metrics"][metric]) if ranked
+                      else (None, None))
+    return _stitch(path, bars, period, times, spans, chosen, rows, metric, options)
+
+
+def _stitch(path: str, bars: dict[str, np.ndarray], period: int, times: np.ndarray,
+            spans: list[tuple[int, int, int]], chosen: list[tuple[dict | None, Any]],
+            rows: list[dict], metric: str, options: dict) -> WalkForwardResult:
+    equity = options["cash"]
+    windows, runs = [], []
+    for (lo, t0, t1), (params, in_sample) in zip(spans, chosen, strict=True):
+        window = {"train_start": int(times[lo]), "train_end": int(times[t0 - 1]),
+                  "test_start": int(times[t0]), "test_end": int(times[t1 - 1]),
+                  "params": params, "in_sample": in_sample, "out_of_sample": {}}
+        windows.append(window)
+        if params is None or equity <= 0:
+            # No combination produced the metric in training (or the account is gone):
+            # the window stays flat rather than trading a guess.
+            window["skipped"] = ("no combination produced the metric in training"
+                                 if params is None else "no equity left")
+            continue
+        result = run_backtest(path, bars, params=params, start=window["train_start"],
+                              end=window["test_end"], trade_from=window["test_start"],
+                              **{**options, "cash": equity})
+        window["out_of_sample"] = {k: _clean(result.stats[k]) for k in SWEEP_METRICS}
+        equity = float(result.stats["final_equity"])
+        runs.append(result)
+    return WalkForwardResult(Path(path).name, metric, windows,
+                             _combined(runs, path, period, options["cash"], bars), rows)
+
+
+def _combined(runs: list[BacktestResult], path: str, period: int, cash: float,
+              bars: dict[str, np.ndarray]) -> BacktestResult:
+    symbols = list(bars)
+    if not runs:
+        empty = np.zeros(0, dtype=[("time", np.int64), ("equity", np.float64),
+                                   ("drawdown_pct", np.float64)])
+        stats = compute_stats(empty["time"], empty["equity"], np.zeros(0, bool), [], 0.0, cash)
+        return BacktestResult(Path(path).name, {}, symbols, period, stats, [], empty, [],
+                              {s: b[:0] for s, b in bars.items()})
+    curve = np.concatenate([r.equity for r in runs])
+    curve["drawdown_pct"] = drawdowns(curve["equity"])
+    # The stitched exposure: each window's exposed share of its own bars.
+    exposed = np.concatenate([np.arange(len(r.equity)) < round(r.stats["exposure_pct"] / 100.0
+                                                                 * len(r.equity))
+                              for r in runs])
+    trades = [t for r in runs for t in r.trades]
+    fees = float(sum(r.stats["fees"] for r in runs))
+    stats = compute_stats(curve["time"], curve["equity"], exposed, trades, fees, cash)
+    traded = {s: np.concatenate([r.bars[s] for r in runs]) for s in symbols}
+    return BacktestResult(runs[0].strategy, dict(runs[-1].params), symbols, period, stats,
+                          trades, curve, [f for r in runs for f in r.fills], traded,
+                          [x for r in runs for x in r.rejected])

@@ -1,0 +1,92 @@
+"""`engine sweep strat.py -p fast=5:50:5 --data ...`: a parameter sweep or walk-forward run."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep", help="backtest every combination of a parameter grid on worker actors",
+        description="Backtest strat.py on every combination of the -p grid over a pool of "
+        "worker actors (history loaded once into shared memory) and rank the results; with "
+        "--walk-forward, optimize on rolling training windows and report the stitched "
+        "out-of-sample run.")
+    p.add_argument("strategy", help="path to the strategy file")
+    p.add_argument("-p", "--param", action="append", metavar="NAME=SPEC", default=[],
+                   help="a grid axis: name=start:stop:step (stop included), name=a,b,c or "
+                        "name=value (repeatable)")
+    p.add_argument("--data", required=True,
+                   help="CSV/Parquet file(s) or stored symbol(s), comma-separated")
+    p.add_argument("--provider", help="history store provider to read --data symbols from")
+    p.add_argument("--from", dest="start", help="first bar time (ISO 8601 or epoch s)")
+    p.add_argument("--to", dest="end", help="last bar time (ISO 8601 or epoch s)")
+    p.add_argument("--timeframe", help="resample to this bar period (1m, 1h, 1d, ...)")
+    p.add_argument("--cash", type=float, default=100_000.0, help="starting cash (default 100000)")
+    p.add_argument("--commission", type=float, default=0.0,
+                   help="commission per fill as a fraction of notional (0.001 = 0.1%%)")
+    p.add_argument("--slippage", type=float, default=0.0,
+                   help="slippage on market/stop fills as a fraction of price")
+    p.add_argument("--leverage", type=float, help="cap gross exposure at this multiple of equity")
+    p.add_argument("--no-short", action="store_true", help="forbid short positions")
+    p.add_argument("--workers", type=int,
+                   help="worker actors on this host (default: one per core; 0: only joined hosts)")
+    p.add_argument("--metric", default="sharpe", help="rank by this statistic (default sharpe)")
+    p.add_argument("--minimize", action="store_true", help="lower metric values rank first")
+    p.add_argument("--top", type=int, default=20, help="rows in the printed table (default 20)")
+    p.add_argument("--registry", metavar="HOST:PORT",
+                   help="serve a tractor registry here so sweep hosts on other machines join "
+                        "(python -m engine.actors.sweep_host --registry HOST:PORT)")
+    p.add_argument("--hosts", type=int, default=0,
+                   help="wait for this many joined hosts before starting (with --registry)")
+    p.add_argument("--walk-forward", metavar="TRAIN:TEST",
+                   help="walk-forward windows, bar counts or durations: 2000:500, 365d:90d")
+    p.add_argument("--anchored", action="store_true",
+                   help="walk-forward training windows all start at the first bar")
+    p.add_argument("--json", dest="json_out", metavar="OUT", help="write every result as JSON")
+    p.add_argument("--csv", dest="csv_out", metavar="OUT",
+                   help="write one CSV line per combination (and window)")
+    p.add_argument("--report", metavar="OUT.html",
+                   help="with --walk-forward: an HTML report of the out-of-sample run")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from backtests.optimize import optimize, walk_forward
+    from backtests.replay import BacktestError
+    from engine.actors.sweep import ProgressBar, write_csv
+    from engine.cli import UsageError
+
+    if not args.param:
+        raise UsageError("give the grid with -p, e.g. -p fast=5:50:5 -p slow=20:200:10")
+    if args.workers is not None and args.workers < 0:
+        raise UsageError(f"--workers must be 0 or more, got {args.workers}")
+    if args.report and not args.walk_forward:
+        raise UsageError("--report goes with --walk-forward (a sweep has no single run to plot)")
+    common = dict(metric=args.metric, minimize=args.minimize, workers=args.workers,
+                  registry=args.registry, hosts=args.hosts, progress=ProgressBar(),
+                  provider=args.provider, timeframe=args.timeframe, start=args.start,
+                  end=args.end, cash=args.cash, commission=args.commission,
+                  slippage=args.slippage, leverage=args.leverage, allow_short=not args.no_short)
+    try:
+        if args.walk_forward:
+            result = walk_forward(args.strategy, args.data, args.param, args.walk_forward,
+                                  anchored=args.anchored, **common)
+        else:
+            result = optimize(args.strategy, args.data, args.param, **common)
+    except (BacktestError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    if args.walk_forward:
+        print(result)
+    else:
+        print(f"{result.strategy}: {len(result.rows)} combinations, ranked by {result.metric}")
+        print(result.table(args.top))
+    if args.json_out:
+        result.to_json(args.json_out)
+        print(f"results written to {args.json_out}")
+    if args.csv_out:
+        write_csv(result.rows, args.csv_out)
+        print(f"table written to {args.csv_out}")
+    if args.report:
+        print(f"report written to {result.plot(args.report)}")
+    return 0

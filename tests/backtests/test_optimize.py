@@ -1,0 +1,155 @@
+"""Sweeps and walk-forward runs over the actor pool, and the warm-up history they rely on."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backtests.optimize import _windows, optimize, parse_windows, walk_forward
+from backtests.replay import BacktestError, load_data, run_backtest
+from engine import Strategy
+
+ROOT = Path(__file__).resolve().parents[2]
+STRATEGY = str(ROOT / "strategies" / "sma_cross.py")
+DATA = str(ROOT / "providers" / "csvfile" / "samples" / "demo_daily.csv")
+QUIET = {"log_bars": False, "size": 10}
+
+
+def test_walk_forward_windows_follow_each_other_without_gap_or_overlap():
+    times = 1_700_000_000 + 60 * np.arange(1000)
+    rolling = _windows(times, ("bars", 300), ("bars", 200), anchored=False)
+    assert rolling == [(0, 300, 500), (200, 500, 700), (400, 700, 900), (600, 900, 1000)]
+    anchored = _windows(times, ("bars", 300), ("bars", 200), anchored=True)
+    assert [w[0] for w in anchored] == [0, 0, 0, 0]
+    assert [w[1:] for w in anchored] == [w[1:] for w in rolling]
+    # Durations follow the clock, not the bar count: a gap of missing bars shortens a window.
+    gappy = np.concatenate([times[:400], times[600:] + 0])
+    spans = _windows(gappy, ("seconds", 300 * 60), ("seconds", 100 * 60), anchored=False)
+    for lo, t0, t1 in spans:
+        assert gappy[t0] - gappy[lo] <= 300 * 60
+        assert gappy[t1 - 1] - gappy[t0] < 100 * 60
+    assert [s[1] for s in spans[1:]] == [s[2] for s in spans[:-1]]
+    assert spans[-1][2] == len(gappy)
+    assert _windows(times, ("bars", 1000), ("bars", 10), anchored=False) == []
+    assert parse_windows("365d:90d") == (("seconds", 365 * 86400), ("seconds", 90 * 86400))
+    assert parse_windows("2000:500") == (("bars", 2000), ("bars", 500))
+    for bad in ("2000", "1y:3m", "0:5", "a:b"):
+        with pytest.raises(BacktestError, match="walk-forward"):
+            parse_windows(bad)
+
+
+class Watcher(Strategy):
+    """Records what each on_bar sees: how many closed bars, and the SMA over them."""
+
+    n: int = 5
+
+    def on_start(self):
+        self.line = self.ctx.indicator("sma", self.n, symbol=self.ctx.symbols[0])
+        self.calls = []
+
+    def on_bar(self, symbol):
+        self.calls.append((len(self.ctx.ohlcv(symbol)), self.line[-1]))
+
+
+def test_trade_from_shows_earlier_bars_as_warm_history_and_trades_only_after():
+    bars, _ = load_data(DATA)
+    close = next(iter(bars.values()))["close"]
+    k = 300
+    start = int(next(iter(bars.values()))["time"][k])
+    strat = Watcher()
+    result = run_backtest(strat, DATA, trade_from=start)
+    assert len(strat.calls) == len(close) - k
+    seen, sma = strat.calls[0]
+    assert seen == k + 1  # bars 0..k are closed when the first call comes
+    assert sma == pytest.approx(close[k - 4:k + 1].mean(), rel=1e-12)
+    assert result.equity["time"][0] > start
+    assert len(result.equity) == len(close) - k
+    assert result.stats["bars"] == len(close) - k
+    traded = run_backtest(STRATEGY, DATA, params=QUIET, trade_from=start)
+    assert traded.trades
+    assert min(t["entry_time"] for t in traded.trades) > start
+    with pytest.raises(BacktestError, match="trade_from"):
+        run_backtest(Watcher(), DATA, trade_from=int(2e9))
+
+
+def test_a_sweep_ranks_every_combination_with_the_backtest_s_own_numbers():
+    grid = ["fast=5:15:10", "slow=20,40", "log_bars=false", "size=10"]
+    result = optimize(STRATEGY, DATA, grid, workers=2, commission=0.001)
+    assert [r["params"]["fast"] for r in result.rows] == [5, 5, 15, 15]
+    for row in result.rows:
+        assert row["error"] is None
+        direct = run_backtest(STRATEGY, DATA, params=row["params"], commission=0.001)
+        for k, v in row["metrics"].items():
+            assert v == pytest.approx(direct.stats[k], rel=1e-12, nan_ok=True), k
+    sharpe = [r["metrics"]["sharpe"] for r in result.rows]
+    assert result.best == result.rows[int(np.nanargmax(sharpe))]["params"]
+    worst = optimize(STRATEGY, DATA, grid, workers=1, metric="return_pct", minimize=True)
+    returns = [r["metrics"]["return_pct"] for r in worst.rows]
+    assert worst.best == worst.rows[int(np.argmin(returns))]["params"]
+
+
+def test_walk_forward_picks_each_window_s_best_and_stitches_the_test_windows():
+    grid = ["fast=5,10", "slow=30", "log_bars=false", "size=10"]
+    result = walk_forward(STRATEGY, DATA, grid, "300:150", workers=2, cash=50_000)
+    assert len(result.windows) == 4  # 756 bars: tests of 150, 150, 150 and 6
+    equity = 50_000.0
+    for w in result.windows:
+        train = [run_backtest(STRATEGY, DATA, params={"fast": f, "slow": 30, **QUIET},
+                              start=w["train_start"], end=w["train_end"], cash=50_000)
+                 for f in (5, 10)]
+        sharpe = [t.stats["sharpe"] for t in train]
+        assert w["params"]["fast"] == (5, 10)[int(np.nanargmax(sharpe))]
+        assert w["in_sample"] == pytest.approx(np.nanmax(sharpe), rel=1e-12)
+        test = run_backtest(STRATEGY, DATA, params=w["params"], start=w["train_start"],
+                            end=w["test_end"], trade_from=w["test_start"], cash=equity)
+        assert test.stats["final_equity"] == w["out_of_sample"]["final_equity"]
+        equity = test.stats["final_equity"]
+    assert result.stats["final_equity"] == pytest.approx(equity, abs=1e-9)
+    assert result.equity["time"][0] > result.windows[0]["test_start"]
+    assert np.all(np.diff(result.equity["time"]) > 0)
+    assert result.stats["num_trades"] + result.stats["open_trades"] == len(result.trades)
+    assert json.loads(result.to_json())["out_of_sample"]["final_equity"] == equity
+
+
+def engine(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True,
+                          text=True, timeout=180, cwd=cwd)
+
+
+def test_engine_sweep_prints_a_ranked_table_and_writes_json_and_csv(tmp_path):
+    out = engine("sweep", STRATEGY, "-p", "fast=5:10:5", "-p", "slow=20", "-p", "log_bars=false",
+                 "--data", DATA, "--workers", "2", "--json", "s.json", "--csv", "s.csv",
+                 cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "rank" in out.stdout
+    assert "sharpe" in out.stdout
+    rows = json.loads((tmp_path / "s.json").read_text())["rows"]
+    assert [r["params"]["fast"] for r in rows] == [5, 10]
+    with open(tmp_path / "s.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [int(r["fast"]) for r in table] == [5, 10]
+    assert float(table[0]["sharpe"]) == pytest.approx(rows[0]["metrics"]["sharpe"])
+    assert "2/2" in out.stderr  # the progress bar
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["-p", "fast=5:x:5"], "start, stop and step must be numbers"),
+    (["-p", "speed=5"], "no parameter 'speed'"),
+    (["-p", "fast=5", "--metric", "luck"], "unknown metric 'luck'"),
+    (["-p", "fast=5", "--walk-forward", "9000:100"], "shorter than one training window"),
+    (["-p", "fast=5", "--walk-forward", "10:x"], "walk-forward test window"),
+    (["-p", "fast=5", "--report", "r.html"], "--report goes with --walk-forward"),
+    ([], "give the grid with -p"),
+])
+def test_engine_sweep_rejects_bad_input_in_one_line(tmp_path, args, message):
+    out = engine("sweep", STRATEGY, "--data", DATA, *args, cwd=tmp_path)
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+    assert list(tmp_path.iterdir()) == []
