@@ -7,7 +7,8 @@ Latency is measured from the moment the provider hands a quote to the feed's cha
 with time.perf_counter_ns, CLOCK_MONOTONIC: one clock for every process of the machine) to the
 strategy's on_quote: in one process through feed, sampler and scheduler; across actors also
 through the feed daemon's sender and the strategy actor's mailbox, with the quote batches on
-the tractor stream (the default) or on a direct lane (`run_actors(lanes=True)`).
+a direct lane paired through the tractor context (the default) or on the tractor stream
+itself (`run_actors(lanes=False)`, `engine run --actors --no-lanes`).
 Sweep throughput is combinations per second from the first result to the last (the pool's
 start-up is shown apart), with the test evaluation function (an SMA cross in numpy on 2 x 20k
 bars) plus `--spin` seconds of work per combination.
@@ -120,7 +121,7 @@ def latency_in_process(rate: float, seconds: float, probe: Path, out: Path) -> d
 
 
 def latency_across_actors(rate: float, seconds: float, probe: Path, out: Path,
-                          lanes: bool = False) -> dict:
+                          lanes: bool = True) -> dict:
     from engine.actors.root import run
 
     result = run([str(probe)], provider=str(Path(__file__).resolve()),
@@ -191,8 +192,8 @@ def main() -> None:
                   f"{'p50 us':>7s} {'p99 us':>7s} {'p99.9 us':>8s}")
             for label, fn in (
                     ("in process", latency_in_process),
-                    ("actors, tractor stream", latency_across_actors),
-                    ("actors, direct lane", lambda *a: latency_across_actors(*a, lanes=True))):
+                    ("actors (default: lane)", latency_across_actors),
+                    ("actors, --no-lanes", lambda *a: latency_across_actors(*a, lanes=False))):
                 r = fn(args.rate, args.seconds, probe, Path(tmp) / "lat.json")
                 print(f"{label:28s} {r['quotes_s']:9.0f} {r['n']:8d} {r['coalesced']:9d} "
                       f"{r['p50']:7.0f} {r['p99']:7.0f} {r['p999']:8.0f}", flush=True)

@@ -59,7 +59,8 @@ def run_command(args: argparse.Namespace) -> int:
                      provider_options=parse_options(args.provider_option),
                      history=args.history, status=show, status_every=every,
                      handle_signals=True, paper=paper, restart=args.restart,
-                     registry=registry, log_level=args.log_level)
+                     registry=registry, log_level=args.log_level,
+                     lanes=not args.no_lanes)
     except (StrategyError, ProviderError, ClearingError, FeedGone) as exc:
         raise UsageError(str(exc)) from None
     except Exception as exc:

@@ -51,6 +51,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     actors.add_argument("--registry", metavar="HOST:PORT",
                         help="tractor registry address (default 127.0.0.1:1616); runs on the same "
                              "registry share a feed daemon")
+    actors.add_argument("--no-lanes", action="store_true",
+                        help="carry quotes on the tractor streams instead of the direct lanes "
+                             "paired through them (higher latency)")
     p.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error"], help="log level (default info)")
     p.add_argument("--status-every", type=float, default=None,

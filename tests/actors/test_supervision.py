@@ -184,7 +184,7 @@ async def test_a_failing_or_killed_strategy_actor_is_reported_restarted_and_isol
     assert not descendants(os.getpid()), "an actor process outlived the run"
 
 
-async def test_quotes_and_paper_fills_over_direct_lanes(tmp_path):
+async def test_quotes_and_paper_fills_over_the_tractor_stream_without_lanes(tmp_path):
     trader = write(tmp_path, "trader.py", """
         from engine import Strategy
 
@@ -207,11 +207,11 @@ async def test_quotes_and_paper_fills_over_direct_lanes(tmp_path):
 
             async def run() -> None:
                 result.append(await run_actors(
-                    [trader], registry=("127.0.0.1", free_port()), history=0, lanes=True,
+                    [trader], registry=("127.0.0.1", free_port()), history=0, lanes=False,
                     provider_options={"seed": 5, "tick_rate": 200}, status_every=0.2,
                     paper={"name": "lanes", "cash": 10_000.0, "path": tmp_path / "account"},
                     on_event=events, stop=stop, log_level="warning",
-                    # About lanes and fills, not shutdown speed (the CLI Ctrl-C test bounds
+                    # About the stream and fills, not shutdown speed (the CLI Ctrl-C test bounds
                     # that): give a loaded machine time to run on_stop.
                     stop_timeout=10.0))
 
