@@ -26,19 +26,16 @@ def drawdowns(equity: np.ndarray) -> np.ndarray:
 def _max_duration(times: np.ndarray, dd: np.ndarray) -> float:
     """Longest time under water, in seconds: from the peak before a drawdown to the point the
     equity regains it (or to the end if it never does)."""
-    longest = 0.0
-    peak_time = float(times[0]) if len(times) else 0.0
-    under = False
-    for t, d in zip(times.tolist(), dd.tolist(), strict=True):
-        if d < 0:
-            under = True
-        else:
-            if under:
-                longest = max(longest, t - peak_time)
-                under = False
-            peak_time = t
-    if under:
-        longest = max(longest, float(times[-1]) - peak_time)
+    if not len(times):
+        return 0.0
+    t = times.astype(np.float64)
+    at_peak = dd >= 0
+    # The time of the latest peak at or before each point (the first point counts as one).
+    peak_t = np.maximum.accumulate(np.where(at_peak, t, t[0]))
+    regained = np.flatnonzero(at_peak[1:] & ~at_peak[:-1]) + 1
+    longest = float((t[regained] - peak_t[regained - 1]).max()) if len(regained) else 0.0
+    if not at_peak[-1]:
+        longest = max(longest, float(t[-1] - peak_t[-1]))
     return longest
 
 

@@ -18,6 +18,7 @@ account is matched by the same numba kernel as paper trading. Conventions:
 
 from __future__ import annotations
 
+import gc
 import inspect
 import json
 import math
@@ -37,7 +38,7 @@ from engine.dtypes import ohlc_dtype
 from engine.live import resolve_strategy
 from engine.orders import OrderFilled
 from engine.sampler import format_timeframe, parse_timeframe, resample_bars
-from engine.scheduler import callback_for, make_runner
+from engine.scheduler import EVENT_CALLBACKS, callback_for, make_runner, overrides
 from engine.shm import ShmArray
 from engine.strategy import Strategy, StrategyError, strategy_traceback
 
@@ -121,6 +122,8 @@ def _clean(v: Any) -> Any:
 
 def _as_bars(obj: Any, name: str) -> np.ndarray:
     if isinstance(obj, np.ndarray):
+        if obj.dtype == ohlc_dtype:
+            return obj  # already bars; never written to (the replay copies it into shm)
         if obj.dtype.names is None or not {"time", "open", "high", "low", "close"} <= set(
                 obj.dtype.names):
             raise BacktestError(f"{name}: bars need time, open, high, low, close fields")
@@ -249,10 +252,38 @@ def load_data(data: Any, *, symbols: Sequence[str] | None = None, provider: str 
 # -- the replay ----------------------------------------------------------------------------------
 
 
+def _steps(bars: dict[str, np.ndarray], skip: dict[str, int], period: int
+           ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The replay's steps, one per traded bar, merged in time order (ties in symbol order):
+    each step's symbol index, and its bar's time, open, high, low, close and span. A bar's span
+    ends at its period or at the symbol's next bar, whichever is first (months and sessions are
+    irregular): orders placed at its close meet the next open."""
+    symbols = list(bars)
+    cols: dict[str, list[np.ndarray]] = {f: [] for f in ("time", "open", "high", "low", "close",
+                                                        "span")}
+    for s in symbols:
+        b = bars[s]
+        t = b["time"]
+        span = np.full(len(t), period, dtype=np.int64)
+        if len(t) > 1:
+            np.minimum(period, t[1:] - t[:-1], out=span[:-1])
+        for f in ("time", "open", "high", "low", "close"):
+            cols[f].append(b[f][skip[s]:])
+        cols["span"].append(span[skip[s]:])
+    which = np.concatenate([np.full(len(bars[s]) - skip[s], j, dtype=np.int64)
+                            for j, s in enumerate(symbols)])
+    out = {f: np.concatenate(parts) for f, parts in cols.items()}
+    if len(symbols) > 1:
+        order = np.lexsort((which, out["time"]))
+        which = which[order]
+        out = {f: a[order] for f, a in out.items()}
+    return which, out
+
+
 async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, ShmArray],
                   period: int, broker: PaperBroker, clock: ReplayClock,
                   progress: Callable[[int, int], None] | None, skip: dict[str, int]
-                  ) -> tuple[list[tuple[int, OrderFilled]], list[int], np.ndarray]:
+                  ) -> tuple[list[tuple[int, OrderFilled]], np.ndarray, np.ndarray]:
     symbols = list(bars)
     runner = make_runner(strat, symbols=symbols, timeframe=period, bars=shms, quotes={},
                          clock=clock, router=broker)
@@ -269,93 +300,98 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
     marks = account.marks  # add_symbol may have grown it
     seen = [ctx._seen[s] for s in symbols]
     cls = type(strat)
-    wants_bar = cls.on_bar is not Strategy.on_bar
-    wants_quote = cls.on_quote is not Strategy.on_quote
+    wants_bar = overrides(cls, "on_bar")
+    wants_quote = overrides(cls, "on_quote")
     on_bar, on_quote = strat.on_bar, strat.on_quote
+    # Only callbacks the strategy defines are called: the base class's do nothing.
+    handlers = {name: getattr(strat, name) for name in set(EVENT_CALLBACKS.values())
+                if overrides(cls, name)}
     where = "on_start"
 
     async def dispatch(events: list, k: int) -> None:
         nonlocal where
         for e in events:
-            if isinstance(e, OrderFilled):
+            if type(e) is OrderFilled:
                 fills.append((k, e))
-            name = callback_for(e)
-            where = name
-            r = getattr(strat, name)(e)
-            if inspect.isawaitable(r):
-                await r
+            handler = handlers.get(callback_for(e))
+            if handler is not None:
+                where = handler.__name__
+                r = handler(e)
+                if inspect.isawaitable(r):
+                    await r
 
-    # Merge the symbols' bars in time order (ties in symbol order): one step per bar.
-    times = np.concatenate([bars[s]["time"][skip[s]:] for s in symbols])
-    which = np.concatenate([np.full(len(bars[s]) - skip[s], j) for j, s in enumerate(symbols)])
-    rows = np.concatenate([np.arange(skip[s], len(bars[s])) for s in symbols])
-    order = np.lexsort((which, times))
-    step_sym = which[order].tolist()
-    step_row = rows[order].tolist()
-    cols = [[bars[s][f].tolist() for f in ("time", "open", "high", "low", "close")]
-            for s in symbols]
-    total = len(step_sym)
+    which, steps = _steps(bars, skip, period)
+    total = len(which)
+    # The per-bar path reads Python lists (fast); the path through a bar, taken only while
+    # orders work or for quote-driven strategies, reads the arrays.
+    ends = (steps["time"] + steps["span"]).tolist()
+    closes = steps["close"].tolist()
+    step_sym = which.tolist()
+    st_t, st_o, st_h, st_l, st_c, st_span = (steps[f] for f in ("time", "open", "high", "low",
+                                                                  "close", "span"))
+    every = 65536
+    # The step lists hold millions of items that the cyclic GC would walk on every full
+    # collection; nothing in them can form a cycle, so they (and all else built so far) are
+    # moved out of its sight for the replay.
+    gc.freeze()
     try:
         r = strat.on_start()
         if inspect.isawaitable(r):
             await r
-        every = 65536
-        for k in range(total):
-            j = step_sym[k]
-            i = step_row[k]
-            t_, o_, h_, l_, c_ = cols[j]
-            t = t_[i]
-            o, h, lo, c = o_[i], h_[i], l_[i], c_[i]
-            sym = symbols[j]
-            # A bar ends at its period or at the next bar's open, whichever is first (months
-            # and sessions are irregular): orders placed at its close meet the next open.
-            span = period if i + 1 == len(t_) else min(period, t_[i + 1] - t)
-            if wants_quote or account.n_orders > account._start:
-                near, far = (h, lo) if h - o <= o - lo else (lo, h)
-                points = ((t, o, False), (t + span * 0.25, near, True),
-                          (t + span * 0.5, far, True), (t + span * 0.999, c, True))
-            if wants_quote:
-                for pt, px, touch in points:
-                    clock._now = pt
-                    marks[sym_index[j]] = px
-                    if account.n_orders > account._start:
-                        broker._record(account.match(sym, pt, px, px, math.nan, math.nan, px,
-                                                     touch))
-                    if pending:
-                        events = pending[:]
-                        pending.clear()
-                        await dispatch(events, k)
-                    where = "on_quote"
-                    r = on_quote({"symbol": sym, "last": px, "time": pt, "bid": px, "ask": px,
-                                  "ticks": [{"type": "trade", "price": px, "size": 0.0,
-                                             "time": pt}]})
+        where = "on_bar"
+        for first in range(0, total, every):
+            if progress is not None:
+                progress(first, total)
+            for k in range(first, min(total, first + every)):
+                j = step_sym[k]
+                if wants_quote or account.n_orders > account._start:
+                    sym = symbols[j]
+                    t, span = st_t.item(k), st_span.item(k)
+                    o, h, lo, c = st_o.item(k), st_h.item(k), st_l.item(k), st_c.item(k)
+                    near, far = (h, lo) if h - o <= o - lo else (lo, h)
+                    points = ((t, o, False), (t + span * 0.25, near, True),
+                              (t + span * 0.5, far, True), (t + span * 0.999, c, True))
+                    if wants_quote:
+                        for pt, px, touch in points:
+                            clock._now = pt
+                            marks[sym_index[j]] = px
+                            if account.n_orders > account._start:
+                                broker._record(account.match(sym, pt, px, px, math.nan,
+                                                             math.nan, px, touch))
+                            if pending:
+                                events = pending[:]
+                                pending.clear()
+                                await dispatch(events, k)
+                            where = "on_quote"
+                            r = on_quote({"symbol": sym, "last": px, "time": pt, "bid": px,
+                                          "ask": px, "ticks": [{"type": "trade", "price": px,
+                                                                "size": 0.0, "time": pt}]})
+                            if r is not None:
+                                await r
+                    else:
+                        for pt, px, touch in points:
+                            clock._now = pt
+                            broker._record(account.match(sym, pt, px, px, math.nan, math.nan,
+                                                         px, touch))
+                            if account.n_orders <= account._start:
+                                break
+                        if pending:
+                            events = pending[:]
+                            pending.clear()
+                            await dispatch(events, k)
+                    where = "on_bar"
+                clock._now = ends[k]
+                marks[sym_index[j]] = closes[k]
+                seen[j][0] += 1
+                if wants_bar:
+                    r = on_bar(symbols[j])
                     if r is not None:
                         await r
-            elif account.n_orders > account._start:
-                for pt, px, touch in points:
-                    clock._now = pt
-                    broker._record(account.match(sym, pt, px, px, math.nan, math.nan, px,
-                                                 touch))
-                    if account.n_orders <= account._start:
-                        break
                 if pending:
                     events = pending[:]
                     pending.clear()
                     await dispatch(events, k)
-            clock._now = t + span
-            marks[sym_index[j]] = c
-            seen[j][0] += 1
-            if wants_bar:
-                where = "on_bar"
-                r = on_bar(sym)
-                if r is not None:
-                    await r
-            if pending:
-                events = pending[:]
-                pending.clear()
-                await dispatch(events, k)
-            if progress is not None and k % every == 0:
-                progress(k, total)
+                    where = "on_bar"
         where = "on_stop"
         r = strat.on_stop()
         if inspect.isawaitable(r):
@@ -368,9 +404,11 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
         path = getattr(cls, "__source_path__", None)
         raise BacktestError(f"{strat.name}.{where} raised:\n{strategy_traceback(exc, path)}"
                             ) from exc
+    finally:
+        gc.unfreeze()
     if progress is not None:
         progress(total, total)
-    return fills, step_sym, np.asarray(times[order])
+    return fills, which, steps["time"]
 
 
 def _broker_config(commission: float, slippage: float, leverage: float | None,
@@ -479,7 +517,7 @@ def run_backtest(
     if isinstance(data, Mapping) and data and all(isinstance(v, ShmArray) for v in data.values()):
         # History another process loaded once: replay it in place, read-only, never unlinked.
         given = dict(data)
-        data = {s: shm.array for s, shm in given.items()}
+        data = {s: np.array(shm.array) for s, shm in given.items()}  # results outlive the mapping
     bars, period = load_data(data, symbols=symbols, provider=provider, timeframe=timeframe,
                              start=start, end=end)
     skip = {s: 0 for s in bars}

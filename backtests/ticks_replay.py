@@ -20,7 +20,7 @@ from engine.clock import ReplayClock
 from engine.dtypes import ASIZE, ASK, BID, BSIZE, DARK_TRADE, TICK_NAMES, TRADE, UTRADE, ohlc_dtype
 from engine.orders import OrderFilled
 from engine.sampler import Sampler
-from engine.scheduler import callback_for, make_runner
+from engine.scheduler import callback_for, make_runner, overrides
 from engine.shm import ShmArray
 from engine.strategy import Strategy
 
@@ -58,8 +58,8 @@ async def _run(strat, symbols, rows, shms, period, broker, clock):
     fills: list[OrderFilled] = []
     book = {s: [math.nan, math.nan, math.nan, math.nan, math.nan] for s in symbols}
     cls = type(strat)
-    wants_bar = cls.on_bar is not Strategy.on_bar
-    wants_quote = cls.on_quote is not Strategy.on_quote
+    wants_bar = overrides(cls, "on_bar")
+    wants_quote = overrides(cls, "on_quote")
     curve_t: list[float] = []
     curve_e: list[float] = []
     exposed: list[bool] = []

@@ -27,7 +27,7 @@ log = logging.getLogger("engine.scheduler")
 QUOTE, BAR, EVENT = 0, 1, 2
 
 # Which callback hears which event; any other order event goes to on_order.
-_EVENT_CALLBACKS = {
+EVENT_CALLBACKS = {
     "FeedStatusChanged": "on_feed_status",
     "OrderFilled": "on_fill",
     "OrderRejected": "on_order_rejected",
@@ -38,9 +38,14 @@ _EVENT_CALLBACKS = {
 }
 
 
+def overrides(cls: type, name: str) -> bool:
+    """Whether a Strategy subclass defines callback `name` (the base class's do nothing)."""
+    return getattr(cls, name) is not getattr(Strategy, name)
+
+
 def callback_for(event: Any) -> str:
     """The name of the strategy callback that handles `event` (replays use it too)."""
-    return _EVENT_CALLBACKS.get(type(event).__name__, "on_order")
+    return EVENT_CALLBACKS.get(type(event).__name__, "on_order")
 
 
 class Mailbox:
@@ -131,11 +136,11 @@ class StrategyRunner:
         self.strategy.ctx = self.context
         self.source = self.source or getattr(type(self.strategy), "__source_path__", None)
         self._async = {name: inspect.iscoroutinefunction(getattr(self.strategy, name))
-                       for name in ("on_start", "on_quote", "on_bar", "on_stop", *set(_EVENT_CALLBACKS.values()))}
+                       for name in ("on_start", "on_quote", "on_bar", "on_stop", *set(EVENT_CALLBACKS.values()))}
         cls = type(self.strategy)
         # Skip delivering what the strategy ignores: the base class's callbacks do nothing.
-        self._wants_quotes = cls.on_quote is not Strategy.on_quote
-        self._wants_bars = cls.on_bar is not Strategy.on_bar
+        self._wants_quotes = overrides(cls, "on_quote")
+        self._wants_bars = overrides(cls, "on_bar")
 
     @property
     def name(self) -> str:
