@@ -308,8 +308,10 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
                 if overrides(cls, name)}
     where = "on_start"
 
-    async def dispatch(events: list, k: int) -> None:
+    def deliver(events: list, k: int) -> Any:
+        """Record fills and call the strategy's handlers; return the awaitables of async ones."""
         nonlocal where
+        waits = None
         for e in events:
             if type(e) is OrderFilled:
                 fills.append((k, e))
@@ -317,23 +319,59 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
             if handler is not None:
                 where = handler.__name__
                 r = handler(e)
-                if inspect.isawaitable(r):
-                    await r
+                if r is not None and inspect.isawaitable(r):
+                    waits = [*(waits or ()), r]
+        return waits
+
+    async def dispatch(k: int) -> None:
+        events = pending[:]
+        pending.clear()
+        for r in deliver(events, k) or ():
+            await r
 
     which, steps = _steps(bars, skip, period)
     total = len(which)
+    st_t, st_o, st_h, st_l, st_c, st_span = (steps[f] for f in ("time", "open", "high", "low",
+                                                                  "close", "span"))
+
+    async def through(k: int, j: int) -> None:
+        """The path through bar k (open, nearer extreme, farther, close): working orders meet
+        each point; a quote-driven strategy gets a quote at each."""
+        nonlocal where
+        sym = symbols[j]
+        t, span = st_t.item(k), st_span.item(k)
+        o, h, lo, c = st_o.item(k), st_h.item(k), st_l.item(k), st_c.item(k)
+        near, far = (h, lo) if h - o <= o - lo else (lo, h)
+        points = ((t, o, False), (t + span * 0.25, near, True), (t + span * 0.5, far, True),
+                  (t + span * 0.999, c, True))
+        for pt, px, touch in points:
+            working = account.n_orders > account._start
+            if not (working or wants_quote):
+                break
+            clock._now = pt
+            if wants_quote:
+                marks[sym_index[j]] = px
+            if working:
+                broker._record(account.match(sym, pt, px, px, math.nan, math.nan, px, touch))
+            if wants_quote:
+                if pending:
+                    await dispatch(k)
+                where = "on_quote"
+                r = on_quote({"symbol": sym, "last": px, "time": pt, "bid": px, "ask": px,
+                              "ticks": [{"type": "trade", "price": px, "size": 0.0, "time": pt}]})
+                if r is not None:
+                    await r
+        if pending:
+            await dispatch(k)
+        where = "on_bar"
+
     # The per-bar path reads Python lists (fast); the path through a bar, taken only while
     # orders work or for quote-driven strategies, reads the arrays.
     ends = (steps["time"] + steps["span"]).tolist()
     closes = steps["close"].tolist()
     step_sym = which.tolist()
-    st_t, st_o, st_h, st_l, st_c, st_span = (steps[f] for f in ("time", "open", "high", "low",
-                                                                  "close", "span"))
     every = 65536
-    # The step lists hold millions of items that the cyclic GC would walk on every full
-    # collection; nothing in them can form a cycle, so they (and all else built so far) are
-    # moved out of its sight for the replay.
-    gc.freeze()
+    gc.freeze()  # the step lists too (run_backtest unfreezes when the results are built)
     try:
         r = strat.on_start()
         if inspect.isawaitable(r):
@@ -342,70 +380,33 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
         for first in range(0, total, every):
             if progress is not None:
                 progress(first, total)
-            for k in range(first, min(total, first + every)):
-                j = step_sym[k]
+            stop = min(total, first + every)
+            for k, j, end, close in zip(range(first, stop), step_sym[first:stop],
+                                        ends[first:stop], closes[first:stop], strict=True):
                 if wants_quote or account.n_orders > account._start:
-                    sym = symbols[j]
-                    t, span = st_t.item(k), st_span.item(k)
-                    o, h, lo, c = st_o.item(k), st_h.item(k), st_l.item(k), st_c.item(k)
-                    near, far = (h, lo) if h - o <= o - lo else (lo, h)
-                    points = ((t, o, False), (t + span * 0.25, near, True),
-                              (t + span * 0.5, far, True), (t + span * 0.999, c, True))
-                    if wants_quote:
-                        for pt, px, touch in points:
-                            clock._now = pt
-                            marks[sym_index[j]] = px
-                            if account.n_orders > account._start:
-                                broker._record(account.match(sym, pt, px, px, math.nan,
-                                                             math.nan, px, touch))
-                            if pending:
-                                events = pending[:]
-                                pending.clear()
-                                await dispatch(events, k)
-                            where = "on_quote"
-                            r = on_quote({"symbol": sym, "last": px, "time": pt, "bid": px,
-                                          "ask": px, "ticks": [{"type": "trade", "price": px,
-                                                                "size": 0.0, "time": pt}]})
-                            if r is not None:
-                                await r
-                    else:
-                        for pt, px, touch in points:
-                            clock._now = pt
-                            broker._record(account.match(sym, pt, px, px, math.nan, math.nan,
-                                                         px, touch))
-                            if account.n_orders <= account._start:
-                                break
-                        if pending:
-                            events = pending[:]
-                            pending.clear()
-                            await dispatch(events, k)
-                    where = "on_bar"
-                clock._now = ends[k]
-                marks[sym_index[j]] = closes[k]
+                    await through(k, j)
+                clock._now = end
+                marks[sym_index[j]] = close
                 seen[j][0] += 1
                 if wants_bar:
                     r = on_bar(symbols[j])
                     if r is not None:
                         await r
                 if pending:
-                    events = pending[:]
-                    pending.clear()
-                    await dispatch(events, k)
+                    await dispatch(k)
                     where = "on_bar"
         where = "on_stop"
         r = strat.on_stop()
         if inspect.isawaitable(r):
             await r
         if pending:
-            await dispatch(pending, total - 1)
+            await dispatch(total - 1)
     except (KeyboardInterrupt, trio.Cancelled):
         raise
     except Exception as exc:
         path = getattr(cls, "__source_path__", None)
         raise BacktestError(f"{strat.name}.{where} raised:\n{strategy_traceback(exc, path)}"
                             ) from exc
-    finally:
-        gc.unfreeze()
     if progress is not None:
         progress(total, total)
     return fills, which, steps["time"]
@@ -419,42 +420,25 @@ def _broker_config(commission: float, slippage: float, leverage: float | None,
                         risk=RiskLimits(leverage=leverage, allow_short=allow_short))
 
 
-def _equity(bars: dict[str, np.ndarray], step_sym: list[int], step_times: np.ndarray,
+def _equity(bars: dict[str, np.ndarray], step_sym: np.ndarray, step_times: np.ndarray,
             period: int, fills: list[tuple[int, OrderFilled]], cash: float
             ) -> tuple[np.ndarray, np.ndarray]:
     """Equity at every step's bar close, and whether any position was open then."""
+    from backtests._equity import equity_curve
+
     symbols = list(bars)
-    n = len(step_sym)
     index = {s: j for j, s in enumerate(symbols)}
-    which = np.asarray(step_sym)
-    # Book the fills in order with the account's own arithmetic, so the curve ends on the
-    # account's cash to the last bit; hold each step's cash until the next fill.
-    cash_at = np.full(n, np.nan)
-    pos_delta = np.zeros((n, len(symbols)))
-    running = cash
-    for k, f in fills:
-        q = f.size if f.side == "buy" else -f.size
-        running -= q * f.price + f.fee
-        cash_at[k] = running
-        pos_delta[k, index[f.symbol]] += q
-    if n and np.isnan(cash_at[0]):
-        cash_at[0] = cash
-    held = np.where(np.isnan(cash_at), 0, np.arange(n))
-    np.maximum.accumulate(held, out=held)
-    cash_series = cash_at[held] if n else cash_at
-    pos = np.cumsum(pos_delta, axis=0)
-    value = np.zeros(n)
+    which = np.asarray(step_sym, dtype=np.int64)
+    closes = np.empty(len(which))
     for j, s in enumerate(symbols):
-        mine = np.flatnonzero(which == j)
-        closes = np.full(n, np.nan)
-        closes[mine] = bars[s]["close"]
-        # Forward-fill the symbol's last close over the other symbols' steps.
-        idx = np.where(np.isnan(closes), 0, np.arange(n))
-        np.maximum.accumulate(idx, out=idx)
-        filled = closes[idx]
-        value += np.where(np.isnan(filled), 0.0, pos[:, j] * np.nan_to_num(filled))
-    equity = cash_series + value
-    exposed = (np.abs(pos) > 0).any(axis=1)
+        closes[which == j] = bars[s]["close"]
+    f_step = np.array([k for k, _ in fills], dtype=np.int64)
+    f_sym = np.array([index[f.symbol] for _, f in fills], dtype=np.int64)
+    f_qty = np.array([f.size if f.side == "buy" else -f.size for _, f in fills], dtype=np.float64)
+    f_px = np.array([f.price for _, f in fills], dtype=np.float64)
+    f_fee = np.array([f.fee for _, f in fills], dtype=np.float64)
+    equity, exposed = equity_curve(which, closes, len(symbols), f_step, f_sym, f_qty, f_px,
+                                   f_fee, float(cash))
     times = step_times + period
     # One point per time: with several symbols, the last step of a time holds every close.
     last = np.r_[times[1:] != times[:-1], True]
@@ -535,9 +519,15 @@ def run_backtest(
     clock = ReplayClock(first)
     broker = PaperBroker(account, clock)
     broker.match_on_submit = False
+    broker.announce_accepts = overrides(type(strat), "on_order")
     reuse = {s: shm for s, shm in given.items() if s in bars and len(shm) == len(bars[s])}
     shms = {s: reuse.get(s) or ShmArray.create(ohlc_dtype, max(len(b), 1), start=0)
             for s, b in bars.items()}
+    # Everything alive now (the interpreter's modules, numba's and pydantic's machinery, the
+    # bars) lives through the run, and the replay's step lists hold millions of items: none of
+    # it can become cyclic garbage meanwhile, so the collector stops walking it on each full
+    # collection until the results are built.
+    gc.freeze()
     try:
         for s, b in bars.items():
             if s not in reuse:
@@ -547,17 +537,22 @@ def run_backtest(
             use_clock(clock)
             return await _replay(strat, bars, shms, period, broker, clock, progress, skip)
 
-        fills, step_sym, step_times = trio.run(main)
+        try:
+            fills, step_sym, step_times = trio.run(main)
+        finally:
+            for s, shm in shms.items():
+                if s not in reuse:
+                    shm.close()
+                    shm.unlink()
+        bars = {s: b[skip[s]:] for s, b in bars.items()}  # the traded part
+        curve, exposed = _equity(bars, step_sym, step_times, period, fills, cash)
+        fill_list = [f for _, f in fills]
+        trades = round_trips(fill_list, {s: float(b["close"][-1]) for s, b in bars.items()
+                                         if len(b)})
+        stats = compute_stats(curve["time"], curve["equity"], exposed, trades, account.fees,
+                              cash)
     finally:
-        for s, shm in shms.items():
-            if s not in reuse:
-                shm.close()
-                shm.unlink()
-    bars = {s: b[skip[s]:] for s, b in bars.items()}  # the traded part
-    curve, exposed = _equity(bars, step_sym, step_times, period, fills, cash)
-    fill_list = [f for _, f in fills]
-    trades = round_trips(fill_list, {s: float(b["close"][-1]) for s, b in bars.items() if len(b)})
-    stats = compute_stats(curve["time"], curve["equity"], exposed, trades, account.fees, cash)
+        gc.unfreeze()
     return BacktestResult(strategy=strat.name, params=strat.params.model_dump(), symbols=names,
                           timeframe=period, stats=stats, trades=trades, equity=curve,
                           fills=fill_list, bars=bars, rejected=list(broker.rejections))

@@ -63,13 +63,15 @@ class Line:
         return self._seen[0]
 
     def __getitem__(self, i: int) -> float:
+        # The hot path of every on_bar: kept to the fewest operations.
         n = self._seen[0]
-        src = self._src
-        if src.done < n:
-            src.catch_up(n)
+        if self._src.done < n:
+            self._src.catch_up(n)
         if i < 0:
             i += n
-        if i >= n or i < 0:
+            if i < 0:
+                raise IndexError(f"bar {i - n} is before the first of {n} closed bars")
+        elif i >= n:
             raise IndexError(f"bar {i} is not visible yet ({n} closed bars)")
         return self._out.item(i)
 

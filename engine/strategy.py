@@ -98,7 +98,9 @@ class Strategy:
 
     def log(self, message: str, *args: Any) -> None:
         """Log a line tagged with the strategy's name and the engine clock."""
-        logger = logging.getLogger(f"strategy.{self.name}")
+        logger = self.__dict__.get("_logger")
+        if logger is None:
+            logger = self.__dict__["_logger"] = logging.getLogger(f"strategy.{self.name}")
         if not logger.isEnabledFor(logging.INFO):
             return  # backtests replay millions of bars: don't format what nobody reads
         ctx = getattr(self, "ctx", None)
@@ -254,6 +256,20 @@ class Context:
              stop: float | None = None, tif: str = "GTC", reduce_only: bool = False) -> str:
         """Sell `size` units (opens or adds to a short when flat or short)."""
         return self._order(symbol, "sell", size, limit, stop, tif, reduce_only)
+
+    def target(self, symbol: str, size: float, *, limit: float | None = None,
+               stop: float | None = None, tif: str = "GTC") -> str | None:
+        """Trade toward a signed target position in `symbol` (`-10`: short 10, `0`: flat) with
+        one order for the difference between `size` and the position plus the orders still
+        working, when the broker reports them (paper and backtests do). A reversal is one
+        order. Returns its client order id, or None when nothing is left to do."""
+        working = getattr(self.router, "working_position", None)
+        have = self.position(symbol) + (working(symbol) if working is not None else 0.0)
+        delta = size - have
+        if abs(delta) <= 1e-12 * max(1.0, abs(size)):
+            return None
+        return self._order(symbol, "buy" if delta > 0 else "sell", abs(delta), limit, stop, tif,
+                           False)
 
     def close(self, symbol: str) -> str | None:
         """Flatten the position in `symbol` at market; None when already flat."""

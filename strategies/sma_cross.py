@@ -13,7 +13,8 @@ What to learn from it:
   never the bar still forming, so there is no look-ahead);
 - `self.ctx.indicator("sma", n)` declares a kernel line over the closed bars: `line[-1]` is the
   value at the newest closed bar, computed incrementally, identical live and in backtests;
-- orders go through `self.ctx.buy/sell/close`; without `--paper` they are logged as intents.
+- orders go through `self.ctx.target/buy/sell/close`; without `--paper` they are logged as
+  intents.
 """
 
 from engine import Strategy
@@ -49,14 +50,11 @@ class SmaCross(Strategy):
         up, down = f0 < s0 and f1 > s1, f0 > s0 and f1 < s1
         if not (up or down):
             return
-        position = self.ctx.position(symbol)
-        if up and position <= 0:
+        # One order takes the position to its target: a reversal closes and reopens at once.
+        if up:
             self.log("%s fast crossed above slow: go long %g", symbol, self.size)
-            self.ctx.close(symbol)
-            self.ctx.buy(symbol, self.size)
-        elif down and position >= 0:
+            self.ctx.target(symbol, self.size)
+        else:
             self.log("%s fast crossed below slow: %s", symbol,
                      f"go short {self.size:g}" if self.short else "go flat")
-            self.ctx.close(symbol)
-            if self.short:
-                self.ctx.sell(symbol, self.size)
+            self.ctx.target(symbol, -self.size if self.short else 0.0)

@@ -76,6 +76,9 @@ class PaperBroker:
         self.group_commit = False
         # Live, an order meets the current quote at once; a replay matches at the next bar.
         self.match_on_submit = True
+        # Without a ledger, a run whose strategies ignore acceptances (a replay of a strategy
+        # without on_order) skips building OrderAccepted events nobody would read.
+        self.announce_accepts = True
         self._books: dict[str, tuple[float, float, float, float, float]] = {}
 
     # -- wiring --------------------------------------------------------------------------------
@@ -95,17 +98,23 @@ class PaperBroker:
 
     def flush(self) -> None:
         """Append pending events to the ledger (one fsync), then tell the strategies."""
-        events, self._pending = self._pending, []
+        events = self._pending
         if not events:
             return
+        self._pending = []
         if self.ledger is not None:
             self.ledger.append(events)  # durable before anyone is told
-        self.fills.extend(e for e in events if type(e) is OrderFilled)
-        self.rejections.extend(e for e in events if type(e) is OrderRejected)
+        for e in events:
+            kind = type(e)
+            if kind is OrderFilled:
+                self.fills.append(e)
+            elif kind is OrderRejected:
+                self.rejections.append(e)
         if not self._deliver:
             return
-        if len(self._deliver) == 1 and None in self._deliver:
-            self._deliver[None](events)  # one listener for every strategy: no routing needed
+        everyone = self._deliver.get(None)
+        if everyone is not None and len(self._deliver) == 1:
+            everyone(events)  # one listener for every strategy: no routing needed
             return
         by_strategy: dict[str | None, list] = defaultdict(list)
         for event in events:
@@ -133,6 +142,13 @@ class PaperBroker:
     def position(self, symbol: str) -> float:
         return self.account.position(symbol)
 
+    def working_position(self, symbol: str) -> float:
+        """Signed size still to fill of the working orders in `symbol`."""
+        account = self.account
+        if account.n_orders == account._start:
+            return 0.0
+        return account.working_size(symbol, 1) - account.working_size(symbol, -1)
+
     def submit(self, order: SubmitOrder) -> None:
         now = self.clock.now()
         self.orders.append(order)
@@ -145,7 +161,11 @@ class PaperBroker:
             self.account.remember(order)
             self._record([event])
             return
-        events: list[LedgerEvent] = [self.account.accept(order, now)]
+        if self.announce_accepts or self.ledger is not None:
+            events: list[LedgerEvent] = [self.account.accept(order, now)]
+        else:
+            self.account.accept_quietly(order, now)
+            events = []
         if self.match_on_submit and self.config.latency_ms == 0 and order.symbol in self._books:
             events.extend(self.account.match(order.symbol, now, *self._books[order.symbol]))
         self._record(events)

@@ -1,0 +1,49 @@
+"""The equity curve of a replay: one numba pass over its steps and fills."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+__all__ = ["equity_curve"]
+
+
+@njit(cache=True)
+def equity_curve(which: np.ndarray, closes: np.ndarray, n_sym: int, fill_step: np.ndarray,
+                 fill_sym: np.ndarray, fill_qty: np.ndarray, fill_price: np.ndarray,
+                 fill_fee: np.ndarray, cash: float) -> tuple[np.ndarray, np.ndarray]:
+    """Equity at each step's close and whether a position was open then.
+
+    Step k closes a bar of symbol `which[k]` at `closes[k]`; fills are sorted by step and
+    booked with the account's own arithmetic (cash -= qty * price + fee), so the curve ends on
+    the account's cash to the last bit. A symbol is valued at its latest close (not at all
+    before its first bar)."""
+    n = len(which)
+    equity = np.empty(n)
+    exposed = np.zeros(n, dtype=np.bool_)
+    pos = np.zeros(n_sym)
+    delta = np.zeros(n_sym)
+    last = np.full(n_sym, np.nan)
+    running = cash
+    f = 0
+    n_fills = len(fill_step)
+    for k in range(n):
+        if f < n_fills and fill_step[f] == k:
+            delta[:] = 0.0
+            while f < n_fills and fill_step[f] == k:
+                running -= fill_qty[f] * fill_price[f] + fill_fee[f]
+                delta[fill_sym[f]] += fill_qty[f]
+                f += 1
+            for j in range(n_sym):
+                pos[j] += delta[j]
+        last[which[k]] = closes[k]
+        value = 0.0
+        for j in range(n_sym):
+            if pos[j] != 0.0:
+                exposed[k] = True
+            if not math.isnan(last[j]):
+                value += pos[j] * last[j]
+        equity[k] = running + value
+    return equity, exposed
