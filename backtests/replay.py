@@ -308,9 +308,12 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
                 if overrides(cls, name)}
     where = "on_start"
 
-    def deliver(events: list, k: int) -> Any:
-        """Record fills and call the strategy's handlers; return the awaitables of async ones."""
+    def deliver(k: int) -> list | None:
+        """Record the pending fills and call the strategy's handlers for the pending events;
+        return the awaitables of async handlers (awaited by the caller, in order)."""
         nonlocal where
+        events = pending[:]
+        pending.clear()
         waits = None
         for e in events:
             if type(e) is OrderFilled:
@@ -323,46 +326,46 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
                     waits = [*(waits or ()), r]
         return waits
 
-    async def dispatch(k: int) -> None:
-        events = pending[:]
-        pending.clear()
-        for r in deliver(events, k) or ():
-            await r
-
     which, steps = _steps(bars, skip, period)
     total = len(which)
     st_t, st_o, st_h, st_l, st_c, st_span = (steps[f] for f in ("time", "open", "high", "low",
                                                                   "close", "span"))
 
-    async def through(k: int, j: int) -> None:
-        """The path through bar k (open, nearer extreme, farther, close): working orders meet
-        each point; a quote-driven strategy gets a quote at each."""
-        nonlocal where
-        sym = symbols[j]
+    def path(k: int) -> tuple:
+        """The path through bar k: open, the nearer extreme, the farther one, close."""
         t, span = st_t.item(k), st_span.item(k)
         o, h, lo, c = st_o.item(k), st_h.item(k), st_l.item(k), st_c.item(k)
         near, far = (h, lo) if h - o <= o - lo else (lo, h)
-        points = ((t, o, False), (t + span * 0.25, near, True), (t + span * 0.5, far, True),
-                  (t + span * 0.999, c, True))
-        for pt, px, touch in points:
-            working = account.n_orders > account._start
-            if not (working or wants_quote):
+        return ((t, o, False), (t + span * 0.25, near, True), (t + span * 0.5, far, True),
+                (t + span * 0.999, c, True))
+
+    def through(k: int, j: int) -> list | None:
+        """Working orders meet the path through bar k until none is left working."""
+        sym = symbols[j]
+        for pt, px, touch in path(k):
+            if account.n_orders <= account._start:
                 break
             clock._now = pt
-            if wants_quote:
-                marks[sym_index[j]] = px
-            if working:
+            broker._record(account.match(sym, pt, px, px, math.nan, math.nan, px, touch))
+        return deliver(k) if pending else None
+
+    async def through_quotes(k: int, j: int) -> None:
+        """As `through`, with a quote to a quote-driven strategy at each point."""
+        nonlocal where
+        sym = symbols[j]
+        for pt, px, touch in path(k):
+            clock._now = pt
+            marks[sym_index[j]] = px
+            if account.n_orders > account._start:
                 broker._record(account.match(sym, pt, px, px, math.nan, math.nan, px, touch))
-            if wants_quote:
-                if pending:
-                    await dispatch(k)
-                where = "on_quote"
-                r = on_quote({"symbol": sym, "last": px, "time": pt, "bid": px, "ask": px,
-                              "ticks": [{"type": "trade", "price": px, "size": 0.0, "time": pt}]})
-                if r is not None:
+            if pending:
+                for r in deliver(k) or ():
                     await r
-        if pending:
-            await dispatch(k)
+            where = "on_quote"
+            r = on_quote({"symbol": sym, "last": px, "time": pt, "bid": px, "ask": px,
+                          "ticks": [{"type": "trade", "price": px, "size": 0.0, "time": pt}]})
+            if r is not None:
+                await r
         where = "on_bar"
 
     # The per-bar path reads Python lists (fast); the path through a bar, taken only while
@@ -383,8 +386,12 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
             stop = min(total, first + every)
             for k, j, end, close in zip(range(first, stop), step_sym[first:stop],
                                         ends[first:stop], closes[first:stop], strict=True):
-                if wants_quote or account.n_orders > account._start:
-                    await through(k, j)
+                if wants_quote:
+                    await through_quotes(k, j)
+                elif account.n_orders > account._start:
+                    for r in through(k, j) or ():
+                        await r
+                    where = "on_bar"
                 clock._now = end
                 marks[sym_index[j]] = close
                 seen[j][0] += 1
@@ -393,14 +400,16 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
                     if r is not None:
                         await r
                 if pending:
-                    await dispatch(k)
+                    for r in deliver(k) or ():
+                        await r
                     where = "on_bar"
         where = "on_stop"
         r = strat.on_stop()
         if inspect.isawaitable(r):
             await r
         if pending:
-            await dispatch(total - 1)
+            for r in deliver(total - 1) or ():
+                await r
     except (KeyboardInterrupt, trio.Cancelled):
         raise
     except Exception as exc:

@@ -16,13 +16,16 @@ __all__ = ["Line", "make_lines"]
 
 
 class _Source:
-    """One kernel over one symbol's bars, shared by the lines of its outputs."""
+    """One kernel over one symbol's bars (or over other lines of them), shared by the lines of
+    its outputs."""
 
-    def __init__(self, ctx: Any, symbol: str, indicator: Any, fields: tuple[str, ...]) -> None:
+    def __init__(self, ctx: Any, symbol: str, indicator: Any, fields: tuple[str, ...],
+                 lines: tuple[Line, ...] = ()) -> None:
         self.ctx = ctx
         self.symbol = symbol
         self.indicator = indicator
         self.fields = fields
+        self.lines = lines  # input lines, when the kernel reads indicators instead of fields
         self.shm = ctx._bars[symbol]
         self.first = self.shm.first
         n = self.shm.size
@@ -36,10 +39,15 @@ class _Source:
         if upto <= self.done:
             return
         upto = max(upto, self.shm.last - self.first)
-        bars = self.shm.buffer[self.first + self.done:self.first + upto]
+        if self.lines:
+            for line in self.lines:
+                line._src.catch_up(upto)
+            ins = tuple(line._out[self.done:upto] for line in self.lines)
+        else:
+            bars = self.shm.buffer[self.first + self.done:self.first + upto]
+            ins = tuple(bars[f] for f in self.fields)
         outs = tuple(o[self.done:upto] for o in self.out)
-        self.indicator.update(*(bars[f] for f in self.fields),
-                              out=outs if len(outs) > 1 else outs[0])
+        self.indicator.update(*ins, out=outs if len(outs) > 1 else outs[0])
         self.done = upto
 
 
@@ -88,19 +96,37 @@ class Line:
         return f"Line({type(ind).__name__} {ind.outputs[self._k]} on {self._sym}, {len(self)} bars)"
 
 
-def make_lines(ctx: Any, kind: str, params: tuple, symbol: str, fields: tuple[str, ...] | None
-               ) -> Line | tuple[Line, ...]:
+def make_lines(ctx: Any, kind: str, params: tuple, symbol: str | None,
+               fields: tuple[str, ...] | None) -> Line | tuple[Line, ...]:
+    """The lines of indicator `kind` over `symbol`'s bar `fields`, or, when its inputs are given
+    as lines among `params` (`ctx.indicator("cross", fast, slow)`), over those lines."""
     from engine.kernels import KINDS
 
     try:
         cls = KINDS[kind]
     except KeyError:
         raise ValueError(f"no indicator {kind!r}; known: {', '.join(sorted(KINDS))}") from None
+    lines = tuple(p for p in params if isinstance(p, Line))
+    params = tuple(p for p in params if not isinstance(p, Line))
+    if lines:
+        if fields:
+            raise ValueError(f"{kind}: give its inputs as lines or as fields, not both")
+        if len(lines) != len(cls.inputs):
+            raise ValueError(f"{kind} reads {len(cls.inputs)} inputs ({', '.join(cls.inputs)}), "
+                             f"got {len(lines)} lines")
+        symbols = {line._sym for line in lines}
+        if len(symbols) > 1 or (symbol is not None and symbol not in symbols):
+            raise ValueError(f"{kind}: input lines must be over one symbol, the indicator's "
+                             f"(got {', '.join(sorted(symbols | {symbol} - {None}))})")
+        symbol = lines[0]._sym
+    symbol = symbol or ctx.symbols[0]
+    if symbol not in ctx._bars:
+        raise KeyError(f"no bars for {symbol!r}; this run has {ctx.symbols}")
     indicator = cls(*params)
     fields = tuple(fields) if fields else tuple(cls.inputs)
-    if len(fields) != len(cls.inputs):
+    if not lines and len(fields) != len(cls.inputs):
         raise ValueError(f"{kind} reads {len(cls.inputs)} fields ({', '.join(cls.inputs)}), "
                          f"got {fields}")
-    source = _Source(ctx, symbol, indicator, fields)
-    lines = tuple(Line(source, k) for k in range(len(cls.outputs)))
-    return lines[0] if len(lines) == 1 else lines
+    source = _Source(ctx, symbol, indicator, fields, lines)
+    out = tuple(Line(source, k) for k in range(len(cls.outputs)))
+    return out[0] if len(out) == 1 else out

@@ -214,16 +214,15 @@ class Context:
         """Declare an indicator over a symbol's closed bars (default: the first symbol) and
         return its Line, or a tuple of Lines for several outputs (MACD, Bollinger bands).
 
-        `kind` is a kernel name (`sma`, `ema`, `rsi`, `macd`, `bbands`, `atr`, ...), `params`
-        its parameters (periods in bars), `fields` the bar fields it reads (default: the
-        kernel's own, e.g. close). Read `line[-1]` in on_bar: the value at the newest closed bar.
+        `kind` is a kernel name (`sma`, `ema`, `rsi`, `macd`, `bbands`, `atr`, `cross`, ...),
+        `params` its parameters (periods in bars), `fields` the bar fields it reads (default:
+        the kernel's own, e.g. close). Indicators of indicators take the input lines among
+        `params`: `ctx.indicator("cross", fast, slow)` is +1 where `fast` crosses above `slow`,
+        -1 where below. Read `line[-1]` in on_bar: the value at the newest closed bar.
         """
         from engine.indicators import make_lines
 
-        sym = symbol or self.symbols[0]
-        if sym not in self._bars:
-            raise KeyError(f"no bars for {sym!r}; this run has {self.symbols}")
-        return make_lines(self, kind, params, sym, fields)
+        return make_lines(self, kind, params, symbol, fields)
 
     def quote(self, symbol: str) -> dict | None:
         """The latest quote message of `symbol`."""

@@ -12,7 +12,8 @@ What to learn from it:
 - `self.ctx.ohlcv(symbol)` is a read-only view of *closed* bars in shared memory (no copy, and
   never the bar still forming, so there is no look-ahead);
 - `self.ctx.indicator("sma", n)` declares a kernel line over the closed bars: `line[-1]` is the
-  value at the newest closed bar, computed incrementally, identical live and in backtests;
+  value at the newest closed bar, computed incrementally, identical live and in backtests; an
+  indicator can read other lines (`indicator("cross", fast, slow)`);
 - orders go through `self.ctx.target/buy/sell/close`; without `--paper` they are logged as
   intents.
 """
@@ -33,28 +34,26 @@ class SmaCross(Strategy):
     def on_start(self) -> None:
         if not 0 < self.fast < self.slow:
             raise ValueError(f"need 0 < fast < slow, got fast={self.fast} slow={self.slow}")
-        # Indicator lines compute once over history, then one bar at a time as bars close.
-        self.lines = {sym: (self.ctx.indicator("sma", self.fast, symbol=sym),
-                            self.ctx.indicator("sma", self.slow, symbol=sym))
-                      for sym in self.ctx.symbols}
+        # Indicator lines compute once over history, then one bar at a time as bars close;
+        # `cross` is an indicator of the two: +1 on the bar fast crosses above slow, -1 below.
+        self.lines = {}
+        for sym in self.ctx.symbols:
+            fast = self.ctx.indicator("sma", self.fast, symbol=sym)
+            slow = self.ctx.indicator("sma", self.slow, symbol=sym)
+            self.lines[sym] = (fast, slow, self.ctx.indicator("cross", fast, slow))
         self.log("SMA %d/%d cross on %s", self.fast, self.slow, ", ".join(self.ctx.symbols))
 
     def on_bar(self, symbol: str) -> None:
-        fast, slow = self.lines[symbol]
-        if len(fast) < 2:
-            return
-        f0, f1, s0, s1 = fast[-2], fast[-1], slow[-2], slow[-1]
+        fast, slow, cross = self.lines[symbol]
         if self.log_bars:
             self.log("%s bar close %.2f fast %.2f slow %.2f", symbol,
-                     self.ctx.ohlcv(symbol)["close"][-1], f1, s1)
-        up, down = f0 < s0 and f1 > s1, f0 > s0 and f1 < s1
-        if not (up or down):
-            return
+                     self.ctx.ohlcv(symbol)["close"][-1], fast[-1], slow[-1])
+        direction = cross[-1]
         # One order takes the position to its target: a reversal closes and reopens at once.
-        if up:
+        if direction > 0:
             self.log("%s fast crossed above slow: go long %g", symbol, self.size)
             self.ctx.target(symbol, self.size)
-        else:
+        elif direction < 0:
             self.log("%s fast crossed below slow: %s", symbol,
                      f"go short {self.size:g}" if self.short else "go flat")
             self.ctx.target(symbol, -self.size if self.short else 0.0)

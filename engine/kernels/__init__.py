@@ -9,7 +9,7 @@ incrementally, matching TA-Lib where TA-Lib has them.
     value = rsi.update(new_close)                     # ...then O(1) per new bar
 
 Each indicator is a class holding its state (`SMA`, `EMA`, `WMA`, `RSI`, `MACD`, `BBands`,
-`StdDev`, `ZScore`, `ATR`, `Highest`, `Lowest`, `VWAP`, `RollingVWAP`, `CrossOver`,
+`StdDev`, `ZScore`, `ATR`, `Highest`, `Lowest`, `VWAP`, `RollingVWAP`, `CrossOver`, `Cross`,
 `CrossUnder`, in `_indicators`) and a function computing a whole series (`sma`, `ema`, ...,
 in `_functions`). The jitted kernels live in the private modules beside them (`_moving`,
 `_oscillators`, `_volatility`, `_extrema`, `_vwap`, `_cross`): pure functions of (state,
@@ -43,6 +43,7 @@ __all__ = [
     "RollingVWAP",
     "CrossOver",
     "CrossUnder",
+    "Cross",
     "sma",
     "ema",
     "wma",
@@ -58,6 +59,7 @@ __all__ = [
     "rolling_vwap",
     "crossover",
     "crossunder",
+    "cross",
 ]
 
 if TYPE_CHECKING:
@@ -65,6 +67,7 @@ if TYPE_CHECKING:
     from engine.kernels._functions import (
         atr,
         bbands,
+        cross,
         crossover,
         crossunder,
         ema,
@@ -89,6 +92,7 @@ if TYPE_CHECKING:
         VWAP,
         WMA,
         BBands,
+        Cross,
         CrossOver,
         CrossUnder,
         Highest,

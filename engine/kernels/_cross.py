@@ -1,7 +1,8 @@
 """Jitted crossover and crossunder detection in their incremental state form.
 
 `cross_update(state, a, b, out, above)` marks bar i when `a` crosses above `b` (`above`) or
-below it: a[i] > b[i] and a[i-1] <= b[i-1] for a crossover. A comparison with NaN is false, so
+below it: a[i] > b[i] and a[i-1] <= b[i-1] for a crossover. `cross_sign_update` gives both
+directions in one series: +1.0 up, -1.0 down, 0.0 neither. A comparison with NaN is false, so
 nothing crosses on the bar a series leaves its warm-up, or next to a missing value. `out` may be
 bool or float (1.0 / 0.0). No I/O, no allocation.
 """
@@ -39,6 +40,30 @@ def cross_update(state, a, b, out, above):
             out[i] = x > y and pa <= pb
         else:
             out[i] = x < y and pa >= pb
+        pa = x
+        pb = y
+    state[_COUNT] += m
+    state[_PREV_A] = pa
+    state[_PREV_B] = pb
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def cross_sign_update(state, a, b, out):
+    pa = state[_PREV_A]
+    pb = state[_PREV_B]
+    m = a.shape[0]
+    ahead = np.uint64(PREFETCH_AHEAD)
+    for i in range(np.uint64(0), np.uint64(m)):
+        prefetch(a, i + ahead)
+        prefetch(b, i + ahead)
+        x = a[i]
+        y = b[i]
+        if x > y and pa <= pb:
+            out[i] = 1.0
+        elif x < y and pa >= pb:
+            out[i] = -1.0
+        else:
+            out[i] = 0.0
         pa = x
         pb = y
     state[_COUNT] += m

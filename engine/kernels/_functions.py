@@ -19,6 +19,7 @@ from engine.kernels._indicators import (
     VWAP,
     WMA,
     BBands,
+    Cross,
     CrossOver,
     CrossUnder,
     Highest,
@@ -44,6 +45,7 @@ __all__ = [
     "rolling_vwap",
     "crossover",
     "crossunder",
+    "cross",
 ]
 
 
@@ -140,3 +142,9 @@ def crossover(a: Series, b: Series, *, out: Any = None) -> np.ndarray:
 def crossunder(a: Series, b: Series, *, out: Any = None) -> np.ndarray:
     """Return True where `a` crosses below `b` (a series or a number) on that bar."""
     return CrossUnder().run(a, b, out=out)
+
+
+def cross(a: Series, b: Series, *, out: Any = None) -> np.ndarray:
+    """Return +1.0 where `a` crosses above `b` (a series or a number), -1.0 where it crosses
+    below, 0.0 elsewhere."""
+    return Cross().run(a, b, out=out)

@@ -35,6 +35,7 @@ __all__ = [
     "RollingVWAP",
     "CrossOver",
     "CrossUnder",
+    "Cross",
 ]
 
 
@@ -362,6 +363,21 @@ class CrossUnder(CrossOver):
     _above = False
 
 
+class Cross(CrossOver):
+    """Both crossings in one series: +1.0 on the bar where `a` moves from at or below `b` to
+    above it, -1.0 where it moves from at or above to below, 0.0 elsewhere (and next to NaN).
+
+    `b` may be a series or, per call, one number. The first bar is never a cross.
+    """
+
+    kind = "cross"
+    outputs = ("direction",)
+    out_dtype = np.dtype(np.float64)
+
+    def _call(self, ins, outs) -> None:
+        _cross.cross_sign_update(self.state, ins[0], ins[1], outs[0])
+
+
 # The names `SignalSet` specs use.
 KINDS: dict[str, type[Indicator]] = {
     cls.kind: cls
@@ -381,5 +397,6 @@ KINDS: dict[str, type[Indicator]] = {
         RollingVWAP,
         CrossOver,
         CrossUnder,
+        Cross,
     )
 }

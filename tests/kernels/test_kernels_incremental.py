@@ -43,7 +43,7 @@ def series(kind: str, rng: np.random.Generator, n: int, nan_head: int, flats: bo
         volume = rng.exponential(5.0, size=n) * (rng.random(n) > 0.2)
         time = np.cumsum(rng.integers(1, 40, size=n)).astype(np.int64) * 30
         return [close, volume, time] if kind == "vwap" else [close, volume]
-    if kind in ("crossover", "crossunder"):
+    if kind in ("crossover", "crossunder", "cross"):
         return [close, 100.0 * np.exp(np.cumsum(rng.normal(size=n)) * 0.02)]
     return [close]
 

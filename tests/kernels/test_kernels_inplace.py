@@ -97,7 +97,7 @@ def test_reads_a_read_only_attachment():
 @pytest.mark.parametrize("kind", sorted(kernels.KINDS))
 def test_lookback_is_the_number_of_warm_up_nans(kind):
     cls = kernels.KINDS[kind]
-    defaults = ("rsi", "macd", "bbands", "atr", "vwap", "crossover", "crossunder")
+    defaults = ("rsi", "macd", "bbands", "atr", "vwap", "crossover", "crossunder", "cross")
     ind = cls() if kind in defaults else cls(9)
     rows = bars(200)
     inputs = {"a": rows["close"], "b": rows["open"] + 100.0}

@@ -115,6 +115,8 @@ def test_cross_matches_reference():
     dn[1:] = (a[1:] < b[1:]) & (a[:-1] >= b[:-1])
     np.testing.assert_array_equal(kernels.crossover(a, b), up)
     np.testing.assert_array_equal(kernels.crossunder(a, b), dn)
+    # Both directions in one series: +1 up, -1 down, 0 elsewhere.
+    np.testing.assert_array_equal(kernels.cross(a, b), up.astype(float) - dn.astype(float))
     # Against a threshold, and into a float64 output (1.0 / 0.0).
     out = np.full(2000, -1.0)
     kernels.crossover(a, 0.0, out=out)
