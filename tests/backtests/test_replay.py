@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from backtests.replay import BacktestError, run_backtest
-from engine import Strategy
+from engine import Strategy, kernels
 from engine.dtypes import ohlc_dtype
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,6 +83,65 @@ def test_stops_fill_where_the_path_crosses_them():
     # A sell stop at 93 placed at bar 3's close: bar 4 opens at 96 and falls: fills at 93.
     strat, _ = run({3: [("sell", {"size": 1, "stop": 93.0})]})
     assert strat.fills == [(4, "sell", 1.0, 93.0)]
+
+
+def test_target_sends_one_order_for_the_difference_and_counts_working_orders():
+    class Targeter(Strategy):
+        def on_start(self):
+            self.ids = []
+            self.fills = []
+
+        def on_bar(self, symbol):
+            i = len(self.ctx.ohlcv(symbol)) - 1
+            if i == 0:
+                self.ids += [self.ctx.target(symbol, 10), self.ctx.target(symbol, 10)]
+            elif i == 1:
+                self.ids.append(self.ctx.target(symbol, -5))  # a reversal: one sell of 15
+            elif i == 2:
+                self.ids.append(self.ctx.target(symbol, -5))  # still working: nothing to do
+            elif i == 3:
+                self.ids.append(self.ctx.target(symbol, 0))
+
+        def on_fill(self, fill):
+            self.fills.append((len(self.ctx.ohlcv(fill.symbol)), fill.side, fill.size))
+
+    strat = Targeter()
+    result = run_backtest(strat, BARS, symbols=["x"])
+    assert strat.ids[1] is None
+    assert strat.ids[3] is None
+    assert all(strat.ids[k] for k in (0, 2, 4))
+    assert strat.fills == [(1, "buy", 10.0), (2, "sell", 15.0), (4, "buy", 5.0)]
+    assert [t["side"] for t in result.trades] == ["long", "short"]
+
+
+def test_an_indicator_of_indicators_equals_the_kernels_over_the_whole_series():
+    rng = np.random.default_rng(3)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, 400)))
+    bars = make_bars([(c, c * 1.01, c * 0.99, c) for c in close])
+
+    class Watch(Strategy):
+        def on_start(self):
+            fast = self.ctx.indicator("sma", 3)
+            slow = self.ctx.indicator("sma", 8)
+            self.cross = self.ctx.indicator("cross", fast, slow)
+            self.seen = []
+
+        def on_bar(self, symbol):
+            self.seen.append(self.cross[-1])
+
+    strat = Watch()
+    run_backtest(strat, bars, symbols=["x"])
+    want = kernels.cross(kernels.sma(close, 3), kernels.sma(close, 8))
+    assert strat.seen == want.tolist()
+    assert {-1.0, 1.0} <= set(strat.seen)
+
+    class Mixed(Strategy):
+        def on_start(self):
+            fast = self.ctx.indicator("sma", 3)
+            self.ctx.indicator("cross", fast, fields=("close", "open"))
+
+    with pytest.raises(BacktestError, match="as lines or as fields"):
+        run_backtest(Mixed(), bars, symbols=["x"])
 
 
 def test_equity_is_marked_at_each_close():
