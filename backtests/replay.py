@@ -22,7 +22,7 @@ import gc
 import inspect
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ import numpy as np
 import trio
 
 from backtests.metrics import compute_stats, drawdowns, round_trips
+from engine.clearing.account import FillRecord
 from engine.clearing.broker import PaperBroker
 from engine.clearing.config import BrokerConfig, Fees, RiskLimits, Slippage
 from engine.clock import ReplayClock, use_clock
@@ -55,6 +56,36 @@ class BacktestError(RuntimeError):
     """The backtest could not run: bad data, a bad option, or the strategy raised."""
 
 
+class Fills(Sequence):
+    """A run's fills as `OrderFilled` events, built from its fill records when first read."""
+
+    def __init__(self, items: list, account: str) -> None:
+        self._items = items
+        self._account = account
+        self._events: list[OrderFilled] | None = None
+
+    def _all(self) -> list[OrderFilled]:
+        if self._events is None:
+            self._events = [f.event(self._account) if isinstance(f, FillRecord) else f
+                            for f in self._items]
+        return self._events
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._all()[i]
+
+    def __iter__(self) -> Iterator[OrderFilled]:
+        return iter(self._all())
+
+    def __eq__(self, other: object) -> bool:
+        return list(self) == list(other) if isinstance(other, Sequence) else NotImplemented
+
+    def __repr__(self) -> str:
+        return f"Fills({len(self)} fills)"
+
+
 @dataclass
 class BacktestResult:
     """What a backtest produced: statistics, trades, the equity curve, fills and the bars."""
@@ -66,7 +97,7 @@ class BacktestResult:
     stats: dict
     trades: list[dict]
     equity: np.ndarray  # fields time (epoch s), equity, drawdown_pct
-    fills: list[OrderFilled]
+    fills: Sequence[OrderFilled]
     bars: dict[str, np.ndarray] = field(repr=False)
     rejected: list = field(default_factory=list, repr=False)
 
@@ -306,6 +337,8 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
     # Only callbacks the strategy defines are called: the base class's do nothing.
     handlers = {name: getattr(strat, name) for name in set(EVENT_CALLBACKS.values())
                 if overrides(cls, name)}
+    # Fills nobody is told of are logged as records, their events built only if asked for.
+    log = account.fill_log = [] if "on_fill" not in handlers and broker.ledger is None else None
     where = "on_start"
 
     def deliver(k: int) -> list | None:
@@ -342,11 +375,19 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
     def through(k: int, j: int) -> list | None:
         """Working orders meet the path through bar k until none is left working."""
         sym = symbols[j]
-        for pt, px, touch in path(k):
-            if account.n_orders <= account._start:
-                break
-            clock._now = pt
-            broker._record(account.match(sym, pt, px, px, math.nan, math.nan, px, touch))
+        logged = len(log) if log is not None else 0
+        # The open first: a market order is done there, and the rest of the path is not needed.
+        t, o = st_t.item(k), st_o.item(k)
+        clock._now = t
+        broker._record(account.match(sym, t, o, o, math.nan, math.nan, o, False))
+        if account.n_orders > account._start:
+            for pt, px, touch in path(k)[1:]:
+                clock._now = pt
+                broker._record(account.match(sym, pt, px, px, math.nan, math.nan, px, touch))
+                if account.n_orders <= account._start:
+                    break
+        if log is not None and len(log) > logged:
+            fills.extend((k, f) for f in log[logged:])
         return deliver(k) if pending else None
 
     async def through_quotes(k: int, j: int) -> None:
@@ -357,7 +398,10 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
             clock._now = pt
             marks[sym_index[j]] = px
             if account.n_orders > account._start:
+                logged = len(log) if log is not None else 0
                 broker._record(account.match(sym, pt, px, px, math.nan, math.nan, px, touch))
+                if log is not None and len(log) > logged:
+                    fills.extend((k, f) for f in log[logged:])
             if pending:
                 for r in deliver(k) or ():
                     await r
@@ -555,8 +599,9 @@ def run_backtest(
                     shm.unlink()
         bars = {s: b[skip[s]:] for s, b in bars.items()}  # the traded part
         curve, exposed = _equity(bars, step_sym, step_times, period, fills, cash)
-        fill_list = [f for _, f in fills]
-        trades = round_trips(fill_list, {s: float(b["close"][-1]) for s, b in bars.items()
+        raw = [f for _, f in fills]
+        fill_list = Fills(raw, account.name)
+        trades = round_trips(raw, {s: float(b["close"][-1]) for s, b in bars.items()
                                          if len(b)})
         stats = compute_stats(curve["time"], curve["equity"], exposed, trades, account.fees,
                               cash)

@@ -20,7 +20,7 @@ from typing import Any
 import trio
 
 from engine.clearing.account import Account
-from engine.clearing.config import BrokerConfig
+from engine.clearing.config import BrokerConfig, RiskLimits
 from engine.clock import Clock
 from engine.orders import (
     AccountOpened,
@@ -57,6 +57,10 @@ def _book(quote: dict) -> tuple[float, float, float, float, float]:
     return (math.nan if bid is None else bid, math.nan if ask is None else ask, bsz, asz, trade)
 
 
+# A configuration whose risk limits are all off, for a short path through `_risk`.
+_NO_LIMITS = RiskLimits(leverage=None)
+
+
 class PaperBroker:
     """A paper account that behaves like a broker: see the module docstring."""
 
@@ -65,6 +69,7 @@ class PaperBroker:
         self.clock = clock
         self.ledger = ledger
         self.config = account.config
+        self._limits_off = self.config.risk == _NO_LIMITS
         self.orders: list[SubmitOrder] = []  # what strategies submitted this run (accepted or not)
         self.rejections: list[OrderRejected] = []
         self.fills: list[OrderFilled] = []
@@ -220,6 +225,11 @@ class PaperBroker:
 
     def _risk(self, order: SubmitOrder) -> str | None:
         risk = self.config.risk
+        if self._limits_off and not order.reduce_only:
+            # Every limit is off: only an order nothing can price is refused.
+            if math.isnan(self._reference_price(order)):
+                return f"no price known for {order.symbol} yet"
+            return None
         side = 1 if order.side == "buy" else -1
         pos = self.account.position(order.symbol)
         reducing = pos * side < 0 and order.size <= abs(pos)
