@@ -303,12 +303,11 @@ def _steps(bars: dict[str, np.ndarray], skip: dict[str, int], period: int
         cols["span"].append(span[skip[s]:])
     which = np.concatenate([np.full(len(bars[s]) - skip[s], j, dtype=np.int64)
                             for j, s in enumerate(symbols)])
+    if len(symbols) == 1:
+        return which, {f: parts[0] for f, parts in cols.items()}  # views: nothing to merge
     out = {f: np.concatenate(parts) for f, parts in cols.items()}
-    if len(symbols) > 1:
-        order = np.lexsort((which, out["time"]))
-        which = which[order]
-        out = {f: a[order] for f, a in out.items()}
-    return which, out
+    order = np.lexsort((which, out["time"]))
+    return which[order], {f: a[order] for f, a in out.items()}
 
 
 async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, ShmArray],
@@ -337,6 +336,18 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
     # Only callbacks the strategy defines are called: the base class's do nothing.
     handlers = {name: getattr(strat, name) for name in set(EVENT_CALLBACKS.values())
                 if overrides(cls, name)}
+    if not wants_quote:
+        # Only orders read the marks (risk checks): they are brought up to date for each one
+        # instead of at every bar. A quote-driven strategy's marks follow its quotes instead.
+        last_close = [bars[s]["close"] for s in symbols]
+
+        def refresh_marks() -> None:
+            for j in range(len(symbols)):
+                n = seen[j][0]
+                if n:
+                    marks[sym_index[j]] = last_close[j][n - 1]
+
+        broker.refresh_marks = refresh_marks
     # Fills nobody is told of are logged as records, their events built only if asked for.
     log = account.fill_log = [] if "on_fill" not in handlers and broker.ledger is None else None
     where = "on_start"
@@ -415,7 +426,6 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
     # The per-bar path reads Python lists (fast); the path through a bar, taken only while
     # orders work or for quote-driven strategies, reads the arrays.
     ends = (steps["time"] + steps["span"]).tolist()
-    closes = steps["close"].tolist()
     step_sym = which.tolist()
     every = 65536
     gc.freeze()  # the step lists too (run_backtest unfreezes when the results are built)
@@ -428,8 +438,8 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
             if progress is not None:
                 progress(first, total)
             stop = min(total, first + every)
-            for k, j, end, close in zip(range(first, stop), step_sym[first:stop],
-                                        ends[first:stop], closes[first:stop], strict=True):
+            for k, j, end in zip(range(first, stop), step_sym[first:stop], ends[first:stop],
+                                 strict=True):
                 if wants_quote:
                     await through_quotes(k, j)
                 elif account.n_orders > account._start:
@@ -437,7 +447,8 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
                         await r
                     where = "on_bar"
                 clock._now = end
-                marks[sym_index[j]] = close
+                if wants_quote:
+                    marks[sym_index[j]] = st_c.item(k)
                 seen[j][0] += 1
                 if wants_bar:
                     r = on_bar(symbols[j])
@@ -487,9 +498,10 @@ def _equity(bars: dict[str, np.ndarray], step_sym: np.ndarray, step_times: np.nd
         closes[which == j] = bars[s]["close"]
     f_step = np.array([k for k, _ in fills], dtype=np.int64)
     f_sym = np.array([index[f.symbol] for _, f in fills], dtype=np.int64)
-    f_qty = np.array([f.size if f.side == "buy" else -f.size for _, f in fills], dtype=np.float64)
     f_px = np.array([f.price for _, f in fills], dtype=np.float64)
     f_fee = np.array([f.fee for _, f in fills], dtype=np.float64)
+    f_qty = np.array([f.size for _, f in fills], dtype=np.float64)
+    f_qty[np.array([f.side == "sell" for _, f in fills], dtype=bool)] *= -1.0
     equity, exposed = equity_curve(which, closes, len(symbols), f_step, f_sym, f_qty, f_px,
                                    f_fee, float(cash))
     times = step_times + period

@@ -36,19 +36,20 @@ class SmaCross(Strategy):
             raise ValueError(f"need 0 < fast < slow, got fast={self.fast} slow={self.slow}")
         # Indicator lines compute once over history, then one bar at a time as bars close;
         # `cross` is an indicator of the two: +1 on the bar fast crosses above slow, -1 below.
-        self.lines = {}
+        self.lines, self.cross = {}, {}
         for sym in self.ctx.symbols:
             fast = self.ctx.indicator("sma", self.fast, symbol=sym)
             slow = self.ctx.indicator("sma", self.slow, symbol=sym)
-            self.lines[sym] = (fast, slow, self.ctx.indicator("cross", fast, slow))
+            self.lines[sym] = (fast, slow)
+            self.cross[sym] = self.ctx.indicator("cross", fast, slow)
         self.log("SMA %d/%d cross on %s", self.fast, self.slow, ", ".join(self.ctx.symbols))
 
     def on_bar(self, symbol: str) -> None:
-        fast, slow, cross = self.lines[symbol]
+        direction = self.cross[symbol][-1]
         if self.log_bars:
+            fast, slow = self.lines[symbol]
             self.log("%s bar close %.2f fast %.2f slow %.2f", symbol,
                      self.ctx.ohlcv(symbol)["close"][-1], fast[-1], slow[-1])
-        direction = cross[-1]
         # One order takes the position to its target: a reversal closes and reopens at once.
         if direction > 0:
             self.log("%s fast crossed above slow: go long %g", symbol, self.size)

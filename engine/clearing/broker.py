@@ -84,6 +84,9 @@ class PaperBroker:
         # Without a ledger, a run whose strategies ignore acceptances (a replay of a strategy
         # without on_order) skips building OrderAccepted events nobody would read.
         self.announce_accepts = True
+        # A replay that marks positions only when an order needs them sets this: it brings the
+        # account's marks up to date before an order is checked.
+        self.refresh_marks: Callable[[], None] | None = None
         self._books: dict[str, tuple[float, float, float, float, float]] = {}
 
     # -- wiring --------------------------------------------------------------------------------
@@ -156,6 +159,8 @@ class PaperBroker:
 
     def submit(self, order: SubmitOrder) -> None:
         now = self.clock.now()
+        if self.refresh_marks is not None:
+            self.refresh_marks()
         self.orders.append(order)
         reason = self._risk(order)
         if reason:
@@ -188,6 +193,8 @@ class PaperBroker:
 
     def modify(self, command: ModifyOrder) -> None:
         now = self.clock.now()
+        if self.refresh_marks is not None:
+            self.refresh_marks()
         order = self.account.order(command.client_id)
         if not self.account.working(command.client_id):
             reason = "modify: no working order with this id"
