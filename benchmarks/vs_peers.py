@@ -64,18 +64,21 @@ def main() -> None:
     if data.is_dir():
         from providers.csvfile._read import load
 
-        print("real data: final equity (engine | backtesting.py | backtrader), trades")
+        print("real data: final equity (engine event path | engine fast path | backtesting.py | "
+              "backtrader), trades")
         for name in ("GOOG", "EURUSD", "ORCL", "NVDA", "STOXX50-2006", "BTCUSD"):
             path = data / f"{name}.csv"
             if not path.exists():
                 continue
             bars = load(path).bars
+            event = run_backtest(plain, bars, params=plain_params, **ARGS)
             ours = run_backtest(strat, bars, **ARGS)
             a, b = run_backtesting_py(bars), run_backtrader(bars)
-            same = {round(ours.stats["final_equity"], 2), round(a["final_equity"], 2),
-                    round(b["final_equity"], 2)}
-            print(f"  {name:13s} {ours.stats['final_equity']:14,.2f} | {a['final_equity']:14,.2f}"
-                  f" | {b['final_equity']:14,.2f}  {ours.stats['num_trades']:4d} trades  "
+            same = {round(event.stats["final_equity"], 2), round(ours.stats["final_equity"], 2),
+                    round(a["final_equity"], 2), round(b["final_equity"], 2)}
+            print(f"  {name:13s} {event.stats['final_equity']:14,.2f} | "
+                  f"{ours.stats['final_equity']:14,.2f} | {a['final_equity']:14,.2f} | "
+                  f"{b['final_equity']:14,.2f}  {ours.stats['num_trades']:4d} trades  "
                   f"{'equal to the cent' if len(same) == 1 else 'DIFFERENT'}")
 
     bars = seeded(args.bars)
