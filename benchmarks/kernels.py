@@ -93,6 +93,7 @@ CASES = [
         None,
     ),
     ("crossover", lambda s, **o: kernels.crossover(s["close"], s["open"], **o), None),
+    ("cross", lambda s, **o: kernels.cross(s["close"], s["open"], **o), None),
 ]
 
 # The same kernels as indicators, for the one-bar update figures.
@@ -111,6 +112,7 @@ UPDATES = [
     ("vwap session", lambda: kernels.VWAP(), ("bar_wap", "volume", "time")),
     ("rolling_vwap 20", lambda: kernels.RollingVWAP(20), ("bar_wap", "volume")),
     ("crossover", lambda: kernels.CrossOver(), ("close", "open")),
+    ("cross", lambda: kernels.Cross(), ("close", "open")),
 ]
 
 FIELDS = ("open", "high", "low", "close", "volume", "bar_wap", "time")
@@ -170,7 +172,7 @@ laps = []
 for cls in kernels.KINDS.values():
     ins = {1: (x,), 2: (x, x), 3: (x, x, t) if cls.kind == "vwap" else (x, x, x)}[len(cls.inputs)]
     ind = cls() if cls.kind in ("rsi", "macd", "bbands", "atr", "vwap", "crossover",
-                                "crossunder") else cls(5)
+                                "crossunder", "cross") else cls(5)
     ind.run(*ins)
     laps.append(time.perf_counter())
 print(json.dumps({"engine": t1 - t0, "kernels": t2 - t1, "numba": t3 - t2,

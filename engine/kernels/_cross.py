@@ -58,12 +58,8 @@ def cross_sign_update(state, a, b, out):
         prefetch(b, i + ahead)
         x = a[i]
         y = b[i]
-        if x > y and pa <= pb:
-            out[i] = 1.0
-        elif x < y and pa >= pb:
-            out[i] = -1.0
-        else:
-            out[i] = 0.0
+        # Branch-free: crosses are rare and unpredictable; both tests are false next to NaN.
+        out[i] = np.float64((x > y) & (pa <= pb)) - np.float64((x < y) & (pa >= pb))
         pa = x
         pb = y
     state[_COUNT] += m
