@@ -42,6 +42,14 @@ def seeded(n: int, seed: int = 42) -> np.ndarray:
     return bars
 
 
+def _agreement(ours, testing, trader) -> str:
+    """Which peers this engine ends with, to the cent, when not all agree."""
+    eq = round(ours.stats["final_equity"], 2)
+    same = [name for name, peer in (("backtesting.py", testing), ("backtrader", trader))
+            if round(peer["final_equity"], 2) == eq]
+    return f"equal to {' and '.join(same)} only" if same else "DIFFERENT from both"
+
+
 def timed(fn, *a, **kw):
     t0 = time.perf_counter()
     out = fn(*a, **kw)
@@ -79,7 +87,7 @@ def main() -> None:
             print(f"  {name:13s} {event.stats['final_equity']:14,.2f} | "
                   f"{ours.stats['final_equity']:14,.2f} | {a['final_equity']:14,.2f} | "
                   f"{b['final_equity']:14,.2f}  {ours.stats['num_trades']:4d} trades  "
-                  f"{'equal to the cent' if len(same) == 1 else 'DIFFERENT'}")
+                  f"{_agreement(event, a, b) if len(same) > 1 else 'equal to the cent'}")
 
     bars = seeded(args.bars)
     n = len(bars)

@@ -97,7 +97,8 @@ class Line:
 
 
 def make_lines(ctx: Any, kind: str, params: tuple, symbol: str | None,
-               fields: tuple[str, ...] | None) -> Line | tuple[Line, ...]:
+               fields: tuple[str, ...] | None, options: dict | None = None
+               ) -> Line | tuple[Line, ...]:
     """The lines of indicator `kind` over `symbol`'s bar `fields`, or, when its inputs are given
     as lines among `params` (`ctx.indicator("cross", fast, slow)`), over those lines."""
     from engine.kernels import KINDS
@@ -122,7 +123,7 @@ def make_lines(ctx: Any, kind: str, params: tuple, symbol: str | None,
     symbol = symbol or ctx.symbols[0]
     if symbol not in ctx._bars:
         raise KeyError(f"no bars for {symbol!r}; this run has {ctx.symbols}")
-    indicator = cls(*params)
+    indicator = cls(*params, **(options or {}))
     fields = tuple(fields) if fields else tuple(cls.inputs)
     if not lines and len(fields) != len(cls.inputs):
         raise ValueError(f"{kind} reads {len(cls.inputs)} fields ({', '.join(cls.inputs)}), "

@@ -210,7 +210,7 @@ class Context:
         return view
 
     def indicator(self, kind: str, *params: Any, symbol: str | None = None,
-                  fields: tuple[str, ...] | None = None) -> Any:
+                  fields: tuple[str, ...] | None = None, **options: Any) -> Any:
         """Declare an indicator over a symbol's closed bars (default: the first symbol) and
         return its Line, or a tuple of Lines for several outputs (MACD, Bollinger bands).
 
@@ -218,11 +218,12 @@ class Context:
         `params` its parameters (periods in bars), `fields` the bar fields it reads (default:
         the kernel's own, e.g. close). Indicators of indicators take the input lines among
         `params`: `ctx.indicator("cross", fast, slow)` is +1 where `fast` crosses above `slow`,
-        -1 where below. Read `line[-1]` in on_bar: the value at the newest closed bar.
+        -1 where below. Keyword `options` go to the kernel (`indicator("sma", 10, exact=True)`).
+        Read `line[-1]` in on_bar: the value at the newest closed bar.
         """
         from engine.indicators import make_lines
 
-        return make_lines(self, kind, params, symbol, fields)
+        return make_lines(self, kind, params, symbol, fields, options)
 
     def quote(self, symbol: str) -> dict | None:
         """The latest quote message of `symbol`."""

@@ -38,8 +38,10 @@ class SmaCross(Strategy):
         # `cross` is an indicator of the two: +1 on the bar fast crosses above slow, -1 below.
         self.lines, self.cross = {}, {}
         for sym in self.ctx.symbols:
-            fast = self.ctx.indicator("sma", self.fast, symbol=sym)
-            slow = self.ctx.indicator("sma", self.slow, symbol=sym)
+            # exact: averages equal in exact arithmetic compare equal, so a cross is not taken
+            # a bar early on rounding (as backtrader computes them).
+            fast = self.ctx.indicator("sma", self.fast, symbol=sym, exact=True)
+            slow = self.ctx.indicator("sma", self.slow, symbol=sym, exact=True)
             self.lines[sym] = (fast, slow)
             self.cross[sym] = self.ctx.indicator("cross", fast, slow)
         self.log("SMA %d/%d cross on %s", self.fast, self.slow, ", ".join(self.ctx.symbols))

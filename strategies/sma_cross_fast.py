@@ -26,7 +26,7 @@ class SmaCrossFast(VectorStrategy):
     @staticmethod
     def signals(bars, fast, slow, size):
         close = bars["close"]
-        return kernels.sma(close, fast), kernels.sma(close, slow)
+        return kernels.sma(close, fast, exact=True), kernels.sma(close, slow, exact=True)
 
     @staticmethod
     @njit(cache=True)
@@ -34,8 +34,9 @@ class SmaCrossFast(VectorStrategy):
         if i < 1:
             return math.nan
         f0, f1, s0, s1 = fast_ma[i - 1], fast_ma[i], slow_ma[i - 1], slow_ma[i]
-        if f0 < s0 and f1 > s1:
+        # As the `cross` indicator sma_cross.py reads: from at or below to above is up.
+        if f0 <= s0 and f1 > s1:
             return size
-        if f0 > s0 and f1 < s1:
+        if f0 >= s0 and f1 < s1:
             return -size
         return math.nan

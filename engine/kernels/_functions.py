@@ -49,9 +49,10 @@ __all__ = [
 ]
 
 
-def sma(close: Series, period: int, *, out: Any = None) -> np.ndarray:
-    """Return the simple moving average of `period` bars, in input units; period-1 NaN bars."""
-    return SMA(period).run(close, out=out)
+def sma(close: Series, period: int, *, out: Any = None, exact: bool = False) -> np.ndarray:
+    """Return the simple moving average of `period` bars, in input units; period-1 NaN bars.
+    `exact`: each value as math.fsum(window) / period (see `SMA`)."""
+    return SMA(period, exact).run(close, out=out)
 
 
 def ema(close: Series, period: int, *, out: Any = None) -> np.ndarray:

@@ -110,6 +110,77 @@ def sma_update(state, x, out):
     state[_SMA_BARS] = bars
 
 
+# -- SMA, exact ---------------------------------------------------------------------------------
+# [period, count, window sum, its rounding error, bars until the sum is rebuilt, ring[period]]
+_SMAX_SUM, _SMAX_ERR, _SMAX_BARS, _SMAX_RING = 2, 3, 4, 5
+
+
+def sma_exact_state(period: int) -> np.ndarray:
+    state = np.zeros(_SMAX_RING + period)
+    state[PERIOD] = period
+    return state
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _two_sum(s, d):
+    # s + d as the rounded sum and its exact rounding error (Knuth's TwoSum).
+    t = s + d
+    bp = t - s
+    return t, (s - (t - bp)) + (d - bp)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def sma_exact_update(state, x, out):
+    """The window mean as math.fsum(window) / n gives it, bit for bit in practice: the running
+    sum carries its rounding errors (TwoSum, TwoDiff) instead of losing them, and each mean is
+    one division of the corrected sum. About twice the arithmetic of `sma_update`."""
+    n = int(state[PERIOD])
+    c0 = int(state[COUNT])
+    s = state[_SMAX_SUM]
+    err = state[_SMAX_ERR]
+    bars = int(state[_SMAX_BARS])
+    ring = state[_SMAX_RING:]
+    fn = np.float64(n)
+    m = x.shape[0]
+    i = 0
+    if c0 == 0:
+        i = first_number(x, 0)
+        out[:i] = np.nan
+    base = i - c0  # x[h + base] holds global position h >= c0
+    g = c0
+    while i < m:
+        a = x[i]
+        if g < n:
+            s, e = _two_sum(s, a)
+            err += e
+            if g == n - 1:
+                bars = RESEED_PERIODS * n
+        else:
+            bars -= 1
+            if bars <= 0:
+                # Rebuilt from the window itself: a NaN that passed through is forgotten, and
+                # the error term's own roundings never build up.
+                bars = RESEED_PERIODS * n
+                s = 0.0
+                err = 0.0
+                for h in range(g - n + 1, g + 1):
+                    s, e = _two_sum(s, x[h + base] if h >= c0 else ring[h % n])
+                    err += e
+            else:
+                b = x[g - n + base] if g - n >= c0 else ring[(g - n) % n]
+                d, de = _two_sum(a, -b)
+                s, e = _two_sum(s, d)
+                err += e + de
+        out[i] = (s + err) / fn if g >= n - 1 else np.nan
+        i += 1
+        g += 1
+    save_tail(x, ring, c0, base, g, n)
+    state[COUNT] = g
+    state[_SMAX_SUM] = s
+    state[_SMAX_ERR] = err
+    state[_SMAX_BARS] = bars
+
+
 # -- EMA ---------------------------------------------------------------------------------------
 # [period, count, value]: the running sum while seeding, then the average itself.
 _EMA_VALUE = 2

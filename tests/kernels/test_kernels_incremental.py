@@ -15,7 +15,9 @@ PERIOD = st.integers(1, 40)
 
 
 def params(kind: str, draw) -> tuple:
-    if kind in ("sma", "ema", "wma", "atr", "highest", "lowest", "rolling_vwap"):
+    if kind == "sma":
+        return (draw(PERIOD), draw(st.booleans()))  # (period, exact)
+    if kind in ("ema", "wma", "atr", "highest", "lowest", "rolling_vwap"):
         return (draw(PERIOD),)
     if kind in ("rsi", "zscore"):
         return (draw(st.integers(2, 40)),)
@@ -99,6 +101,7 @@ def test_chunks_and_single_bars_equal_one_pass(kind, data):
     ("kind", "args"),
     [
         ("sma", (7,)),
+        ("sma", (7, True)),
         ("wma", (7,)),
         ("stddev", (7, 2.0)),
         ("bbands", (7, 2.0, 2.0)),

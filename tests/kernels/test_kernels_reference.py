@@ -3,10 +3,13 @@ compute every window from scratch."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
 from engine import kernels
+from tests.conftest import shared_data_dir
 
 
 def walk(seed: int, n: int) -> np.ndarray:
@@ -142,3 +145,33 @@ def test_highest_and_lowest_match_reference():
         lo[n - 1 :] = w.min(axis=1)
         np.testing.assert_array_equal(kernels.highest(x, n), hi)
         np.testing.assert_array_equal(kernels.lowest(x, n), lo)
+
+
+def fsum_sma(x: np.ndarray, n: int) -> np.ndarray:
+    out = np.full(len(x), np.nan)
+    for i in range(n - 1, len(x)):
+        out[i] = math.fsum(x[i - n + 1:i + 1]) / n
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 30, 200])
+def test_exact_sma_is_the_correctly_rounded_window_mean(n):
+    rng = np.random.default_rng(n)
+    x = np.round(100 * np.exp(np.cumsum(rng.normal(0, 0.01, 30_000))), 2)  # prices in cents
+    x[5000:5400] = x[5000]  # a flat stretch: equal averages must compare equal
+    x[20_000:20_050] *= 1e6  # a spike far above the rest passes through the window
+    got = kernels.sma(x, n, exact=True)
+    np.testing.assert_array_equal(got, fsum_sma(x, n))
+
+
+def test_exact_sma_on_the_real_closes():
+    data = shared_data_dir()
+    if data is None:
+        pytest.skip("../shared/data is not present")
+    from providers.csvfile._read import load
+
+    for path in sorted(data.glob("*.csv")):
+        close = load(path).bars["close"]
+        for n in (10, 30):
+            np.testing.assert_array_equal(kernels.sma(close, n, exact=True), fsum_sma(close, n),
+                                          err_msg=f"{path.name} sma {n}")
