@@ -7,11 +7,8 @@ import sys
 import time
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("backtest", help="replay history through a strategy",
-                       description="Replay bars through strat.py with the live strategy API and "
-                       "the paper broker's clearing core; print statistics.")
-    p.add_argument("strategy", help="path to the strategy file")
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """The history and account options `engine backtest` and `engine sweep` share."""
     p.add_argument("--data", required=True,
                    help="CSV/Parquet file(s) or stored symbol(s), comma-separated")
     p.add_argument("--provider", help="history store provider to read --data symbols from")
@@ -25,6 +22,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="slippage on market/stop fills as a fraction of price")
     p.add_argument("--leverage", type=float, help="cap gross exposure at this multiple of equity")
     p.add_argument("--no-short", action="store_true", help="forbid short positions")
+
+
+def data_options(args: argparse.Namespace) -> dict:
+    """Those options as the keyword arguments of `run_backtest`, `optimize`, `walk_forward`."""
+    return dict(provider=args.provider, timeframe=args.timeframe, start=args.start,
+                end=args.end, cash=args.cash, commission=args.commission,
+                slippage=args.slippage, leverage=args.leverage, allow_short=not args.no_short)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("backtest", help="replay history through a strategy",
+                       description="Replay bars through strat.py with the live strategy API and "
+                       "the paper broker's clearing core; print statistics.")
+    p.add_argument("strategy", help="path to the strategy file")
+    add_data_arguments(p)
     p.add_argument("-p", "--param", action="append", metavar="NAME=VALUE", default=[],
                    help="strategy parameter override (repeatable)")
     p.add_argument("--ticks", action="store_true",
@@ -60,10 +72,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = run_backtest(
             args.strategy, args.data, params=parse_options(args.param, "-p"),
-            provider=args.provider, timeframe=args.timeframe, start=args.start, end=args.end,
-            cash=args.cash, commission=args.commission, slippage=args.slippage,
-            leverage=args.leverage, allow_short=not args.no_short, progress=_progress(),
-            ticks=args.ticks)
+            progress=_progress(), ticks=args.ticks, **data_options(args))
     except BacktestError as exc:
         raise UsageError(str(exc)) from None
     except ValueError as exc:  # a bad timeframe and the like

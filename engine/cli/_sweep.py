@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from engine.cli._backtest import add_data_arguments, data_options
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -16,19 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-p", "--param", action="append", metavar="NAME=SPEC", default=[],
                    help="a grid axis: name=start:stop:step (stop included), name=a,b,c or "
                         "name=value (repeatable)")
-    p.add_argument("--data", required=True,
-                   help="CSV/Parquet file(s) or stored symbol(s), comma-separated")
-    p.add_argument("--provider", help="history store provider to read --data symbols from")
-    p.add_argument("--from", dest="start", help="first bar time (ISO 8601 or epoch s)")
-    p.add_argument("--to", dest="end", help="last bar time (ISO 8601 or epoch s)")
-    p.add_argument("--timeframe", help="resample to this bar period (1m, 1h, 1d, ...)")
-    p.add_argument("--cash", type=float, default=100_000.0, help="starting cash (default 100000)")
-    p.add_argument("--commission", type=float, default=0.0,
-                   help="commission per fill as a fraction of notional (0.001 = 0.1%%)")
-    p.add_argument("--slippage", type=float, default=0.0,
-                   help="slippage on market/stop fills as a fraction of price")
-    p.add_argument("--leverage", type=float, help="cap gross exposure at this multiple of equity")
-    p.add_argument("--no-short", action="store_true", help="forbid short positions")
+    add_data_arguments(p)
     p.add_argument("--workers", type=int,
                    help="worker actors on this host (default: one per core; 0: only joined hosts)")
     p.add_argument("--metric", default="sharpe", help="rank by this statistic (default sharpe)")
@@ -65,9 +55,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--report goes with --walk-forward (a sweep has no single run to plot)")
     common = dict(metric=args.metric, minimize=args.minimize, workers=args.workers,
                   registry=args.registry, hosts=args.hosts, progress=ProgressBar(),
-                  provider=args.provider, timeframe=args.timeframe, start=args.start,
-                  end=args.end, cash=args.cash, commission=args.commission,
-                  slippage=args.slippage, leverage=args.leverage, allow_short=not args.no_short)
+                  **data_options(args))
     try:
         if args.walk_forward:
             result = walk_forward(args.strategy, args.data, args.param, args.walk_forward,
