@@ -423,12 +423,10 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
                 await r
         where = "on_bar"
 
-    # The per-bar path reads Python lists (fast); the path through a bar, taken only while
+    # The per-bar path reads Python numbers (fast); the path through a bar, taken only while
     # orders work or for quote-driven strategies, reads the arrays.
-    ends = (steps["time"] + steps["span"]).tolist()
-    step_sym = which.tolist()
     every = 65536
-    gc.freeze()  # the step lists too (run_backtest unfreezes when the results are built)
+    gc.freeze()  # run_backtest unfreezes when the results are built
     try:
         r = strat.on_start()
         if inspect.isawaitable(r):
@@ -438,7 +436,9 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
             if progress is not None:
                 progress(first, total)
             stop = min(total, first + every)
-            for k, j, end in zip(range(first, stop), step_sym[first:stop], ends[first:stop],
+            # A chunk at a time: the Python numbers of one chunk reuse the last one's memory.
+            ends = (st_t[first:stop] + st_span[first:stop]).tolist()
+            for k, j, end in zip(range(first, stop), which[first:stop].tolist(), ends,
                                  strict=True):
                 if wants_quote:
                     await through_quotes(k, j)
@@ -493,9 +493,12 @@ def _equity(bars: dict[str, np.ndarray], step_sym: np.ndarray, step_times: np.nd
     symbols = list(bars)
     index = {s: j for j, s in enumerate(symbols)}
     which = np.asarray(step_sym, dtype=np.int64)
-    closes = np.empty(len(which))
-    for j, s in enumerate(symbols):
-        closes[which == j] = bars[s]["close"]
+    if len(symbols) == 1:
+        closes = np.ascontiguousarray(bars[symbols[0]]["close"], dtype=np.float64)
+    else:
+        closes = np.empty(len(which))
+        for j, s in enumerate(symbols):
+            closes[which == j] = bars[s]["close"]
     f_step = np.array([k for k, _ in fills], dtype=np.int64)
     f_sym = np.array([index[f.symbol] for _, f in fills], dtype=np.int64)
     f_px = np.array([f.price for _, f in fills], dtype=np.float64)

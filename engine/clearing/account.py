@@ -39,6 +39,9 @@ _REASON = {_core.R_IOC: "IOC: not filled at once", _core.R_FOK: "FOK: could not 
            _core.R_EXPIRED: "DAY order expired", _core.R_REDUCE_ONLY: "reduce-only: position flat"}
 
 
+_NAN, _INF = math.nan, math.inf
+
+
 def _day_end(epoch: float) -> float:
     day = dt.datetime.fromtimestamp(epoch, dt.UTC).date() + dt.timedelta(days=1)
     return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()
@@ -240,9 +243,9 @@ class Account:
             self.add_symbol(order.symbol) if sym is None else sym, 1 if order.side == "buy" else -1,
             _OTYPE[order.order_type], _TIF[order.tif], order.reduce_only, _core.PENDING,
             False, False, False, order.size, order.size,
-            np.nan if order.limit_price is None else order.limit_price,
-            np.nan if order.stop_price is None else order.stop_price,
-            now, now + latency, _day_end(now) if order.tif == "DAY" else np.inf)
+            _NAN if order.limit_price is None else order.limit_price,
+            _NAN if order.stop_price is None else order.stop_price,
+            now, now + latency, _day_end(now) if order.tif == "DAY" else _INF)
         self.n_orders += 1
         self._ids.append(order.client_id)
         self._row[order.client_id] = row
