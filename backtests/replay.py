@@ -435,6 +435,9 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
         for first in range(0, total, every):
             if progress is not None:
                 progress(first, total)
+            # What survived the last chunk (orders, fills) lives to the end of the run: out
+            # of the collector's full passes with the rest (young garbage is still collected).
+            gc.freeze()
             stop = min(total, first + every)
             # A chunk at a time: the Python numbers of one chunk reuse the last one's memory.
             ends = (st_t[first:stop] + st_span[first:stop]).tolist()
@@ -612,6 +615,7 @@ def run_backtest(
                 if s not in reuse:
                     shm.close()
                     shm.unlink()
+        gc.freeze()  # the run's orders and fills too, while its results are built
         bars = {s: b[skip[s]:] for s, b in bars.items()}  # the traded part
         curve, exposed = _equity(bars, step_sym, step_times, period, fills, cash)
         raw = [f for _, f in fills]
