@@ -352,23 +352,27 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
     log = account.fill_log = [] if "on_fill" not in handlers and broker.ledger is None else None
     where = "on_start"
 
-    def deliver(k: int) -> list | None:
-        """Record the pending fills and call the strategy's handlers for the pending events;
-        return the awaitables of async handlers (awaited by the caller, in order)."""
-        nonlocal where
+    def take(k: int) -> list:
+        """Record the pending fills; return the (handler, event) calls the pending events make,
+        in order (only for callbacks the strategy defines)."""
         events = pending[:]
         pending.clear()
-        waits = None
+        calls = []
         for e in events:
             if type(e) is OrderFilled:
                 fills.append((k, e))
             handler = handlers.get(callback_for(e))
             if handler is not None:
-                where = handler.__name__
-                r = handler(e)
-                if r is not None and inspect.isawaitable(r):
-                    waits = [*(waits or ()), r]
-        return waits
+                calls.append((handler, e))
+        return calls
+
+    async def call(calls: list) -> None:
+        nonlocal where
+        for handler, e in calls:
+            where = handler.__name__
+            r = handler(e)
+            if r is not None and inspect.isawaitable(r):
+                await r
 
     which, steps = _steps(bars, skip, period)
     total = len(which)
@@ -399,7 +403,7 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
                     break
         if log is not None and len(log) > logged:
             fills.extend((k, f) for f in log[logged:])
-        return deliver(k) if pending else None
+        return take(k) if pending else None
 
     async def through_quotes(k: int, j: int) -> None:
         """As `through`, with a quote to a quote-driven strategy at each point."""
@@ -414,8 +418,7 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
                 if log is not None and len(log) > logged:
                     fills.extend((k, f) for f in log[logged:])
             if pending:
-                for r in deliver(k) or ():
-                    await r
+                await call(take(k))
             where = "on_quote"
             r = on_quote({"symbol": sym, "last": px, "time": pt, "bid": px, "ask": px,
                           "ticks": [{"type": "trade", "price": px, "size": 0.0, "time": pt}]})
@@ -446,9 +449,10 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
                 if wants_quote:
                     await through_quotes(k, j)
                 elif account.n_orders > account._start:
-                    for r in through(k, j) or ():
-                        await r
-                    where = "on_bar"
+                    calls = through(k, j)
+                    if calls:
+                        await call(calls)
+                        where = "on_bar"
                 clock._now = end
                 if wants_quote:
                     marks[sym_index[j]] = st_c.item(k)
@@ -458,16 +462,14 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
                     if r is not None:
                         await r
                 if pending:
-                    for r in deliver(k) or ():
-                        await r
+                    await call(take(k))
                     where = "on_bar"
         where = "on_stop"
         r = strat.on_stop()
         if inspect.isawaitable(r):
             await r
         if pending:
-            for r in deliver(total - 1) or ():
-                await r
+            await call(take(total - 1))
     except (KeyboardInterrupt, trio.Cancelled):
         raise
     except Exception as exc:

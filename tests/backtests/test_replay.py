@@ -221,3 +221,31 @@ def test_engine_backtest_writes_json_with_the_documented_keys(tmp_path):
         assert key in result
     assert len(result["equity"]) == 400
     assert "final equity" in proc.stdout
+
+
+def test_async_and_sync_handlers_run_in_event_order_and_name_themselves_when_they_fail():
+    class Handlers(Strategy):
+        boom: bool = False
+
+        def on_start(self):
+            self.heard = []
+
+        def on_bar(self, symbol):
+            if len(self.ctx.ohlcv(symbol)) == 1:
+                self.ctx.buy(symbol, 1)
+                self.ctx.buy(symbol, 2)
+
+        def on_order(self, event):
+            self.heard.append(("order", type(event).__name__))
+
+        async def on_fill(self, fill):
+            if self.boom:
+                raise RuntimeError("fill handler broke")
+            self.heard.append(("fill", fill.size))
+
+    strat = Handlers()
+    run_backtest(strat, BARS, symbols=["x"])
+    assert strat.heard == [("order", "OrderAccepted"), ("order", "OrderAccepted"),
+                           ("fill", 1.0), ("fill", 2.0)]
+    with pytest.raises(BacktestError, match=r"Handlers\.on_fill raised:[\s\S]*fill handler broke"):
+        run_backtest(Handlers(boom=True), BARS, symbols=["x"])
