@@ -15,22 +15,13 @@ __all__ = ["run_command"]
 def run_command(args: argparse.Namespace) -> int:
     """Run `args.strategy` (one or more files) as actors; return the exit status."""
     from engine.cli import UsageError, parse_options
-    from engine.cli._run import _paper_args, configure_logging
+    from engine.cli._run import _paper_args, check_run_args, configure_logging, status_printer
     from engine.provider import ProviderError
-    from engine.sampler import parse_timeframe
     from engine.strategy import StrategyError
 
-    if args.duration is not None and args.duration <= 0:
-        raise UsageError(f"--duration must be positive, got {args.duration:g}")
-    if args.history < 0:
-        raise UsageError(f"--history must be 0 or more, got {args.history}")
+    check_run_args(args)
     if getattr(args, "record", False):
         raise UsageError("--record is not available with --actors yet")
-    if args.timeframe:
-        try:
-            parse_timeframe(args.timeframe)
-        except ValueError as exc:
-            raise UsageError(f"--timeframe: {exc}") from None
     from engine.actors._runtime import parse_hostport
 
     try:
@@ -40,14 +31,7 @@ def run_command(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
     paper = _paper_args(args) if args.paper else None
-    tty = sys.stderr.isatty()
-    every = args.status_every or (1.0 if tty else 5.0)
-
-    def show(snapshot) -> None:
-        if tty:
-            print("\r" + snapshot.line()[:150], end="", file=sys.stderr, flush=True)
-        else:
-            print(snapshot.line(), file=sys.stderr, flush=True)
+    show, every, tty = status_printer(args)
 
     from engine.actors.daemon import FeedGone
     from engine.actors.root import ClearingError, run

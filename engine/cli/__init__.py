@@ -41,6 +41,18 @@ def parse_options(pairs: Sequence[str] | None, what: str = "-o") -> dict[str, st
     return out
 
 
+def check_timeframe(text: str | None) -> None:
+    """Reject a bad `--timeframe` (None: not given) with the reason."""
+    if not text:
+        return
+    from engine.sampler import parse_timeframe
+
+    try:
+        parse_timeframe(text)
+    except ValueError as exc:
+        raise UsageError(f"--timeframe: {exc}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="engine",

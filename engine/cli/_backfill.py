@@ -33,16 +33,11 @@ def when(t: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from backtests.store import StoreError, backfill
-    from engine.cli import UsageError, parse_options
-    from engine.sampler import parse_timeframe
+    from engine.cli import UsageError, check_timeframe, parse_options
 
     if args.count < 1:
         raise UsageError(f"--count must be at least 1, got {args.count}")
-    if args.timeframe:
-        try:
-            parse_timeframe(args.timeframe)
-        except ValueError as exc:
-            raise UsageError(f"--timeframe: {exc}") from None
+    check_timeframe(args.timeframe)
     try:
         infos = backfill(args.provider, args.symbols, args.timeframe, args.count,
                          parse_options(args.option))

@@ -26,16 +26,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from backtests.store import StoreError, import_file, list_datasets, list_tick_datasets
-    from engine.cli import UsageError
+    from engine.cli import check_timeframe
     from engine.cli._backfill import when
-    from engine.sampler import parse_timeframe
 
     if args.data_command == "import":
-        if args.timeframe:
-            try:
-                parse_timeframe(args.timeframe)
-            except ValueError as exc:
-                raise UsageError(f"--timeframe: {exc}") from None
+        check_timeframe(args.timeframe)
         try:
             info = import_file(args.file, args.symbol, args.timeframe, args.timezone)
         except StoreError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import Any
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -83,6 +84,31 @@ def _paper_args(args: argparse.Namespace) -> dict:
     return {"name": args.account, "cash": args.cash, "config": config}
 
 
+def check_run_args(args: argparse.Namespace) -> None:
+    """The checks `engine run` makes with or without --actors."""
+    from engine.cli import UsageError, check_timeframe
+
+    if args.duration is not None and args.duration <= 0:
+        raise UsageError(f"--duration must be positive, got {args.duration:g}")
+    if args.history < 0:
+        raise UsageError(f"--history must be 0 or more, got {args.history}")
+    check_timeframe(args.timeframe)
+
+
+def status_printer(args: argparse.Namespace) -> tuple[Any, float, bool]:
+    """The status-line callback, its period (s) and whether stderr is a terminal (the line is
+    then redrawn in place)."""
+    tty = sys.stderr.isatty()
+
+    def show(snapshot: Any) -> None:
+        if tty:
+            print("\r" + snapshot.line()[:150], end="", file=sys.stderr, flush=True)
+        else:
+            print(snapshot.line(), file=sys.stderr, flush=True)
+
+    return show, args.status_every or (1.0 if tty else 5.0), tty
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
                         format="%(levelname).1s %(name)s: %(message)s")
@@ -99,7 +125,6 @@ def run(args: argparse.Namespace) -> int:
     from engine.live import resolve_strategy
     from engine.live import run as run_strategy
     from engine.provider import ProviderError
-    from engine.sampler import parse_timeframe
     from engine.strategy import StrategyError
 
     if args.actors:
@@ -111,15 +136,7 @@ def run(args: argparse.Namespace) -> int:
                          "with --actors, or one file without it")
     if args.restart or args.registry:
         raise UsageError("--restart and --registry need --actors")
-    if args.duration is not None and args.duration <= 0:
-        raise UsageError(f"--duration must be positive, got {args.duration:g}")
-    if args.history < 0:
-        raise UsageError(f"--history must be 0 or more, got {args.history}")
-    if args.timeframe:
-        try:
-            parse_timeframe(args.timeframe)
-        except ValueError as exc:
-            raise UsageError(f"--timeframe: {exc}") from None
+    check_run_args(args)
     configure_logging(args.log_level)
     try:
         strat = resolve_strategy(args.strategy[0], parse_options(args.param, "-p"))
@@ -127,15 +144,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
     paper = _paper_args(args) if args.paper else None
-    tty = sys.stderr.isatty()
-    every = args.status_every or (1.0 if tty else 5.0)
-
-    def show(snapshot) -> None:
-        if tty:
-            print("\r" + snapshot.line()[:150], end="", file=sys.stderr, flush=True)
-        else:
-            print(snapshot.line(), file=sys.stderr, flush=True)
-
+    show, every, tty = status_printer(args)
     try:
         result = run_strategy(strat, provider=args.provider, symbols=symbols,
                               timeframe=args.timeframe, duration=args.duration,
