@@ -35,6 +35,7 @@ from backtests.replay import (
     BacktestError,
     BacktestResult,
     _clean,
+    check_costs,
     load_data,
     run_backtest,
 )
@@ -81,15 +82,17 @@ def _check_grid(strategy: Any, combos: list[dict], metric: str) -> None:
         raise BacktestError(str(exc)) from None
 
 
-def _options(cash: float, commission: float, slippage: float, leverage: float | None,
-             allow_short: bool) -> dict[str, Any]:
-    if cash <= 0:
-        raise BacktestError(f"cash must be positive, got {cash:g}")
-    for name, v in (("commission", commission), ("slippage", slippage)):
-        if not 0 <= v < 0.1:
-            raise BacktestError(f"{name} is a fraction (0.001 = 0.1 %), got {v:g}")
-    return {"cash": cash, "commission": commission, "slippage": slippage, "leverage": leverage,
-            "allow_short": allow_short}
+def _prepare(strategy: str | Path, grid: Any, metric: str, cash: float, commission: float,
+             slippage: float, leverage: float | None, allow_short: bool
+             ) -> tuple[str, list[dict], dict[str, Any]]:
+    """The strategy's path, the grid's combinations and the backtest options, all checked
+    before any worker starts."""
+    path = _strategy_path(strategy)
+    combos = expand_grid(grid)
+    _check_grid(path, combos, metric)
+    check_costs(cash, commission, slippage)
+    return path, combos, {"cash": cash, "commission": commission, "slippage": slippage,
+                          "leverage": leverage, "allow_short": allow_short}
 
 
 def _strategy_path(strategy: str | Path) -> str:
@@ -279,10 +282,8 @@ def optimize(
     memory. With `registry` (`HOST:PORT` of this host that others reach), hosts running
     `python -m engine.actors.sweep_host --registry HOST:PORT` take jobs too; `hosts` waits for
     that many before starting. `progress(done, total, row)` hears each result."""
-    path = _strategy_path(strategy)
-    combos = expand_grid(grid)
-    _check_grid(path, combos, metric)
-    options = _options(cash, commission, slippage, leverage, allow_short)
+    path, combos, options = _prepare(strategy, grid, metric, cash, commission, slippage, leverage,
+                                     allow_short)
     bars, _ = load_data(data, provider=provider, timeframe=timeframe, start=start, end=end)
     rows = _sweep(path, combos, bars, options, None, workers=workers, registry=registry,
                   hosts=hosts, progress=progress)
@@ -377,10 +378,8 @@ def walk_forward(
     `365d:90d`). Training windows roll forward by the test length (with `anchored`, every one
     starts at the first bar and grows). See the module docstring for how test windows run and
     are stitched; the other arguments are `optimize`'s."""
-    path = _strategy_path(strategy)
-    combos = expand_grid(grid)
-    _check_grid(path, combos, metric)
-    options = _options(cash, commission, slippage, leverage, allow_short)
+    path, combos, options = _prepare(strategy, grid, metric, cash, commission, slippage, leverage,
+                                     allow_short)
     train, test = parse_windows(windows)
     bars, period = load_data(data, provider=provider, timeframe=timeframe, start=start, end=end)
     times = np.unique(np.concatenate([b["time"] for b in bars.values()]))

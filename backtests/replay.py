@@ -523,6 +523,15 @@ def _equity(bars: dict[str, np.ndarray], step_sym: np.ndarray, step_times: np.nd
     return curve, exposed[last]
 
 
+def check_costs(cash: float, commission: float, slippage: float) -> None:
+    """Reject a starting cash or cost fraction no backtest can use, saying which."""
+    if cash <= 0:
+        raise BacktestError(f"cash must be positive, got {cash:g}")
+    for name, v in (("commission", commission), ("slippage", slippage)):
+        if not 0 <= v < 0.1:
+            raise BacktestError(f"{name} is a fraction (0.001 = 0.1 %), got {v:g}")
+
+
 def run_backtest(
     strategy: str | Path | type[Strategy] | Strategy,
     data: Any,
@@ -555,11 +564,7 @@ def run_backtest(
     warm up on them), but it is not called for them; trading, equity and statistics begin there.
     See the module docstring for conventions.
     """
-    if cash <= 0:
-        raise BacktestError(f"cash must be positive, got {cash:g}")
-    for name, v in (("commission", commission), ("slippage", slippage)):
-        if not 0 <= v < 0.1:
-            raise BacktestError(f"{name} is a fraction (0.001 = 0.1 %), got {v:g}")
+    check_costs(cash, commission, slippage)
     try:
         strat = resolve_strategy(strategy, params)
     except StrategyError as exc:
