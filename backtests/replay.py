@@ -387,22 +387,24 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
         return ((t, o, False), (t + span * 0.25, near, True), (t + span * 0.5, far, True),
                 (t + span * 0.999, c, True))
 
+    def meet(k: int, sym: str, pt: float, px: float, touch: bool) -> None:
+        """Working orders meet one point of bar k's path; logged fills are tagged with k."""
+        clock._now = pt
+        logged = len(log) if log is not None else 0
+        broker._record(account.match(sym, pt, px, px, math.nan, math.nan, px, touch))
+        if log is not None and len(log) > logged:
+            fills.extend((k, f) for f in log[logged:])
+
     def through(k: int, j: int) -> list | None:
         """Working orders meet the path through bar k until none is left working."""
         sym = symbols[j]
-        logged = len(log) if log is not None else 0
         # The open first: a market order is done there, and the rest of the path is not needed.
-        t, o = st_t.item(k), st_o.item(k)
-        clock._now = t
-        broker._record(account.match(sym, t, o, o, math.nan, math.nan, o, False))
+        meet(k, sym, st_t.item(k), st_o.item(k), False)
         if account.n_orders > account._start:
             for pt, px, touch in path(k)[1:]:
-                clock._now = pt
-                broker._record(account.match(sym, pt, px, px, math.nan, math.nan, px, touch))
+                meet(k, sym, pt, px, touch)
                 if account.n_orders <= account._start:
                     break
-        if log is not None and len(log) > logged:
-            fills.extend((k, f) for f in log[logged:])
         return take(k) if pending else None
 
     async def through_quotes(k: int, j: int) -> None:
@@ -413,10 +415,7 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
             clock._now = pt
             marks[sym_index[j]] = px
             if account.n_orders > account._start:
-                logged = len(log) if log is not None else 0
-                broker._record(account.match(sym, pt, px, px, math.nan, math.nan, px, touch))
-                if log is not None and len(log) > logged:
-                    fills.extend((k, f) for f in log[logged:])
+                meet(k, sym, pt, px, touch)
             if pending:
                 await call(take(k))
             where = "on_quote"
