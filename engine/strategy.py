@@ -191,9 +191,10 @@ class Context:
         return self.clock.now()
 
     def now_str(self) -> str:
-        import datetime as _dt
+        """The engine clock as ISO 8601 UTC (what `Strategy.log` stamps its lines with)."""
+        from engine.timefmt import iso
 
-        return _dt.datetime.fromtimestamp(self.now, _dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        return iso(self.now) or ""
 
     def ohlcv(self, symbol: str) -> np.ndarray:
         """Closed bars of `symbol` (ohlc_dtype rows, oldest first), read-only, without a copy.
