@@ -27,7 +27,7 @@ from engine.shm import ShmArray
 
 __all__ = ["Strategy", "Context", "StrategyError", "load_strategy", "OrderRouter", "IntentLog"]
 
-_RESERVED = {"symbols", "timeframe", "ctx", "name", "params", "lot_sizes"}
+_RESERVED = {"symbols", "timeframe", "ctx", "name", "params", "lot_sizes", "warmup"}
 CALLBACKS = ("on_start", "on_quote", "on_bar", "on_fill", "on_order_rejected", "on_order",
              "on_feed_status", "on_stop")
 
@@ -42,7 +42,8 @@ class Strategy:
     """Base class of user strategies.
 
     Class attributes: `symbols` (default symbols), `timeframe` (default bar period, e.g. "1m"),
-    `lot_sizes` (units per lot by symbol, for orders sized by value; default 1 unit), and any
+    `lot_sizes` (units per lot by symbol, for orders sized by value; default 1 unit), `warmup`
+    (closed bars its signals need; default: derived from its indicators, engine.warmup), and any
     annotated attribute (`fast: int = 10`) becomes a typed parameter, validated and overridable
     from the command line with `-p fast=5`.
     """
@@ -50,6 +51,7 @@ class Strategy:
     symbols: ClassVar[tuple[str, ...] | list[str]] = ()
     timeframe: ClassVar[str] = "1s"
     lot_sizes: ClassVar[Mapping[str, float]] = {}
+    warmup: ClassVar[int | None] = None
     _params_model: ClassVar[type[BaseModel]]
     ctx: Context
 
@@ -178,6 +180,7 @@ class Context(AccountAccess):
         # One mutable cell per symbol, shared with its indicator lines: the count of visible bars.
         self._seen = {s: [len(shm)] for s, shm in bars.items()}
         self.lot_sizes: dict[str, float] = {}
+        self._sources: list[Any] = []  # indicator sources declared through `indicator`
 
     def set_id_prefix(self, prefix: str) -> None:
         self._id_prefix = prefix
