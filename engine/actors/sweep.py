@@ -84,6 +84,8 @@ ProgressFn = Callable[[int, int, dict], None]
 CheckFn = Callable[[dict, dict], None]
 # A share of each remote host's jobs (its first always) evaluated again on this host.
 VERIFY_FRACTION = 0.1
+# A remote result that would rank among this many best of its window is evaluated again here.
+VERIFY_TOP = 3
 # Largest error text a remote host may send back (characters).
 MAX_ERROR = 10_000
 # Most worker slots one host may claim (each is a task here).
@@ -189,8 +191,12 @@ class _Coordinator:
     def __init__(self, strategy_path: str, grid: list[dict], tokens: dict[str, dict],
                  evaluate: str, options: dict[str, Any], progress: ProgressFn | None,
                  job_options: Sequence[dict] | None = None, *, check: CheckFn | None = None,
-                 verify_fraction: float = VERIFY_FRACTION, seed: int | None = None) -> None:
+                 verify_fraction: float = VERIFY_FRACTION, seed: int | None = None,
+                 rank_by: tuple[str, bool] | None = None) -> None:
         self.strategy_path = strategy_path
+        self.rank_by = rank_by
+        # The VERIFY_TOP best values of `rank_by` so far, per set of job options (a window).
+        self.top: dict[str, list[float]] = {}
         self.check = check
         self.verify_fraction = verify_fraction
         self.random = random.Random(seed)
@@ -219,7 +225,30 @@ class _Coordinator:
         if not grid:
             self.finished.set()
 
+    def _score(self, job: dict, result: dict) -> tuple[str, float] | None:
+        """(group, value) of a result under `rank_by`, larger is better; None if unranked."""
+        if self.rank_by is None or not isinstance(result.get("metrics"), dict):
+            return None
+        value = result["metrics"].get(self.rank_by[0])
+        if not _finite(value):
+            return None
+        group = json.dumps(job.get("options") or {}, sort_keys=True, default=str)
+        return group, (value if self.rank_by[1] else -value)
+
+    def _would_rank(self, job: dict, result: dict) -> bool:
+        score = self._score(job, result)
+        if score is None:
+            return False
+        best = self.top.get(score[0], [])
+        return len(best) < VERIFY_TOP or score[1] >= best[-1]
+
     def _on_result(self, job: dict, result: dict) -> None:
+        score = self._score(job, result)
+        if score is not None:
+            best = self.top.setdefault(score[0], [])
+            best.append(score[1])
+            best.sort(reverse=True)
+            del best[VERIFY_TOP:]
         self.rows[job["id"]] = row = _row(job, result)
         self.done += 1
         if self.progress is not None:
@@ -303,7 +332,10 @@ class _Coordinator:
                 except ValueError as exc:
                     raise _Untrusted(f"implausible result for {job['params']}: {exc}") from None
             first = not self.accepted.get(name)
-            if first or self.keys is None or self.random.random() < self.verify_fraction:
+            # A result that would rank among the best so far is always checked, so the best
+            # ones in the end were all checked (ranks only fall as results come in).
+            if (first or self.keys is None or self._would_rank(job, result)
+                    or self.random.random() < self.verify_fraction):
                 why = _disagree(result, await self._evaluate_here(job))
                 if why:
                     raise _Untrusted(f"its result for {job['params']} disagrees with this "
@@ -497,6 +529,8 @@ async def run_sweep(
     check: CheckFn | None = None,
     verify_fraction: float = VERIFY_FRACTION,
     seed: int | None = None,
+    rank_by: str | None = None,
+    descending: bool = True,
 ) -> list[dict[str, Any]]:
     """Evaluate `strategy_path` on every parameter combination of `grid`; return one row per
     combination, in grid order: `{"params", "metrics", "error", "worker", "seconds"}`.
@@ -509,8 +543,10 @@ async def run_sweep(
     A sweep across hosts needs `secret` (the shared secret, `sweep_auth.load_secret`) and links
     only hosts at loopback addresses, the registry's own, or in `allow_hosts` (addresses,
     networks or names); each remote result must pass `check(metrics, options)` (raising
-    ValueError when implausible) and a share `verify_fraction` of each host's jobs (its first
-    always, drawn with `seed`) is evaluated again here and must agree.
+    ValueError when implausible), and some are evaluated again here and must agree: each
+    host's first, every one that would rank among the VERIFY_TOP best of its window by metric
+    `rank_by` (`descending`: larger is better) when it comes in, and a share `verify_fraction`
+    of the rest (drawn with `seed`). A host that fails is dropped and its jobs run elsewhere.
     `evaluate` names the evaluation function (`module:function` or `file.py:function`);
     `options` go to it unchanged; `job_options`, one dict per combination, are merged over them
     for that combination alone (and kept in its row as `options`), so one pool can evaluate the
@@ -531,7 +567,7 @@ async def run_sweep(
     tokens = {sym: _token(h) for sym, h in history.items()}
     coord = _Coordinator(strategy_path, list(grid), tokens, evaluate, dict(options or {}),
                          progress, job_options, check=check, verify_fraction=verify_fraction,
-                         seed=seed)
+                         seed=seed, rank_by=(rank_by, descending) if rank_by else None)
     addr = parse_hostport(registry) if registry is not None else ("127.0.0.1", _free_port())
     key = derive_key(secret) if secret is not None else new_key()
     try:
