@@ -33,7 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=int, default=20, help="rows in the printed table (default 20)")
     p.add_argument("--registry", metavar="HOST:PORT",
                    help="serve a tractor registry here so sweep hosts on other machines join "
-                        "(python -m engine.actors.sweep_host --registry HOST:PORT)")
+                        "(python -m engine.actors.sweep_host --registry HOST:PORT), with the "
+                        "shared secret (--secret-file or ENGINE_SWEEP_SECRET)")
     p.add_argument("--hosts", type=int, default=0,
                    help="wait for this many joined hosts before starting (with --registry)")
     p.add_argument("--secret-file", metavar="PATH",
