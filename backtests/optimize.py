@@ -14,6 +14,9 @@ window. The test windows are stitched into one out-of-sample run:
   and listed as an open trade;
 - the statistics of the stitched curve are the out-of-sample result; the in-sample metric of
   each window is reported next to it, so over-fitting shows as the gap between the two.
+
+Across hosts, every remote result must pass `check_metrics` (what a backtest's statistics can
+be) before the sweep keeps it; see `engine.actors.sweep` for the rest of that trust.
 """
 
 from __future__ import annotations
@@ -41,9 +44,10 @@ from backtests.replay import (
 )
 from engine.live import resolve_strategy
 from engine.strategy import StrategyError
+from engine.timefmt import iso
 
 __all__ = ["optimize", "walk_forward", "SweepResult", "WalkForwardResult", "parse_windows",
-           "expand_grid", "SWEEP_METRICS"]
+           "expand_grid", "check_metrics", "SWEEP_METRICS"]
 
 ProgressFn = Callable[[int, int, dict], None]
 
@@ -104,16 +108,48 @@ def _strategy_path(strategy: str | Path) -> str:
     return str(path.resolve())
 
 
+def check_metrics(metrics: dict, options: dict) -> None:
+    """Raise ValueError when `metrics` cannot be a backtest's sweep statistics under `options`:
+    other keys than SWEEP_METRICS, a count that is not a whole number >= 0, a share outside
+    0..100 %, a drawdown above 0, negative fees or profit factor, or a return_pct other than
+    (final_equity / cash - 1) * 100."""
+    if set(metrics) != set(SWEEP_METRICS):
+        raise ValueError(f"keys {sorted(metrics)} are not {sorted(SWEEP_METRICS)}")
+    for k, v in metrics.items():
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)
+                              or not math.isfinite(v)):
+            raise ValueError(f"{k} = {v!r:.40} is not a finite number or None")
+    n = metrics["num_trades"]
+    if n is None or n < 0 or float(n) != int(n):
+        raise ValueError(f"num_trades = {n!r} is not a whole number >= 0")
+    for k in ("win_rate_pct", "exposure_pct"):
+        if metrics[k] is not None and not 0.0 <= metrics[k] <= 100.0:
+            raise ValueError(f"{k} = {metrics[k]!r} is outside 0..100")
+    for k, ok in (("max_drawdown_pct", lambda v: v <= 0.0), ("fees", lambda v: v >= 0.0),
+                  ("profit_factor", lambda v: v >= 0.0)):
+        if metrics[k] is not None and not ok(metrics[k]):
+            raise ValueError(f"{k} = {metrics[k]!r} has the wrong sign")
+    final, ret, cash = metrics["final_equity"], metrics["return_pct"], options.get("cash")
+    if final is not None and ret is not None and cash:
+        want = (final / cash - 1.0) * 100.0
+        if not math.isclose(ret, want, rel_tol=1e-9, abs_tol=1e-6):
+            raise ValueError(f"return_pct {ret!r} does not match final_equity {final!r} "
+                             f"(that is {want!r} %)")
+
+
 def _sweep(path: str, combos: list[dict], bars: dict[str, np.ndarray], options: dict,
            job_options: list[dict] | None, *, workers: int | None, registry: str | None,
-           hosts: int, progress: ProgressFn | None) -> list[dict]:
+           hosts: int, progress: ProgressFn | None, secret: bytes | None,
+           allow_hosts: Sequence[str], metric: str, minimize: bool) -> list[dict]:
     from engine.actors.sweep import SweepError, open_history, run_sweep
 
     try:
         with open_history(bars) as history:
             return trio.run(lambda: run_sweep(
                 path, combos, history, workers=workers, options=options, registry=registry,
-                hosts=hosts, progress=progress, job_options=job_options))
+                hosts=hosts, progress=progress, job_options=job_options, secret=secret,
+                allow_hosts=allow_hosts, check=check_metrics, rank_by=metric,
+                descending=not minimize))
     except SweepError as exc:
         raise BacktestError(str(exc)) from None
 
@@ -132,7 +168,7 @@ class SweepResult:
 
     @property
     def ranked(self) -> list[dict]:
-        """Rows that produced the metric, best first (failed rows and NaN left out)."""
+        """Rows that produced the metric, best first (failed rows, NaN and None left out)."""
         from engine.actors.sweep import rank
 
         ranked = rank(self.rows, self.metric, descending=self.descending)
@@ -145,8 +181,19 @@ class SweepResult:
         return dict(ranked[0]["params"]) if ranked else None
 
     @property
+    def n_trials(self) -> int:
+        """How many combinations the best was chosen from: those that produced the metric
+        (the number of trials a deflated Sharpe ratio discounts for)."""
+        return len(self.ranked)
+
+    @property
     def failed(self) -> list[dict]:
+        """The rows of the combinations that raised, each with its `params` and `error`."""
         return [r for r in self.rows if r.get("error")]
+
+    def failures(self, limit: int | None = None) -> list[str]:
+        """One line per failed combination: its parameters and the last line of its error."""
+        return [_failure(r) for r in self.failed[:limit]]
 
     def table(self, top: int = 20) -> str:
         from engine.actors.sweep import format_table
@@ -155,7 +202,10 @@ class SweepResult:
 
     def to_json(self, path: str | Path | None = None) -> str:
         text = json.dumps({"strategy": self.strategy, "metric": self.metric,
-                           "best": self.best, "rows": _plain(self.rows)}, indent=1)
+                           "best": self.best, "n_trials": self.n_trials,
+                           "failed": [{"params": r["params"], "error": r["error"]}
+                                      for r in self.failed],
+                           "rows": _plain(self.rows)}, indent=1)
         if path is not None:
             Path(path).write_text(text)
         return text
@@ -192,14 +242,29 @@ class WalkForwardResult:
     def trades(self) -> list[dict]:
         return self.oos.trades
 
+    @property
+    def failed(self) -> list[dict]:
+        """The training rows that raised, each with its `params`, `error` and window
+        `options` (start and end, epoch seconds)."""
+        return [r for r in self.rows if r.get("error")]
+
+    def failures(self, limit: int | None = None) -> list[str]:
+        """One line per failed training combination: its window, parameters and error."""
+        return [_failure(r, self.timeframe) for r in self.failed[:limit]]
+
+    @property
+    def timeframe(self) -> int | None:
+        """The bar period of the run, in seconds."""
+        return getattr(self.oos, "timeframe", None)
+
     def table(self) -> str:
-        head = ["window", "train from", "test from", "test to", "best", f"IS {self.metric}",
-                f"OOS {self.metric}", "OOS return %"]
+        head = ["window", "train from", "test from", "test to", "best", "trials",
+                f"IS {self.metric}", f"OOS {self.metric}", "OOS return %"]
         body = []
         for i, w in enumerate(self.windows, 1):
             best = " ".join(f"{k}={v}" for k, v in (w["params"] or {}).items()) or "-"
-            body.append([str(i), _day(w["train_start"]), _day(w["test_start"]),
-                         _day(w["test_end"]), best, _num(w["in_sample"]),
+            body.append([str(i), w["train_start_iso"], w["test_start_iso"], w["test_end_iso"],
+                         best, str(w["n_trials"]), _num(w["in_sample"]),
                          _num(w["out_of_sample"].get(self.metric)),
                          _num(w["out_of_sample"].get("return_pct"))])
         widths = [max(len(h), *(len(b[c]) for b in body)) for c, h in enumerate(head)]
@@ -218,8 +283,11 @@ class WalkForwardResult:
         return text
 
     def plot(self, path: str | Path = "walk_forward.html") -> Path:
-        """The stitched out-of-sample run as an HTML report."""
-        return self.oos.plot(path)
+        """Write the walk-forward report (window table, stitched out-of-sample equity, its
+        statistics and trades) as one HTML file; return its path."""
+        from backtests.wf_report import write_wf_report
+
+        return write_wf_report(self, path)
 
     def __str__(self) -> str:
         return (f"{self.strategy}: walk-forward, {len(self.windows)} windows, best by "
@@ -236,11 +304,13 @@ def _num(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def _day(t: int) -> str:
-    import datetime as dt
-
-    when = dt.datetime.fromtimestamp(int(t), dt.UTC)
-    return when.strftime("%Y-%m-%d %H:%M") if t % 86400 else when.strftime("%Y-%m-%d")
+def _failure(row: dict, period: int | None = None) -> str:
+    where = ""
+    if row.get("options"):
+        o = row["options"]
+        where = f"window {iso(o.get('start'), period)}..{iso(o.get('end'), period)}: "
+    params = " ".join(f"{k}={v}" for k, v in row["params"].items())
+    return f"{where}{params}: {str(row['error']).strip().splitlines()[-1]}"
 
 
 def _plain(v: Any) -> Any:
@@ -264,6 +334,8 @@ def optimize(
     workers: int | None = None,
     registry: str | None = None,
     hosts: int = 0,
+    secret: bytes | None = None,
+    allow_hosts: Sequence[str] = (),
     progress: ProgressFn | None = None,
     provider: str | None = None,
     timeframe: int | str | None = None,
@@ -281,12 +353,15 @@ def optimize(
     `data` and the cost options are `engine.backtest`'s. The history is loaded once into shared
     memory. With `registry` (`HOST:PORT` of this host that others reach), hosts running
     `python -m engine.actors.sweep_host --registry HOST:PORT` take jobs too; `hosts` waits for
-    that many before starting. `progress(done, total, row)` hears each result."""
+    that many before starting; such a sweep needs `secret` (the shared secret, from
+    `engine.actors.sweep_auth.load_secret`) and links only the hosts on loopback, at the
+    registry's address or in `allow_hosts`. `progress(done, total, row)` hears each result."""
     path, combos, options = _prepare(strategy, grid, metric, cash, commission, slippage, leverage,
                                      allow_short)
     bars, _ = load_data(data, provider=provider, timeframe=timeframe, start=start, end=end)
     rows = _sweep(path, combos, bars, options, None, workers=workers, registry=registry,
-                  hosts=hosts, progress=progress)
+                  hosts=hosts, progress=progress, secret=secret, allow_hosts=allow_hosts,
+                  metric=metric, minimize=minimize)
     return SweepResult(Path(path).name, metric, rows, descending=not minimize)
 
 
@@ -363,6 +438,8 @@ def walk_forward(
     workers: int | None = None,
     registry: str | None = None,
     hosts: int = 0,
+    secret: bytes | None = None,
+    allow_hosts: Sequence[str] = (),
     progress: ProgressFn | None = None,
     provider: str | None = None,
     timeframe: int | str | None = None,
@@ -392,27 +469,30 @@ def walk_forward(
     job_options = [{"start": int(times[spans[w][0]]), "end": int(times[spans[w][1] - 1])}
                    for w, _ in jobs]
     rows = _sweep(path, [c for _, c in jobs], bars, options, job_options, workers=workers,
-                  registry=registry, hosts=hosts, progress=progress)
+                  registry=registry, hosts=hosts, progress=progress, secret=secret,
+                  allow_hosts=allow_hosts, metric=metric, minimize=minimize)
     descending = not minimize
     chosen = []
     for w in range(len(spans)):
         mine = [r for r in rows if r.get("options") == job_options[w * len(combos)]]
         result = SweepResult(Path(path).name, metric, mine, descending)
         ranked = result.ranked
-        chosen.append((ranked[0]["params"], ranked[0]["metrics"][metric]) if ranked
-                      else (None, None))
+        chosen.append((ranked[0]["params"], ranked[0]["metrics"][metric], len(ranked))
+                      if ranked else (None, None, 0))
     return _stitch(path, bars, period, times, spans, chosen, rows, metric, options)
 
 
 def _stitch(path: str, bars: dict[str, np.ndarray], period: int, times: np.ndarray,
-            spans: list[tuple[int, int, int]], chosen: list[tuple[dict | None, Any]],
+            spans: list[tuple[int, int, int]], chosen: list[tuple[dict | None, Any, int]],
             rows: list[dict], metric: str, options: dict) -> WalkForwardResult:
     equity = options["cash"]
     windows, runs = [], []
-    for (lo, t0, t1), (params, in_sample) in zip(spans, chosen, strict=True):
+    for (lo, t0, t1), (params, in_sample, trials) in zip(spans, chosen, strict=True):
         window = {"train_start": int(times[lo]), "train_end": int(times[t0 - 1]),
-                  "test_start": int(times[t0]), "test_end": int(times[t1 - 1]),
-                  "params": params, "in_sample": in_sample, "out_of_sample": {}}
+                  "test_start": int(times[t0]), "test_end": int(times[t1 - 1])}
+        # People read ISO 8601; the epoch seconds stay beside it for programs.
+        window.update({f"{k}_iso": iso(v, period) for k, v in list(window.items())})
+        window.update(params=params, n_trials=trials, in_sample=in_sample, out_of_sample={})
         windows.append(window)
         if params is None or equity <= 0:
             # No combination produced the metric in training (or the account is gone):

@@ -15,6 +15,7 @@ import importlib
 import importlib.util
 import inspect
 import logging
+import math
 import os
 import socket
 import sys
@@ -31,7 +32,7 @@ from engine.actors._runtime import LINK_ERRORS, child_process, describe_exit, gu
 from engine.actors.messages import plain
 
 __all__ = ["load_evaluate", "serve_worker", "JobQueue", "WorkerSpec", "Pool", "SweepError",
-           "default_workers"]
+           "default_workers", "clean_metrics"]
 
 log = logging.getLogger("engine.actors.sweep")
 
@@ -84,6 +85,14 @@ def load_evaluate(spec: str) -> Callable[..., Any]:
     return fn
 
 
+def clean_metrics(metrics: Any) -> dict[str, Any]:
+    """An evaluation's metrics as plain builtins, NaN and infinities as None (a sweep's
+    metrics are finite numbers or None wherever they were computed)."""
+    out = plain(dict(metrics))
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v
+            for k, v in out.items()}
+
+
 @dataclass(frozen=True)
 class WorkerSpec:
     """What every worker of one sweep needs: the evaluation function's name, the strategy file
@@ -124,7 +133,7 @@ async def serve_worker(ctx: Any, evaluate: str, strategy_path: str, history: dic
                         metrics = await trio.to_thread.run_sync(
                             fn, strategy_path, job["params"], history, opts,
                             abandon_on_cancel=True)
-                    out = {"id": job["id"], "metrics": plain(dict(metrics))}
+                    out = {"id": job["id"], "metrics": clean_metrics(metrics)}
                 except Exception as exc:  # noqa: BLE001 - one bad combination fails alone
                     out = {"id": job["id"], "error": f"{type(exc).__name__}: {exc}"}
                 out.update(seconds=time.perf_counter() - t0, worker=worker)
@@ -174,6 +183,18 @@ class JobQueue:
         self.in_flight -= 1
         if self.on_result is not None:
             self.on_result(job, result)
+        self._notify()
+
+    def requeue(self, job: dict) -> None:
+        """Put a job in flight back at the front, without counting an attempt (its host was
+        dropped, not the job's fault)."""
+        self.in_flight -= 1
+        self.pending.appendleft(job)
+        self._notify()
+
+    def reopen(self, job: dict) -> None:
+        """Put a finished job back (its result was discarded)."""
+        self.pending.append(job)
         self._notify()
 
     def retry(self, job: dict, why: str) -> None:

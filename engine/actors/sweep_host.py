@@ -1,12 +1,16 @@
 """A sweep host: worker actors on another machine that join a sweep coordinator's registry.
 
-Run on each extra host (it waits for sweeps and serves one after another until Ctrl-C):
+Run on each extra host (it waits for sweeps and serves one after another until Ctrl-C), with
+the sweep's shared secret in a 0600 file or in the environment (never on the command line):
 
-    python -m engine.actors.sweep_host --registry COORDINATOR:1616 [--bind THIS_HOST] [--workers N]
+    python -m engine.actors.sweep_host --registry COORDINATOR:1616 --bind THIS_HOST \
+        --secret-file ~/.engine/sweep.secret [--workers N]
 
-The host runs its own tractor registry at `--bind` (default: its address toward the
-coordinator, port 1616) for its workers, and registers itself in the coordinator's registry as
-`sweep.host.<hostname>.<pid>`, again whenever that registry comes back. For each sweep the
+The host runs its own tractor registry at `--bind` (default 127.0.0.1:1616: loopback unless
+told otherwise) for its workers, and registers itself in the coordinator's registry as
+`sweep.host.<hostname>.<pid>`, again whenever that registry comes back. Every connection, in
+and out, first proves the shared secret both ways (`engine.actors.sweep_auth`); a peer that
+cannot is refused and logged before anything it sends is read. For each sweep the
 coordinator sends the strategy file's text and the history rows once; the host keeps the rows in
 its own shared memory, its workers attach them read-only, and it relays jobs and results.
 The evaluation function must be importable on this host too.
@@ -15,6 +19,7 @@ The evaluation function must be importable on this host too.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import math
 import os
@@ -23,6 +28,7 @@ import signal
 import socket
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +46,15 @@ from engine.actors._runtime import (
     tractor_loglevel,
 )
 from engine.actors.pool import JobQueue, Pool, WorkerSpec, default_workers
+from engine.actors.sweep_auth import (
+    DEFAULT_SECRET_ENV,
+    AuthError,
+    SecretError,
+    derive_key,
+    is_authenticated,
+    keyed,
+    load_secret,
+)
 from engine.shm import ShmArray, ShmToken
 
 __all__ = ["serve_host", "serve_sweep", "main"]
@@ -69,6 +84,12 @@ async def serve_sweep(ctx: Any, strategy_name: str, strategy_source: str, evalua
     """Serve one sweep: take the history rows once, then relay jobs to this host's workers
     and results back until the coordinator closes the stream."""
     host = _host
+    if not is_authenticated(ctx.chan):
+        # Never reached through a keyed host (every link proves the key first): a guard
+        # against this function being served some other way.
+        log.error("refused a sweep from %s: the link is not authenticated", ctx.chan.raddr)
+        await ctx.started({"error": "refused: the link is not authenticated"})
+        return
     if host is None:
         await ctx.started({"error": "this sweep host is still starting"})
         return
@@ -143,19 +164,16 @@ async def _relay(stream: Any, pool: Pool, spec: WorkerSpec) -> None:
         nursery.cancel_scope.cancel()
 
 
-def _address_toward(host: str) -> str:
-    """This machine's address on the route to `host` (no packet is sent)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.connect((host, 1))
-            return sock.getsockname()[0]
-        except OSError:
-            return "127.0.0.1"
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        return False
 
 
 async def _stay_registered(registry: tuple[str, int], name: str) -> None:
     actor = tractor.current_actor()
-    joined = False
+    joined = refused = False
     while True:
         try:
             names = await registered_names(registry)
@@ -164,7 +182,12 @@ async def _stay_registered(registry: tuple[str, int], name: str) -> None:
                     await portal.run_from_ns("self", "register_actor", uid=actor.uid,
                                              sockaddr=actor.accept_addr)
                 log.info("joined the registry at %s:%d as %s", *registry, name)
-                joined = True
+                joined, refused = True, False
+        except AuthError as exc:
+            if not refused:
+                log.warning("the registry at %s:%d refused our key (%s); is the secret the "
+                            "same on both hosts?", *registry, exc)
+            refused, joined = True, False
         except Exception as exc:  # noqa: BLE001 - a registry coming or going never stops us
             if joined:
                 log.info("the registry at %s:%d is gone (%s); waiting for the next one",
@@ -173,37 +196,40 @@ async def _stay_registered(registry: tuple[str, int], name: str) -> None:
         await trio.sleep(1.0)
 
 
-async def serve_host(registry: str | tuple[str, int], *, bind: str | None = None,
-                     port: int = 1616, workers: int | None = None) -> None:
+async def serve_host(registry: str | tuple[str, int], *, secret: bytes,
+                     bind: str = "127.0.0.1", port: int = 1616, workers: int | None = None,
+                     allow_hosts: Sequence[str] = ()) -> None:
     """Serve sweeps from the coordinator registry `registry` until cancelled, with `workers`
-    worker actors (default: one per core) under this host's own registry at `bind:port`."""
+    worker actors (default: one per core) under this host's own registry at `bind:port`.
+    Every link proves `secret` (`sweep_auth.load_secret`) both ways; connections are taken
+    only from loopback, the registry's host and `allow_hosts`."""
     global _host
     registry = parse_hostport(registry)
-    bind = bind or _address_toward(registry[0])
     name = f"{HOST_PREFIX}{socket.gethostname()}.{os.getpid()}"
-    async with tractor.open_root_actor(arbiter_addr=(bind, port), name=name,
-                                       enable_modules=["engine.actors.sweep_host"],
-                                       loglevel=tractor_loglevel()):
-        async with tractor.open_nursery() as an:
-            pool = Pool(an, workers or default_workers())
-            await pool.spawn()
-            _host = _Host(pool, trio.Lock())
-            log.info("sweep host %s ready: %d workers, own registry %s:%d", name, pool.size,
-                     bind, port)
-            try:
-                await _stay_registered(registry, name)
-            finally:
-                _host = None
-                with trio.move_on_after(0.5) as cs:
-                    cs.shield = True
-                    try:
-                        async with open_registry(registry) as portal:
-                            await portal.run_from_ns("self", "unregister_actor",
-                                                     uid=tractor.current_actor().uid)
-                    except (OSError, KeyError, *LINK_ERRORS):
-                        pass
-                await an.cancel()
-                await reap_children(an)
+    with keyed(derive_key(secret), allow=[registry[0], *allow_hosts]):
+        async with tractor.open_root_actor(arbiter_addr=(bind, port), name=name,
+                                           enable_modules=["engine.actors.sweep_host"],
+                                           loglevel=tractor_loglevel()):
+            async with tractor.open_nursery() as an:
+                pool = Pool(an, workers or default_workers())
+                await pool.spawn()
+                _host = _Host(pool, trio.Lock())
+                log.info("sweep host %s ready: %d workers, own registry %s:%d", name,
+                         pool.size, bind, port)
+                try:
+                    await _stay_registered(registry, name)
+                finally:
+                    _host = None
+                    with trio.move_on_after(0.5) as cs:
+                        cs.shield = True
+                        try:
+                            async with open_registry(registry) as portal:
+                                await portal.run_from_ns("self", "unregister_actor",
+                                                         uid=tractor.current_actor().uid)
+                        except (OSError, KeyError, *LINK_ERRORS):
+                            pass
+                    await an.cancel()
+                    await reap_children(an)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,16 +240,32 @@ def main(argv: list[str] | None = None) -> int:
                         help="the sweep coordinator's registry (engine sweep --registry)")
     parser.add_argument("--bind", metavar="HOST[:PORT]",
                         help="this host's address the coordinator reaches, and its own registry "
-                             "port (default: the address toward the registry, port 1616)")
+                             "port (default 127.0.0.1:1616; required when the registry is on "
+                             "another machine)")
     parser.add_argument("--workers", type=int, help="worker actors (default: one per core)")
+    parser.add_argument("--secret-file", metavar="PATH",
+                        help="the sweep's shared secret, in a file of mode 0600")
+    parser.add_argument("--secret-env", metavar="NAME",
+                        help=f"the environment variable holding the shared secret (default "
+                             f"{DEFAULT_SECRET_ENV})")
+    parser.add_argument("--allow-host", action="append", default=[], metavar="ADDR",
+                        help="also take connections from this address, network or name "
+                             "(besides loopback and the registry's host; repeatable)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(levelname).1s %(name)s: %(message)s")
     try:
         registry = parse_hostport(args.registry)
-        bind = parse_hostport(args.bind, default=("", 1616)) if args.bind else None
-    except ValueError as exc:
+        bind = parse_hostport(args.bind, default=("127.0.0.1", 1616)) if args.bind else None
+        if bind is None and not _is_loopback(registry[0]):
+            raise ValueError(f"the registry {registry[0]} is on another machine: give --bind "
+                             "with this host's address that it reaches")
+        if args.workers is not None and args.workers < 1:
+            raise ValueError(f"--workers must be 1 or more, got {args.workers}")
+        secret = load_secret(file=args.secret_file, env=args.secret_env)
+    except (ValueError, SecretError) as exc:
         parser.exit(2, f"error: {exc}\n")
+    bind = bind or ("127.0.0.1", 1616)
 
     async def run() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -234,10 +276,13 @@ def main(argv: list[str] | None = None) -> int:
                         nursery.cancel_scope.cancel()
 
                 nursery.start_soon(stop)
-                await serve_host(registry, bind=bind[0] if bind else None,
-                                 port=bind[1] if bind else 1616, workers=args.workers)
+                await serve_host(registry, secret=secret, bind=bind[0], port=bind[1],
+                                 workers=args.workers, allow_hosts=args.allow_host)
 
-    trio.run(run)
+    try:
+        trio.run(run)
+    except (AuthError, SecretError) as exc:
+        parser.exit(1, f"error: {exc}\n")
     return 0
 
 

@@ -1,8 +1,15 @@
-"""`engine sweep strat.py -p fast=5:50:5 --data ...`: a parameter sweep or walk-forward run."""
+"""`engine sweep strat.py -p fast=5:50:5 --data ...`: a parameter sweep or walk-forward run.
+
+Output paths and the sweep secret are checked before any work; the command exits 1, naming
+them, when any combination failed."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import sys
+from pathlib import Path
 
 from engine.cli._backtest import add_data_arguments, data_options
 
@@ -26,9 +33,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=int, default=20, help="rows in the printed table (default 20)")
     p.add_argument("--registry", metavar="HOST:PORT",
                    help="serve a tractor registry here so sweep hosts on other machines join "
-                        "(python -m engine.actors.sweep_host --registry HOST:PORT)")
+                        "(python -m engine.actors.sweep_host --registry HOST:PORT), with the "
+                        "shared secret (--secret-file or ENGINE_SWEEP_SECRET)")
     p.add_argument("--hosts", type=int, default=0,
                    help="wait for this many joined hosts before starting (with --registry)")
+    p.add_argument("--secret-file", metavar="PATH",
+                   help="with --registry: the shared secret of the sweep's hosts, in a file of "
+                        "mode 0600 (default: the environment variable ENGINE_SWEEP_SECRET)")
+    p.add_argument("--secret-env", metavar="NAME",
+                   help="with --registry: the environment variable holding the shared secret")
+    p.add_argument("--allow-host", action="append", default=[], metavar="ADDR",
+                   help="with --registry: a host (address, network or name) allowed to join, "
+                        "besides loopback (repeatable)")
     p.add_argument("--walk-forward", metavar="TRAIN:TEST",
                    help="walk-forward windows, bar counts or durations: 2000:500, 365d:90d")
     p.add_argument("--anchored", action="store_true",
@@ -41,10 +57,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _check_output(path: str, flag: str) -> None:
+    """Refuse, before any work, an output path that cannot be written."""
+    from engine.cli import UsageError
+
+    target = Path(path)
+    folder = target.parent
+    if target.is_dir():
+        raise UsageError(f"{flag} {path}: is a folder; give a file name")
+    if not folder.is_dir():
+        raise UsageError(f"{flag} {path}: no folder {str(folder)!r}")
+    if not os.access(folder, os.W_OK | os.X_OK) or (target.exists()
+                                                    and not os.access(target, os.W_OK)):
+        raise UsageError(f"{flag} {path}: not writable")
+
+
 def run(args: argparse.Namespace) -> int:
     from backtests.optimize import optimize, walk_forward
     from backtests.replay import BacktestError
     from engine.actors.sweep import ProgressBar, write_csv
+    from engine.actors.sweep_auth import SecretError, load_secret
     from engine.cli import UsageError
 
     if not args.param:
@@ -53,9 +85,27 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--workers must be 0 or more, got {args.workers}")
     if args.report and not args.walk_forward:
         raise UsageError("--report goes with --walk-forward (a sweep has no single run to plot)")
+    for path, flag in ((args.json_out, "--json"), (args.csv_out, "--csv"),
+                       (args.report, "--report")):
+        if path:
+            _check_output(path, flag)
+    secret = None
+    if args.registry:
+        try:
+            secret = load_secret(file=args.secret_file, env=args.secret_env)
+        except SecretError as exc:
+            raise UsageError(str(exc)) from None
+        # Hosts joining, refused or dropped are worth seeing on a sweep across machines.
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname).1s %(name)s: %(message)s"))
+        sweep_log = logging.getLogger("engine.actors.sweep")
+        sweep_log.addHandler(handler)
+        sweep_log.setLevel(logging.INFO)
+    elif args.secret_file or args.secret_env or args.allow_host:
+        raise UsageError("--secret-file, --secret-env and --allow-host go with --registry")
     common = dict(metric=args.metric, minimize=args.minimize, workers=args.workers,
                   registry=args.registry, hosts=args.hosts, progress=ProgressBar(),
-                  **data_options(args))
+                  secret=secret, allow_hosts=args.allow_host, **data_options(args))
     try:
         if args.walk_forward:
             result = walk_forward(args.strategy, args.data, args.param, args.walk_forward,
@@ -77,4 +127,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"table written to {args.csv_out}")
     if args.report:
         print(f"report written to {result.plot(args.report)}")
+    failed = result.failed
+    if failed:
+        shown = 20
+        print(f"engine sweep: {len(failed)} of {len(result.rows)} combinations failed:",
+              file=sys.stderr)
+        for line in result.failures(shown):
+            print(f"  {line}", file=sys.stderr)
+        if len(failed) > shown:
+            print(f"  ... and {len(failed) - shown} more (--json keeps every error)",
+                  file=sys.stderr)
+        return 1
     return 0

@@ -99,27 +99,42 @@ def check_files(rows, grid, tmp_path):
     assert lines[3]["error"].startswith("ValueError")  # fast=15, slow=10
 
 
-def start_host(registry: str, host_registry: str) -> subprocess.Popen:
-    """`python -m engine.actors.sweep_host` in its own session, as on another machine."""
+SECRET = b"0123456789abcdef-two-host-test-secret"
+
+
+def secret_file(tmp_path: Path, secret: bytes = SECRET, mode: int = 0o600) -> Path:
+    path = tmp_path / "sweep.secret"
+    path.write_bytes(secret + b"\n")
+    path.chmod(mode)
+    return path
+
+
+def start_host(registry: str, host_registry: str, secret: Path, *extra: str,
+               script: str | None = None, env: dict | None = None) -> subprocess.Popen:
+    """`python -m engine.actors.sweep_host` in its own session, as on another machine (or
+    `script`, a variant of it, run the same way)."""
+    head = [sys.executable, script] if script else [sys.executable, "-m",
+                                                   "engine.actors.sweep_host"]
     return subprocess.Popen(
-        [sys.executable, "-m", "engine.actors.sweep_host", "--registry", registry,
-         "--bind", host_registry, "--workers", "2"],
+        [*head, "--registry", registry, "--bind", host_registry, "--workers", "2",
+         "--secret-file", str(secret), *extra],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        start_new_session=True)
+        start_new_session=True, env=env)
 
 
-async def test_a_second_host_joins_through_the_registry_and_takes_the_jobs():
+async def test_a_second_host_joins_through_the_registry_and_takes_the_jobs(tmp_path):
     registry = f"127.0.0.1:{free_port()}"
     host_registry = f"127.0.0.2:{free_port('127.0.0.2')}"
     grid = parse_grid(["fast=4:12:4", "slow=20:40:20"])
-    agent = start_host(registry, host_registry)
+    agent = start_host(registry, host_registry, secret_file(tmp_path))
     try:
         with open_history(sweep_eval.history(rows=3000)) as shms:
             want = expected(grid, shms)
             with trio.fail_after(80):
                 # No local workers: every job must run on the other "host".
                 rows = await run_sweep(STRATEGY, grid, shms, workers=0, evaluate=EVALUATE,
-                                       registry=registry, hosts=1, host_timeout=60)
+                                       registry=registry, hosts=1, host_timeout=60,
+                                       secret=SECRET)
         assert [r["params"] for r in rows] == grid
         assert [r["metrics"] for r in rows] == [w | {"in_place": 1.0} for w in want]
         pids = {int(r["worker"].rsplit(":", 1)[1]) for r in rows}

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backtests.optimize import _windows, optimize, parse_windows, walk_forward
+from backtests.optimize import _windows, check_metrics, optimize, parse_windows, walk_forward
 from backtests.replay import BacktestError, load_data, run_backtest
 from engine import Strategy
+from engine.timefmt import iso
 
 ROOT = Path(__file__).resolve().parents[2]
 STRATEGY = str(ROOT / "strategies" / "sma_cross.py")
@@ -89,12 +90,26 @@ def test_a_sweep_ranks_every_combination_with_the_backtest_s_own_numbers():
             assert v == pytest.approx(direct.stats[k], rel=1e-12, nan_ok=True), k
     sharpe = [r["metrics"]["sharpe"] for r in result.rows]
     assert result.best == result.rows[int(np.nanargmax(sharpe))]["params"]
+    assert result.n_trials == 4
+    assert result.failed == []
+    assert json.loads(result.to_json())["n_trials"] == 4
     worst = optimize(STRATEGY, DATA, grid, workers=1, metric="return_pct", minimize=True)
     returns = [r["metrics"]["return_pct"] for r in worst.rows]
     assert worst.best == worst.rows[int(np.argmin(returns))]["params"]
+    # What a host may send back: a real row passes, a forged or damaged one does not.
+    honest = result.rows[0]["metrics"]
+    check_metrics(honest, {"cash": 100_000.0})
+    for forged, why in (({"sharpe": 99.0, "return_pct": 1e6}, "does not match final_equity"),
+                        ({"num_trades": 2.5}, "whole number"),
+                        ({"win_rate_pct": 140.0}, "outside 0..100"),
+                        ({"max_drawdown_pct": 3.0}, "wrong sign"),
+                        ({"sharpe": float("nan")}, "not a finite number"),
+                        ({"luck": 1.0}, "keys")):
+        with pytest.raises(ValueError, match=why):
+            check_metrics(honest | forged, {"cash": 100_000.0})
 
 
-def test_walk_forward_picks_each_window_s_best_and_stitches_the_test_windows():
+def test_walk_forward_picks_each_window_s_best_and_stitches_the_test_windows(tmp_path):
     grid = ["fast=5,10", "slow=30", "log_bars=false", "size=10"]
     result = walk_forward(STRATEGY, DATA, grid, "300:150", workers=2, cash=50_000)
     assert len(result.windows) == 4  # 756 bars: tests of 150, 150, 150 and 6
@@ -114,7 +129,32 @@ def test_walk_forward_picks_each_window_s_best_and_stitches_the_test_windows():
     assert result.equity["time"][0] == result.windows[0]["test_start"]
     assert np.all(np.diff(result.equity["time"]) > 0)
     assert result.stats["num_trades"] + result.stats["open_trades"] == len(result.trades)
-    assert json.loads(result.to_json())["out_of_sample"]["final_equity"] == equity
+    saved = json.loads(result.to_json())
+    assert saved["out_of_sample"]["final_equity"] == equity
+    # Windows carry ISO 8601 dates beside their epoch seconds, in Python, JSON and the table.
+    for w, kept in zip(result.windows, saved["windows"], strict=True):
+        assert w["n_trials"] == 2
+        for k in ("train_start", "train_end", "test_start", "test_end"):
+            assert w[f"{k}_iso"] == iso(w[k], 86400) == kept[f"{k}_iso"]
+            assert kept[k] == w[k]
+    table = result.table()
+    assert all(w["test_start_iso"] in table for w in result.windows)
+    check_wf_report(result, tmp_path / "wf.html")
+
+
+def check_wf_report(result, path):
+    page = result.plot(path).read_text()
+    assert "<title>sma_cross.py · walk-forward</title>" in page
+    assert "backtest</title>" not in page
+    windows = page.split("<table id='windows'>", 1)[1].split("</table>", 1)[0]
+    rows = windows.split("<tr>")[2:]
+    assert len(rows) == len(result.windows)
+    for row, w in zip(rows, result.windows, strict=True):
+        for k in ("train_start_iso", "train_end_iso", "test_start_iso", "test_end_iso"):
+            assert f">{w[k]}<" in row
+        assert f"fast={w['params']['fast']}" in row
+    assert "Out-of-sample statistics (stitched)" in page
+    assert '"equity"' in page  # the stitched equity curve's chart
 
 
 def engine(*args, cwd):
@@ -146,10 +186,36 @@ def test_engine_sweep_prints_a_ranked_table_and_writes_json_and_csv(tmp_path):
     (["-p", "fast=5", "--walk-forward", "10:x"], "walk-forward test window"),
     (["-p", "fast=5", "--report", "r.html"], "--report goes with --walk-forward"),
     ([], "give the grid with -p"),
+    # Output paths are checked before the run, not after it.
+    (["-p", "fast=5", "--json", "missing/s.json"], "--json missing/s.json: no folder 'missing'"),
+    (["-p", "fast=5", "--csv", "."], "--csv .: is a folder"),
+    (["-p", "fast=5", "--walk-forward", "300:150", "--report", "no/wf.html"], "no folder 'no'"),
+    # A sweep across hosts needs the shared secret.
+    (["-p", "fast=5", "--registry", "127.0.0.1:1"], "no sweep secret"),
+    (["-p", "fast=5", "--allow-host", "10.0.0.6"], "go with --registry"),
 ])
-def test_engine_sweep_rejects_bad_input_in_one_line(tmp_path, args, message):
+def test_engine_sweep_rejects_bad_input_in_one_line(tmp_path, args, message, monkeypatch):
+    monkeypatch.delenv("ENGINE_SWEEP_SECRET", raising=False)
     out = engine("sweep", STRATEGY, "--data", DATA, *args, cwd=tmp_path)
     assert out.returncode == 2
     assert message in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert out.stdout == ""
     assert "Traceback" not in out.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_engine_sweep_exits_1_naming_every_failed_combination(tmp_path):
+    # sma_cross refuses fast >= slow when it starts: every combination fails.
+    out = engine("sweep", STRATEGY, "-p", "fast=30,40", "-p", "slow=20", "-p", "log_bars=false",
+                 "--data", DATA, "--workers", "1", "--json", "s.json", cwd=tmp_path)
+    assert out.returncode == 1, out.stderr
+    assert "2 of 2 combinations failed" in out.stderr
+    for fast in (30, 40):
+        assert f"  fast={fast} slow=20 log_bars=False: " in out.stderr
+    assert "need 0 < fast < slow" in out.stderr
+    assert "Traceback" not in out.stderr
+    saved = json.loads((tmp_path / "s.json").read_text())
+    assert [f["params"]["fast"] for f in saved["failed"]] == [30, 40]
+    assert saved["n_trials"] == 0
+    assert saved["best"] is None
