@@ -187,6 +187,29 @@ class SweepResult:
         return len(self.ranked)
 
     @property
+    def deflated_sharpe(self) -> float:
+        """The deflated Sharpe ratio of the best combination: the probability that its Sharpe
+        ratio beats what the best of `n_trials` unskilled trials reaches by luck (Bailey and
+        López de Prado 2014; the README's "Statistics"), from the variance of the trials'
+        per-period Sharpe ratios. NaN when no combination produced one."""
+        from backtests.metrics import deflated_sharpe
+
+        ranked = self.ranked
+        srs = []
+        for r in ranked:
+            m = r["metrics"]
+            if not _nan(m.get("sharpe")) and m.get("periods_per_year"):
+                srs.append(m["sharpe"] / math.sqrt(m["periods_per_year"]))
+        if not ranked or not srs:
+            return math.nan
+        m = ranked[0]["metrics"]
+        if _nan(m.get("sharpe")) or not m.get("periods_per_year") or _nan(m.get("skew")):
+            return math.nan
+        return deflated_sharpe(m["sharpe"] / math.sqrt(m["periods_per_year"]),
+                               int(m["periods"]), m["skew"], m["kurtosis"], len(srs),
+                               float(np.var(srs, ddof=1)) if len(srs) > 1 else 0.0)
+
+    @property
     def failed(self) -> list[dict]:
         """The rows of the combinations that raised, each with its `params` and `error`."""
         return [r for r in self.rows if r.get("error")]
@@ -203,6 +226,7 @@ class SweepResult:
     def to_json(self, path: str | Path | None = None) -> str:
         text = json.dumps({"strategy": self.strategy, "metric": self.metric,
                            "best": self.best, "n_trials": self.n_trials,
+                           "deflated_sharpe": _clean(self.deflated_sharpe),
                            "failed": [{"params": r["params"], "error": r["error"]}
                                       for r in self.failed],
                            "rows": _plain(self.rows)}, indent=1)

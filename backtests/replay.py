@@ -52,7 +52,7 @@ __all__ = ["BacktestResult", "BacktestError", "run_backtest", "load_data", "eval
 # The statistics a sweep keeps for each combination (and may rank by).
 SWEEP_METRICS = ("sharpe", "return_pct", "final_equity", "cagr_pct", "sortino", "calmar",
                  "max_drawdown_pct", "num_trades", "win_rate_pct", "profit_factor",
-                 "exposure_pct", "fees")
+                 "exposure_pct", "fees", "periods", "periods_per_year", "skew", "kurtosis")
 
 
 class BacktestError(RuntimeError):

@@ -119,6 +119,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"{result.strategy}: {len(result.rows)} combinations, ranked by {result.metric}")
         print(result.table(args.top))
+        dsr = result.deflated_sharpe
+        if result.best is not None and dsr == dsr:
+            print(f"best of {result.n_trials} trials: deflated Sharpe ratio {dsr:.3f} (the "
+                  f"probability that its Sharpe ratio beats the best of {result.n_trials} "
+                  "unskilled tries)")
     if args.json_out:
         result.to_json(args.json_out)
         print(f"results written to {args.json_out}")

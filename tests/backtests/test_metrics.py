@@ -251,3 +251,24 @@ def test_strategy_log_lines_reach_the_result(tmp_path, goog_bars):
     assert result.log[0].startswith(close.strftime("%Y-%m-%dT00:00:00Z"))
     quiet = run_backtest(str(path), goog_bars, bootstrap=False, log_level="warning")
     assert quiet.log == []
+
+
+def test_a_sweep_reports_its_best_with_the_deflated_sharpe_of_its_trials():
+    from backtests.optimize import SweepResult
+
+    def row(sharpe, skew=0.1, kurt=3.5):
+        return {"params": {"k": sharpe}, "metrics": {
+            "sharpe": sharpe, "periods": 1000, "periods_per_year": 252.0, "skew": skew,
+            "kurtosis": kurt}, "error": None}
+
+    rows = [row(s) for s in (0.4, 1.1, 0.2, 0.9, -0.3)]
+    result = SweepResult("s", "sharpe", rows)
+    per_period = [s / math.sqrt(252) for s in (0.4, 1.1, 0.2, 0.9, -0.3)]
+    want = deflated_sharpe(1.1 / math.sqrt(252), 1000, 0.1, 3.5, 5,
+                           float(np.var(per_period, ddof=1)))
+    assert result.n_trials == 5
+    assert result.deflated_sharpe == pytest.approx(want, rel=1e-12)
+    alone = SweepResult("s", "sharpe", [row(1.1)])
+    assert alone.deflated_sharpe == pytest.approx(
+        probabilistic_sharpe(1.1 / math.sqrt(252), 1000, 0.1, 3.5), rel=1e-12)
+    assert result.deflated_sharpe < alone.deflated_sharpe  # chosen from five: deflated
