@@ -301,7 +301,7 @@ class Account:
             bounds[1] = self.n_orders
             n = _core.match_quote(self.orders, bounds, i, now, bid, ask, bid_size, ask_size, trade,
                                   self._cfg, self.ticks[i], self.account, self.positions,
-                                  self._events, touch)
+                                  self.marks, self._events, touch)
             self._start = int(bounds[0])
             if n:
                 out.extend(self._convert(self._events[:n], now))
@@ -312,7 +312,7 @@ class Account:
     def _convert(self, events: np.ndarray, now: float) -> list[LedgerEvent]:
         out: list[LedgerEvent] = []
         name = self.name
-        for kind, row, reason, price, size, fee, remaining in events.tolist():
+        for kind, row, reason, price, size, fee, remaining, equity, exposure in events.tolist():
             cid = self._ids[row]
             sub = self._submits[cid]
             if kind == _core.EV_FILL:
@@ -330,10 +330,24 @@ class Account:
                 out.append(OrderTriggered(time=now, account=name, client_id=cid,
                                           symbol=sub.symbol, price=price))
             else:
+                why = (_REASON[reason] if reason != _core.R_BUYING_POWER else
+                       self._short_of_power(sub, price, size, equity, exposure))
                 out.append(OrderCancelled(time=now, account=name, client_id=cid,
-                                          symbol=sub.symbol, remaining=remaining,
-                                          reason=_REASON[reason]))
+                                          symbol=sub.symbol, remaining=remaining, reason=why))
         return out
+
+    def _short_of_power(self, order: SubmitOrder, price: float, size: float, equity: float,
+                        exposure: float) -> str:
+        """The reason of a cancel for buying power (see match_quote): the fill that did not fit,
+        or (NaN equity) the rest of an order shrunk to what fit."""
+        leverage = self.config.risk.leverage
+        if math.isnan(equity):
+            return (f"insufficient buying power at the fill: filled what fit at {price:g}, the "
+                    f"remaining {size:g} {order.symbol} would exceed {leverage:g}x equity")
+        verb = "buying" if order.side == "buy" else "selling"
+        return (f"insufficient buying power at the fill: {verb} {size:g} {order.symbol} at "
+                f"{price:g} would take gross exposure to {exposure:,.2f}, above {leverage:g}x "
+                f"equity of {equity:,.2f}")
 
     # -- replay --------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import trio
 
+from engine.clearing import _core
 from engine.clearing.account import Account
 from engine.clearing.config import BrokerConfig, RiskLimits
 from engine.clock import Clock
@@ -259,13 +260,27 @@ class PaperBroker:
         notional = order.size * price
         if risk.max_notional is not None and notional > risk.max_notional:
             return f"notional {notional:,.2f} is above the limit of {risk.max_notional:,.2f}"
-        if risk.leverage is not None and not reducing:
-            equity, exposure = self.account.equity_and_exposure()
-            exposure += notional
-            if exposure > equity * risk.leverage:
-                return (f"insufficient buying power: exposure {exposure:,.2f} would exceed "
-                        f"{risk.leverage:g}x equity of {equity:,.2f}")
+        if risk.leverage is not None:
+            return self._buying_power(order, side, price, risk.leverage)
         return None
+
+    def _buying_power(self, order: SubmitOrder, side: int, price: float,
+                      leverage: float) -> str | None:
+        """Why `order` would not fit under the leverage cap if it filled now at `price` with
+        the taker fee (the check each fill passes again at its own price): None if it fits."""
+        a = self.account
+        sym = a.add_symbol(order.symbol)
+        fees = self.config.fees
+        rate = fees.per_unit + fees.taker_pct * price
+        room = _core.fill_room(a.account, a.positions, a.marks, sym, float(side), price, rate,
+                               fees.fixed, leverage)
+        if _core.fits(order.size, room):
+            return None
+        fee = rate * order.size + fees.fixed
+        equity, exposure = _core.after_fill(a.account, a.positions, a.marks, sym,
+                                            side * order.size, price, fee)
+        return (f"insufficient buying power: exposure after the fill {exposure:,.2f} would "
+                f"exceed {leverage:g}x equity of {equity:,.2f}")
 
     # -- the quote stream ----------------------------------------------------------------------
 
