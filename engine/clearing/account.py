@@ -30,7 +30,10 @@ from engine.orders import (
     SubmitOrder,
 )
 
-__all__ = ["Account", "Position", "OrderView", "FillRecord"]
+__all__ = ["Account", "Position", "OrderView", "FillRecord", "SHORT_OF_POWER"]
+
+# How the reason of an order cancelled at its fill for buying power begins.
+SHORT_OF_POWER = "insufficient buying power at the fill"
 
 _OTYPE = {"market": _core.MARKET, "limit": _core.LIMIT, "stop": _core.STOP,
           "stop_limit": _core.STOP_LIMIT}
@@ -342,10 +345,10 @@ class Account:
         or (NaN equity) the rest of an order shrunk to what fit."""
         leverage = self.config.risk.leverage
         if math.isnan(equity):
-            return (f"insufficient buying power at the fill: filled what fit at {price:g}, the "
+            return (f"{SHORT_OF_POWER}: filled what fit at {price:g}, the "
                     f"remaining {size:g} {order.symbol} would exceed {leverage:g}x equity")
         verb = "buying" if order.side == "buy" else "selling"
-        return (f"insufficient buying power at the fill: {verb} {size:g} {order.symbol} at "
+        return (f"{SHORT_OF_POWER}: {verb} {size:g} {order.symbol} at "
                 f"{price:g} would take gross exposure to {exposure:,.2f}, above {leverage:g}x "
                 f"equity of {equity:,.2f}")
 

@@ -20,7 +20,7 @@ from typing import Any
 import trio
 
 from engine.clearing import _core
-from engine.clearing.account import Account
+from engine.clearing.account import SHORT_OF_POWER, Account
 from engine.clearing.config import BrokerConfig, RiskLimits
 from engine.clock import Clock
 from engine.orders import (
@@ -28,6 +28,7 @@ from engine.orders import (
     CancelOrder,
     LedgerEvent,
     ModifyOrder,
+    OrderCancelled,
     OrderFilled,
     OrderRejected,
     SubmitOrder,
@@ -72,7 +73,8 @@ class PaperBroker:
         self.config = account.config
         self._limits_off = self.config.risk == _NO_LIMITS
         self.orders: list[SubmitOrder] = []  # what strategies submitted this run (accepted or not)
-        self.rejections: list[OrderRejected] = []
+        # Orders refused: rejected before the book, or cancelled at a fill for buying power.
+        self.rejections: list[OrderRejected | OrderCancelled] = []
         self.fills: list[OrderFilled] = []
         self.equity_curve: list[tuple[float, float]] = []
         self._deliver: dict[str | None, Deliver] = {}
@@ -117,7 +119,8 @@ class PaperBroker:
             kind = type(e)
             if kind is OrderFilled:
                 self.fills.append(e)
-            elif kind is OrderRejected:
+            elif kind is OrderRejected or (kind is OrderCancelled
+                                           and e.reason.startswith(SHORT_OF_POWER)):
                 self.rejections.append(e)
         if not self._deliver:
             return

@@ -181,6 +181,8 @@ def test_goog_gap_of_2008_10_13_is_cancelled_as_backtrader_does(goog):
     cancels = [e for e in strat.heard if isinstance(e, OrderCancelled)]
     assert [c.remaining for c in cancels] == [301]
     assert "insufficient buying power at the fill" in cancels[0].reason
+    assert result.rejected == cancels  # the result lists it with the orders refused
+    assert result.to_dict()["rejected"][0]["type"] == "order_cancelled"
     assert min(cash_after_each_fill(100_000, result.fills)) >= 0
 
     bt = pytest.importorskip("backtrader")
