@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -30,7 +31,7 @@ from engine.orders import (
     SubmitOrder,
 )
 
-__all__ = ["Account", "Position", "OrderView", "FillRecord", "SHORT_OF_POWER"]
+__all__ = ["Account", "Position", "OrderView", "FillRecord", "SHORT_OF_POWER", "rebuild"]
 
 # How the reason of an order cancelled at its fill for buying power begins.
 SHORT_OF_POWER = "insufficient buying power at the fill"
@@ -386,3 +387,29 @@ class Account:
                 o["limit"] = event.limit_price
             if event.stop_price is not None:
                 o["stop"] = event.stop_price
+
+
+def rebuild(account: Account, events: Iterable[LedgerEvent], source: object) -> int:
+    """Apply a ledger's events to a new `account`; return how many there were.
+
+    Raise LedgerError naming `source` (the ledger's path) when the history does not start with
+    AccountOpened or an event does not follow from the ones before it (an order filled that
+    was never accepted): the ledger then holds something other than one account's history."""
+    from engine.clearing.ledger import LedgerError
+
+    n = 0
+    for event in events:
+        if n == 0 and not isinstance(event, AccountOpened):
+            raise LedgerError(f"{source}: record 0 is an {type(event).__name__}, not the "
+                              "AccountOpened an account's ledger starts with; the file was left "
+                              "as it is: restore it from a backup, or move it aside to start the "
+                              "account afresh")
+        try:
+            account.apply(event)
+        except (KeyError, ValueError, IndexError) as exc:
+            raise LedgerError(f"{source}: record {n} ({type(event).__name__}) does not follow "
+                              f"from the records before it ({exc!r}); the file was left as it "
+                              "is: restore it from a backup, or move it aside to start the "
+                              "account afresh") from None
+        n += 1
+    return n

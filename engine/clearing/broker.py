@@ -20,7 +20,7 @@ from typing import Any
 import trio
 
 from engine.clearing import _core
-from engine.clearing.account import SHORT_OF_POWER, Account
+from engine.clearing.account import SHORT_OF_POWER, Account, rebuild
 from engine.clearing.config import BrokerConfig, RiskLimits
 from engine.clock import Clock
 from engine.orders import (
@@ -320,7 +320,12 @@ class PaperBroker:
 def open_account(name: str, symbols: list[str], *, cash: float | None = None,
                  config: BrokerConfig | None = None, path: Path | None = None,
                  clock: Clock, durable: bool = True) -> PaperBroker:
-    """Open (or create with `cash`) a paper account and rebuild it from its ledger."""
+    """Open (or create with `cash`) a paper account and rebuild it from its ledger.
+
+    Raise LedgerError (one line naming the file and what to do) when the ledger cannot be
+    used: locked by another process, unreadable, empty, damaged, or not one account's history.
+    A torn tail left by a crash is saved to a side file and cut off (see engine.clearing.ledger).
+    """
     from engine.clearing.ledger import Ledger
     from engine.paths import account_dir
 
@@ -331,10 +336,7 @@ def open_account(name: str, symbols: list[str], *, cash: float | None = None,
     directory = path or account_dir(name)
     ledger = Ledger.open(directory)
     try:
-        n = 0
-        for event in ledger.events():
-            account.apply(event)
-            n += 1
+        n = rebuild(account, ledger.events(), ledger.path)
         if n == 0:
             opened = AccountOpened(time=clock.now(), account=name,
                                    cash=100_000.0 if cash is None else cash)
