@@ -344,7 +344,8 @@ def _check_header(path: Path, head: bytes) -> None:
     if len(head) < _HEADER.size:
         what = ("is empty where a ledger should be" if not head else
                 f"holds {len(head)} bytes, too few for a ledger header")
-        raise LedgerError(f"{path}: {what} (no crash leaves one so); {_RESTORE}")
+        raise LedgerError(f"{path}: {what} (the engine never leaves one so, not even in a "
+                          f"crash); {_RESTORE}")
     magic, version = _HEADER.unpack_from(head)
     if magic != MAGIC:
         raise LedgerError(f"{path}: not an engine ledger (magic {magic!r}, expected {MAGIC!r}); "
