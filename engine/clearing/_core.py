@@ -374,12 +374,6 @@ def gross_exposure(positions, marks):
 
 
 @njit(cache=True)
-def equity_and_exposure(account, positions, marks):
-    """(equity, gross exposure) in one pass, for per-order risk checks."""
-    return equity(account, positions, marks), gross_exposure(positions, marks)
-
-
-@njit(cache=True)
 def equity(account, positions, marks):
     """Cash plus every position marked at `marks` (per symbol; NaN marks count as avg price)."""
     total = account[A_CASH]

@@ -174,10 +174,6 @@ class Account:
         """Sum of |position x mark| in account currency."""
         return float(_core.gross_exposure(self.positions, self.marks))
 
-    def equity_and_exposure(self) -> tuple[float, float]:
-        """Both at once, for risk checks on every order."""
-        return _core.equity_and_exposure(self.account, self.positions, self.marks)
-
     def positions_view(self) -> list[Position]:
         out = []
         for s, i in self._index.items():
@@ -395,21 +391,17 @@ def rebuild(account: Account, events: Iterable[LedgerEvent], source: object) -> 
     Raise LedgerError naming `source` (the ledger's path) when the history does not start with
     AccountOpened or an event does not follow from the ones before it (an order filled that
     was never accepted): the ledger then holds something other than one account's history."""
-    from engine.clearing.ledger import LedgerError
+    from engine.clearing.ledger import RESTORE_HINT, LedgerError
 
     n = 0
     for event in events:
         if n == 0 and not isinstance(event, AccountOpened):
             raise LedgerError(f"{source}: record 0 is an {type(event).__name__}, not the "
-                              "AccountOpened an account's ledger starts with; the file was left "
-                              "as it is: restore it from a backup, or move it aside to start the "
-                              "account afresh")
+                              f"AccountOpened an account's ledger starts with; {RESTORE_HINT}")
         try:
             account.apply(event)
         except (KeyError, ValueError, IndexError) as exc:
             raise LedgerError(f"{source}: record {n} ({type(event).__name__}) does not follow "
-                              f"from the records before it ({exc!r}); the file was left as it "
-                              "is: restore it from a backup, or move it aside to start the "
-                              "account afresh") from None
+                              f"from the records before it ({exc!r}); {RESTORE_HINT}") from None
         n += 1
     return n

@@ -107,8 +107,8 @@ class LedgerError(RuntimeError):
     """A ledger could not be opened, read or written; the message names the file."""
 
 
-# What to do with a ledger that is refused (appended to the reason).
-_RESTORE = ("the file was left as it is: restore it from a backup, or move it aside to start "
+# What to do with a ledger that is refused (ends the reason).
+RESTORE_HINT = ("the file was left as it is: restore it from a backup, or move it aside to start "
             "the account afresh")
 
 
@@ -117,7 +117,7 @@ class LedgerCorrupt(LedgerError):
 
     def __init__(self, path: Path, record: int, offset: int, why: str) -> None:
         super().__init__(f"{path}: record {record} (counting from 0) at byte offset {offset} "
-                         f"{why}; {_RESTORE}")
+                         f"{why}; {RESTORE_HINT}")
         self.path, self.record, self.offset = path, record, offset
 
 
@@ -345,7 +345,7 @@ def _check_header(path: Path, head: bytes) -> None:
         what = ("is empty where a ledger should be" if not head else
                 f"holds {len(head)} bytes, too few for a ledger header")
         raise LedgerError(f"{path}: {what} (the engine never leaves one so, not even in a "
-                          f"crash); {_RESTORE}")
+                          f"crash); {RESTORE_HINT}")
     magic, version = _HEADER.unpack_from(head)
     if magic != MAGIC:
         raise LedgerError(f"{path}: not an engine ledger (magic {magic!r}, expected {MAGIC!r}); "
