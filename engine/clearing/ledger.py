@@ -32,7 +32,8 @@ cheaper than the union TypeAdapter (0.7 vs 1.8 us for an OrderFilled) and byte-i
 Recovery on open: records are checked by length and CRC up to the first bad spot. What follows
 it is a torn tail when it is what an append cut short leaves (`_torn`, the one definition the
 writer and the reader share): a record header or payload that runs past the end of the file, or
-nothing but zero bytes (a power cut that kept the file's new length but not its data). An
+zero bytes from inside the record to the end (a power cut that kept the file's new length but
+not all of its data). An
 append that returned wrote whole records and synced them, so a torn tail was never
 acknowledged: on open it is copied to a side file (`ledger.log.torn-<offset>`, synced) and
 then truncated away, with one logged warning; a reader stops quietly before it. Anything else
@@ -108,8 +109,8 @@ class LedgerError(RuntimeError):
 
 
 # What to do with a ledger that is refused (ends the reason).
-RESTORE_HINT = ("the file was left as it is: restore it from a backup, or move it aside to start "
-            "the account afresh")
+RESTORE_HINT = ("the file was left as it is: restore it from a backup, or move it aside to "
+                "start the account afresh")
 
 
 class LedgerCorrupt(LedgerError):
