@@ -358,6 +358,7 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
                     marks[sym_index[j]] = last_close[j][n - 1]
 
         broker.refresh_marks = refresh_marks
+    revalue = not wants_quote and len(symbols) > 1 and broker.config.risk.leverage is not None
     # Fills nobody is told of are logged as records, their events built only if asked for.
     log = account.fill_log = [] if "on_fill" not in handlers and broker.ledger is None else None
     where = "on_start"
@@ -408,6 +409,8 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
     def through(k: int, j: int) -> list | None:
         """Working orders meet the path through bar k until none is left working."""
         sym = symbols[j]
+        if revalue:
+            refresh_marks()  # a fill's buying-power check values the other symbols at their marks
         # The open first: a market order is done there, and the rest of the path is not needed.
         meet(k, sym, st_t.item(k), st_o.item(k), False)
         if account.n_orders > account._start:

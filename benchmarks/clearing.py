@@ -21,7 +21,7 @@ from engine.orders import SubmitOrder
 
 
 @njit(cache=True)
-def _core_loop(n, orders, events, account, positions, cfg):
+def _core_loop(n, orders, events, account, positions, marks, cfg):
     """Each step places a market order (alternating sides) and matches it against a quote."""
     fills = 0
     bounds = np.zeros(2, dtype=np.int64)
@@ -32,7 +32,7 @@ def _core_loop(n, orders, events, account, positions, cfg):
         mid = 100.0 + (k % 7) * 0.01
         bounds[1] = k + 1
         m = _core.match_quote(orders, bounds, 0, float(k), mid - 0.01, mid + 0.01, 50.0, 50.0,
-                              mid, cfg, 0.01, account, positions, events)
+                              mid, cfg, 0.01, account, positions, marks, events)
         for j in range(m):
             if events[j]["kind"] == _core.EV_FILL:
                 fills += 1
@@ -46,12 +46,12 @@ def core_rate(n: int = 2_000_000) -> float:
 
     def arrays():
         return (np.zeros(n, dtype=_core.order_dtype), np.zeros(64, dtype=_core.event_dtype),
-                np.array([1e6, 0.0, 0.0]), np.zeros((1, 4)))
+                np.array([1e6, 0.0, 0.0]), np.zeros((1, 4)), np.full(1, np.nan))
 
     _core_loop(100, *arrays()[:2], *arrays()[2:], cfg)  # load the cached compile
-    orders, events, account, positions = arrays()
+    orders, events, account, positions, marks = arrays()
     t0 = time.perf_counter()
-    fills = _core_loop(n, orders, events, account, positions, cfg)
+    fills = _core_loop(n, orders, events, account, positions, marks, cfg)
     return fills / (time.perf_counter() - t0)
 
 

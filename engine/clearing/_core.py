@@ -41,7 +41,7 @@ order_dtype = np.dtype([
 
 EV_FILL, EV_TRIGGER, EV_CANCEL = 0, 1, 2
 # Why an order stopped working without filling (EV_CANCEL's `reason`).
-R_IOC, R_FOK, R_EXPIRED, R_REDUCE_ONLY = 0, 1, 2, 3
+R_IOC, R_FOK, R_EXPIRED, R_REDUCE_ONLY, R_BUYING_POWER = 0, 1, 2, 3, 4
 MAKER, TAKER = 0, 1
 
 event_dtype = np.dtype([
@@ -52,13 +52,19 @@ event_dtype = np.dtype([
     ("size", np.float64),    # unsigned fill size
     ("fee", np.float64),
     ("remaining", np.float64),
+    # EV_CANCEL for R_BUYING_POWER: the account after the fill that did not fit (for the reason).
+    ("equity", np.float64),
+    ("exposure", np.float64),
 ])
 
 # -- configuration (float64 array; named slots) ---------------------------------------------------
 
 C_FEE_PER_UNIT, C_FEE_MAKER_PCT, C_FEE_TAKER_PCT, C_FEE_FIXED = 0, 1, 2, 3
 C_SLIP_TICKS, C_SLIP_SPREAD, C_STOP_MODE, C_PARTIAL, C_SLIP_PCT = 4, 5, 6, 7, 8
-N_CONFIG = 9
+# Buying power at the fill: the leverage cap (0: none) and whether a fill that does not fit is
+# shrunk to what does (else the order is cancelled).
+C_LEVERAGE, C_SHRINK = 9, 10
+N_CONFIG = 11
 STOP_ON_TRADE, STOP_ON_MID, STOP_ON_BIDASK = 0, 1, 2
 
 # Account: cash, fees paid, realized PnL total. Positions per symbol: quantity (signed),
@@ -123,7 +129,7 @@ def _fee(cfg, o, price, size, liquidity):
 
 @njit(cache=True)
 def match_quote(orders, bounds, sym, now, bid, ask, bid_size, ask_size, trade, cfg, tick,
-                account, positions, events, touch=False):
+                account, positions, marks, events, touch=False):
     """Match the working orders of `sym` against one quote at `now` (epoch s).
 
     `bid`/`ask` are the top of book (NaN when unknown), sizes NaN or 0 when not displayed,
@@ -134,7 +140,11 @@ def match_quote(orders, bounds, sym, now, bid, ask, bid_size, ask_size, trade, c
     With `touch`, the quote is a point on a continuous price path (the inside of a bar in a
     replay): the price moved through every level since the previous point, so a limit fills at
     its limit and a stop at its stop price; without it (a real quote, or a bar's open after a
-    gap) they fill at the quote. `bounds` holds (first row that may still work, rows in use);
+    gap) they fill at the quote. With a leverage cap (`cfg[C_LEVERAGE]` > 0) each fill that would
+    grow the position is checked first, at its price with its fee, against the gross exposure
+    after it (other symbols valued at `marks`): one that does not fit cancels the order
+    (R_BUYING_POWER) or, with `cfg[C_SHRINK]`, fills the size that fits and cancels the rest.
+    `bounds` holds (first row that may still work, rows in use);
     the first is moved past the orders this call finishes, saving the caller a second kernel
     call. Returns the number of events written to `events` (stops early if full).
     """
@@ -146,6 +156,8 @@ def match_quote(orders, bounds, sym, now, bid, ask, bid_size, ask_size, trade, c
     avail_ask = ask_size if partial and ask_size > 0 else np.inf
     avail_bid = bid_size if partial and bid_size > 0 else np.inf
     have_book = not (math.isnan(bid) or math.isnan(ask))
+    lev = cfg[C_LEVERAGE]
+    shrink = cfg[C_SHRINK] != 0.0
     for i in range(start, n_orders):
         if n + 3 > cap:
             break
@@ -216,6 +228,27 @@ def match_quote(orders, bounds, sym, now, bid, ask, bid_size, ask_size, trade, c
             else:
                 price = min(o["limit"], quote) if buy else max(o["limit"], quote)
             liquidity = TAKER if (first or is_market) else MAKER
+            shrunk = False
+            if lev > 0.0:
+                pct = cfg[C_FEE_MAKER_PCT] if liquidity == MAKER else cfg[C_FEE_TAKER_PCT]
+                fixed = 0.0 if o["fee_charged"] else cfg[C_FEE_FIXED]
+                side = 1.0 if buy else -1.0
+                rate = cfg[C_FEE_PER_UNIT] + pct * price
+                room = fill_room(account, positions, marks, sym, side, price, rate, fixed, lev)
+                if not fits(fill, room):
+                    if shrink and tif != FOK and room > _EPS * o["size"]:
+                        fill = room
+                        shrunk = True
+                    else:
+                        fee = rate * fill + fixed
+                        eq, ex = after_fill(account, positions, marks, sym, side * fill, price,
+                                            fee)
+                        o["status"] = CANCELLED
+                        n = _emit(events, n, EV_CANCEL, i, R_BUYING_POWER, price, fill, fee,
+                                  o["remaining"])
+                        events[n - 1]["equity"] = eq
+                        events[n - 1]["exposure"] = ex
+                        continue
             fee = _fee(cfg, o, price, fill, liquidity)
             apply_fill(account, positions, sym, fill if buy else -fill, price, fee)
             o["remaining"] -= fill
@@ -223,6 +256,13 @@ def match_quote(orders, bounds, sym, now, bid, ask, bid_size, ask_size, trade, c
                 o["remaining"] = 0.0
                 o["status"] = FILLED
             n = _emit(events, n, EV_FILL, i, liquidity, price, fill, fee, o["remaining"])
+            if shrunk and o["status"] == WORKING:
+                # What is left would not fit either: it stops here, with the reason.
+                o["status"] = CANCELLED
+                n = _emit(events, n, EV_CANCEL, i, R_BUYING_POWER, price, o["remaining"], 0.0,
+                          o["remaining"])
+                events[n - 1]["equity"] = np.nan
+                events[n - 1]["exposure"] = np.nan
             if o["status"] == WORKING and o["reduce_only"] and positions[sym, P_QTY] == 0.0:
                 # A reduce-only order has nothing left to reduce once the position is flat.
                 o["status"] = CANCELLED
@@ -275,6 +315,53 @@ def place_order(orders, row, sym, side, otype, tif, size, limit, stop, now, late
 
 
 @njit(cache=True)
+def fill_room(account, positions, marks, sym, side, price, rate, fixed, leverage):
+    """The largest size (units) a fill of `side` (+1 buy, -1 sell) in `sym` at `price` may have
+    and keep gross exposure within `leverage` x equity after it, its fee (`rate` currency per
+    unit plus `fixed` once) paid. `sym` is valued at `price`, other symbols at `marks` (their
+    entry price where NaN). A fill that does not grow the position's size adds no exposure:
+    against a position it may always close it and reopen as large on the other side.
+    """
+    q0 = positions[sym, P_QTY]
+    eq = account[A_CASH] + q0 * price
+    other = 0.0
+    for s in range(positions.shape[0]):
+        q = positions[s, P_QTY]
+        if q != 0.0 and s != sym:
+            m = marks[s] if not math.isnan(marks[s]) else positions[s, P_AVG]
+            eq += q * m
+            other += abs(q * m)
+    # A fill f that grows the position leaves |q0 + side f| = f + side q0 units of `sym`:
+    #   other + (f + side q0) price <= leverage (eq - fixed - rate f), solved for f.
+    room = (leverage * (eq - fixed) - other - side * q0 * price) / (price + leverage * rate)
+    if side * q0 < 0.0:
+        room = max(room, 2.0 * abs(q0))
+    return max(room, 0.0)
+
+
+@njit(cache=True)
+def fits(size, room):
+    """Whether a fill of `size` units fits in `room` (from fill_room), up to rounding."""
+    return size <= room * (1.0 + 1e-12)
+
+
+@njit(cache=True)
+def after_fill(account, positions, marks, sym, qty, price, fee):
+    """(equity, gross exposure) after a fill of `qty` units (signed) of `sym` at `price` paying
+    `fee`, with `sym` valued at `price` and other symbols at `marks`; the state is not changed."""
+    q1 = positions[sym, P_QTY] + qty
+    eq = account[A_CASH] - qty * price - fee + q1 * price
+    ex = abs(q1 * price)
+    for s in range(positions.shape[0]):
+        q = positions[s, P_QTY]
+        if q != 0.0 and s != sym:
+            m = marks[s] if not math.isnan(marks[s]) else positions[s, P_AVG]
+            eq += q * m
+            ex += abs(q * m)
+    return eq, ex
+
+
+@njit(cache=True)
 def gross_exposure(positions, marks):
     """Sum of |quantity x mark| over symbols (entry price where no mark is known)."""
     total = 0.0
@@ -284,12 +371,6 @@ def gross_exposure(positions, marks):
             m = marks[s] if not math.isnan(marks[s]) else positions[s, P_AVG]
             total += abs(q * m)
     return total
-
-
-@njit(cache=True)
-def equity_and_exposure(account, positions, marks):
-    """(equity, gross exposure) in one pass, for per-order risk checks."""
-    return equity(account, positions, marks), gross_exposure(positions, marks)
 
 
 @njit(cache=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -30,7 +31,10 @@ from engine.orders import (
     SubmitOrder,
 )
 
-__all__ = ["Account", "Position", "OrderView", "FillRecord"]
+__all__ = ["Account", "Position", "OrderView", "FillRecord", "SHORT_OF_POWER", "rebuild"]
+
+# How the reason of an order cancelled at its fill for buying power begins.
+SHORT_OF_POWER = "insufficient buying power at the fill"
 
 _OTYPE = {"market": _core.MARKET, "limit": _core.LIMIT, "stop": _core.STOP,
           "stop_limit": _core.STOP_LIMIT}
@@ -170,10 +174,6 @@ class Account:
         """Sum of |position x mark| in account currency."""
         return float(_core.gross_exposure(self.positions, self.marks))
 
-    def equity_and_exposure(self) -> tuple[float, float]:
-        """Both at once, for risk checks on every order."""
-        return _core.equity_and_exposure(self.account, self.positions, self.marks)
-
     def positions_view(self) -> list[Position]:
         out = []
         for s, i in self._index.items():
@@ -301,7 +301,7 @@ class Account:
             bounds[1] = self.n_orders
             n = _core.match_quote(self.orders, bounds, i, now, bid, ask, bid_size, ask_size, trade,
                                   self._cfg, self.ticks[i], self.account, self.positions,
-                                  self._events, touch)
+                                  self.marks, self._events, touch)
             self._start = int(bounds[0])
             if n:
                 out.extend(self._convert(self._events[:n], now))
@@ -312,7 +312,7 @@ class Account:
     def _convert(self, events: np.ndarray, now: float) -> list[LedgerEvent]:
         out: list[LedgerEvent] = []
         name = self.name
-        for kind, row, reason, price, size, fee, remaining in events.tolist():
+        for kind, row, reason, price, size, fee, remaining, equity, exposure in events.tolist():
             cid = self._ids[row]
             sub = self._submits[cid]
             if kind == _core.EV_FILL:
@@ -330,10 +330,24 @@ class Account:
                 out.append(OrderTriggered(time=now, account=name, client_id=cid,
                                           symbol=sub.symbol, price=price))
             else:
+                why = (_REASON[reason] if reason != _core.R_BUYING_POWER else
+                       self._short_of_power(sub, price, size, equity, exposure))
                 out.append(OrderCancelled(time=now, account=name, client_id=cid,
-                                          symbol=sub.symbol, remaining=remaining,
-                                          reason=_REASON[reason]))
+                                          symbol=sub.symbol, remaining=remaining, reason=why))
         return out
+
+    def _short_of_power(self, order: SubmitOrder, price: float, size: float, equity: float,
+                        exposure: float) -> str:
+        """The reason of a cancel for buying power (see match_quote): the fill that did not fit,
+        or (NaN equity) the rest of an order shrunk to what fit."""
+        leverage = self.config.risk.leverage
+        if math.isnan(equity):
+            return (f"{SHORT_OF_POWER}: filled what fit at {price:g}, the "
+                    f"remaining {size:g} {order.symbol} would exceed {leverage:g}x equity")
+        verb = "buying" if order.side == "buy" else "selling"
+        return (f"{SHORT_OF_POWER}: {verb} {size:g} {order.symbol} at "
+                f"{price:g} would take gross exposure to {exposure:,.2f}, above {leverage:g}x "
+                f"equity of {equity:,.2f}")
 
     # -- replay --------------------------------------------------------------------------------
 
@@ -369,3 +383,25 @@ class Account:
                 o["limit"] = event.limit_price
             if event.stop_price is not None:
                 o["stop"] = event.stop_price
+
+
+def rebuild(account: Account, events: Iterable[LedgerEvent], source: object) -> int:
+    """Apply a ledger's events to a new `account`; return how many there were.
+
+    Raise LedgerError naming `source` (the ledger's path) when the history does not start with
+    AccountOpened or an event does not follow from the ones before it (an order filled that
+    was never accepted): the ledger then holds something other than one account's history."""
+    from engine.clearing.ledger import RESTORE_HINT, LedgerError
+
+    n = 0
+    for event in events:
+        if n == 0 and not isinstance(event, AccountOpened):
+            raise LedgerError(f"{source}: record 0 is an {type(event).__name__}, not the "
+                              f"AccountOpened an account's ledger starts with; {RESTORE_HINT}")
+        try:
+            account.apply(event)
+        except (KeyError, ValueError, IndexError) as exc:
+            raise LedgerError(f"{source}: record {n} ({type(event).__name__}) does not follow "
+                              f"from the records before it ({exc!r}); {RESTORE_HINT}") from None
+        n += 1
+    return n

@@ -19,7 +19,8 @@ from typing import Any
 
 import trio
 
-from engine.clearing.account import Account
+from engine.clearing import _core
+from engine.clearing.account import SHORT_OF_POWER, Account, rebuild
 from engine.clearing.config import BrokerConfig, RiskLimits
 from engine.clock import Clock
 from engine.orders import (
@@ -27,6 +28,7 @@ from engine.orders import (
     CancelOrder,
     LedgerEvent,
     ModifyOrder,
+    OrderCancelled,
     OrderFilled,
     OrderRejected,
     SubmitOrder,
@@ -71,7 +73,8 @@ class PaperBroker:
         self.config = account.config
         self._limits_off = self.config.risk == _NO_LIMITS
         self.orders: list[SubmitOrder] = []  # what strategies submitted this run (accepted or not)
-        self.rejections: list[OrderRejected] = []
+        # Orders refused: rejected before the book, or cancelled at a fill for buying power.
+        self.rejections: list[OrderRejected | OrderCancelled] = []
         self.fills: list[OrderFilled] = []
         self.equity_curve: list[tuple[float, float]] = []
         self._deliver: dict[str | None, Deliver] = {}
@@ -116,7 +119,8 @@ class PaperBroker:
             kind = type(e)
             if kind is OrderFilled:
                 self.fills.append(e)
-            elif kind is OrderRejected:
+            elif kind is OrderRejected or (kind is OrderCancelled
+                                           and e.reason.startswith(SHORT_OF_POWER)):
                 self.rejections.append(e)
         if not self._deliver:
             return
@@ -259,13 +263,27 @@ class PaperBroker:
         notional = order.size * price
         if risk.max_notional is not None and notional > risk.max_notional:
             return f"notional {notional:,.2f} is above the limit of {risk.max_notional:,.2f}"
-        if risk.leverage is not None and not reducing:
-            equity, exposure = self.account.equity_and_exposure()
-            exposure += notional
-            if exposure > equity * risk.leverage:
-                return (f"insufficient buying power: exposure {exposure:,.2f} would exceed "
-                        f"{risk.leverage:g}x equity of {equity:,.2f}")
+        if risk.leverage is not None:
+            return self._buying_power(order, side, price, risk.leverage)
         return None
+
+    def _buying_power(self, order: SubmitOrder, side: int, price: float,
+                      leverage: float) -> str | None:
+        """Why `order` would not fit under the leverage cap if it filled now at `price` with
+        the taker fee (the check each fill passes again at its own price): None if it fits."""
+        a = self.account
+        sym = a.add_symbol(order.symbol)
+        fees = self.config.fees
+        rate = fees.per_unit + fees.taker_pct * price
+        room = _core.fill_room(a.account, a.positions, a.marks, sym, float(side), price, rate,
+                               fees.fixed, leverage)
+        if _core.fits(order.size, room):
+            return None
+        fee = rate * order.size + fees.fixed
+        equity, exposure = _core.after_fill(a.account, a.positions, a.marks, sym,
+                                            side * order.size, price, fee)
+        return (f"insufficient buying power: exposure after the fill {exposure:,.2f} would "
+                f"exceed {leverage:g}x equity of {equity:,.2f}")
 
     # -- the quote stream ----------------------------------------------------------------------
 
@@ -302,7 +320,12 @@ class PaperBroker:
 def open_account(name: str, symbols: list[str], *, cash: float | None = None,
                  config: BrokerConfig | None = None, path: Path | None = None,
                  clock: Clock, durable: bool = True) -> PaperBroker:
-    """Open (or create with `cash`) a paper account and rebuild it from its ledger."""
+    """Open (or create with `cash`) a paper account and rebuild it from its ledger.
+
+    Raise LedgerError (one line naming the file and what to do) when the ledger cannot be
+    used: locked by another process, unreadable, empty, damaged, or not one account's history.
+    A torn tail left by a crash is saved to a side file and cut off (see engine.clearing.ledger).
+    """
     from engine.clearing.ledger import Ledger
     from engine.paths import account_dir
 
@@ -313,10 +336,7 @@ def open_account(name: str, symbols: list[str], *, cash: float | None = None,
     directory = path or account_dir(name)
     ledger = Ledger.open(directory)
     try:
-        n = 0
-        for event in ledger.events():
-            account.apply(event)
-            n += 1
+        n = rebuild(account, ledger.events(), ledger.path)
         if n == 0:
             opened = AccountOpened(time=clock.now(), account=name,
                                    cash=100_000.0 if cash is None else cash)

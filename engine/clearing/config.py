@@ -41,8 +41,15 @@ class Slippage(BaseModel):
 
 class RiskLimits(BaseModel):
     """Checks every order passes before it reaches the book; None switches a check off.
-    Sizes in units, notionals in account currency; `leverage` caps gross exposure at
-    leverage x equity."""
+    Sizes in units, notionals in account currency.
+
+    `leverage` caps gross exposure (sum of |position x price| over symbols) at leverage x
+    equity, counted after the fill: an order is checked when placed (at the reference price,
+    with the taker fee) and again at each fill (at the fill price, with its fee). A fill that no
+    longer fits cancels the order with the reason; with `shrink_to_fit` it fills the size that
+    fits (a fraction of a unit if need be) and the rest is cancelled. An order that does not
+    grow its position's size (a reduction, or a reversal to at most the same size) always fits.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -50,6 +57,7 @@ class RiskLimits(BaseModel):
     max_position: float | None = Field(default=None, gt=0)
     max_notional: float | None = Field(default=None, gt=0)
     leverage: float | None = Field(default=1.0, gt=0)
+    shrink_to_fit: bool = False
     allow_short: bool = True
 
 
@@ -79,4 +87,6 @@ class BrokerConfig(BaseModel):
         cfg[_core.C_STOP_MODE] = {"trade": _core.STOP_ON_TRADE, "mid": _core.STOP_ON_MID,
                                   "bidask": _core.STOP_ON_BIDASK}[self.stop_trigger]
         cfg[_core.C_PARTIAL] = 1.0 if self.partial_fills else 0.0
+        cfg[_core.C_LEVERAGE] = self.risk.leverage or 0.0
+        cfg[_core.C_SHRINK] = 1.0 if self.risk.shrink_to_fit else 0.0
         return cfg

@@ -29,14 +29,23 @@ Replay reads and decodes ~350k events/s. Encoding uses each model's own serializ
 cheaper than the union TypeAdapter (0.7 vs 1.8 us for an OrderFilled) and byte-identical
 (the tests check every event type).
 
-Recovery on open: records are checked by length and CRC up to the first bad spot. If no valid
-record follows it, the rest is a torn tail (a crash mid-append, or zero fill after a power
-cut): it is truncated away with one logged warning. If a valid record does follow, the file is
-corrupt: `LedgerCorrupt` is raised and the file is left untouched. A record whose CRC holds but
-whose JSON does not decode was written whole, so it is never truncated; `events()` raises
-`LedgerCorrupt` for it. A power cut that keeps later pages of an unsynced batch but not earlier
-ones also reads as corruption: refused, nothing lost, a human decides. A batch is not atomic:
-after a crash a prefix of the last batch may survive, a consistent (if unannounced) history.
+Recovery on open: records are checked by length and CRC up to the first bad spot. What follows
+it is a torn tail when it is what an append cut short leaves (`_torn`, the one definition the
+writer and the reader share): a record header or payload that runs past the end of the file, or
+zero bytes from inside the record to the end (a power cut that kept the file's new length but
+not all of its data). An
+append that returned wrote whole records and synced them, so a torn tail was never
+acknowledged: on open it is copied to a side file (`ledger.log.torn-<offset>`, synced) and
+then truncated away, with one logged warning; a reader stops quietly before it. Anything else
+is corruption, and the file is refused untouched with `LedgerCorrupt`: a whole last record whose
+CRC fails (it may be a fill a strategy was told about), damage with valid records after it (a
+power cut that kept later pages of an unsynced batch but not earlier ones reads so too), an
+impossible length. A record whose CRC holds but whose JSON does not decode was written whole,
+so it is never truncated; `events()` raises `LedgerCorrupt` for it. An empty or short file is
+refused too (`_create` renames a whole header into place, so no crash leaves one), and so is a
+file the process cannot read or write. Every refusal is one line naming the file and what to do.
+A batch is not atomic: after a crash a prefix of the last batch may survive, a consistent (if
+unannounced) history.
 
 Only one process may hold an account's ledger: `Ledger.open` takes flock(LOCK_EX) on
 `ledger.log.lock` and writes its pid there. A Ledger is not thread-safe.
@@ -44,6 +53,7 @@ Only one process may hold an account's ledger: `Ledger.open` takes flock(LOCK_EX
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import mmap
@@ -98,13 +108,27 @@ class LedgerError(RuntimeError):
     """A ledger could not be opened, read or written; the message names the file."""
 
 
+# What to do with a ledger that is refused (ends the reason).
+RESTORE_HINT = ("the file was left as it is: restore it from a backup, or move it aside to "
+                "start the account afresh")
+
+
 class LedgerCorrupt(LedgerError):
     """The ledger holds a damaged record that is not a torn tail; the file was not modified."""
 
     def __init__(self, path: Path, record: int, offset: int, why: str) -> None:
         super().__init__(f"{path}: record {record} (counting from 0) at byte offset {offset} "
-                         f"{why}; the file was left as it is")
+                         f"{why}; {RESTORE_HINT}")
         self.path, self.record, self.offset = path, record, offset
+
+
+def _unusable(path: Path, exc: OSError, doing: str) -> LedgerError:
+    """The one-line error for a ledger the OS will not let us use."""
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "give the user running the engine read and write access to it and its directory"
+    else:
+        fix = "check that it is a regular file the engine can use"
+    return LedgerError(f"{path}: cannot {doing} the ledger ({exc.strerror or exc}); {fix}")
 
 
 class LedgerLocked(LedgerError):
@@ -138,6 +162,13 @@ class Ledger:
         """
         p = Path(path)
         log_path = p / LOG_NAME if p.is_dir() or (not p.exists() and p.suffix != ".log") else p
+        try:
+            return cls._open(log_path, create)
+        except OSError as exc:
+            raise _unusable(log_path, exc, "open") from None
+
+    @classmethod
+    def _open(cls, log_path: Path, create: bool) -> Ledger:
         if not create and not log_path.exists():
             raise LedgerError(f"{log_path}: no ledger here (open it with create=True to start one)")
         if create:
@@ -309,24 +340,26 @@ def _create(log_path: Path) -> None:
     _fsync_dir(log_path.parent)
 
 
-def _recover(path: Path, fd: int) -> tuple[int, int]:
-    """Check the log, cut off a torn tail; return (record count, size in bytes)."""
-    size = os.fstat(fd).st_size
-    if size < _HEADER.size:
-        head = os.pread(fd, size, 0)
-        if not _HEADER_BYTES.startswith(head):
-            raise LedgerCorrupt(path, 0, 0, f"is missing: {size} bytes that are not a ledger header")
-        log.warning("%s: rewrote a torn file header (%d of %d bytes present)", path, size,
-                    _HEADER.size)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, _HEADER_BYTES, 0)
-        _sync(fd)
-        return 0, _HEADER.size
-    magic, version = _HEADER.unpack(os.pread(fd, _HEADER.size, 0))
+def _check_header(path: Path, head: bytes) -> None:
+    """Refuse a file that does not start with this engine's ledger header."""
+    if len(head) < _HEADER.size:
+        what = ("is empty where a ledger should be" if not head else
+                f"holds {len(head)} bytes, too few for a ledger header")
+        raise LedgerError(f"{path}: {what} (the engine never leaves one so, not even in a "
+                          f"crash); {RESTORE_HINT}")
+    magic, version = _HEADER.unpack_from(head)
     if magic != MAGIC:
-        raise LedgerError(f"{path}: not an engine ledger (magic {magic!r}, expected {MAGIC!r})")
+        raise LedgerError(f"{path}: not an engine ledger (magic {magic!r}, expected {MAGIC!r}); "
+                          "the file was left as it is: move it aside or open another account")
     if version != VERSION:
-        raise LedgerError(f"{path}: ledger format version {version}; this engine reads {VERSION}")
+        raise LedgerError(f"{path}: ledger format version {version}; this engine reads {VERSION}:"
+                          " open it with the engine that wrote it")
+
+
+def _recover(path: Path, fd: int) -> tuple[int, int]:
+    """Check the log, save and cut off a torn tail; return (record count, size in bytes)."""
+    size = os.fstat(fd).st_size
+    _check_header(path, os.pread(fd, _HEADER.size, 0))
     if size == _HEADER.size:
         return 0, size
     with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as mm, memoryview(mm) as view:
@@ -336,15 +369,66 @@ def _recover(path: Path, fd: int) -> tuple[int, int]:
             count += 1
             if offset == size:
                 return count, size
-        following = _next_valid_record(mm, view, offset, size)
-    if following is not None:
-        raise LedgerCorrupt(path, count, offset, f"is damaged ({why}) and a valid record follows "
-                            f"at byte offset {following}")
-    log.warning("%s: dropped a torn tail of %d bytes at byte offset %d (%s); %d records kept",
-                path, size - offset, offset, why, count)
+        torn = _torn(view, offset, size)
+        if torn is None:
+            following = _next_valid_record(mm, view, offset, size)
+            raise LedgerCorrupt(path, count, offset, f"is damaged ({why}) and " + (
+                f"a valid record follows at byte offset {following}" if following is not None
+                else "is whole, not a torn tail: it may be a fill a strategy was told about"))
+        with view[offset:size] as tail:
+            side = _save_tail(path, offset, tail)
+    log.warning("%s: cut off a torn tail of %d bytes at byte offset %d (%s), saved to %s; "
+                "%d records kept", path, size - offset, offset, torn, side, count)
     os.ftruncate(fd, offset)
     _sync(fd)
     return count, offset
+
+
+def _torn(view: memoryview | bytes, offset: int, size: int) -> str | None:
+    """What the bytes from `offset` to `size` (the end) are, when they are a torn tail: what an
+    append cut short leaves behind, never acknowledged. None when they are not (damage).
+
+    A torn tail is a record header or payload that runs past the end (a crash mid-write),
+    zero bytes only, or a record cut short and then zero bytes to the end (a power cut that kept
+    the file's new length but not all of its data: a payload is a JSON object, so a whole one
+    never ends in a zero byte). A whole record that fails its CRC, or a header with an
+    impossible length, is not torn: an append writes the length and the payload together, so
+    only damage makes them disagree; nor is damage with anything but zeros after it.
+    """
+    rest = size - offset
+    if rest < _RECORD.size:
+        return f"a record header cut short at {rest} of {_RECORD.size} bytes"
+    length = _RECORD.unpack_from(view, offset)[0]
+    end = offset + _RECORD.size + length
+    if 0 < length <= MAX_PAYLOAD and end > size:
+        return f"a payload of {length} bytes cut short at {rest - _RECORD.size}"
+    if 0 < length <= MAX_PAYLOAD and view[end - 1:size] == bytes(size - end + 1):
+        return "a record cut short, then zero fill"
+    if view[offset:size] == bytes(rest):
+        return "zero fill"
+    return None
+
+
+def _save_tail(path: Path, offset: int, tail: memoryview) -> Path:
+    """Copy a torn tail to a new side file next to the ledger (synced) before it is cut off:
+    `<log>.torn-<offset>`, or `<log>.torn-<offset>.<n>` when an earlier crash left one."""
+    for n in range(1000):
+        side = path.with_name(f"{path.name}.torn-{offset}" + (f".{n}" if n else ""))
+        try:
+            fd = os.open(side, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            continue
+        try:
+            with memoryview(tail) as rest:
+                while rest:
+                    rest = rest[os.write(fd, rest):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _fsync_dir(path.parent)
+        return side
+    raise LedgerError(f"{path}: a torn tail at byte offset {offset} needs saving but 1000 "
+                      f"side files {path.name}.torn-{offset}* exist already; move them away")
 
 
 def _bad_record(view: memoryview, offset: int, size: int) -> str | None:
@@ -375,9 +459,9 @@ def _next_valid_record(mm: mmap.mmap, view: memoryview, offset: int, size: int) 
 def read_events(path: str | os.PathLike[str]) -> Iterator[tuple[Path, LedgerEvent]]:
     """Read an account's ledger without locking or changing it (for reports while it runs).
 
-    Yields (log path, event) for every whole record; a record still being written at the end
-    (a live writer mid-append, or a torn tail the next open will cut) ends the read quietly.
-    Raise LedgerError if there is no ledger, LedgerCorrupt for damage before the end.
+    Yields (log path, event) for every whole record; a torn tail (a live writer mid-append, or
+    one the next open will cut off: see `_torn`) ends the read quietly. Raise LedgerError if
+    there is no ledger or it cannot be read, LedgerCorrupt for any other damage.
     """
     p = Path(path)
     log_path = p / LOG_NAME if p.is_dir() or p.suffix != ".log" else p
@@ -385,23 +469,22 @@ def read_events(path: str | os.PathLike[str]) -> Iterator[tuple[Path, LedgerEven
         data = log_path.read_bytes()
     except FileNotFoundError:
         raise LedgerError(f"{log_path}: no ledger here") from None
-    if len(data) < _HEADER.size or data[:_HEADER.size] != _HEADER_BYTES:
-        if len(data) < _HEADER.size and _HEADER_BYTES.startswith(data):
-            return
-        raise LedgerCorrupt(log_path, 0, 0, "is not an engine ledger (bad header)")
+    except OSError as exc:
+        raise _unusable(log_path, exc, "read") from None
+    _check_header(log_path, data[:_HEADER.size])
     offset, index, end = _HEADER.size, 0, len(data)
     validate = _ADAPTER.validate_json
-    while offset + _RECORD.size <= end:
-        length, crc = _RECORD.unpack_from(data, offset)
-        stop = offset + _RECORD.size + length
-        payload = data[offset + _RECORD.size:stop]
-        if stop > end or zlib.crc32(payload) != crc:
-            if _next_valid_record(data, memoryview(data), offset, end) is None:
+    view = memoryview(data)
+    while offset < end:
+        why = _bad_record(view, offset, end)
+        if why is not None:
+            if _torn(view, offset, end) is not None:
                 return  # the tail a writer is still appending, or a torn one
-            raise LedgerCorrupt(log_path, index, offset, "changed since it was written "
-                                "(CRC mismatch)")
+            raise LedgerCorrupt(log_path, index, offset, f"is damaged ({why})")
+        length = _RECORD.unpack_from(data, offset)[0]
+        stop = offset + _RECORD.size + length
         try:
-            yield log_path, validate(payload)
+            yield log_path, validate(data[offset + _RECORD.size:stop])
         except ValidationError as exc:
             raise LedgerCorrupt(log_path, index, offset, "does not decode as a LedgerEvent "
                                 f"({exc.errors()[0]['msg']})") from exc

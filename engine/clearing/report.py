@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.clearing.account import Account
+from engine.clearing.account import Account, rebuild
 from engine.orders import OrderFilled
 
 __all__ = ["AccountNotFound", "account_report", "load_account"]
@@ -19,7 +19,7 @@ class AccountNotFound(LookupError):
 
 def load_account(name: str) -> tuple[Account, list[OrderFilled], str]:
     """Rebuild an account from its ledger; return it, its fills, and the ledger's path."""
-    from engine.clearing.ledger import read_events
+    from engine.clearing.ledger import LOG_NAME, LedgerError, read_events
     from engine.paths import account_dir, list_accounts
 
     directory = account_dir(name)
@@ -27,13 +27,14 @@ def load_account(name: str) -> tuple[Account, list[OrderFilled], str]:
         known = ", ".join(list_accounts()) or "none yet"
         raise AccountNotFound(f"no paper account named {name!r} (accounts: {known})")
     account = Account(name, [])
-    fills: list[OrderFilled] = []
-    path = directory
-    for path, event in read_events(directory):  # noqa: B007 - the last path is the ledger's
-        account.apply(event)
-        if isinstance(event, OrderFilled):
-            fills.append(event)
-            account.mark(event.symbol, event.price)
+    path = directory / LOG_NAME
+    events = [event for _, event in read_events(directory)]
+    if rebuild(account, events, path) == 0:
+        raise LedgerError(f"{path}: holds no records yet: the account was created but never "
+                          f"opened (`engine run --paper --account {name}` opens it)")
+    fills = [e for e in events if isinstance(e, OrderFilled)]
+    for f in fills:  # positions are valued at their last fill price
+        account.mark(f.symbol, f.price)
     return account, fills, str(path)
 
 

@@ -33,13 +33,19 @@ def run(args: argparse.Namespace) -> int:
     from engine.paths import list_accounts
 
     if args.account_command == "list":
-        for name in list_accounts():
+        try:
+            names = list_accounts()
+        except OSError as exc:
+            raise UsageError(f"{exc.filename}: {exc.strerror}; check its owner and mode") from None
+        for name in names:
             print(name)
         return 0
     try:
         report = account_report(args.name)
     except (AccountNotFound, LedgerError, ValueError) as exc:
         raise UsageError(str(exc)) from None
+    except OSError as exc:  # the data directory itself cannot be used
+        raise UsageError(f"{exc.filename}: {exc.strerror}; check its owner and mode") from None
     if args.account_command == "fills":
         if args.json:
             print(json.dumps(report["fills"], indent=2))

@@ -18,7 +18,14 @@ import pytest
 from pydantic import TypeAdapter
 
 from engine import paths
-from engine.clearing.ledger import LOG_NAME, Ledger, LedgerCorrupt, LedgerError, LedgerLocked
+from engine.clearing.ledger import (
+    LOG_NAME,
+    Ledger,
+    LedgerCorrupt,
+    LedgerError,
+    LedgerLocked,
+    read_events,
+)
 from engine.orders import (
     AccountOpened,
     LedgerEvent,
@@ -162,9 +169,9 @@ def _write_three(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("damage", [
-    "partial record header", "partial payload", "bad crc on last record", "zero padding",
-    "half of a batch"])
-def test_torn_tail_is_truncated(tmp_path, caplog, damage):
+    "partial record header", "partial payload", "zero padding", "half of a batch",
+    "zeros after half a record", "zeros over the end of a record"])
+def test_torn_tail_is_saved_aside_then_truncated(tmp_path, caplog, damage):
     path = _write_three(tmp_path)
     good = path.read_bytes()
     one = frame(ADAPTER.dump_json(fills(3, 1)[0]))
@@ -172,20 +179,26 @@ def test_torn_tail_is_truncated(tmp_path, caplog, damage):
     tail = {
         "partial record header": one[:5],
         "partial payload": one[:20],
-        "bad crc on last record": one[:-1] + bytes([one[-1] ^ 1]),
         "zero padding": bytes(4096),
         "half of a batch": two[:-30],
+        "zeros after half a record": one[:20] + bytes(20),
+        "zeros over the end of a record": one[:20] + bytes(len(one) - 20 + 100),
     }[damage]
     path.write_bytes(good + tail)
     kept = 4 if damage == "half of a batch" else 3  # a whole record of a torn batch survives
     end = len(good) + (len(one) if kept == 4 else 0)
+    # Reader and writer agree on what is torn: the reader stops quietly before it.
+    assert [e.fill_id for _, e in read_events(tmp_path)] == list(range(kept))
 
     with caplog.at_level(logging.WARNING, logger="engine.clearing.ledger"):
         ledger = Ledger.open(tmp_path)
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1
     assert str(path) in warnings[0]
+    side = path.with_name(f"{LOG_NAME}.torn-{end}")
     assert f"{len(good) + len(tail) - end} bytes at byte offset {end}" in warnings[0]
+    assert f"saved to {side}" in warnings[0]
+    assert side.read_bytes() == (good + tail)[end:]  # nothing is thrown away
     with ledger:
         assert len(ledger) == kept
         assert path.stat().st_size == end
@@ -196,15 +209,80 @@ def test_torn_tail_is_truncated(tmp_path, caplog, damage):
     assert caplog.records == []
 
 
-@pytest.mark.parametrize("present", [0, 5])
-def test_torn_file_header_is_rewritten(tmp_path, caplog, present):
+def test_a_second_torn_tail_at_the_same_spot_gets_its_own_side_file(tmp_path):
+    path = _write_three(tmp_path)
+    good = path.read_bytes()
+    for n, tail in enumerate((b"\x05\x00", b"\x07\x00\x00")):
+        path.write_bytes(good + tail)
+        Ledger.open(tmp_path).close()
+        side = path.with_name(f"{LOG_NAME}.torn-{len(good)}" + (f".{n}" if n else ""))
+        assert side.read_bytes() == tail
+    assert path.read_bytes() == good
+
+
+@pytest.mark.parametrize("damage", ["payload byte", "crc field", "impossible length"])
+def test_a_whole_last_record_that_fails_is_refused_untouched(tmp_path, damage):
+    # An append that returned wrote the whole record: a whole one that fails its check is
+    # damage to a record someone may have been told about, never a crash's torn tail.
+    path = _write_three(tmp_path)
+    offset, payload = records(path)[-1]
+    data = bytearray(path.read_bytes())
+    if damage == "payload byte":
+        data[-1] ^= 1
+    elif damage == "crc field":
+        data[offset + 4] ^= 0xFF
+    else:
+        data[offset + 3] = 0x7F
+    path.write_bytes(bytes(data))
+    for refuse in (lambda: Ledger.open(tmp_path), lambda: list(read_events(tmp_path))):
+        with pytest.raises(LedgerCorrupt) as info:
+            refuse()
+        assert (info.value.record, info.value.offset) == (2, offset)
+        message = str(info.value)
+        assert "\n" not in message
+        assert message.startswith(f"{path}: record 2 (counting from 0) at byte offset {offset}")
+        assert message.endswith("restore it from a backup, or move it aside to start the "
+                                "account afresh")
+    assert path.read_bytes() == bytes(data)
+    assert list(tmp_path.glob("*.torn-*")) == []
+
+
+@pytest.mark.parametrize("present", [0, 5, 11])
+def test_an_empty_or_short_file_is_refused_untouched(tmp_path, present):
     path = tmp_path / LOG_NAME
     path.write_bytes(struct.pack("<8sI", b"ENGLEDGR", 1)[:present])
-    with caplog.at_level(logging.WARNING), Ledger.open(tmp_path) as ledger:
-        assert len(ledger) == 0
-        ledger.append(fills(0, 1))
-    assert len(caplog.records) == 1
-    assert len(records(path)) == 1
+    what = "is empty" if present == 0 else f"holds {present} bytes"
+    for refuse in (lambda: Ledger.open(tmp_path), lambda: list(read_events(tmp_path))):
+        with pytest.raises(LedgerError, match=f"^{path}: {what}.*move it aside"):
+            refuse()
+    assert path.stat().st_size == present
+
+
+def test_an_unreadable_ledger_is_refused_with_one_line(tmp_path, monkeypatch):
+    path = _write_three(tmp_path)
+    real_open = os.open
+
+    def denied(p, *a, **kw):  # the tests run as root, whom chmod does not stop
+        if str(p) == str(path):
+            raise PermissionError(13, "Permission denied", str(p))
+        return real_open(p, *a, **kw)
+
+    monkeypatch.setattr(os, "open", denied)
+    with pytest.raises(LedgerError) as info:
+        Ledger.open(tmp_path)
+    assert str(info.value) == (f"{path}: cannot open the ledger (Permission denied); give the "
+                               "user running the engine read and write access to it and its "
+                               "directory")
+    monkeypatch.undo()
+    path.chmod(0)
+    try:
+        if os.geteuid() != 0:
+            with pytest.raises(LedgerError, match="cannot read the ledger"):
+                list(read_events(tmp_path))
+    finally:
+        path.chmod(0o600)
+    with Ledger.open(tmp_path) as ledger:  # the lock was released on the way out
+        assert len(ledger) == 3
 
 
 @pytest.mark.parametrize("damage", ["payload byte", "crc field", "length field", "zeroed record"])

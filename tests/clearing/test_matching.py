@@ -8,7 +8,7 @@ import math
 import pytest
 
 from engine.clearing.account import Account
-from engine.clearing.config import BrokerConfig, Fees, Slippage
+from engine.clearing.config import BrokerConfig, Fees, RiskLimits, Slippage
 from engine.orders import ModifyOrder, OrderCancelled, OrderFilled, OrderTriggered, SubmitOrder
 
 T = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
@@ -176,7 +176,7 @@ def test_cancel_and_modify_a_resting_order():
 
 
 def test_a_flip_through_zero_realizes_the_closed_part_and_opens_the_rest_at_the_fill():
-    a = account(cash=0.0)
+    a = account(cash=0.0, risk=RiskLimits(leverage=None))  # accounting only: no buying power
     a.accept(order("buy", 10), T)
     a.match("x", T, bid=100.0, ask=100.0)
     a.accept(order("sell", 25), T)
