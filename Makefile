@@ -8,17 +8,21 @@ UV_VERSION ?= 0.13.9
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 DEMO_SECONDS ?= 15
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup setup-run demo test lint bench clean
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
 	.tools/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
 
+# What running needs (the project's own dependencies); the test and peer groups come with `setup`.
+setup-run: $(UV)
+	$(UV) sync --frozen --no-default-groups --inexact
+
 setup: $(UV)
 	$(UV) sync --frozen
 
-demo: setup
-	$(UV) run --frozen engine run strategies/sma_cross.py --duration $(DEMO_SECONDS) -p fast=3 -p slow=8
+demo: setup-run
+	$(UV) run --frozen --no-sync engine run strategies/sma_cross.py --duration $(DEMO_SECONDS) -p fast=3 -p slow=8
 
 test: setup
 	$(UV) run --frozen ruff check .

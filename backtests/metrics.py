@@ -1,17 +1,25 @@
 """Backtest statistics from an equity curve and a trade list: returns, risk, drawdowns, trades.
 
-Pure functions of arrays; no I/O. Annualization follows the calendar of the data: per-day
-returns (the last equity of each UTC day), 252 periods a year when the data has no weekend
-days (exchange calendars) and 365 when it trades every day (crypto).
+Pure functions of arrays; no I/O. Every formula is written out in the README's "Statistics"
+table; the returns behind the risk figures are per period of the data's own calendar:
+
+- bars of a day or less: one return per UTC day that has bars (the last equity of each day),
+  annualized with 365 periods a year when weekend days carry bars (24/7 markets) and 252 when
+  they do not (exchange calendars);
+- longer bars (weeks, months): one return per bar, annualized with the bars a year holds.
+
+The first period's return is measured from the starting cash.
 """
 
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
 import numpy as np
 
-__all__ = ["compute_stats", "drawdowns", "round_trips"]
+__all__ = ["compute_stats", "drawdowns", "round_trips", "period_returns", "periods_per_year_of",
+           "probabilistic_sharpe", "expected_max_sharpe", "deflated_sharpe", "sharpe_interval"]
 
 _YEAR = 365.25 * 86400
 
@@ -37,12 +45,6 @@ def _max_duration(times: np.ndarray, dd: np.ndarray) -> float:
     if not at_peak[-1]:
         longest = max(longest, float(t[-1] - peak_t[-1]))
     return longest
-
-
-def _daily(times: np.ndarray, equity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    days = times // 86400
-    last = np.r_[days[1:] != days[:-1], True]
-    return days[last], equity[last]
 
 
 class _Open:
@@ -114,34 +116,170 @@ def _close(st: _Open, time: float | None, price: float) -> dict:
     }
 
 
+_DAY = 86400
+_EULER = 0.5772156649015329  # the Euler-Mascheroni constant (expected maximum of Gumbel draws)
+
+
+def period_returns(times: np.ndarray, equity: np.ndarray, cash: float, period: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The returns the risk figures use, and the time each period starts (epoch s).
+
+    `times` are the bars' open times, `equity` the equity at each bar's close, `period` the bar
+    period (s). Bars of a day or less give one return per UTC day that has bars, from the last
+    equity of the day before (the starting cash before the first day); longer bars give one
+    return per bar."""
+    if not len(times):
+        return np.zeros(0), np.zeros(0, dtype=np.int64)
+    if period <= _DAY:
+        days = np.asarray(times, dtype=np.int64) // _DAY
+        last = np.r_[days[1:] != days[:-1], True]
+        keys, closing = days[last] * _DAY, np.asarray(equity, dtype=np.float64)[last]
+    else:
+        keys, closing = np.asarray(times, dtype=np.int64), np.asarray(equity, dtype=np.float64)
+    before = np.r_[float(cash), closing[:-1]]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rets = np.where(before > 0, closing / before - 1.0, np.nan)
+    return rets, keys
+
+
+def periods_per_year_of(times: np.ndarray, period: int) -> float:
+    """How many of `period_returns`' periods a year holds. Bars of a day or less: 365 when the
+    market trades on weekends (over 60 % of a 7-day week's share of bars, 2/7, fall on Saturdays
+    and Sundays, the rule backtesting.py uses), else 252. Longer bars: the bars a year of the
+    data holds, (bars - 1) / years spanned."""
+    t = np.asarray(times, dtype=np.int64)
+    if period > _DAY:
+        years = (float(t[-1]) - float(t[0])) / _YEAR if len(t) > 1 else 0.0
+        return (len(t) - 1) / years if years > 0 else _YEAR / period
+    if not len(t):
+        return 252.0
+    weekday = (t // _DAY + 3) % 7  # Monday is 0; 1970-01-01 was a Thursday
+    return 365.0 if (weekday >= 5).mean() > 0.6 * 2 / 7 else 252.0
+
+
+def _moments(x: np.ndarray) -> tuple[float, float]:
+    """Skewness and (non-excess) kurtosis, population moments."""
+    if len(x) < 2:
+        return math.nan, math.nan
+    d = x - x.mean()
+    m2 = float(np.mean(d * d))
+    if m2 == 0:
+        return math.nan, math.nan
+    return float(np.mean(d ** 3)) / m2 ** 1.5, float(np.mean(d ** 4)) / m2 ** 2
+
+
+def probabilistic_sharpe(sr: float, n: int, skew: float, kurtosis: float,
+                         benchmark: float = 0.0) -> float:
+    """The probability that the true Sharpe ratio exceeds `benchmark` (Bailey and López de
+    Prado, 2012). `sr` and `benchmark` are per period (not annualized), `n` the number of
+    returns, `kurtosis` non-excess (3 for a normal distribution)."""
+    if n < 2 or not all(map(math.isfinite, (sr, skew, kurtosis, benchmark))):
+        return math.nan
+    var = 1.0 - skew * sr + (kurtosis - 1.0) / 4.0 * sr * sr
+    if var <= 0:
+        return math.nan
+    return NormalDist().cdf((sr - benchmark) * math.sqrt(n - 1) / math.sqrt(var))
+
+
+def expected_max_sharpe(n_trials: int, variance: float) -> float:
+    """The Sharpe ratio (per period) the best of `n_trials` unskilled trials reaches on average,
+    given the variance of the trials' Sharpe ratios (Bailey and López de Prado, 2014)."""
+    if n_trials <= 1 or not variance > 0:
+        return 0.0
+    z = NormalDist().inv_cdf
+    return math.sqrt(variance) * ((1 - _EULER) * z(1 - 1 / n_trials)
+                                  + _EULER * z(1 - 1 / (n_trials * math.e)))
+
+
+def deflated_sharpe(sr: float, n: int, skew: float, kurtosis: float, n_trials: int,
+                    trials_variance: float) -> float:
+    """The probabilistic Sharpe ratio of `sr` against the best of `n_trials` unskilled trials
+    (the deflated Sharpe ratio): the probability that a result chosen as the best of that many
+    is real. Per-period Sharpe ratios; one trial gives the probabilistic Sharpe ratio."""
+    return probabilistic_sharpe(sr, n, skew, kurtosis,
+                                expected_max_sharpe(n_trials, trials_variance))
+
+
+def sharpe_interval(rets: np.ndarray, per_year: float, risk_free: float = 0.0,
+                    level: float = 0.95, resamples: int = 2000, seed: int = 0
+                    ) -> tuple[float, float]:
+    """A bootstrap confidence interval of the annualized Sharpe ratio: `resamples` draws of the
+    returns with replacement (seeded: the same inputs give the same interval), the central
+    `level` share of their Sharpe ratios (percentile method)."""
+    x = np.asarray(rets, dtype=np.float64) - risk_free / per_year
+    n = len(x)
+    if n < 3 or not np.isfinite(x).all():
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    out = np.empty(resamples)
+    chunk = max(1, 4_000_000 // n)  # bound the index matrix to ~32 MB
+    for lo in range(0, resamples, chunk):
+        hi = min(resamples, lo + chunk)
+        draw = x[rng.integers(0, n, size=(hi - lo, n))]
+        sd = draw.std(axis=1, ddof=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[lo:hi] = np.where(sd > 0, draw.mean(axis=1) / sd, np.nan)
+    out = out[np.isfinite(out)] * math.sqrt(per_year)
+    if not len(out):
+        return math.nan, math.nan
+    tail = (1 - level) / 2 * 100
+    lo_q, hi_q = np.percentile(out, [tail, 100 - tail])
+    return float(lo_q), float(hi_q)
+
+
 def compute_stats(times: np.ndarray, equity: np.ndarray, exposure: np.ndarray, trades: list,
-                  fees: float, cash: float) -> dict:
-    """The statistics of a run: see the module docstring for annualization."""
+                  fees: float, cash: float, *, period: int | None = None,
+                  periods_per_year: float | None = None, risk_free: float = 0.0,
+                  bootstrap: bool = True, costs: str | None = None) -> dict:
+    """The statistics of a run (the README's "Statistics" table defines each).
+
+    `times`: each bar's open time (epoch s); `equity`: the equity at its close; `exposure`:
+    whether a position was open then; `trades`: trade records (`pnl`, `return_pct`, `open`);
+    `period`: the bar period (s; guessed from `times` when None); `periods_per_year`: overrides
+    the calendar's; `risk_free`: the annual risk-free rate as a fraction; `bootstrap`: compute
+    the Sharpe ratio's confidence interval; `costs`: the run's costs as text ("none" when it
+    paid none)."""
+    from engine.timefmt import iso
+
+    times = np.asarray(times)
+    if period is None:
+        d = np.diff(times)
+        d = d[d > 0]
+        period = int(np.median(d)) if len(d) else _DAY
     final = float(equity[-1]) if len(equity) else cash
     dd = drawdowns(equity) if len(equity) else np.zeros(0)
-    years = (times[-1] - times[0]) / _YEAR if len(times) > 1 else 0.0
+    years = (float(times[-1]) - float(times[0])) / _YEAR if len(times) > 1 else 0.0
     total = final / cash - 1.0
-    cagr = (final / cash) ** (1.0 / years) - 1.0 if years > 0 and final > 0 else float("nan")
-    days, daily_eq = _daily(times, equity) if len(times) else (np.zeros(0), np.zeros(0))
-    rets = np.diff(daily_eq) / daily_eq[:-1] if len(daily_eq) > 1 else np.zeros(0)
-    weekend = ((days + 4) % 7 >= 5).any() if len(days) else False  # 1970-01-01 was a Thursday
-    per_year = 365 if weekend else 252
-    vol = float(np.std(rets, ddof=1) * math.sqrt(per_year)) if len(rets) > 1 else float("nan")
-    mean = float(np.mean(rets)) if len(rets) else float("nan")
-    sharpe = mean * per_year / vol if vol and vol == vol else float("nan")
-    downside = rets[rets < 0]
-    dvol = float(math.sqrt(np.mean(downside ** 2)) * math.sqrt(per_year)) if len(downside) \
-        else float("nan")
-    sortino = mean * per_year / dvol if dvol and dvol == dvol else float("nan")
+    cagr = (final / cash) ** (1.0 / years) - 1.0 if years > 0 and final > 0 else math.nan
+    per_year = float(periods_per_year or (periods_per_year_of(times, period)))
+    rets, _ = period_returns(times, equity, cash, period)
+    rets = rets[np.isfinite(rets)]
+    excess = rets - risk_free / per_year
+    n = len(rets)
+    sd = float(np.std(rets, ddof=1)) if n > 1 else math.nan
+    vol = sd * math.sqrt(per_year)
+    mean_x = float(np.mean(excess)) if n else math.nan
+    sd_x = float(np.std(excess, ddof=1)) if n > 1 else math.nan
+    sr = mean_x / sd_x if sd_x and sd_x == sd_x else math.nan  # per period
+    sharpe = sr * math.sqrt(per_year)
+    downside = math.sqrt(float(np.mean(np.minimum(excess, 0.0) ** 2))) if n else math.nan
+    sortino = mean_x / downside * math.sqrt(per_year) if downside else math.nan
+    skew, kurt = _moments(rets)
+    lo, hi = sharpe_interval(rets, per_year, risk_free) if bootstrap else (math.nan, math.nan)
     max_dd = float(dd.min()) if len(dd) else 0.0
     closed = [t for t in trades if not t.get("open")]
+    still = [t for t in trades if t.get("open")]
     pnls = np.array([t["pnl"] for t in closed])
     rets_t = np.array([t["return_pct"] for t in closed])
     wins = pnls[pnls > 0].sum() if len(pnls) else 0.0
     losses = -pnls[pnls < 0].sum() if len(pnls) else 0.0
+    first = int(times[0]) if len(times) else None
+    last = int(times[-1]) if len(times) else None
     return {
-        "start": int(times[0]) if len(times) else None,
-        "end": int(times[-1]) if len(times) else None,
+        "start": iso(first, period),
+        "end": iso(last, period),
+        "start_time": first,
+        "end_time": last,
         "bars": int(len(times)),
         "initial_cash": cash,
         "final_equity": final,
@@ -150,16 +288,26 @@ def compute_stats(times: np.ndarray, equity: np.ndarray, exposure: np.ndarray, t
         "volatility_pct": vol * 100.0,
         "sharpe": sharpe,
         "sortino": sortino,
-        "calmar": (cagr * 100.0) / -max_dd if max_dd < 0 and cagr == cagr else float("nan"),
+        "calmar": (cagr * 100.0) / -max_dd if max_dd < 0 and cagr == cagr else math.nan,
+        "sharpe_ci_low": lo,
+        "sharpe_ci_high": hi,
+        "probabilistic_sharpe": probabilistic_sharpe(sr, n, skew, kurt),
+        "skew": skew,
+        "kurtosis": kurt,
+        "periods": n,
+        "periods_per_year": per_year,
+        "risk_free": risk_free,
         "max_drawdown_pct": max_dd,
         "max_drawdown_duration_days": _max_duration(times, dd) / 86400 if len(dd) else 0.0,
-        "exposure_pct": float(exposure.mean() * 100.0) if len(exposure) else 0.0,
+        "exposure_pct": float(np.mean(exposure) * 100.0) if len(exposure) else 0.0,
         "num_trades": len(closed),
-        "open_trades": len(trades) - len(closed),
-        "win_rate_pct": float((pnls > 0).mean() * 100.0) if len(pnls) else float("nan"),
-        "profit_factor": float(wins / losses) if losses > 0 else float("nan"),
-        "avg_trade_pct": float(rets_t.mean()) if len(rets_t) else float("nan"),
-        "best_trade_pct": float(rets_t.max()) if len(rets_t) else float("nan"),
-        "worst_trade_pct": float(rets_t.min()) if len(rets_t) else float("nan"),
+        "open_trades": len(still),
+        "open_pnl": float(sum(t["pnl"] for t in still)),
+        "win_rate_pct": float((pnls > 0).mean() * 100.0) if len(pnls) else math.nan,
+        "profit_factor": float(wins / losses) if losses > 0 else math.nan,
+        "avg_trade_pct": float(rets_t.mean()) if len(rets_t) else math.nan,
+        "best_trade_pct": float(rets_t.max()) if len(rets_t) else math.nan,
+        "worst_trade_pct": float(rets_t.min()) if len(rets_t) else math.nan,
         "fees": fees,
+        "costs": costs if costs is not None else ("none" if fees == 0 else "fees"),
     }

@@ -56,6 +56,8 @@ def run_backtesting_py(bars: np.ndarray, fast: int = 10, slow: int = 30, size: f
         "trades": [(int(t.EntryTime.value // 10**9), float(t.EntryPrice),
                     int(t.ExitTime.value // 10**9), float(t.ExitPrice), float(t.Size))
                    for t in trades.itertuples()],
+        # Its own statistics, by its own names ("Sharpe Ratio", "CAGR [%]", ...).
+        "stats": {k: v for k, v in stats.items() if not k.startswith("_")},
     }
 
 

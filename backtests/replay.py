@@ -21,8 +21,10 @@ from __future__ import annotations
 import gc
 import inspect
 import json
+import logging
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ from engine.sampler import format_timeframe, parse_timeframe, resample_bars
 from engine.scheduler import EVENT_CALLBACKS, callback_for, make_runner, overrides
 from engine.shm import ShmArray
 from engine.strategy import Strategy, StrategyError, strategy_traceback
+from engine.timefmt import iso
 
 __all__ = ["BacktestResult", "BacktestError", "run_backtest", "load_data", "evaluate_params",
            "SWEEP_METRICS"]
@@ -96,10 +99,11 @@ class BacktestResult:
     timeframe: int
     stats: dict
     trades: list[dict]
-    equity: np.ndarray  # fields time (epoch s), equity, drawdown_pct
+    equity: np.ndarray  # fields time (the bar's open, epoch s), equity at its close, drawdown_pct
     fills: Sequence[OrderFilled]
     bars: dict[str, np.ndarray] = field(repr=False)
     rejected: list = field(default_factory=list, repr=False)
+    log: list[str] = field(default_factory=list, repr=False)  # the strategy's log lines
 
     def to_dict(self) -> dict:
         """Everything JSON can hold; keys sorted, the same for the same inputs."""
@@ -108,9 +112,10 @@ class BacktestResult:
             "timeframe": format_timeframe(self.timeframe),
             **{k: _clean(v) for k, v in self.stats.items()},
             "trades": [{k: _clean(v) for k, v in t.items()} for t in self.trades],
-            "equity": [[int(t), _clean(float(e))] for t, e in
+            "equity": [[int(t), iso(t, self.timeframe), _clean(float(e))] for t, e in
                        zip(self.equity["time"].tolist(), self.equity["equity"].tolist(),
                            strict=True)],
+            "log": self.log,
             "fills": [f.model_dump(exclude={"account"}) for f in self.fills],
             "rejected": [r.model_dump(exclude={"account"}) for r in self.rejected],
         }
@@ -128,16 +133,21 @@ class BacktestResult:
         return write_report(self, Path(path))
 
     def table(self) -> str:
-        """The statistics as an aligned text table."""
+        """The statistics as an aligned text table (times as ISO 8601 UTC)."""
         rows = []
         for k, v in self.stats.items():
+            if k in ("start_time", "end_time"):
+                continue  # shown as start and end
             if isinstance(v, float):
                 v = f"{v:,.4f}" if abs(v) < 100 else f"{v:,.2f}"
             rows.append(f"  {k.replace('_', ' '):28s} {v}")
         return "\n".join(rows)
 
     def __str__(self) -> str:
-        return f"{self.strategy} on {', '.join(self.symbols)}\n{self.table()}"
+        head = f"{self.strategy} on {', '.join(self.symbols)}"
+        if self.stats.get("costs") == "none":
+            head += "  (no commission, no slippage: trading costs nothing here)"
+        return f"{head}\n{self.table()}"
 
 
 def _clean(v: Any) -> Any:
@@ -484,17 +494,53 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
 
 
 def _broker_config(commission: float, slippage: float, leverage: float | None,
-                   allow_short: bool) -> BrokerConfig:
-    """The paper broker's settings for a backtest's options (fractions of notional / price)."""
-    return BrokerConfig(fees=Fees(taker_pct=commission, maker_pct=commission),
+                   allow_short: bool, fees: Fees | None = None) -> BrokerConfig:
+    """The paper broker's settings for a backtest's options (fractions of notional / price);
+    `fees`, when given, replaces the flat `commission`."""
+    return BrokerConfig(fees=fees or Fees(taker_pct=commission, maker_pct=commission),
                         slippage=Slippage(fraction=slippage),
                         risk=RiskLimits(leverage=leverage, allow_short=allow_short))
+
+
+def resolve_fees(fees: str | Fees | None) -> Fees | None:
+    """A fee preset's name (`binance`, `kraken`, `none`) or a `Fees` as `Fees`; None stays
+    None (the flat `commission` applies)."""
+    if fees is None or isinstance(fees, Fees):
+        return fees
+    from engine.clearing.fee_presets import fee_preset
+
+    try:
+        return fee_preset(str(fees))
+    except ValueError as exc:
+        raise BacktestError(str(exc)) from None
+
+
+def describe_costs(config: BrokerConfig) -> str:
+    """The costs a run pays, in words: "none" when it pays no fee and no slippage."""
+    f, sl = config.fees, config.slippage
+    parts = []
+    if f.maker_pct == f.taker_pct and f.taker_pct:
+        parts.append(f"commission {f.taker_pct * 100:g}%")
+    elif f.maker_pct or f.taker_pct:
+        parts.append(f"commission {f.maker_pct * 100:g}% maker / {f.taker_pct * 100:g}% taker")
+    if f.per_unit:
+        parts.append(f"{f.per_unit:g} per unit")
+    if f.fixed:
+        parts.append(f"{f.fixed:g} per order")
+    if sl.fraction:
+        parts.append(f"slippage {sl.fraction * 100:g}%")
+    if sl.ticks:
+        parts.append(f"slippage {sl.ticks:g} ticks")
+    if sl.spread_fraction:
+        parts.append(f"slippage {sl.spread_fraction:g} spread")
+    return ", ".join(parts) if parts else "none"
 
 
 def _equity(bars: dict[str, np.ndarray], step_sym: np.ndarray, step_times: np.ndarray,
             period: int, fills: list[tuple[int, OrderFilled]], cash: float
             ) -> tuple[np.ndarray, np.ndarray]:
-    """Equity at every step's bar close, and whether any position was open then."""
+    """Equity at every step's bar close, stamped with the bar's open time (the period it
+    covers), and whether any position was open then."""
     from backtests._equity import equity_curve
 
     symbols = list(bars)
@@ -514,7 +560,7 @@ def _equity(bars: dict[str, np.ndarray], step_sym: np.ndarray, step_times: np.nd
     f_qty[np.array([f.side == "sell" for _, f in fills], dtype=bool)] *= -1.0
     equity, exposed = equity_curve(which, closes, len(symbols), f_step, f_sym, f_qty, f_px,
                                    f_fee, float(cash))
-    times = step_times + period
+    times = step_times
     # One point per time: with several symbols, the last step of a time holds every close.
     last = np.r_[times[1:] != times[:-1], True]
     curve = np.zeros(int(last.sum()), dtype=[("time", np.int64), ("equity", np.float64),
@@ -525,13 +571,25 @@ def _equity(bars: dict[str, np.ndarray], step_sym: np.ndarray, step_times: np.nd
     return curve, exposed[last]
 
 
-def check_costs(cash: float, commission: float, slippage: float) -> None:
-    """Reject a starting cash or cost fraction no backtest can use, saying which."""
-    if cash <= 0:
+def check_costs(cash: float, commission: float, slippage: float,
+                leverage: float | None = None, periods_per_year: float | None = None,
+                risk_free: float = 0.0) -> None:
+    """Reject a starting cash, cost fraction, leverage or annualization no backtest can use,
+    saying which."""
+    if not cash > 0 or not math.isfinite(cash):
         raise BacktestError(f"cash must be positive, got {cash:g}")
     for name, v in (("commission", commission), ("slippage", slippage)):
         if not 0 <= v < 0.1:
             raise BacktestError(f"{name} is a fraction (0.001 = 0.1 %), got {v:g}")
+    if leverage is not None and not (leverage > 0 and math.isfinite(leverage)):
+        raise BacktestError(f"leverage is a positive multiple of equity (1 = no borrowing), "
+                            f"got {leverage:g}")
+    if periods_per_year is not None and not (periods_per_year > 0
+                                             and math.isfinite(periods_per_year)):
+        raise BacktestError(f"periods_per_year must be positive, got {periods_per_year:g}")
+    if not -1 < risk_free < 1:
+        raise BacktestError(f"risk_free is an annual rate as a fraction (0.04 = 4 %), "
+                            f"got {risk_free:g}")
 
 
 def run_backtest(
@@ -552,6 +610,11 @@ def run_backtest(
     progress: Callable[[int, int], None] | None = None,
     ticks: bool = False,
     trade_from: Any = None,
+    fees: str | Fees | None = None,
+    periods_per_year: float | None = None,
+    risk_free: float = 0.0,
+    log_level: str | int = "info",
+    bootstrap: bool = True,
 ) -> BacktestResult:
     """Replay `data` through `strategy` and return its statistics, trades and equity curve.
 
@@ -564,9 +627,19 @@ def run_backtest(
     `timeframe` (default 1 s) with the live sampler. With `trade_from` (a time), bars before it
     are history the strategy sees from the start, as a live run sees its backfill (indicators
     warm up on them), but it is not called for them; trading, equity and statistics begin there.
+    `fees`: a venue preset (`binance`, `kraken`, `none`; see `engine.clearing.fee_presets`) or
+    a `Fees`, in place of the flat `commission`. `periods_per_year` overrides the calendar's
+    annualization (252 or 365 for daily returns) and `risk_free` is the annual risk-free rate
+    (a fraction) the Sharpe and Sortino ratios subtract. The strategy's `self.log` lines at or
+    above `log_level` are kept in `result.log` (and reach any handler of the `strategy` logger).
+    `bootstrap`: compute the Sharpe ratio's bootstrap confidence interval (a tenth of a second
+    for ten years of daily returns; sweeps skip it).
     See the module docstring for conventions.
     """
-    check_costs(cash, commission, slippage)
+    check_costs(cash, commission, slippage, leverage, periods_per_year, risk_free)
+    fee_model = resolve_fees(fees)
+    measure = {"periods_per_year": periods_per_year, "risk_free": risk_free,
+               "bootstrap": bootstrap}
     try:
         strat = resolve_strategy(strategy, params)
     except StrategyError as exc:
@@ -574,9 +647,13 @@ def run_backtest(
     if ticks:
         if trade_from is not None:
             raise BacktestError("trade_from applies to bar replays, not to tick replays")
-        return _run_ticks(strat, data, provider=provider, timeframe=timeframe, start=start,
-                          end=end, cash=cash, commission=commission, slippage=slippage,
-                          leverage=leverage, allow_short=allow_short)
+        with _captured_log(strat, log_level) as lines:
+            result = _run_ticks(strat, data, provider=provider, timeframe=timeframe,
+                                start=start, end=end, cash=cash, commission=commission,
+                                slippage=slippage, leverage=leverage, allow_short=allow_short,
+                                fees=fee_model, measure=measure)
+        result.log = lines
+        return result
     given: dict[str, ShmArray] = {}
     if isinstance(data, Mapping) and data and all(isinstance(v, ShmArray) for v in data.values()):
         # History another process loaded once: replay it in place, read-only, never unlinked.
@@ -590,7 +667,7 @@ def run_backtest(
         skip = {s: int(np.searchsorted(b["time"], first_traded)) for s, b in bars.items()}
         if all(skip[s] == len(b) for s, b in bars.items()):
             raise BacktestError(f"no bars at or after trade_from={trade_from}")
-    config = _broker_config(commission, slippage, leverage, allow_short)
+    config = _broker_config(commission, slippage, leverage, allow_short, fee_model)
     from engine.clearing.account import Account
 
     names = list(bars)
@@ -618,7 +695,8 @@ def run_backtest(
             return await _replay(strat, bars, shms, period, broker, clock, progress, skip)
 
         try:
-            fills, step_sym, step_times = trio.run(main)
+            with _captured_log(strat, log_level) as lines:
+                fills, step_sym, step_times = trio.run(main)
         finally:
             for s, shm in shms.items():
                 if s not in reuse:
@@ -632,12 +710,13 @@ def run_backtest(
         trades = round_trips(raw, {s: float(b["close"][-1]) for s, b in bars.items()
                                          if len(b)})
         stats = compute_stats(curve["time"], curve["equity"], exposed, trades, account.fees,
-                              cash)
+                              cash, period=period, costs=describe_costs(config), **measure)
     finally:
         gc.unfreeze()
     return BacktestResult(strategy=strat.name, params=strat.params.model_dump(), symbols=names,
                           timeframe=period, stats=stats, trades=trades, equity=curve,
-                          fills=fill_list, bars=bars, rejected=list(broker.rejections))
+                          fills=fill_list, bars=bars, rejected=list(broker.rejections),
+                          log=lines)
 
 
 def evaluate_params(strategy_path: str, params: dict, history_tokens: dict[str, dict],
@@ -647,16 +726,52 @@ def evaluate_params(strategy_path: str, params: dict, history_tokens: dict[str, 
     `options` takes run_backtest's keyword arguments (cash, commission, slippage, ...)."""
     attached = {s: ShmArray.attach(tok) for s, tok in history_tokens.items()}
     try:
-        result = run_backtest(strategy_path, attached, params=params, **options)
+        result = run_backtest(strategy_path, attached, params=params,
+                              **{"bootstrap": False, **options})
     finally:
         for shm in attached.values():
             shm.close()
     return {k: _clean(result.stats[k]) for k in SWEEP_METRICS}
 
 
+class _LogLines(logging.Handler):
+    """Keeps a strategy's log lines for its result."""
+
+    def __init__(self, level: int, lines: list[str]) -> None:
+        super().__init__(level)
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@contextmanager
+def _captured_log(strat: Strategy, level: str | int) -> Iterator[list[str]]:
+    """The strategy's log lines at or above `level`, kept in a list while the replay runs."""
+    if isinstance(level, str):
+        number = logging.getLevelName(level.upper())
+        if not isinstance(number, int):
+            raise BacktestError(f"unknown log level {level!r}: use debug, info, warning or "
+                                "error")
+        level = number
+    logger = logging.getLogger(f"strategy.{strat.name}")
+    lines: list[str] = []
+    handler = _LogLines(level, lines)
+    before = logger.level
+    logger.setLevel(level)
+    logger.addHandler(handler)
+    strat.__dict__.pop("_logger", None)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(before)
+
+
 def _run_ticks(strat: Strategy, data: Any, *, provider: str | None, timeframe: Any, start: Any,
                end: Any, cash: float, commission: float, slippage: float,
-               leverage: float | None, allow_short: bool) -> BacktestResult:
+               leverage: float | None, allow_short: bool, fees: Fees | None,
+               measure: dict) -> BacktestResult:
     from backtests.store import list_tick_datasets, load_ticks
     from backtests.ticks_replay import replay_ticks
     from engine.clearing.account import Account
@@ -676,7 +791,7 @@ def _run_ticks(strat: Strategy, data: Any, *, provider: str | None, timeframe: A
             raise BacktestError(f"{name}: no ticks in the chosen range")
         ticks[match[0].symbol] = rows
     period = parse_timeframe(timeframe) if timeframe else 1
-    config = _broker_config(commission, slippage, leverage, allow_short)
+    config = _broker_config(commission, slippage, leverage, allow_short, fees)
     account = Account("backtest", list(ticks), cash=cash, config=config)
     clock = ReplayClock(float(min(t["time"][0] for t in ticks.values())))
     # Ticks carry the live book: an order meets it at once, as in paper trading.
@@ -699,7 +814,8 @@ def _run_ticks(strat: Strategy, data: Any, *, provider: str | None, timeframe: A
     curve["equity"] = equity
     curve["drawdown_pct"] = drawdowns(equity) if len(equity) else equity
     trades = round_trips(fills, {s: float(b["close"][-1]) for s, b in bars.items() if len(b)})
-    stats = compute_stats(curve["time"], curve["equity"], exposed, trades, account.fees, cash)
+    stats = compute_stats(curve["time"], curve["equity"], exposed, trades, account.fees, cash,
+                          period=period, costs=describe_costs(config), **measure)
     return BacktestResult(strategy=strat.name, params=strat.params.model_dump(),
                           symbols=list(ticks), timeframe=period, stats=stats, trades=trades,
                           equity=curve, fills=fills, bars=bars, rejected=list(broker.rejections))

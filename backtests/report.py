@@ -13,7 +13,6 @@ result it is given.
 
 from __future__ import annotations
 
-import datetime as dt
 import html
 import math
 from pathlib import Path
@@ -88,10 +87,12 @@ def _spread(n: int, limit: int) -> np.ndarray:
 # -- formatting -----------------------------------------------------------------------------------
 
 
-def _when(t: Any) -> str:
+def _when(t: Any, period: int | None = None) -> str:
+    from engine.timefmt import iso
+
     if t is None or (isinstance(t, float) and not math.isfinite(t)):
         return "open"
-    return dt.datetime.fromtimestamp(float(t), dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return iso(float(t), period) or "open"
 
 
 def _num(v: Any, digits: int = 4) -> str:
@@ -131,7 +132,8 @@ def _stat_name(key: str) -> str:
 
 
 def _stat_value(key: str, value: Any) -> str:
-    if key in ("start", "end") and isinstance(value, int | float | np.integer) and value:
+    if key in ("start", "end", "start_time", "end_time") and isinstance(
+            value, int | float | np.integer) and value:
         return _when(value)
     return _num(value, 2 if key.endswith("_pct") else 4)
 
@@ -315,6 +317,7 @@ body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
        margin: 0 auto; padding: 16px 24px 48px; max-width: 1600px; }
 h1 { font-size: 22px; margin: 4px 0; } h2 { font-size: 17px; margin: 28px 0 8px; }
 .sub { color: #666; margin-bottom: 12px; }
+.warn { color: #a40; font-weight: 600; margin-bottom: 12px; }
 table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
 th, td { padding: 3px 10px; border-bottom: 1px solid #eee; text-align: right; white-space: nowrap; }
 th { background: #fafafa; position: sticky; top: 0; }
@@ -342,13 +345,20 @@ def _header(result: Any) -> str:
     from engine.sampler import format_timeframe
 
     params = ", ".join(f"{_esc(k)}={_esc(v)}" for k, v in (result.params or {}).items())
+    stats = getattr(result, "stats", None) or {}
+    span = (f" · {_esc(stats['start'])} to {_esc(stats['end'])}"
+            if isinstance(stats.get("start"), str) and isinstance(stats.get("end"), str) else "")
+    costs = stats.get("costs")
+    cost_line = ("<div class='warn' id='costs'>No commission and no slippage: these results "
+                 "pay nothing to trade.</div>" if costs == "none" else
+                 f"<div class='sub' id='costs'>Costs: {_esc(costs)}</div>" if costs else "")
     return (f"<h1>{_esc(result.strategy)}</h1><div class='sub'>"
             f"{_esc(', '.join(result.symbols))} · {_esc(format_timeframe(result.timeframe))} bars"
-            f"{' · ' + params if params else ''}</div>")
+            f"{span}{' · ' + params if params else ''}</div>{cost_line}")
 
 
 def _stats_html(stats: dict) -> str:
-    items = list(stats.items())
+    items = [(k, v) for k, v in stats.items() if k not in ("start_time", "end_time")]
     half = math.ceil(len(items) / 2) or 1
     tables = []
     for part in (items[:half], items[half:]):
@@ -364,7 +374,7 @@ _TRADE_COLUMNS = [("symbol", "l"), ("side", "l"), ("size", ""), ("entry_time", "
                   ("return_pct", ""), ("fees", ""), ("bars", "")]
 
 
-def _trades_html(trades: list[dict]) -> str:
+def _trades_html(trades: list[dict], period: int | None = None) -> str:
     n = len(trades)
     title = f"<h2>Trades ({n:,})</h2>"
     if not n:
@@ -382,7 +392,7 @@ def _trades_html(trades: list[dict]) -> str:
         cells = []
         for key, c in _TRADE_COLUMNS:
             v = t.get(key)
-            text = _when(v) if key.endswith("_time") else _stat_value(key, v)
+            text = _when(v, period) if key.endswith("_time") else _stat_value(key, v)
             klass = " ".join(x for x in (c, cls if key in ("pnl", "return_pct") else "") if x)
             cells.append(f"<td class='{klass}'>{_esc(text)}</td>")
         rows.append(f"<tr><td>{i}</td>{''.join(cells)}</tr>")
@@ -412,7 +422,8 @@ def write_report(result: Any, path: str | Path) -> Path:
         "css": _CSS,
         "page_title": _esc(f"{result.strategy} · backtest"),
         "header": _header(result),
-        "tables": _stats_html(dict(getattr(result, "stats", None) or {})) + _trades_html(trades),
+        "tables": _stats_html(dict(getattr(result, "stats", None) or {}))
+        + _trades_html(trades, getattr(result, "timeframe", None)),
     }
     if charts is None:
         from bokeh.models import Div

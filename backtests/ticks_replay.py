@@ -83,7 +83,7 @@ async def _run(strat, symbols, rows, shms, period, broker, clock):
             ctx.bar_closed(symbols[j])
             bar = shms[symbols[j]].array[-1]
             clock._now = max(clock._now, float(bar["time"]) + period)
-            curve_t.append(float(bar["time"]) + period)
+            curve_t.append(float(bar["time"]))  # stamped by the period it covers
             curve_e.append(account.equity())
             exposed.append(bool(np.any(account.positions[:, 0] != 0)))
             if wants_bar:

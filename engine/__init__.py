@@ -39,6 +39,7 @@ _EXPORTS = {
     "SubmitOrder": "engine.orders",
     "Tick": "engine.quotes",
     "current_clock": "engine.clock",
+    "list_indicators": "engine.kernels.catalog",
     "load_provider": "engine.provider",
     "load_strategy": "engine.strategy",
     "open_feed": "engine.feed",

@@ -129,5 +129,6 @@ def make_lines(ctx: Any, kind: str, params: tuple, symbol: str | None,
         raise ValueError(f"{kind} reads {len(cls.inputs)} fields ({', '.join(cls.inputs)}), "
                          f"got {fields}")
     source = _Source(ctx, symbol, indicator, fields, lines)
+    ctx._sources.append(source)  # what the strategy declared: its warm-up reads them
     out = tuple(Line(source, k) for k in range(len(cls.outputs)))
     return out[0] if len(out) == 1 else out

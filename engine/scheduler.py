@@ -229,4 +229,5 @@ def make_runner(strategy: Strategy, *, symbols: list[str], timeframe: int, bars:
     """Build a runner whose context reads the feed's bars and quotes in place."""
     ctx = Context(symbols=symbols, timeframe=timeframe, bars=bars, quotes=quotes, clock=clock,
                   router=router, strategy_name=strategy.name)
+    ctx.lot_sizes = dict(type(strategy).lot_sizes)
     return StrategyRunner(strategy=strategy, context=ctx, mailbox=Mailbox(capacity))

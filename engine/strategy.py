@@ -7,6 +7,7 @@ knows nothing of providers, feeds or brokers beyond the small `OrderRouter` prot
 
 from __future__ import annotations
 
+import datetime
 import importlib.util
 import inspect
 import logging
@@ -19,13 +20,14 @@ from typing import Any, ClassVar, Protocol, get_origin
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from engine.account_view import AccountAccess
 from engine.clock import Clock
 from engine.orders import CancelOrder, ModifyOrder, SubmitOrder
 from engine.shm import ShmArray
 
 __all__ = ["Strategy", "Context", "StrategyError", "load_strategy", "OrderRouter", "IntentLog"]
 
-_RESERVED = {"symbols", "timeframe", "ctx", "name", "params"}
+_RESERVED = {"symbols", "timeframe", "ctx", "name", "params", "lot_sizes", "warmup"}
 CALLBACKS = ("on_start", "on_quote", "on_bar", "on_fill", "on_order_rejected", "on_order",
              "on_feed_status", "on_stop")
 
@@ -40,12 +42,16 @@ class Strategy:
     """Base class of user strategies.
 
     Class attributes: `symbols` (default symbols), `timeframe` (default bar period, e.g. "1m"),
-    and any annotated attribute (`fast: int = 10`) becomes a typed parameter, validated and
-    overridable from the command line with `-p fast=5`.
+    `lot_sizes` (units per lot by symbol, for orders sized by value; default 1 unit), `warmup`
+    (closed bars its signals need; default: derived from its indicators, engine.warmup), and any
+    annotated attribute (`fast: int = 10`) becomes a typed parameter, validated and overridable
+    from the command line with `-p fast=5`.
     """
 
     symbols: ClassVar[tuple[str, ...] | list[str]] = ()
     timeframe: ClassVar[str] = "1s"
+    lot_sizes: ClassVar[Mapping[str, float]] = {}
+    warmup: ClassVar[int | None] = None
     _params_model: ClassVar[type[BaseModel]]
     ctx: Context
 
@@ -151,8 +157,9 @@ class IntentLog:
         return self._positions.get(symbol, 0.0)
 
 
-class Context:
-    """What a running strategy sees: closed bars, latest quotes, the clock, and order entry."""
+class Context(AccountAccess):
+    """What a running strategy sees: closed bars, latest quotes, the clock, order entry, and the
+    account (cash, equity, holdings, working orders, orders sized by value; see AccountAccess)."""
 
     def __init__(self, *, symbols: list[str], timeframe: int, bars: Mapping[str, ShmArray],
                  quotes: Mapping[str, dict], clock: Clock, router: OrderRouter,
@@ -172,6 +179,8 @@ class Context:
         # behind its mailbox never sees a bar before its on_bar, whatever the feed has stored.
         # One mutable cell per symbol, shared with its indicator lines: the count of visible bars.
         self._seen = {s: [len(shm)] for s, shm in bars.items()}
+        self.lot_sizes: dict[str, float] = {}
+        self._sources: list[Any] = []  # indicator sources declared through `indicator`
 
     def set_id_prefix(self, prefix: str) -> None:
         self._id_prefix = prefix
@@ -191,9 +200,31 @@ class Context:
         return self.clock.now()
 
     def now_str(self) -> str:
-        import datetime as _dt
+        """The engine clock as ISO 8601 UTC (what `Strategy.log` stamps its lines with)."""
+        from engine.timefmt import iso
 
-        return _dt.datetime.fromtimestamp(self.now, _dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        return iso(self.now) or ""
+
+    def lot_size(self, symbol: str) -> float:
+        """Units per lot of `symbol`: orders sized by value round toward zero to whole lots
+        (the strategy's `lot_sizes`, else 1 unit)."""
+        lot = self.lot_sizes.get(symbol, 1.0)
+        if not lot > 0:
+            raise ValueError(f"lot size of {symbol!r} must be positive, got {lot!r}")
+        return float(lot)
+
+    def bar_time(self, symbol: str, ago: int = 0) -> float:
+        """The open time (epoch s) of the newest closed bar of `symbol` (`ago=1`: the one
+        before): the period the bar covers, unlike `now`, which reads its close."""
+        bars = self.ohlcv(symbol)
+        if ago < 0 or ago >= len(bars):
+            raise IndexError(f"{symbol!r} has {len(bars)} closed bars; no bar {ago} ago")
+        return float(bars["time"][len(bars) - 1 - ago])
+
+    def bar_date(self, symbol: str, ago: int = 0) -> datetime.date:
+        """The UTC date of `bar_time(symbol, ago)`: a daily bar's trading day.
+        `ctx.bar_date(s).month != ctx.bar_date(s, 1).month` is the month's first bar."""
+        return datetime.datetime.fromtimestamp(self.bar_time(symbol, ago), datetime.UTC).date()
 
     def ohlcv(self, symbol: str) -> np.ndarray:
         """Closed bars of `symbol` (ohlc_dtype rows, oldest first), read-only, without a copy.

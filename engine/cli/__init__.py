@@ -18,12 +18,15 @@ from engine.cli import (
     _backtest,
     _check,
     _data,
+    _indicators,
     _run,
     _sweep,
     _symbols,
+    _warmup,
 )
 
-_COMMANDS = [_run, _backtest, _sweep, _check, _account, _symbols, _backfill, _data]
+_COMMANDS = [_run, _backtest, _sweep, _check, _warmup, _account, _symbols, _backfill, _data,
+             _indicators]
 
 
 class UsageError(Exception):

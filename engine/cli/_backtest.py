@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 
@@ -41,6 +42,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="strategy parameter override (repeatable)")
     p.add_argument("--ticks", action="store_true",
                    help="replay recorded ticks (engine run --record) instead of bars")
+    p.add_argument("--fees", metavar="PRESET",
+                   help="a venue's published spot fees in place of --commission: binance "
+                        "(0.1%% maker and taker), kraken (0.25%% maker, 0.40%% taker), none")
+    p.add_argument("--periods-per-year", type=float, metavar="N",
+                   help="annualize with N periods a year (default: 252 for exchange calendars, "
+                        "365 for markets that trade every day)")
+    p.add_argument("--risk-free", type=float, default=0.0, metavar="RATE",
+                   help="annual risk-free rate as a fraction for Sharpe and Sortino (0.04 = 4%%)")
+    p.add_argument("--log-level", default="info",
+                   choices=["debug", "info", "warning", "error"],
+                   help="the strategy's log lines at or above this level are printed "
+                        "(default info)")
+    p.add_argument("--log", dest="log_file", metavar="FILE",
+                   help="also write the strategy's log lines to FILE")
     p.add_argument("--json", dest="json_out", metavar="OUT", help="write the results as JSON")
     p.add_argument("--report", metavar="OUT.html", help="write a self-contained HTML report")
     p.set_defaults(func=run)
@@ -65,18 +80,61 @@ def _progress():
     return show
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Fail before the run, not after it, when an output cannot be written."""
+    import os
+    from pathlib import Path
+
+    from engine.cli import UsageError
+
+    for flag, out in (("--json", args.json_out), ("--report", args.report),
+                      ("--log", args.log_file)):
+        if not out:
+            continue
+        folder = Path(out).expanduser().resolve().parent
+        if not folder.is_dir():
+            raise UsageError(f"{flag} {out}: folder {folder} does not exist")
+        if not os.access(folder, os.W_OK):
+            raise UsageError(f"{flag} {out}: folder {folder} is not writable")
+
+
+def _log_to(args: argparse.Namespace) -> logging.Handler | None:
+    """Print the strategy's lines as `engine run` does; copy them to --log FILE."""
+    from engine.cli import UsageError
+    from engine.cli._run import configure_logging
+
+    configure_logging(args.log_level)
+    if not args.log_file:
+        return None
+    try:
+        handler = logging.FileHandler(args.log_file, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"--log {args.log_file}: {exc.strerror}") from None
+    handler.setFormatter(logging.Formatter("%(name)s %(message)s"))
+    logging.getLogger("strategy").addHandler(handler)
+    return handler
+
+
 def run(args: argparse.Namespace) -> int:
     from backtests.replay import BacktestError, run_backtest
     from engine.cli import UsageError, parse_options
 
+    _check_outputs(args)
+    handler = _log_to(args)
     try:
         result = run_backtest(
             args.strategy, args.data, params=parse_options(args.param, "-p"),
-            progress=_progress(), ticks=args.ticks, **data_options(args))
+            progress=_progress(), ticks=args.ticks, fees=args.fees,
+            periods_per_year=args.periods_per_year, risk_free=args.risk_free,
+            log_level=args.log_level, **data_options(args))
     except BacktestError as exc:
         raise UsageError(str(exc)) from None
     except ValueError as exc:  # a bad timeframe and the like
         raise UsageError(str(exc)) from None
+    finally:
+        if handler is not None:
+            logging.getLogger("strategy").removeHandler(handler)
+            handler.close()
     print(result)
     if args.json_out:
         result.to_json(args.json_out)

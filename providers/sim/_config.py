@@ -178,7 +178,8 @@ class Market:
         """Return the (cached) history of `spec`'s symbol."""
         hist = self._histories.get(spec.name)
         if hist is None:
-            hist = self._histories[spec.name] = History(self, spec)
+            hist = self._histories[spec.name] = History(self.config.seed, self.anchor,
+                                                          self.params(spec), spec)
         return hist
 
     def describe(self) -> dict[str, Any]:

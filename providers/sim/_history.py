@@ -16,7 +16,6 @@ from engine.dtypes import ohlc_dtype
 from . import _market
 
 if TYPE_CHECKING:
-    from ._config import Market
     from ._symbols import SymbolSpec
 
 BLOCK = 50  # seconds of history per generator
@@ -40,15 +39,17 @@ class _Block(NamedTuple):
 
 
 class History:
-    """The history of one symbol in one market configuration; blocks are drawn once and kept."""
+    """The history of one symbol in one market configuration; blocks are drawn once and kept.
 
-    def __init__(self, market: Market, spec: SymbolSpec) -> None:
-        cfg = market.config
-        self._seed = cfg.seed
+    `seed` and `anchor` (epoch s) are the market's, `params` its dynamics for this symbol."""
+
+    def __init__(self, seed: int, anchor: float, params: _market.Params, spec: SymbolSpec
+                 ) -> None:
+        self._seed = seed
         self._key = spec.key
-        self._params = market.params(spec)
-        self._anchor = market.anchor
-        self.x_anchor = _market.anchor_log_price(cfg.seed, spec.key, spec.price)
+        self._params = params
+        self._anchor = anchor
+        self.x_anchor = _market.anchor_log_price(seed, spec.key, spec.price)
         self._x_edge = self.x_anchor  # log mid at the newer edge of the next block to draw
         self._blocks: list[_Block] = []
 

@@ -68,7 +68,7 @@ def test_trade_from_shows_earlier_bars_as_warm_history_and_trades_only_after():
     seen, sma = strat.calls[0]
     assert seen == k + 1  # bars 0..k are closed when the first call comes
     assert sma == pytest.approx(close[k - 4:k + 1].mean(), rel=1e-12)
-    assert result.equity["time"][0] > start
+    assert result.equity["time"][0] == start  # the first traded bar, by its open time
     assert len(result.equity) == len(close) - k
     assert result.stats["bars"] == len(close) - k
     traded = run_backtest(STRATEGY, DATA, params=QUIET, trade_from=start)
@@ -111,7 +111,7 @@ def test_walk_forward_picks_each_window_s_best_and_stitches_the_test_windows():
         assert test.stats["final_equity"] == w["out_of_sample"]["final_equity"]
         equity = test.stats["final_equity"]
     assert result.stats["final_equity"] == pytest.approx(equity, abs=1e-9)
-    assert result.equity["time"][0] > result.windows[0]["test_start"]
+    assert result.equity["time"][0] == result.windows[0]["test_start"]
     assert np.all(np.diff(result.equity["time"]) > 0)
     assert result.stats["num_trades"] + result.stats["open_trades"] == len(result.trades)
     assert json.loads(result.to_json())["out_of_sample"]["final_equity"] == equity

@@ -89,7 +89,7 @@ def test_the_report_is_one_self_contained_file_with_stats_and_trades(tmp_path):
     assert "12.35" in page
     assert "Sharpe" in page
     assert ">1.2345<" in page
-    assert "2023-11-15 00:00:00" in page  # start, as a date
+    assert "2023-11-15T00:00:00Z" in page  # start, as ISO 8601 UTC
     assert "&lt;b&gt;escaped&lt;/b&gt;" in page
     assert "<b>escaped</b>" not in page
     assert "Trades (12)" in page
