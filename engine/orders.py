@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 __all__ = [
     "SubmitOrder", "CancelOrder", "ModifyOrder", "OrderSide", "OrderType", "TimeInForce",
     "new_client_id", "AccountOpened", "OrderAccepted", "OrderRejected", "OrderTriggered",
-    "OrderFilled", "OrderModified", "OrderCancelled", "LedgerEvent",
+    "OrderFilled", "OrderModified", "OrderCancelled", "LinkOrders", "OrdersLinked",
+    "LedgerEvent",
 ]
 
 OrderSide = Literal["buy", "sell"]
@@ -30,7 +31,14 @@ def new_client_id(prefix: str = "o") -> str:
 
 
 class SubmitOrder(BaseModel):
-    """Place an order. Sizes are in units of the instrument; prices in its quote currency."""
+    """Place an order. Sizes are in units of the instrument; prices in its quote currency.
+
+    Protection for an entry (each optional): a stop-loss at `stop_loss` (a price) or
+    `stop_loss_pct` (a fraction of the average entry price away from it), a take-profit at
+    `take_profit` or `take_profit_pct`, or, in place of the stop-loss, a trailing stop `trail`
+    (price units) or `trail_pct` (a fraction) behind the best price since the entry. They go
+    live as the entry fills (partial fills grow them), cancel each other, and are cancelled when
+    the position is closed another way."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -46,6 +54,30 @@ class SubmitOrder(BaseModel):
     reduce_only: bool = False
     time: float | None = None  # epoch seconds when the strategy placed it (engine clock)
     strategy: str | None = None
+    stop_loss: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    stop_loss_pct: float | None = Field(default=None, gt=0, lt=1, allow_inf_nan=False)
+    take_profit: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    take_profit_pct: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    trail: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    trail_pct: float | None = Field(default=None, gt=0, lt=1, allow_inf_nan=False)
+
+    @property
+    def protected(self) -> bool:
+        """Whether the order carries a stop-loss, take-profit or trailing stop."""
+        return any(v is not None for v in (self.stop_loss, self.stop_loss_pct, self.take_profit,
+                                           self.take_profit_pct, self.trail, self.trail_pct))
+
+    @model_validator(mode="after")
+    def _one_stop(self) -> SubmitOrder:
+        stops = [n for n in ("stop_loss", "stop_loss_pct", "trail", "trail_pct")
+                 if getattr(self, n) is not None]
+        if len(stops) > 1:
+            raise ValueError(f"one protective stop per order: got {' and '.join(stops)}")
+        if self.take_profit is not None and self.take_profit_pct is not None:
+            raise ValueError("take_profit and take_profit_pct: give one")
+        if self.protected and self.reduce_only:
+            raise ValueError("a reduce-only order closes a position: it takes no protection")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -171,6 +203,25 @@ class OrderModified(_Event):
     stop_price: float | None = None
 
 
+class LinkOrders(BaseModel):
+    """Make two working orders one-cancels-the-other: the first fill of either cancels the
+    other."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["link_orders"] = "link_orders"
+    client_ids: tuple[str, str]
+    time: float | None = None
+    strategy: str | None = None
+
+
+class OrdersLinked(_Event):
+    """Two working orders became one-cancels-the-other."""
+
+    type: Literal["orders_linked"] = "orders_linked"
+    client_ids: tuple[str, str]
+
+
 class OrderCancelled(_Event):
     """The order stopped working with `remaining` unfilled: by the user, its time in force, or
     expiry (`reason`)."""
@@ -185,6 +236,6 @@ class OrderCancelled(_Event):
 # One record of an account's ledger; the literal `type` field picks the model when decoding.
 LedgerEvent = Annotated[
     AccountOpened | OrderAccepted | OrderRejected | OrderTriggered | OrderFilled | OrderModified
-    | OrderCancelled,
+    | OrderCancelled | OrdersLinked,
     Field(discriminator="type"),
 ]

@@ -11,6 +11,7 @@ import datetime
 import importlib.util
 import inspect
 import logging
+import math
 import sys
 import traceback
 from collections.abc import Mapping
@@ -22,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from engine.account_view import AccountAccess
 from engine.clock import Clock
-from engine.orders import CancelOrder, ModifyOrder, SubmitOrder
+from engine.orders import CancelOrder, LinkOrders, ModifyOrder, SubmitOrder
 from engine.shm import ShmArray
 
 __all__ = ["Strategy", "Context", "StrategyError", "load_strategy", "OrderRouter", "IntentLog"]
@@ -265,7 +266,8 @@ class Context(AccountAccess):
         return self.router.position(symbol)
 
     def _order(self, symbol: str, side: str, size: float, limit: float | None,
-               stop: float | None, tif: str, reduce_only: bool) -> str:
+               stop: float | None, tif: str, reduce_only: bool,
+               protect: dict[str, float] | None = None) -> str:
         if symbol not in self.symbols:
             raise ValueError(f"order for {symbol!r}, which this run does not trade ({self.symbols})")
         order_type = ("stop_limit" if stop is not None and limit is not None else "stop"
@@ -273,34 +275,93 @@ class Context(AccountAccess):
         order = SubmitOrder(client_id=self._next_id(), symbol=symbol, side=side, size=size,
                             order_type=order_type,
                             limit_price=limit, stop_price=stop, tif=tif, reduce_only=reduce_only,
-                            time=self.now, strategy=self._name)
+                            time=self.now, strategy=self._name, **(protect or {}))
         self.router.submit(order)
         return order.client_id
 
+    def _protect(self, symbol: str, side: str, limit: float | None, stop_loss: Any,
+                 take_profit: Any, trail: Any) -> dict[str, float]:
+        """The protective fields of an entry: prices as given, "5%" as fractions; a price on
+        the wrong side of the entry's is refused here, before anything is sent."""
+        out: dict[str, float] = {}
+        for name, value in (("stop_loss", stop_loss), ("take_profit", take_profit),
+                            ("trail", trail)):
+            if value is None:
+                continue
+            if isinstance(value, str):
+                text = value.strip()
+                if not text.endswith("%"):
+                    raise ValueError(f"{name}={value!r}: give a price, or a percent like '5%'")
+                try:
+                    frac = float(text[:-1]) / 100.0
+                except ValueError:
+                    raise ValueError(f"{name}={value!r}: not a percent") from None
+                if not 0 < frac < (1 if name != "take_profit" else math.inf):
+                    raise ValueError(f"{name}={value!r}: a percent between 0 and 100")
+                out[f"{name}_pct"] = frac
+            else:
+                price = float(value)
+                if not (price > 0 and math.isfinite(price)):
+                    raise ValueError(f"{name}={value!r}: must be a positive price")
+                out[name] = price
+        if "stop_loss" in out or "take_profit" in out:
+            ref = limit if limit is not None else self._price(symbol)
+            buy = side == "buy"
+            sl, tp = out.get("stop_loss"), out.get("take_profit")
+            if sl is not None and (sl >= ref if buy else sl <= ref):
+                raise ValueError(f"stop_loss={sl:g} is on the wrong side of {ref:g}: a {side}'s "
+                                 f"stop-loss goes {'below' if buy else 'above'} the entry")
+            if tp is not None and (tp <= ref if buy else tp >= ref):
+                raise ValueError(f"take_profit={tp:g} is on the wrong side of {ref:g}: a "
+                                 f"{side}'s take-profit goes {'above' if buy else 'below'} it")
+        return out
+
     def buy(self, symbol: str, size: float, *, limit: float | None = None,
-            stop: float | None = None, tif: str = "GTC", reduce_only: bool = False) -> str:
+            stop: float | None = None, tif: str = "GTC", reduce_only: bool = False,
+            stop_loss: float | str | None = None, take_profit: float | str | None = None,
+            trail: float | str | None = None) -> str:
         """Buy `size` units; a market order unless `limit` and/or `stop` are given. Returns the
-        client order id."""
-        return self._order(symbol, "buy", size, limit, stop, tif, reduce_only)
+        client order id. `stop_loss`, `take_profit` (a price, or a percent of the average entry
+        price such as "5%") and `trail` (a trailing stop's distance in price units, or "3%")
+        protect the position it opens: they go live as it fills, cancel each other, and are
+        cancelled when the position is closed another way."""
+        protect = self._protect(symbol, "buy", limit, stop_loss, take_profit, trail)
+        return self._order(symbol, "buy", size, limit, stop, tif, reduce_only, protect)
 
     def sell(self, symbol: str, size: float, *, limit: float | None = None,
-             stop: float | None = None, tif: str = "GTC", reduce_only: bool = False) -> str:
-        """Sell `size` units (opens or adds to a short when flat or short)."""
-        return self._order(symbol, "sell", size, limit, stop, tif, reduce_only)
+             stop: float | None = None, tif: str = "GTC", reduce_only: bool = False,
+             stop_loss: float | str | None = None, take_profit: float | str | None = None,
+             trail: float | str | None = None) -> str:
+        """Sell `size` units (opens or adds to a short when flat or short); protection as
+        `buy`'s."""
+        protect = self._protect(symbol, "sell", limit, stop_loss, take_profit, trail)
+        return self._order(symbol, "sell", size, limit, stop, tif, reduce_only, protect)
+
+    def oco(self, first: str, second: str) -> None:
+        """Make two working orders one-cancels-the-other: the first fill of either cancels
+        the other."""
+        link = getattr(self.router, "link", None)
+        if link is None:
+            raise RuntimeError("this run has no broker that links orders (use --paper)")
+        link(LinkOrders(client_ids=(first, second), time=self.now, strategy=self._name))
 
     def target(self, symbol: str, size: float, *, limit: float | None = None,
-               stop: float | None = None, tif: str = "GTC") -> str | None:
+               stop: float | None = None, tif: str = "GTC",
+               stop_loss: float | str | None = None, take_profit: float | str | None = None,
+               trail: float | str | None = None) -> str | None:
         """Trade toward a signed target position in `symbol` (`-10`: short 10, `0`: flat) with
         one order for the difference between `size` and the position plus the orders still
         working, when the broker reports them (paper and backtests do). A reversal is one
-        order. Returns its client order id, or None when nothing is left to do."""
+        order. Returns its client order id, or None when nothing is left to do. Protection as
+        `buy`'s, on an order that moves the position away from zero."""
         working = getattr(self.router, "working_position", None)
         have = self.position(symbol) + (working(symbol) if working is not None else 0.0)
         delta = size - have
         if abs(delta) <= 1e-12 * max(1.0, abs(size)):
             return None
-        return self._order(symbol, "buy" if delta > 0 else "sell", abs(delta), limit, stop, tif,
-                           False)
+        side = "buy" if delta > 0 else "sell"
+        protect = self._protect(symbol, side, limit, stop_loss, take_profit, trail)
+        return self._order(symbol, side, abs(delta), limit, stop, tif, False, protect)
 
     def close(self, symbol: str) -> str | None:
         """Flatten the position in `symbol` at market; None when already flat."""

@@ -17,6 +17,11 @@ from numba import njit
 MARKET, LIMIT, STOP, STOP_LIMIT = 0, 1, 2, 3
 GTC, IOC, FOK, DAY = 0, 1, 2, 3
 PENDING, WORKING, FILLED, CANCELLED = 0, 1, 2, 3  # PENDING: not yet at the book (latency)
+# A protective child (stop-loss, take-profit, trailing stop) waiting for its entry to fill.
+DORMANT = -1
+# How two linked orders answer each other's fills: an OCO pair cancels the other on the first
+# fill; a bracket's two children shrink each other by every fill (both protect one position).
+LINK_NONE, LINK_CANCEL, LINK_MIRROR = 0, 1, 2
 
 order_dtype = np.dtype([
     ("sym", np.int32),
@@ -35,13 +40,28 @@ order_dtype = np.dtype([
     ("placed_at", np.float64),
     ("active_at", np.float64),  # epoch s when the order reaches the book (placed + latency)
     ("expire_at", np.float64),  # epoch s when a DAY order expires (inf otherwise)
+    # Protective orders: an entry's children (rows, -1: none), a child's parent and the linked
+    # order of an OCO pair or a bracket (rows, -1: none) and how they are linked (LINK_*).
+    ("sl_row", np.int64),
+    ("tp_row", np.int64),
+    ("parent", np.int64),
+    ("oco", np.int64),
+    ("link", np.int8),
+    # A child priced off its entry's average fill: the fraction away from it (NaN: a price).
+    ("rel", np.float64),
+    # A trailing stop: its distance from the best price since it started, in price units or
+    # as a fraction of that price (NaN: not trailing).
+    ("trail", np.float64),
+    ("trail_pct", np.float64),
+    ("filled_value", np.float64),  # sum of price x size of the fills so far
 ])
 
 # -- events the matcher emits ---------------------------------------------------------------------
 
-EV_FILL, EV_TRIGGER, EV_CANCEL = 0, 1, 2
+EV_FILL, EV_TRIGGER, EV_CANCEL, EV_MOVED = 0, 1, 2, 3  # EV_MOVED: a trailing stop ratcheted
 # Why an order stopped working without filling (EV_CANCEL's `reason`).
 R_IOC, R_FOK, R_EXPIRED, R_REDUCE_ONLY, R_BUYING_POWER = 0, 1, 2, 3, 4
+R_OCO, R_PARENT, R_FLAT = 5, 6, 7  # the linked order filled; the entry ended; position flat
 MAKER, TAKER = 0, 1
 
 event_dtype = np.dtype([
@@ -162,7 +182,8 @@ def match_quote(orders, bounds, sym, now, bid, ask, bid_size, ask_size, trade, c
         if n + 3 > cap:
             break
         o = orders[i]
-        if o["sym"] != sym or o["status"] > WORKING or o["active_at"] > now:
+        if o["sym"] != sym or o["status"] > WORKING or o["active_at"] > now \
+                or o["status"] == DORMANT:
             continue
         o["status"] = WORKING
         buy = o["side"] > 0
@@ -179,6 +200,11 @@ def match_quote(orders, bounds, sym, now, bid, ask, bid_size, ask_size, trade, c
                 px = (bid + ask) / 2.0
             else:
                 px = ask if buy else bid
+            if not math.isnan(px) and not (math.isnan(o["trail"])
+                                           and math.isnan(o["trail_pct"])):
+                moved = trail_stop(o, px)
+                if moved and n + 3 <= cap:
+                    n = _emit(events, n, EV_MOVED, i, 0, o["stop"], 0.0, 0.0, o["remaining"])
             if math.isnan(px) or (buy and px < o["stop"]) or (not buy and px > o["stop"]):
                 continue
             o["triggered"] = True
@@ -250,12 +276,21 @@ def match_quote(orders, bounds, sym, now, bid, ask, bid_size, ask_size, trade, c
                         events[n - 1]["exposure"] = ex
                         continue
             fee = _fee(cfg, o, price, fill, liquidity)
+            q0 = positions[sym, P_QTY]
             apply_fill(account, positions, sym, fill if buy else -fill, price, fee)
             o["remaining"] -= fill
             if o["remaining"] <= _EPS * o["size"]:
                 o["remaining"] = 0.0
                 o["status"] = FILLED
             n = _emit(events, n, EV_FILL, i, liquidity, price, fill, fee, o["remaining"])
+            linked = filled_links(orders, i, fill, price, q0, positions[sym, P_QTY], now)
+            if linked >= 0 and orders[linked]["status"] <= WORKING:
+                # An OCO partner, or a bracket child with nothing left to protect, stops.
+                orders[linked]["status"] = CANCELLED
+                n = _emit(events, n, EV_CANCEL, linked, R_OCO, np.nan, 0.0, 0.0,
+                          orders[linked]["remaining"])
+            if positions[sym, P_QTY] == 0.0:
+                n = cancel_protection(orders, start, n_orders, sym, R_FLAT, events, n)
             if shrunk and o["status"] == WORKING:
                 # What is left would not fit either: it stops here, with the reason.
                 o["status"] = CANCELLED
@@ -279,7 +314,100 @@ def match_quote(orders, bounds, sym, now, bid, ask, bid_size, ask_size, trade, c
             # FOK that did not fill at once (not marketable) does not rest.
             o["status"] = CANCELLED
             n = _emit(events, n, EV_CANCEL, i, R_FOK, np.nan, 0.0, 0.0, o["remaining"])
+        if o["status"] == CANCELLED and (o["sl_row"] >= 0 or o["tp_row"] >= 0):
+            n = drop_dormant(orders, i, events, n)
     bounds[0] = first_working(orders, start, n_orders)
+    return n
+
+
+@njit(cache=True)
+def trail_stop(o, px):
+    """Ratchet a trailing stop toward price `px` (never away); whether it moved."""
+    buy = o["side"] > 0
+    if not math.isnan(o["trail"]):
+        new = px + o["trail"] if buy else px - o["trail"]
+    else:
+        new = px * (1.0 + o["trail_pct"]) if buy else px * (1.0 - o["trail_pct"])
+    if math.isnan(o["stop"]) or (buy and new < o["stop"]) or (not buy and new > o["stop"]):
+        o["stop"] = new
+        return True
+    return False
+
+
+@njit(cache=True)
+def _child_price(orders, c, avg, long):
+    """Price child `c` off its entry's average fill `avg` (for a `long` entry or a short)."""
+    ch = orders[c]
+    if not math.isnan(ch["rel"]):
+        up = (ch["otype"] == LIMIT) == long  # a long's take-profit and a short's stop sit above
+        px = avg * (1.0 + ch["rel"]) if up else avg * (1.0 - ch["rel"])
+        if ch["otype"] == LIMIT:
+            ch["limit"] = px
+        else:
+            ch["stop"] = px
+    elif not (math.isnan(ch["trail"]) and math.isnan(ch["trail_pct"])) and ch["status"] == DORMANT:
+        ch["stop"] = np.nan
+        trail_stop(ch, avg)
+
+
+@njit(cache=True)
+def filled_links(orders, i, fill, price, q0, q1, now):
+    """What a fill of `fill` units of order `i` at `price` does to the orders linked to it,
+    from position `q0` to `q1`: an entry's children grow by the part of the fill that grew the
+    position its way (and wake up, priced off the average fill); a bracket child shrinks its
+    sibling by the fill. Returns a linked row to cancel (-1: none). Ledger replays call it too,
+    so a restored account has the same protection."""
+    o = orders[i]
+    o["filled_value"] += price * fill
+    side = 1.0 if o["side"] > 0 else -1.0
+    grew = max(0.0, q1 * side) - max(0.0, q0 * side)
+    if grew > 0.0 and (o["sl_row"] >= 0 or o["tp_row"] >= 0):
+        done = o["size"] - o["remaining"]
+        avg = o["filled_value"] / done if done > 0 else price
+        for c in (o["sl_row"], o["tp_row"]):
+            if c < 0 or orders[c]["status"] > WORKING:
+                continue
+            _child_price(orders, c, avg, side > 0)
+            orders[c]["size"] += grew
+            orders[c]["remaining"] += grew
+            if orders[c]["status"] == DORMANT:
+                orders[c]["status"] = PENDING
+                orders[c]["active_at"] = now
+    partner = o["oco"]
+    if partner < 0:
+        return -1
+    if o["link"] == LINK_CANCEL:
+        return partner
+    p = orders[partner]
+    if p["status"] <= WORKING and p["status"] != DORMANT:
+        p["remaining"] = max(0.0, p["remaining"] - fill)
+        if p["remaining"] <= _EPS * max(p["size"], 1.0):
+            return partner
+    return -1
+
+
+@njit(cache=True)
+def cancel_protection(orders, start, n_orders, sym, reason, events, n):
+    """Cancel the protective children still working in `sym` (the position they protect is
+    gone); returns the new event count."""
+    cap = events.shape[0]
+    for r in range(start, n_orders):
+        c = orders[r]
+        if c["sym"] == sym and c["parent"] >= 0 and c["status"] <= WORKING \
+                and c["status"] != DORMANT and n < cap:
+            c["status"] = CANCELLED
+            n = _emit(events, n, EV_CANCEL, r, reason, np.nan, 0.0, 0.0, c["remaining"])
+    return n
+
+
+@njit(cache=True)
+def drop_dormant(orders, i, events, n):
+    """Cancel the children of entry `i` that never woke (it ended before filling)."""
+    cap = events.shape[0]
+    for c in (orders[i]["sl_row"], orders[i]["tp_row"]):
+        if c >= 0 and orders[c]["status"] == DORMANT and n < cap:
+            orders[c]["status"] = CANCELLED
+            n = _emit(events, n, EV_CANCEL, c, R_PARENT, np.nan, 0.0, 0.0, 0.0)
     return n
 
 
@@ -312,6 +440,15 @@ def place_order(orders, row, sym, side, otype, tif, size, limit, stop, now, late
     o["placed_at"] = now
     o["active_at"] = now + latency
     o["expire_at"] = expire_at
+    o["sl_row"] = -1
+    o["tp_row"] = -1
+    o["parent"] = -1
+    o["oco"] = -1
+    o["link"] = LINK_NONE
+    o["rel"] = np.nan
+    o["trail"] = np.nan
+    o["trail_pct"] = np.nan
+    o["filled_value"] = 0.0
 
 
 @njit(cache=True)

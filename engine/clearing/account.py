@@ -27,6 +27,7 @@ from engine.orders import (
     OrderCancelled,
     OrderFilled,
     OrderModified,
+    OrdersLinked,
     OrderTriggered,
     SubmitOrder,
 )
@@ -40,7 +41,10 @@ _OTYPE = {"market": _core.MARKET, "limit": _core.LIMIT, "stop": _core.STOP,
           "stop_limit": _core.STOP_LIMIT}
 _TIF = {"GTC": _core.GTC, "IOC": _core.IOC, "FOK": _core.FOK, "DAY": _core.DAY}
 _REASON = {_core.R_IOC: "IOC: not filled at once", _core.R_FOK: "FOK: could not fill in full",
-           _core.R_EXPIRED: "DAY order expired", _core.R_REDUCE_ONLY: "reduce-only: position flat"}
+           _core.R_EXPIRED: "DAY order expired", _core.R_REDUCE_ONLY: "reduce-only: position flat",
+           _core.R_OCO: "one-cancels-the-other: the linked order filled",
+           _core.R_PARENT: "protection of an entry that ended without a fill",
+           _core.R_FLAT: "protection: the position is flat"}
 
 
 _NAN, _INF = math.nan, math.inf
@@ -211,12 +215,15 @@ class Account:
         return self._submits.get(client_id)
 
     def working_size(self, symbol: str, side: int) -> float:
-        """Unfilled size of working orders in `symbol` on one side (+1 buys, -1 sells)."""
+        """Unfilled size of working orders in `symbol` on one side (+1 buys, -1 sells);
+        protective children are left out (they close what is there, they do not trade toward a
+        target)."""
         i = self._index.get(symbol)
         if i is None:
             return 0.0
         o = self.orders[self._start: self.n_orders]
-        mask = (o["sym"] == i) & (o["side"] == side) & (o["status"] <= _core.WORKING)
+        mask = ((o["sym"] == i) & (o["side"] == side) & (o["status"] <= _core.WORKING)
+                & (o["parent"] < 0))
         return float(o["remaining"][mask].sum())
 
     # -- commands (already risk-checked by the broker) -----------------------------------------
@@ -245,20 +252,97 @@ class Account:
             False, False, False, order.size, order.size,
             _NAN if order.limit_price is None else order.limit_price,
             _NAN if order.stop_price is None else order.stop_price,
-            now, now + latency, _day_end(now) if order.tif == "DAY" else _INF)
+            now, now + latency, _day_end(now) if order.tif == "DAY" else _INF,
+            -1, -1, -1, -1, _core.LINK_NONE, _NAN, _NAN, _NAN, 0.0)
         self.n_orders += 1
         self._ids.append(order.client_id)
         self._row[order.client_id] = row
         self._submits[order.client_id] = order
+        if order.protected:
+            self._add_protection(order, row, now)
         return row
 
+    def _add_protection(self, entry: SubmitOrder, row: int, now: float) -> None:
+        """Dormant children of `entry` (stop or trailing stop, take-profit), linked to it and to
+        each other; they wake as it fills (`_core.filled_links`)."""
+        exit_side = "sell" if entry.side == "buy" else "buy"
+        children = []
+        stop = entry.stop_loss or entry.stop_loss_pct or entry.trail or entry.trail_pct
+        if stop is not None:
+            children.append(("sl", "stop", entry.stop_loss or 1.0))
+        if entry.take_profit is not None or entry.take_profit_pct is not None:
+            children.append(("tp", "limit", entry.take_profit or 1.0))
+        rows = []
+        for tag, kind, price in children:
+            child = SubmitOrder(
+                client_id=f"{entry.client_id}.{tag}", symbol=entry.symbol, side=exit_side,
+                size=entry.size, order_type=kind, reduce_only=True,
+                stop_price=price if kind == "stop" else None,
+                limit_price=price if kind == "limit" else None,
+                time=entry.time, strategy=entry.strategy)
+            r = self._add(child, now, 0.0)
+            o = self.orders[r]
+            o["status"] = _core.DORMANT
+            o["size"] = o["remaining"] = 0.0
+            o["parent"] = row
+            if tag == "sl":
+                self.orders[row]["sl_row"] = r
+                o["rel"] = _NAN if entry.stop_loss_pct is None else entry.stop_loss_pct
+                o["trail"] = _NAN if entry.trail is None else entry.trail
+                o["trail_pct"] = _NAN if entry.trail_pct is None else entry.trail_pct
+            else:
+                self.orders[row]["tp_row"] = r
+                o["rel"] = _NAN if entry.take_profit_pct is None else entry.take_profit_pct
+            rows.append(r)
+        if len(rows) == 2:
+            self._link(rows[0], rows[1], _core.LINK_MIRROR)
+
+    def _link(self, a: int, b: int, mode: int) -> None:
+        for x, y in ((a, b), (b, a)):
+            self.orders[x]["oco"] = y
+            self.orders[x]["link"] = mode
+
+    def link_oco(self, first: str, second: str, now: float) -> OrdersLinked:
+        """Make two working orders one-cancels-the-other; ValueError names what is wrong."""
+        rows = []
+        for cid in (first, second):
+            row = self._row.get(cid)
+            if row is None or self.orders[row]["status"] > _core.WORKING:
+                raise ValueError(f"one-cancels-the-other: {cid!r} is not a working order")
+            if self.orders[row]["oco"] >= 0:
+                raise ValueError(f"one-cancels-the-other: {cid!r} is already linked")
+            rows.append(row)
+        if first == second:
+            raise ValueError("one-cancels-the-other needs two different orders")
+        self._link(rows[0], rows[1], _core.LINK_CANCEL)
+        return OrdersLinked(time=now, account=self.name, client_ids=(first, second))
+
+    def children(self, client_id: str) -> list[str]:
+        """Client ids of the protective children of entry `client_id` still dormant or working."""
+        row = self._row.get(client_id)
+        if row is None:
+            return []
+        o = self.orders[row]
+        return [self._ids[c] for c in (int(o["sl_row"]), int(o["tp_row"]))
+                if c >= 0 and self.orders[c]["status"] <= _core.WORKING]
+
     def cancel(self, client_id: str, now: float, reason: str = "cancelled") -> OrderCancelled:
+        """Cancel an order (its dormant protection goes with it: `cancel_children`)."""
         row = self._row[client_id]
         o = self.orders[row]
         o["status"] = _core.CANCELLED
         return OrderCancelled(time=now, account=self.name, client_id=client_id,
                               symbol=self._submits[client_id].symbol,
                               remaining=float(o["remaining"]), reason=reason)
+
+    def cancel_children(self, client_id: str, now: float) -> list[OrderCancelled]:
+        """Cancel the children of a cancelled entry that never woke (it filled nothing)."""
+        row = self._row[client_id]
+        out = []
+        for c in (int(self.orders[row]["sl_row"]), int(self.orders[row]["tp_row"])):
+            if c >= 0 and self.orders[c]["status"] == _core.DORMANT:
+                out.append(self.cancel(self._ids[c], now, _REASON[_core.R_PARENT]))
+        return out
 
     def modify(self, cmd: ModifyOrder, now: float) -> OrderModified:
         """Change a working order's size (total, not below what has filled) and/or prices."""
@@ -329,6 +413,10 @@ class Account:
             elif kind == _core.EV_TRIGGER:
                 out.append(OrderTriggered(time=now, account=name, client_id=cid,
                                           symbol=sub.symbol, price=price))
+            elif kind == _core.EV_MOVED:
+                # A trailing stop ratcheted: recorded, so a restart resumes from it.
+                out.append(OrderModified(time=now, account=name, client_id=cid,
+                                         size=float(self.orders[row]["size"]), stop_price=price))
             else:
                 why = (_REASON[reason] if reason != _core.R_BUYING_POWER else
                        self._short_of_power(sub, price, size, equity, exposure))
@@ -364,12 +452,21 @@ class Account:
         elif isinstance(event, OrderFilled):
             row = self._row[event.client_id]
             o = self.orders[row]
-            _core.apply_fill(self.account, self.positions, int(o["sym"]), event.signed_size,
+            sym = int(o["sym"])
+            q0 = float(self.positions[sym, _core.P_QTY])
+            _core.apply_fill(self.account, self.positions, sym, event.signed_size,
                              event.price, event.fee)
             o["remaining"] = event.remaining
             o["fee_charged"] = True
             o["status"] = _core.FILLED if event.remaining == 0.0 else _core.WORKING
             self.fills = max(self.fills, event.fill_id)
+            # The fill's effect on linked orders, as the matcher had it (cancels follow as
+            # their own events).
+            _core.filled_links(self.orders, row, event.size, event.price, q0,
+                               float(self.positions[sym, _core.P_QTY]), event.time)
+        elif isinstance(event, OrdersLinked):
+            a, b = (self._row[c] for c in event.client_ids)
+            self._link(a, b, _core.LINK_CANCEL)
         elif isinstance(event, OrderTriggered):
             self.orders[self._row[event.client_id]]["triggered"] = True
         elif isinstance(event, OrderCancelled):

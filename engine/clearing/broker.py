@@ -27,6 +27,7 @@ from engine.orders import (
     AccountOpened,
     CancelOrder,
     LedgerEvent,
+    LinkOrders,
     ModifyOrder,
     OrderCancelled,
     OrderFilled,
@@ -193,7 +194,21 @@ class PaperBroker:
                 symbol=order.symbol if order else "?",
                 reason="cancel: no working order with this id")])
             return
-        self._record([self.account.cancel(command.client_id, now)])
+        self._record([self.account.cancel(command.client_id, now),
+                      *self.account.cancel_children(command.client_id, now)])
+
+    def link(self, command: LinkOrders) -> None:
+        """Make two working orders one-cancels-the-other (rejected with the reason if not)."""
+        now = self.clock.now()
+        try:
+            event = self.account.link_oco(*command.client_ids, now)
+        except ValueError as exc:
+            first = self.account.order(command.client_ids[0])
+            self._record([OrderRejected(time=now, account=self.account.name,
+                                        client_id=command.client_ids[0],
+                                        symbol=first.symbol if first else "?", reason=str(exc))])
+            return
+        self._record([event])
 
     def modify(self, command: ModifyOrder) -> None:
         now = self.clock.now()
@@ -234,7 +249,28 @@ class PaperBroker:
             return order.stop_price
         return self.account.last_mark(order.symbol)
 
+    def _protection(self, order: SubmitOrder) -> str | None:
+        """A stop-loss or take-profit price on the wrong side of the entry's price."""
+        if order.stop_loss is None and order.take_profit is None:
+            return None
+        ref = self._reference_price(order)
+        if math.isnan(ref):
+            return f"no price known for {order.symbol} yet"
+        buy = order.side == "buy"
+        if order.stop_loss is not None and (order.stop_loss >= ref if buy
+                                            else order.stop_loss <= ref):
+            return (f"stop-loss {order.stop_loss:g} is on the wrong side of the price {ref:g}: "
+                    f"a {order.side}'s stop-loss goes {'below' if buy else 'above'} it")
+        if order.take_profit is not None and (order.take_profit <= ref if buy
+                                              else order.take_profit >= ref):
+            return (f"take-profit {order.take_profit:g} is on the wrong side of the price "
+                    f"{ref:g}: a {order.side}'s take-profit goes {'above' if buy else 'below'} it")
+        return None
+
     def _risk(self, order: SubmitOrder) -> str | None:
+        wrong = self._protection(order)
+        if wrong:
+            return wrong
         risk = self.config.risk
         if self._limits_off and not order.reduce_only:
             # Every limit is off: only an order nothing can price is refused.
