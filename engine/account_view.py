@@ -76,7 +76,7 @@ class AccountAccess:
         cap = account.config.risk.leverage
         if cap is None:
             return math.inf
-        equity, exposure = account.equity_and_exposure()
+        equity, exposure = account.equity(), account.gross_exposure()
         return max(0.0, cap * equity - exposure)
 
     def holding(self, symbol: str) -> Holding:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import trio
 
 from engine.clearing import _core
@@ -311,15 +312,35 @@ class PaperBroker:
         sym = a.add_symbol(order.symbol)
         fees = self.config.fees
         rate = fees.per_unit + fees.taker_pct * price
-        room = _core.fill_room(a.account, a.positions, a.marks, sym, float(side), price, rate,
+        cash, positions = self._after_working(sym)
+        room = _core.fill_room(cash, positions, a.marks, sym, float(side), price, rate,
                                fees.fixed, leverage)
         if _core.fits(order.size, room):
             return None
         fee = rate * order.size + fees.fixed
-        equity, exposure = _core.after_fill(a.account, a.positions, a.marks, sym,
+        equity, exposure = _core.after_fill(cash, positions, a.marks, sym,
                                             side * order.size, price, fee)
         return (f"insufficient buying power: exposure after the fill {exposure:,.2f} would "
                 f"exceed {leverage:g}x equity of {equity:,.2f}")
+
+    def _after_working(self, sym: int) -> tuple[np.ndarray, np.ndarray]:
+        """The account and positions as if the working orders that shrink positions in other
+        symbols had filled at their marks: a rebalance places its sells before its buys, and
+        the buys may count on them (each fill is checked again at its own price)."""
+        a = self.account
+        if a.n_orders == a._start:
+            return a.account, a.positions
+        cash, positions = a.account.copy(), a.positions.copy()
+        for s, i in a._index.items():
+            q = positions[i, _core.P_QTY]
+            mark = a.marks[i] if not math.isnan(a.marks[i]) else positions[i, _core.P_AVG]
+            if i == sym or q == 0.0 or math.isnan(mark):
+                continue
+            shrink = min(abs(q), a.working_size(s, -1 if q > 0 else 1))
+            if shrink > 0.0:
+                positions[i, _core.P_QTY] = q - math.copysign(shrink, q)
+                cash[_core.A_CASH] += math.copysign(shrink, q) * mark
+        return cash, positions
 
     # -- the quote stream ----------------------------------------------------------------------
 

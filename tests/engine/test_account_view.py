@@ -128,7 +128,7 @@ def test_rebalance_sells_before_it_buys_and_flattens_what_it_leaves_out():
         return None
 
     strat = Probe(script=script)
-    result = run_backtest(strat, data, cash=10_000)
+    result = run_backtest(strat, data, cash=10_000, leverage=1)
     second = [f for f in result.fills if f.time >= T0 + 2 * DAY]
     # "a" goes flat and "b" shrinks before "c" grows: the sells come first.
     assert [(f.symbol, f.side) for f in second] == [("a", "sell"), ("b", "sell"), ("c", "buy")]
