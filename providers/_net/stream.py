@@ -312,11 +312,14 @@ class ResilientStream:
                 # The side kept from an earlier update is out of date (a parser refuses a
                 # frame crossed in itself). Refuse the update and start the book afresh: the
                 # venue's next top-of-book update rebuilds it whole, as a snapshot would.
+                kept = "bid" if book.bid is None else "ask"
                 self._malformed(MalformedFrame(
                     f"update crosses the book: bid {merged.bid!r} is not below ask "
-                    f"{merged.ask!r} kept from an earlier update; refused, the book restarts "
-                    "from the next update", st.venue_symbol, kind="update crosses the book"),
-                    f"bid {book.bid} {book.bid_size} ask {book.ask} {book.ask_size}")
+                    f"{merged.ask!r} (the {kept} kept from an earlier update); refused, the "
+                    "book restarts from the next update", st.venue_symbol,
+                    kind="update crosses the book"),
+                    f"update: bid {book.bid} x {book.bid_size}, ask {book.ask} x "
+                    f"{book.ask_size}")
                 st.book = Book(seq=book.seq)
                 return
             book = merged
