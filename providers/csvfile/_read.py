@@ -8,6 +8,10 @@ high, low, close and an optional volume (0 when absent). Anything else (Adj Clos
 seconds, milliseconds, microseconds or nanoseconds (told apart by magnitude); naive ones are read
 in the configured time zone. A file in strictly decreasing time order is reversed.
 
+Rows must be plausible bars (providers._plausible: finite positive prices below 1e12, volume
+>= 0, times from 1970 to the end of next year, low <= open, close <= high); the first row in file
+order that is not is refused naming its line and column.
+
 Conversion is vectorized with pyarrow; only when something is wrong do we locate the first bad
 row (binary search over casts, then a scan of the file for its physical line) and raise
 `MalformedFileError` naming file, line and column. This module never touches trio or shm.
