@@ -11,18 +11,29 @@ high >= max(open, close) >= min(open, close) >= low.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import pytest
+import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from providers._net import Book, Control, InstrumentTable, MalformedFrame, Trade
+from providers._net import (
+    Book,
+    Control,
+    InstrumentTable,
+    MalformedFrame,
+    RateLimited,
+    RateLimiter,
+    Trade,
+)
 from providers._net.http import Response, _message
 from providers._plausible import MAX_ID, MAX_PRICE, MAX_SIZE, time_ceiling
 from providers.binance import _parse as bn
@@ -33,6 +44,18 @@ FUZZ = settings(max_examples=100, derandomize=True, deadline=None, database=None
 
 T_MS = 1_723_161_255_342  # 2024-08-08, the recorded Binance frames' day
 T_S = T_MS // 1000
+
+
+
+@contextlib.contextmanager
+def logging_disabled() -> Iterator[None]:
+    # Each rate-limit answer logs its wait; hundreds of examples need not.
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
 
 # -- valid inputs, as the venues document them -------------------------------------------------
 
@@ -346,6 +369,34 @@ def test_an_error_answer_of_any_body_gives_one_short_message(body):
     text = _message(Response(400, {}, body))
     assert isinstance(text, str)
     assert len(text) <= 300
+
+
+@FUZZ
+@given(values=st.lists(st.text(max_size=24) | st.sampled_from(
+    ["nan", "inf", "-inf", "1e400", "-5", " 12 ", "9" * 5000, "Wed, 21 Oct 2015 07:28:00 GMT"]),
+    min_size=1, max_size=8))
+def test_rate_limit_headers_of_any_value_give_a_bounded_wait_or_a_clear_error(values):
+    """providers._net.limits reads Binance's used-weight and every venue's Retry-After header:
+    any value gives a finite wait within max_wait, or RateLimited (a VenueError) saying why."""
+
+    async def main() -> None:
+        limiter = RateLimiter("binance", weight_limit=6000, weight_header="X-MBX-USED-WEIGHT-1M",
+                              max_wait=300.0)
+        for value in values:
+            headers = {"x-mbx-used-weight-1m": value, "retry-after": value}
+            assert limiter.observe(200, headers) is None
+            try:
+                wait = limiter.observe(429, headers)
+            except RateLimited as exc:
+                refused = str(exc)
+            else:
+                assert wait is not None
+                assert 0 <= wait <= 300.0
+                continue
+            assert "longer than max_retry_wait=300 s" in refused
+
+    with logging_disabled():
+        trio.run(main)
 
 
 # -- the values refused, one by one -------------------------------------------------------------
