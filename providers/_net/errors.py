@@ -6,10 +6,15 @@ Nothing here does I/O.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+import functools
+from collections.abc import Callable, Iterable
+from typing import ParamSpec, TypeVar
 
 __all__ = ["VenueError", "VenueUnreachable", "HttpStatusError", "RateLimited", "UnknownSymbol",
-           "MalformedFrame", "close_matches"]
+           "MalformedFrame", "UNFORESEEN", "close_matches", "describe", "guard"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class VenueError(RuntimeError):
@@ -48,12 +53,57 @@ class UnknownSymbol(VenueError, KeyError, ValueError):
 
 
 class MalformedFrame(ValueError):
-    """A websocket frame or REST row that does not have the documented shape."""
+    """A websocket frame or REST row that does not have the documented shape or values.
 
-    def __init__(self, reason: str, symbol: str | None = None) -> None:
+    `channel` is the venue's stream it came on, when known ("trade", "bookTicker"); `kind`
+    groups frames wrong in the same way for the stream's log (the reason without the
+    offending value, unless given).
+    """
+
+    def __init__(self, reason: str, symbol: str | None = None, *, channel: str | None = None,
+                 kind: str | None = None) -> None:
         self.reason = reason
         self.symbol = symbol
+        self.channel = channel
+        self.kind = kind or reason.split(": ", 1)[0][:100]
         super().__init__(reason)
+
+
+# What a parser's own code raises on input it did not foresee: a wrong type, a missing key, an
+# integer too large for a float, nesting deeper than the interpreter's stack. Each is one bad
+# frame or answer, never a reason to end a stream.
+UNFORESEEN = (TypeError, ValueError, LookupError, AttributeError, ArithmeticError,
+              RecursionError)
+
+
+def describe(exc: BaseException, limit: int = 100) -> str:
+    """Return `exc` as "Type: message", cut to `limit` characters, whatever its arguments."""
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - a message too deep or odd to print says nothing more
+        text = ""
+    name = type(exc).__name__
+    return f"{name}: {text[:limit]}" if text else name
+
+
+def guard(what: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorate a parser of venue data so that any failure on its input is a MalformedFrame
+    ("`what`: unexpected shape (...)"); the parser's own MalformedFrames pass unchanged."""
+
+    def wrap(fn: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(fn)
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return fn(*args, **kwargs)
+            except MalformedFrame:
+                raise
+            except UNFORESEEN as exc:
+                raise MalformedFrame(f"{what}: unexpected shape ({describe(exc)})",
+                                     kind=f"{what}: unexpected shape ({type(exc).__name__})"
+                                     ) from None
+        return guarded
+
+    return wrap
 
 
 def close_matches(word: str, candidates: Iterable[str], n: int = 5) -> list[str]:

@@ -28,7 +28,7 @@ import h11
 import trio
 
 from .backoff import Backoff
-from .errors import HttpStatusError, RateLimited, VenueError, VenueUnreachable
+from .errors import UNFORESEEN, HttpStatusError, RateLimited, VenueError, VenueUnreachable, describe
 from .limits import RateLimiter, RetryAfter
 
 __all__ = ["HttpClient", "Response", "default_ssl_context"]
@@ -156,9 +156,10 @@ class HttpClient:
                 raise HttpStatusError(self.venue, url, resp.status, _message(resp))
             try:
                 payload = json.loads(resp.body)
-            except ValueError:
-                raise VenueError(f"{self.venue}: GET {url} answered with invalid JSON: "
-                                 f"{resp.text(120)!r}") from None
+            except (ValueError, RecursionError) as exc:
+                # RecursionError: nesting deeper than the interpreter's stack.
+                raise VenueError(f"{self.venue}: GET {url} answered with invalid JSON "
+                                 f"({describe(exc, 80)}): {resp.text(120)!r}") from None
             if check is not None:
                 try:
                     check(payload)
@@ -249,16 +250,19 @@ def _describe(exc: BaseException) -> str:
 
 
 def _message(resp: Response) -> str:
-    """The venue's own error text: Binance {"code", "msg"}, Kraken {"error": [...]}, or raw."""
+    """The venue's own error text: Binance {"code", "msg"}, Kraken {"error": [...]}, or raw
+    (at most 300 characters, whatever the body holds)."""
     try:
         payload = json.loads(resp.body)
-    except ValueError:
-        return resp.text(200) or "(empty body)"
-    if isinstance(payload, dict):
-        if "msg" in payload:
-            code = payload.get("code")
-            return f"{payload['msg']}" + (f" (code {code})" if code is not None else "")
-        if payload.get("error"):
-            err = payload["error"]
-            return ", ".join(map(str, err)) if isinstance(err, list) else str(err)
-    return resp.text(200)
+        if isinstance(payload, dict):
+            if "msg" in payload:
+                code = payload.get("code")
+                text = f"{payload['msg']}" + (f" (code {code})" if code is not None else "")
+                return text[:300]
+            if payload.get("error"):
+                err = payload["error"]
+                text = ", ".join(map(str, err)) if isinstance(err, list) else str(err)
+                return text[:300]
+    except UNFORESEEN:
+        pass  # not JSON, or JSON too odd to print: show the raw start of the body
+    return resp.text(200) or "(empty body)"

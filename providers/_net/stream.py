@@ -38,9 +38,10 @@ from trio_websocket import (
 )
 
 from .backoff import Backoff
-from .errors import MalformedFrame, VenueError
+from .errors import UNFORESEEN, MalformedFrame, VenueError, describe
 from .events import Book, Control, Trade, book_msg, trade_msg
 from .http import HttpClient, default_ssl_context
+from .malformed import MalformedLog
 from .options import StreamSettings
 from .venue import SymbolState, Venue
 
@@ -59,8 +60,6 @@ LAG_WAIT = 0.5
 MAX_REPLAY = 2_000_000
 # The largest websocket message accepted (bytes); venue frames here are well under 64 KiB.
 MAX_FRAME = 1 << 22
-# Log the first malformed frames in full, then one in this many.
-MALFORMED_LOG_EVERY = 100
 
 
 @dataclass
@@ -94,6 +93,7 @@ class ResilientStream:
         self.backoff = Backoff(settings.reconnect_min, settings.reconnect_max,
                                rng=random.Random(seed) if seed is not None else None)
         self.stats = StreamStats()
+        self.malformed_log = MalformedLog(venue.name)
         # (status, reason, trio time) while the feed has been told the stream is down.
         self._down: tuple[str, str, float] | None = None
 
@@ -105,6 +105,7 @@ class ResilientStream:
             self._outcome: tuple[str, str] | None = None
             self._live_since: float | None = None
             await self._session()
+            self.malformed_log.flush()
             status, reason = self._outcome or ("disconnected", "connection ended")
             await self._report_down()
             now = trio.current_time()
@@ -216,10 +217,12 @@ class ResilientStream:
                 except MalformedFrame as exc:
                     self._malformed(exc, frame)
                     continue
-                except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
-                    # A shape the parser did not foresee is still one bad frame, not a reason
-                    # to stop the stream.
-                    self._malformed(MalformedFrame(f"{type(exc).__name__}: {exc}"), frame)
+                except UNFORESEEN as exc:
+                    # An adapter whose parser let its own error out: still one bad frame, not
+                    # a reason to stop the stream.
+                    self._malformed(MalformedFrame(describe(exc),
+                                                   kind=f"parser error {type(exc).__name__}"),
+                                    frame)
                     continue
                 for event in events:
                     if isinstance(event, Control):
@@ -229,7 +232,9 @@ class ResilientStream:
                     vsym, item = event
                     if vsym not in self.by_venue:
                         self._malformed(MalformedFrame(f"data for {vsym!r}, which is not "
-                                                       "subscribed"), frame)
+                                                       "subscribed",
+                                                       kind="data for a symbol not subscribed"),
+                                        frame)
                         continue
                     if isinstance(item, Trade):
                         last = self.by_venue[vsym].last_id
@@ -256,13 +261,8 @@ class ResilientStream:
 
     def _malformed(self, exc: MalformedFrame, frame: str | bytes) -> None:
         self.stats.malformed += 1
-        n = self.stats.malformed
-        if n <= 10 or n % MALFORMED_LOG_EVERY == 0:
-            text = frame if isinstance(frame, str) else frame.decode("utf-8", "replace")
-            names = self.by_venue[exc.symbol].names if exc.symbol in self.by_venue else None
-            where = f" for {', '.join(names)}" if names else ""
-            log.warning("%s: malformed frame%s: %s (skipped; %d so far): %.160s",
-                        self.venue.name, where, exc.reason, n, text)
+        names = self.by_venue[exc.symbol].names if exc.symbol in self.by_venue else None
+        self.malformed_log.record(exc, frame, names)
 
     # -- delivering ----------------------------------------------------------------------------
 
@@ -303,11 +303,26 @@ class ResilientStream:
             return
         if prev is not None:
             # A venue may send one side only: the other keeps its last known level.
-            book = Book(bid=_first(book.bid, prev.bid), bid_size=_first(book.bid_size,
-                                                                        prev.bid_size),
-                        ask=_first(book.ask, prev.ask), ask_size=_first(book.ask_size,
-                                                                        prev.ask_size),
-                        time=book.time, seq=book.seq, last=book.last, extra=book.extra)
+            merged = Book(bid=_first(book.bid, prev.bid), bid_size=_first(book.bid_size,
+                                                                          prev.bid_size),
+                          ask=_first(book.ask, prev.ask), ask_size=_first(book.ask_size,
+                                                                          prev.ask_size),
+                          time=book.time, seq=book.seq, last=book.last, extra=book.extra)
+            if merged.bid is not None and merged.ask is not None and merged.bid >= merged.ask:
+                # The side kept from an earlier update is out of date (a parser refuses a
+                # frame crossed in itself). Refuse the update and start the book afresh: the
+                # venue's next top-of-book update rebuilds it whole, as a snapshot would.
+                kept = "bid" if book.bid is None else "ask"
+                self._malformed(MalformedFrame(
+                    f"update crosses the book: bid {merged.bid!r} is not below ask "
+                    f"{merged.ask!r} (the {kept} kept from an earlier update); refused, the "
+                    "book restarts from the next update", st.venue_symbol,
+                    kind="update crosses the book"),
+                    f"update: bid {book.bid} x {book.bid_size}, ask {book.ask} x "
+                    f"{book.ask_size}")
+                st.book = Book(seq=book.seq)
+                return
+            book = merged
         msgs = [book_msg(name, book, prev, st.last_price) for name in st.names]
         for msg in msgs:
             if msg is not None:

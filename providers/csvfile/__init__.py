@@ -6,8 +6,9 @@ time column (an unnamed first column, or one named date, datetime, time or times
 case) and Open, High, Low, Close columns in any case; Volume is optional (0 when absent). Other
 columns are ignored, "Adj Close" included, so prices are the file's unadjusted ones. A malformed
 row raises `MalformedFileError` naming file, line and column (`GOOG.csv:17: column 'High': 'abc'
-is not a number`), as do high < low, open or close outside low..high, negative volume and
-repeated or out-of-order times.
+is not a number`), as do implausible values (providers._plausible: prices not finite, not
+positive or at 1e12 and above; volume negative or not finite; times before 1970 or after the end
+of next year), high < low, open or close outside low..high, and repeated or out-of-order times.
 
 `backfill_bars` pushes the file's newest bars into shm. `stream_quotes` replays the bars as
 trades (open, nearer extreme, farther extreme, close; a quarter of the volume each) at `speed`

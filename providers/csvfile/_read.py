@@ -8,6 +8,10 @@ high, low, close and an optional volume (0 when absent). Anything else (Adj Clos
 seconds, milliseconds, microseconds or nanoseconds (told apart by magnitude); naive ones are read
 in the configured time zone. A file in strictly decreasing time order is reversed.
 
+Rows must be plausible bars (providers._plausible: finite positive prices below 1e12, volume
+>= 0, times from 1970 to the end of next year, low <= open, close <= high); the first row in file
+order that is not is refused naming its line and column.
+
 Conversion is vectorized with pyarrow; only when something is wrong do we locate the first bad
 row (binary search over casts, then a scan of the file for its physical line) and raise
 `MalformedFileError` naming file, line and column. This module never touches trio or shm.
@@ -32,6 +36,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from engine.dtypes import ohlc_dtype
+from providers._plausible import first_bad_bar
 
 __all__ = ["History", "MalformedFileError", "load", "check_timezone"]
 
@@ -361,26 +366,19 @@ def _pick_columns(header: list[str], path: Path) -> tuple[list[int], dict[str, i
     )
 
 
-def _check_bars(bars: np.ndarray, loc: _Locator, order: np.ndarray) -> None:
-    o, h, low, c, v = (bars[f] for f in ("open", "high", "low", "close", "volume"))
-    bad = (h < low) | (o > h) | (o < low) | (c > h) | (c < low) | (v < 0)
-    if not bad.any():
+def _check_bars(bars: np.ndarray, loc: _Locator, columns: dict[str, tuple[str, pa.Array]]
+                ) -> None:
+    """Raise naming file, line and column of the first implausible bar (in file order)."""
+    bad = first_bad_bar(bars)
+    if bad is None:
         return
-    j = int(np.argmax(bad))
-    at = loc.at(int(order[j]))
-    b = bars[j]
-
-    def num(field: str) -> str:
-        return f"{float(b[field]):.12g}"
-
-    if b["high"] < b["low"]:
-        why = f"high {num('high')} is below low {num('low')}"
-    elif b["volume"] < 0:
-        why = f"volume {num('volume')} is negative"
+    i, field, problem = bad
+    name, arr = columns[field]
+    if problem.startswith(("is below", "is outside")):
+        value = f"{float(bars[i][field]):.12g}"  # a relation: the numbers compared
     else:
-        which = "open" if not b["low"] <= b["open"] <= b["high"] else "close"
-        why = f"{which} {num(which)} is outside low..high {num('low')}..{num('high')}"
-    raise MalformedFileError(f"{at}: {why}")
+        value = repr(_raw(arr, i))  # the value as the file spells it
+    raise MalformedFileError(f"{loc.at(i)}: column {name!r}: {value} {problem}")
 
 
 def _parse(path: Path, tz: str) -> History:
@@ -405,6 +403,8 @@ def _parse(path: Path, tz: str) -> History:
     bars["time"] = _times(time_arr, time_name, loc, tz)
     for field, i in found.items():
         bars[field] = _numbers(columns[i], header[i], loc)
+    named = {field: (header[i], columns[i]) for field, i in found.items()}
+    _check_bars(bars, loc, {"time": (time_name, time_arr), **named})
     order = np.arange(n)
     if n > 1 and bars["time"][-1] < bars["time"][0]:  # newest first, as some exports are
         bars, order = bars[::-1].copy(), order[::-1].copy()
@@ -418,7 +418,6 @@ def _parse(path: Path, tz: str) -> History:
                 f"{_raw(time_arr, prev)!r} ({loc.line(prev)}); rows must be in strictly "
                 "increasing (or all in decreasing) time order, at most one bar a second"
             )
-    _check_bars(bars, loc, order)
     # The VWAP of the four equal trades stream_quotes synthesizes per bar (see _replay).
     bars["bar_wap"] = (bars["open"] + bars["high"] + bars["low"] + bars["close"]) / 4
     period = int(np.median(np.diff(bars["time"]))) if n > 1 else 60

@@ -3,6 +3,10 @@ subscription answers) and REST /0/public answers (AssetPairs, Ticker, Trades, OH
 functions over decoded data; no I/O, no clock.
 
 Field names are Kraken's documented ones (docs.kraken.com: Spot WebSocket v2, Spot REST).
+
+Every parser raises MalformedFrame, and nothing else, on any input (a wrong type, a 400-digit
+integer, deep nesting), and refuses implausible values (providers._net.fields): NaN or infinite
+numbers, non-positive prices, negative sizes, crossed books, times outside 1970..next year.
 """
 
 from __future__ import annotations
@@ -17,8 +21,20 @@ import numpy as np
 
 from engine.dtypes import ohlc_dtype
 from providers._net import Book, Control, Instrument, InstrumentTable, MalformedFrame, Trade
+from providers._net.errors import describe, guard
 from providers._net.events import Event
+from providers._net.fields import (
+    check_book,
+    epoch_s,
+    field,
+    ident,
+    number,
+    plausible_time,
+    price,
+    size,
+)
 from providers._net.instruments import symbol_key
+from providers._plausible import first_bad_bar
 
 __all__ = ["parse_frame", "parse_asset_pairs", "parse_trades", "parse_ticker", "parse_ohlc",
            "rest_result", "INTERVALS", "v2_name"]
@@ -36,36 +52,35 @@ def v2_name(wsname: str) -> str:
     return "/".join(V2_ASSETS.get(part, part) for part in wsname.split("/"))
 
 
-def rfc3339(text: Any, what: str, symbol: str | None) -> float:
-    """Return epoch seconds of an RFC 3339 time ("2023-09-25T07:49:37.708706Z")."""
+def rfc3339(text: Any, what: str, symbol: str | None, key: str = "timestamp") -> float:
+    """Return epoch seconds of an RFC 3339 time ("2023-09-25T07:49:37.708706Z"), which must
+    be a plausible data time (1970..next year)."""
     m = _RFC3339.fullmatch(text) if isinstance(text, str) else None
-    if m is None:
-        raise MalformedFrame(f"{what} timestamp is not RFC 3339: {text!r}", symbol)
-    zone = "+00:00" if m[3] == "Z" else m[3]
-    return datetime.fromisoformat(m[1] + zone).timestamp() + float(m[2] or 0.0)
-
-
-def _num(data: dict, key: str, what: str, symbol: str | None, *, positive: bool = True) -> float:
-    value = data.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise MalformedFrame(f"{what} field {key!r} is missing or not a number: {value!r}",
-                             symbol)
     try:
-        out = float(value)
-    except ValueError:
-        raise MalformedFrame(f"{what} field {key!r} is not a number: {value!r}",
-                             symbol) from None
-    if not math.isfinite(out) or out < 0 or (positive and out == 0):
-        raise MalformedFrame(f"{what} field {key!r} is out of range: {value!r}", symbol)
-    return out
+        if m is None:
+            raise ValueError(text)
+        zone = "+00:00" if m[3] == "Z" else m[3]
+        t = datetime.fromisoformat(m[1] + zone).timestamp() + float(m[2] or 0.0)
+    except (ValueError, OverflowError):  # no such date (month 13, year 0)
+        kind = f"{what} {key} is not RFC 3339"
+        raise MalformedFrame(f"{kind}: {_text(text, 40)}", symbol, kind=kind) from None
+    return plausible_time(t, text, what, key, symbol)
 
 
+def _text(value: Any, limit: int = 80) -> str:
+    return (value if isinstance(value, str) else repr(value))[:limit]
+
+
+@guard("kraken frame")
 def parse_frame(frame: str | bytes) -> list[Event]:
-    """Parse one websocket v2 frame."""
+    """Parse one websocket v2 frame.
+
+    Raise MalformedFrame (and nothing else) saying what is wrong, on whichever channel.
+    """
     try:
         msg = json.loads(frame)
-    except ValueError as exc:
-        raise MalformedFrame(f"not JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:
+        raise MalformedFrame(f"not JSON ({describe(exc, 80)})", kind="not JSON") from None
     if not isinstance(msg, dict):
         raise MalformedFrame(f"expected a JSON object, got {type(msg).__name__}")
     if "method" in msg:
@@ -74,42 +89,59 @@ def parse_frame(frame: str | bytes) -> list[Event]:
     if channel == "heartbeat":
         return [Control("heartbeat")]
     if channel == "status":
-        data = msg.get("data") or [{}]
-        system = data[0].get("system") if isinstance(data[0], dict) else None
-        return [Control("status", "" if system == "online" else f"system is {system!r}")]
+        data = msg.get("data")
+        first = data[0] if isinstance(data, list) and data else {}
+        system = first.get("system") if isinstance(first, dict) else None
+        return [Control("status", "" if system == "online" else f"system is {system!r:.40}")]
     if channel not in ("ticker", "trade"):
         if isinstance(channel, str):
-            return [Control("ignore", channel)]
+            return [Control("ignore", channel[:40])]
         raise MalformedFrame("no 'channel' and no 'method' in the frame")
-    data = msg.get("data")
+    try:
+        return _rows(channel, msg.get("data"))
+    except MalformedFrame as exc:
+        exc.channel = channel
+        raise
+
+
+def _rows(channel: str, data: Any) -> list[Event]:
     if not isinstance(data, list):
         raise MalformedFrame(f"{channel} frame has no 'data' list")
     events: list[Event] = []
     for row in data:
         if not isinstance(row, dict) or not isinstance(row.get("symbol"), str):
-            raise MalformedFrame(f"{channel} row has no symbol: {row!r:.80}")
-        sym = row["symbol"]
+            raise MalformedFrame(f"{channel} row has no symbol: {_text(row)}",
+                                 kind=f"{channel} row has no symbol")
+        sym = row["symbol"][:40]
         if channel == "trade":
-            tid = row.get("trade_id")
-            if isinstance(tid, bool) or not isinstance(tid, int) or tid < 0:
-                raise MalformedFrame(f"trade field 'trade_id' is not an integer: {tid!r}", sym)
+            tid = ident(row, "trade_id", "trade", sym)
             side = row.get("side") if row.get("side") in ("buy", "sell") else None
-            events.append((sym, Trade(tid, tid, _num(row, "price", "trade", sym),
-                                      _num(row, "qty", "trade", sym),
+            events.append((sym, Trade(tid, tid, price(row, "price", "trade", sym),
+                                      size(row, "qty", "trade", sym),
                                       rfc3339(row.get("timestamp"), "trade", sym), side)))
-        else:
-            book = Book(bid=_num(row, "bid", "ticker", sym, positive=False),
-                        bid_size=_num(row, "bid_qty", "ticker", sym, positive=False),
-                        ask=_num(row, "ask", "ticker", sym, positive=False),
-                        ask_size=_num(row, "ask_qty", "ticker", sym, positive=False))
-            if "last" in row:
-                book.last = _num(row, "last", "ticker", sym)
-            if "timestamp" in row:
-                book.time = rfc3339(row["timestamp"], "ticker", sym)
-            for key in ("volume", "vwap"):
-                if isinstance(row.get(key), int | float) and not isinstance(row[key], bool):
-                    book.extra[f"{key}_24h"] = float(row[key])
-            events.append((sym, book))
+            continue
+        # A side may be empty (price 0) on a thin book, as on Binance.
+        book = Book(bid=price(row, "bid", "ticker", sym, empty_zero=True),
+                    bid_size=size(row, "bid_qty", "ticker", sym),
+                    ask=price(row, "ask", "ticker", sym, empty_zero=True),
+                    ask_size=size(row, "ask_qty", "ticker", sym))
+        if book.bid is None:
+            book.bid_size = None
+        if book.ask is None:
+            book.ask_size = None
+        check_book(book, "ticker", sym)
+        if "last" in row:
+            book.last = price(row, "last", "ticker", sym)
+        if "timestamp" in row:
+            book.time = rfc3339(row["timestamp"], "ticker", sym)
+        if "volume" in row:
+            book.extra["volume_24h"] = size(row, "volume", "ticker", sym)
+        if "vwap" in row:
+            # Kraken sends vwap 0 for a pair with no trade in 24 h.
+            vwap = number(row, "vwap", "ticker", sym)
+            if vwap != 0:
+                book.extra["vwap_24h"] = price(row, "vwap", "ticker", sym)
+        events.append((sym, book))
     return events
 
 
@@ -118,51 +150,82 @@ def _answer(msg: dict) -> Control:
     if method in ("subscribe", "unsubscribe"):
         result = msg.get("result") if isinstance(msg.get("result"), dict) else {}
         symbol = result.get("symbol") or msg.get("symbol")
+        symbol = symbol[:40] if isinstance(symbol, str) else None
         if msg.get("success") is True:
-            return Control("ack", f"{result.get('channel')} {symbol}", symbol)
-        return Control("nack", str(msg.get("error") or "subscription failed"), symbol)
-    return Control("ignore", str(method))
+            return Control("ack", f"{_text(result.get('channel'), 40)} {symbol}", symbol)
+        return Control("nack", _text(msg.get("error") or "subscription failed", 200), symbol)
+    return Control("ignore", _text(method, 40))
 
 
+@guard("kraken REST answer")
 def rest_result(payload: Any, what: str) -> dict:
     """Return a REST answer's `result`, raising MalformedFrame with Kraken's own errors."""
     if not isinstance(payload, dict):
         raise MalformedFrame(f"{what}: answer is not an object")
     errors = payload.get("error") or []
     if errors:
-        raise MalformedFrame(f"{what}: {', '.join(map(str, errors))}")
+        shown = ", ".join(_text(e, 100) for e in errors[:5]) if isinstance(errors, list) \
+            else _text(errors, 200)
+        raise MalformedFrame(f"{what}: {shown}")
     result = payload.get("result")
     if not isinstance(result, dict):
         raise MalformedFrame(f"{what}: answer has no 'result' object")
     return result
 
 
-def _pair_rows(result: dict, what: str) -> tuple[str, Any]:
+def _pair_rows(result: Any, what: str) -> tuple[str, Any]:
+    if not isinstance(result, dict):
+        raise MalformedFrame(f"{what}: result is not an object")
     keys = [k for k in result if k != "last"]
     if len(keys) != 1:
-        raise MalformedFrame(f"{what}: expected one pair in the answer, got {keys}")
+        raise MalformedFrame(f"{what}: expected one pair in the answer, got {_text(keys)}",
+                             kind=f"{what}: expected one pair in the answer")
     return keys[0], result[keys[0]]
 
 
+def _decimals(entry: dict, key: str) -> float:
+    """10**-entry[key] for a count of decimals in 0..18 (default 8)."""
+    value = entry.get(key, 8)
+    if isinstance(value, bool) or not isinstance(value, int | str) or \
+            not 0 <= int(value) <= 18:
+        raise ValueError(f"{key} {value!r:.40}")
+    return 10.0 ** -int(value)
+
+
+def _positive(value: Any, key: str) -> float:
+    out = float(value) if isinstance(value, int | float | str) and \
+        not isinstance(value, bool) else math.nan
+    if not (math.isfinite(out) and out > 0):
+        raise ValueError(f"{key} {value!r:.40}")
+    return out
+
+
+@guard("kraken AssetPairs answer")
 def parse_asset_pairs(result: dict) -> InstrumentTable:
     """Parse `GET /0/public/AssetPairs` (its `result`) into instruments named by their v2
-    symbol ("btcusd"), also found by REST pair name ("xxbtzusd"), altname and v1 wsname."""
+    symbol ("btcusd"), also found by REST pair name ("xxbtzusd"), altname and v1 wsname.
+    A pair with unreadable sizes (not numbers, not positive, NaN) is left out."""
+    if not isinstance(result, dict):
+        raise MalformedFrame("AssetPairs: result is not an object")
     instruments = []
     for pair, entry in result.items():
-        if not isinstance(entry, dict) or pair.endswith(".d") or "wsname" not in entry:
+        if not isinstance(entry, dict) or pair.endswith(".d") or \
+                not isinstance(entry.get("wsname"), str):
             continue  # dark-pool books (".d") have no public websocket feed
-        wsname = str(entry["wsname"])
+        wsname = entry["wsname"][:40]
         venue = v2_name(wsname)
         base, _, quote = venue.partition("/")
         try:
-            tick = float(entry.get("tick_size") or 10.0 ** -int(entry.get("pair_decimals", 8)))
-            lot = 10.0 ** -int(entry.get("lot_decimals", 8))
-            ordermin = float(entry.get("ordermin") or lot)
-            costmin = float(entry["costmin"]) if entry.get("costmin") else None
-        except (TypeError, ValueError):
+            tick = _positive(entry["tick_size"], "tick_size") if entry.get("tick_size") \
+                else _decimals(entry, "pair_decimals")
+            lot = _decimals(entry, "lot_decimals")
+            ordermin = _positive(entry["ordermin"], "ordermin") if entry.get("ordermin") \
+                else lot
+            costmin = _positive(entry["costmin"], "costmin") if entry.get("costmin") else None
+        except (TypeError, ValueError, OverflowError):
             continue
-        status = str(entry.get("status", "online"))
-        altname = str(entry.get("altname", pair))
+        status = str(entry.get("status", "online"))[:40]
+        altname = entry.get("altname") if isinstance(entry.get("altname"), str) else pair
         instruments.append(Instrument(
             key=symbol_key(venue), venue_symbol=venue, rest_symbol=altname, base=base,
             quote=quote, tick_size=tick, lot_size=lot, min_size=ordermin, min_notional=costmin,
@@ -172,20 +235,32 @@ def parse_asset_pairs(result: dict) -> InstrumentTable:
     return InstrumentTable("kraken", instruments)
 
 
+@guard("kraken Ticker answer")
 def parse_ticker(result: dict) -> dict[str, Book]:
     """Parse `GET /0/public/Ticker` (its `result`) into books by REST pair name."""
+    if not isinstance(result, dict):
+        raise MalformedFrame("Ticker: result is not an object")
     out: dict[str, Book] = {}
     for pair, row in result.items():
-        try:
-            ask, bid, close = row["a"], row["b"], row["c"]
-            out[pair] = Book(bid=float(bid[0]), bid_size=float(bid[2]), ask=float(ask[0]),
-                             ask_size=float(ask[2]), last=float(close[0]))
-        except (KeyError, IndexError, TypeError, ValueError):
-            raise MalformedFrame(f"Ticker row for {pair} is not a/b/c arrays: {row!r:.80}",
-                                 pair) from None
+        what = f"Ticker row for {pair[:40]}"
+        if not isinstance(row, dict):
+            raise MalformedFrame(f"{what} is not an object", pair, kind="Ticker row is not an "
+                                 "object")
+        ask, bid, close = (field(row, k, what, pair) for k in ("a", "b", "c"))
+        book = Book(bid=price(bid, 0, f"{what} 'b'", pair, empty_zero=True),
+                    bid_size=size(bid, 2, f"{what} 'b'", pair),
+                    ask=price(ask, 0, f"{what} 'a'", pair, empty_zero=True),
+                    ask_size=size(ask, 2, f"{what} 'a'", pair),
+                    last=price(close, 0, f"{what} 'c'", pair))
+        if book.bid is None:
+            book.bid_size = None
+        if book.ask is None:
+            book.ask_size = None
+        out[pair] = check_book(book, what, pair)
     return out
 
 
+@guard("kraken Trades answer")
 def parse_trades(result: dict, symbol: str) -> tuple[list[Trade], str | None]:
     """Parse `GET /0/public/Trades` (its `result`): trades in id order and the `last` cursor.
 
@@ -195,28 +270,31 @@ def parse_trades(result: dict, symbol: str) -> tuple[list[Trade], str | None]:
     if not isinstance(rows, list):
         raise MalformedFrame("Trades: pair rows are not a list", symbol)
     trades = []
-    for row in rows:
+    for i, row in enumerate(rows):
+        what = f"Trades row {i}"
         if not isinstance(row, list) or len(row) < 7:
-            raise MalformedFrame(f"Trades row without trade_id: {row!r:.80}", symbol)
-        try:
-            price, qty, t, tid = float(row[0]), float(row[1]), float(row[2]), int(row[6])
-        except (TypeError, ValueError):
-            raise MalformedFrame(f"Trades row has a non-numeric field: {row!r:.80}",
-                                 symbol) from None
-        if not (math.isfinite(price) and price > 0 and math.isfinite(qty) and qty >= 0):
-            raise MalformedFrame(f"Trades row is out of range: {row!r:.80}", symbol)
-        side = {"b": "buy", "s": "sell"}.get(row[3])
-        trades.append(Trade(tid, tid, price, qty, t, side))
+            raise MalformedFrame(f"{what} without trade_id: {_text(row)}", symbol,
+                                 kind="Trades row without trade_id")
+        side = {"b": "buy", "s": "sell"}.get(row[3]) if isinstance(row[3], str) else None
+        tid = ident(row, 6, what, symbol)
+        trades.append(Trade(tid, tid, price(row, 0, what, symbol), size(row, 1, what, symbol),
+                            epoch_s(row, 2, what, symbol), side))
     trades.sort(key=lambda tr: tr.last_id)
     last = result.get("last")
+    if last is not None and (isinstance(last, bool) or not isinstance(last, int | str)
+                             or len(str(last)) > 40):
+        raise MalformedFrame(f"Trades: 'last' is not a cursor: {_text(last, 40)}", symbol,
+                             kind="Trades: 'last' is not a cursor")
     return trades, None if last is None else str(last)
 
 
+@guard("kraken OHLC answer")
 def parse_ohlc(result: dict, symbol: str) -> np.ndarray:
     """Parse `GET /0/public/OHLC` (its `result`) into closed ohlc_dtype bars, ascending.
 
     Rows are [time, open, high, low, close, vwap, volume, count]; the last row is the
     current, not-yet-committed bar (Kraken says it is always present) and is dropped.
+    Rows must be plausible bars (providers._plausible), as for Binance's klines.
     """
     _, rows = _pair_rows(result, "OHLC")
     if not isinstance(rows, list):
@@ -224,11 +302,19 @@ def parse_ohlc(result: dict, symbol: str) -> np.ndarray:
     rows = rows[:-1]
     out = np.zeros(len(rows), dtype=ohlc_dtype)
     for i, row in enumerate(rows):
-        try:
-            t, n = int(row[0]), int(row[7])
-            o, h, low, c, vwap, v = (float(row[k]) for k in (1, 2, 3, 4, 5, 6))
-        except (TypeError, ValueError, IndexError):
-            raise MalformedFrame(f"OHLC row {i} is malformed: {row!r:.80}", symbol) from None
-        wap = vwap if v > 0 and vwap > 0 else c
-        out[i] = (0, t, o, h, low, c, v, n, min(max(wap, low), h))
+        what = f"OHLC row {i}"
+        if not isinstance(row, list) or len(row) < 8:
+            raise MalformedFrame(f"{what} is not an 8-field array: {_text(row)}", symbol,
+                                 kind="OHLC row is not an 8-field array")
+        t, n = ident(row, 0, what, symbol), ident(row, 7, what, symbol)
+        o, h, low, c, vwap, v = (number(row, k, what, symbol) for k in (1, 2, 3, 4, 5, 6))
+        out[i] = (0, t, o, h, low, c, v, n, vwap if v > 0 and vwap > 0 else c)
+    bad = first_bad_bar(out)
+    if bad is not None:
+        i, name, problem = bad
+        raise MalformedFrame(f"OHLC row {i}: {name} {float(out[i][name]):.12g} {problem}",
+                             symbol, kind=f"OHLC row with an implausible {name}")
+    # A VWAP outside the bar (Kraken rounds it) is clipped into it.
+    out["bar_wap"] = np.where(np.isfinite(out["bar_wap"]), out["bar_wap"], out["close"])
+    out["bar_wap"] = np.clip(out["bar_wap"], out["low"], out["high"])
     return out[np.argsort(out["time"], kind="stable")]

@@ -49,8 +49,9 @@ _RATE_ERRORS = ("EGeneral:Too many requests", "EAPI:Rate limit exceeded")
 
 def _check(payload: Any) -> None:
     errors = payload.get("error") if isinstance(payload, dict) else None
-    if errors and any(str(e).startswith(_RATE_ERRORS) for e in errors):
-        raise RetryAfter(None, ", ".join(map(str, errors)))
+    if isinstance(errors, list) and any(isinstance(e, str) and e.startswith(_RATE_ERRORS)
+                                        for e in errors):
+        raise RetryAfter(None, ", ".join(e[:100] for e in errors if isinstance(e, str)))
 
 
 class KrakenVenue(Venue):

@@ -128,7 +128,7 @@ def test_malformed_frames_say_what_is_wrong():
         '{"stream":"btcusdt@trade","data":{"e":"trade","s":"BTCUSDT","t":1,"p":"1",'
         '"q":"-2","T":1}}': "field 'q' is out of range",
         '{"stream":"btcusdt@trade","data":{"e":"trade","s":"BTCUSDT","t":"x","p":"1",'
-        '"q":"1","T":1}}': "field 't' is not a non-negative integer",
+        '"q":"1","T":1}}': r"field 't' is not an integer in 0\.\.2\*\*63-1: 'x'",
         '{"data":{"e":"mystery","s":"BTCUSDT"},"stream":"x"}': "unknown event type 'mystery'",
         "[1, 2]": "expected a JSON object",
     }
@@ -298,10 +298,11 @@ async def test_malformed_frames_are_reported_and_skipped(clock, caplog):
     lines = [r.getMessage() for r in caplog.records if "malformed frame" in r.getMessage()]
     assert len(lines) == 4
     assert lines[0].startswith("binance: malformed frame: not JSON")
-    assert lines[1].startswith("binance: malformed frame for btcusdt: trade field 'p' is out "
-                               "of range: 'NaN' (skipped; 2 so far)")
-    assert lines[2].startswith("binance: malformed frame for ETHUSDT: bookTicker field 'b' is "
-                               "not a number")
+    assert lines[1].startswith("binance: malformed frame on channel trade for btcusdt: trade "
+                               "field 'p' is out of range: 'NaN' is not a finite number "
+                               "(skipped; 2 so far)")
+    assert lines[2].startswith("binance: malformed frame on channel bookTicker for ETHUSDT: "
+                               "bookTicker field 'b' is not a number")
     assert "'DOGEUSDT', which is not subscribed" in lines[3]
     # The stream went on: every real print arrived, once, and nothing else did.
     assert _statuses(msgs) == []

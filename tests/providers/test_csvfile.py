@@ -227,11 +227,55 @@ HEAD = "Date,Open,High,Low,Close,Volume\n"
             "bad.csv:3: column 'High': 'abc' is not a number",
         ),
         (HEAD + GOOD + "\n\n2024-01-02,10,11,,10.5,100\n", "bad.csv:5: column 'Low' is empty"),
-        (HEAD + GOOD + "2024-01-02,10,11,12,10.5,100\n", "bad.csv:3: high 11 is below low 12"),
-        (HEAD + GOOD + "2024-01-02,10,11,9,10.5,-1\n", "bad.csv:3: volume -1 is negative"),
+        (
+            HEAD + GOOD + "2024-01-02,10,11,12,10.5,100\n",
+            "bad.csv:3: column 'High': 11 is below low 12",
+        ),
+        (HEAD + GOOD + "2024-01-02,10,11,9,10.5,-1\n", "bad.csv:3: column 'Volume': '-1' is negative"),
         (
             HEAD + GOOD + "2024-01-02,10,11,9,12,1\n",
-            "bad.csv:3: close 12 is outside low..high 9..11",
+            "bad.csv:3: column 'Close': 12 is outside low..high 9..11",
+        ),
+        (
+            HEAD + GOOD + "2024-01-02,8,11,9,10,1\n",
+            "bad.csv:3: column 'Open': 8 is outside low..high 9..11",
+        ),
+        # Prices: finite, positive, below 1e12 (the file: negative, zero and 1e308).
+        (
+            HEAD + GOOD + "2024-01-02,-5,-1,-9,-2,1\n",
+            "bad.csv:3: column 'Open': '-5' is not a positive price",
+        ),
+        (
+            HEAD + GOOD + "2024-01-02,10,11,0,10.5,1\n",
+            "bad.csv:3: column 'Low': '0' is not a positive price",
+        ),
+        (
+            HEAD + GOOD + "2024-01-02,10,1e308,9,10.5,1\n",
+            "bad.csv:3: column 'High': '1e308' is not a plausible price (at or above 1e+12)",
+        ),
+        (
+            HEAD + GOOD + "2024-01-02,10,11,9,inf,1\n",
+            "bad.csv:3: column 'Close': 'inf' is not a finite number",
+        ),
+        (
+            HEAD + GOOD + "2024-01-02,10,11,9,10.5,1e30\n",
+            "bad.csv:3: column 'Volume': '1e30' is not a plausible size (at or above 1e+18)",
+        ),
+        # Times: from 1970 to the end of next year (99999999999 s is the year 5138).
+        (
+            "timestamp,open,high,low,close\n1704067200,1,1,1,1\n99999999999,1,1,1,1\n",
+            "bad.csv:3: column 'timestamp': '99999999999' is 5138-11-16T09:46:39Z, not between "
+            "1970 and the end of",
+        ),
+        (
+            HEAD + "1969-12-31,10,11,9,10.5,1\n" + GOOD,
+            "bad.csv:2: column 'Date': '1969-12-31' is 1969-12-31T00:00:00Z, not between 1970",
+        ),
+        # The first bad line of the file is named, whatever the order of its rows.
+        (
+            HEAD + "2024-01-03,10,11,9,10.5,1\n2024-01-02,10,11,9,-1,1\n"
+            "2024-01-01,10,9,11,10.5,1\n",
+            "bad.csv:3: column 'Close': '-1' is not a positive price",
         ),
         (
             HEAD + GOOD + "2024-01-02,10,11,9,nan,1\n",
@@ -278,7 +322,8 @@ def test_a_malformed_parquet_row_is_named_by_row(tmp_path):
         }
     )
     pq.write_table(table, tmp_path / "p.parquet")
-    with pytest.raises(MalformedFileError, match=r"p\.parquet: row 2: high 0\.5 is below low 1"):
+    with pytest.raises(MalformedFileError,
+                       match=r"p\.parquet: row 2: column 'high': 0\.5 is below low 1"):
         csvfile.symbol_info("p")
 
 

@@ -120,7 +120,7 @@ def test_frames_parse_as_kraken_documents_them():
     ('{"channel":"trade","type":"update","data":[{"symbol":"BTC/USD","side":"buy",'
      '"price":1,"qty":1,"trade_id":5,"timestamp":"yesterday"}]}', "not RFC 3339"),
     ('{"channel":"trade","type":"update","data":[{"symbol":"BTC/USD","side":"buy",'
-     '"price":1,"qty":1,"timestamp":"2023-09-25T07:49:37Z"}]}', "'trade_id' is not an integer"),
+     '"price":1,"qty":1,"timestamp":"2023-09-25T07:49:37Z"}]}', "trade has no field 'trade_id'"),
     ('{"channel":"ticker","type":"update","data":[{"symbol":"BTC/USD","bid":"x"}]}',
      "ticker field 'bid' is not a number"),
     ('{"data":[]}', "no 'channel' and no 'method'"),
@@ -281,8 +281,8 @@ async def test_malformed_frames_are_reported_and_skipped(clock, caplog):
         _, _, msgs, _ = await collect(kraken, SYMBOLS, _all_trades_in(fake))
     lines = [r.getMessage() for r in caplog.records if "malformed frame" in r.getMessage()]
     assert lines[0].startswith("kraken: malformed frame: not JSON")
-    assert lines[1].startswith("kraken: malformed frame for ETH/USD: trade field 'qty' is not "
-                               "a number: 'many' (skipped; 2 so far)")
+    assert lines[1].startswith("kraken: malformed frame on channel trade for ETH/USD: trade "
+                               "field 'qty' is not a number: 'many' (skipped; 2 so far)")
     assert _statuses(msgs) == []
     for name in SYMBOLS:
         assert_each_print_once(fake.market, VENUE[name], msgs, name)
