@@ -30,14 +30,28 @@ from typing import Any
 import numpy as np
 import trio
 
-from backtests.metrics import compute_stats, drawdowns, round_trips
+from backtests._closeout import close_positions
+from backtests.metrics import compute_stats, drawdowns
+from backtests.records import (
+    EQUITY_FIELDS,
+    FILL_FIELDS,
+    ORDER_FIELDS,
+    TRADE_COLUMNS,
+    OrderLog,
+    equity_records,
+    fill_records,
+    frame,
+    order_records,
+    trade_records,
+)
+from backtests.trades import LOTS, build_trades, unrealized_pnl
 from engine.clearing.account import FillRecord
 from engine.clearing.broker import PaperBroker
 from engine.clearing.config import BrokerConfig, Fees, RiskLimits, Slippage
 from engine.clock import ReplayClock, use_clock
 from engine.dtypes import ohlc_dtype
 from engine.live import resolve_strategy
-from engine.orders import OrderFilled
+from engine.orders import OrderCancelled, OrderFilled
 from engine.sampler import format_timeframe, parse_timeframe, resample_bars
 from engine.scheduler import EVENT_CALLBACKS, callback_for, make_runner, overrides
 from engine.shm import ShmArray
@@ -88,7 +102,9 @@ class Fills(Sequence):
 
 @dataclass
 class BacktestResult:
-    """What a backtest produced: statistics, trades, the equity curve, fills and the bars."""
+    """What a backtest produced: statistics, trades, the equity curve, fills, orders and the
+    bars. `trades_df()`, `fills_df()`, `orders_df()` and `equity_df()` give each as a pandas
+    DataFrame with the columns of the JSON, indexed by UTC time."""
 
     strategy: str
     params: dict
@@ -100,20 +116,42 @@ class BacktestResult:
     fills: Sequence[OrderFilled]
     bars: dict[str, np.ndarray] = field(repr=False)
     rejected: list = field(default_factory=list, repr=False)
+    orders: OrderLog = field(default_factory=OrderLog, repr=False)
+    lots: str = "fifo"
+    close_at_end: bool = False
 
     def to_dict(self) -> dict:
         """Everything JSON can hold; keys sorted, the same for the same inputs."""
+        period = self.timeframe
         return {
             "strategy": self.strategy, "params": self.params, "symbols": self.symbols,
-            "timeframe": format_timeframe(self.timeframe),
+            "timeframe": format_timeframe(self.timeframe), "lots": self.lots,
+            "close_at_end": self.close_at_end,
             **{k: _clean(v) for k, v in self.stats.items()},
-            "trades": [{k: _clean(v) for k, v in t.items()} for t in self.trades],
-            "equity": [[int(t), _clean(float(e))] for t, e in
-                       zip(self.equity["time"].tolist(), self.equity["equity"].tolist(),
-                           strict=True)],
-            "fills": [f.model_dump(exclude={"account"}) for f in self.fills],
+            "trades": _clean_rows(trade_records(self.trades, period)),
+            "equity": _clean_rows(equity_records(self.equity, period)),
+            "fills": _clean_rows(fill_records(self.fills, period)),
+            "orders": _clean_rows(order_records(self.orders, self.fills, period)),
             "rejected": [r.model_dump(exclude={"account"}) for r in self.rejected],
         }
+
+    def trades_df(self) -> Any:
+        """The trades as a DataFrame indexed by entry time (UTC); open ones last."""
+        return frame(trade_records(self.trades, self.timeframe), TRADE_COLUMNS, "entry_time")
+
+    def fills_df(self) -> Any:
+        """The fills as a DataFrame indexed by fill time (UTC)."""
+        return frame(fill_records(self.fills, self.timeframe), FILL_FIELDS, "time")
+
+    def orders_df(self) -> Any:
+        """The submitted orders and what became of them (status filled, cancelled, rejected or
+        still working), indexed by the time they were placed (UTC)."""
+        return frame(order_records(self.orders, self.fills, self.timeframe), ORDER_FIELDS,
+                     "time")
+
+    def equity_df(self) -> Any:
+        """The equity curve (equity, drawdown_pct) as a DataFrame indexed by time (UTC)."""
+        return frame(equity_records(self.equity, self.timeframe), EQUITY_FIELDS, "time")
 
     def to_json(self, path: str | Path | None = None) -> str:
         text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
@@ -138,6 +176,10 @@ class BacktestResult:
 
     def __str__(self) -> str:
         return f"{self.strategy} on {', '.join(self.symbols)}\n{self.table()}"
+
+
+def _clean_rows(rows: list[dict]) -> list[dict]:
+    return [{k: _clean(v) for k, v in r.items()} for r in rows]
 
 
 def _clean(v: Any) -> Any:
@@ -313,7 +355,7 @@ def _steps(bars: dict[str, np.ndarray], skip: dict[str, int], period: int
 async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, ShmArray],
                   period: int, broker: PaperBroker, clock: ReplayClock,
                   progress: Callable[[int, int], None] | None, skip: dict[str, int]
-                  ) -> tuple[list[tuple[int, OrderFilled]], np.ndarray, np.ndarray]:
+                  ) -> tuple[list[tuple[int, OrderFilled]], np.ndarray, np.ndarray, list]:
     symbols = list(bars)
     runner = make_runner(strat, symbols=symbols, timeframe=period, bars=shms, quotes={},
                          clock=clock, router=broker)
@@ -325,6 +367,7 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
     pending: list = []
     broker.attach(None, pending.extend)
     fills: list[tuple[int, OrderFilled]] = []
+    cancels: list[OrderCancelled] = []
     account = broker.account
     sym_index = [account.add_symbol(s) for s in symbols]
     marks = account.marks  # add_symbol may have grown it
@@ -361,6 +404,8 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
         for e in events:
             if type(e) is OrderFilled:
                 fills.append((k, e))
+            elif type(e) is OrderCancelled:
+                cancels.append(e)
             handler = handlers.get(callback_for(e))
             if handler is not None:
                 calls.append((handler, e))
@@ -477,7 +522,7 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
                             ) from exc
     if progress is not None:
         progress(total, total)
-    return fills, which, steps["time"]
+    return fills, which, steps["time"], cancels
 
 
 def _broker_config(commission: float, slippage: float, leverage: float | None,
@@ -549,6 +594,8 @@ def run_backtest(
     progress: Callable[[int, int], None] | None = None,
     ticks: bool = False,
     trade_from: Any = None,
+    close_at_end: bool = False,
+    lots: str = "fifo",
 ) -> BacktestResult:
     """Replay `data` through `strategy` and return its statistics, trades and equity curve.
 
@@ -561,9 +608,15 @@ def run_backtest(
     `timeframe` (default 1 s) with the live sampler. With `trade_from` (a time), bars before it
     are history the strategy sees from the start, as a live run sees its backfill (indicators
     warm up on them), but it is not called for them; trading, equity and statistics begin there.
+    With `close_at_end`, positions still open after `on_stop` are closed at each symbol's last
+    close (commission, no slippage) and counted as trades; without it they are open trades,
+    apart in the statistics. `lots`: how fills make trades, "fifo" (the oldest lot closes
+    first) or "average" (a position is one lot at its average cost); see `backtests.trades`.
     See the module docstring for conventions.
     """
     check_costs(cash, commission, slippage)
+    if lots not in LOTS:
+        raise BacktestError(f"lots must be one of {', '.join(LOTS)}, got {lots!r}")
     try:
         strat = resolve_strategy(strategy, params)
     except StrategyError as exc:
@@ -573,7 +626,8 @@ def run_backtest(
             raise BacktestError("trade_from applies to bar replays, not to tick replays")
         return _run_ticks(strat, data, provider=provider, timeframe=timeframe, start=start,
                           end=end, cash=cash, commission=commission, slippage=slippage,
-                          leverage=leverage, allow_short=allow_short)
+                          leverage=leverage, allow_short=allow_short,
+                          close_at_end=close_at_end, lots=lots)
     given: dict[str, ShmArray] = {}
     if isinstance(data, Mapping) and data and all(isinstance(v, ShmArray) for v in data.values()):
         # History another process loaded once: replay it in place, read-only, never unlinked.
@@ -615,7 +669,7 @@ def run_backtest(
             return await _replay(strat, bars, shms, period, broker, clock, progress, skip)
 
         try:
-            fills, step_sym, step_times = trio.run(main)
+            fills, step_sym, step_times, cancels = trio.run(main)
         finally:
             for s, shm in shms.items():
                 if s not in reuse:
@@ -623,18 +677,39 @@ def run_backtest(
                     shm.unlink()
         gc.freeze()  # the run's orders and fills too, while its results are built
         bars = {s: b[skip[s]:] for s, b in bars.items()}  # the traded part
+        if close_at_end:
+            last = len(step_sym) - 1
+            fills += [(last, f) for f in close_positions(broker, _last_closes(bars, period))]
         curve, exposed = _equity(bars, step_sym, step_times, period, fills, cash)
         raw = [f for _, f in fills]
         fill_list = Fills(raw, account.name)
-        trades = round_trips(raw, {s: float(b["close"][-1]) for s, b in bars.items()
-                                         if len(b)})
-        stats = compute_stats(curve["time"], curve["equity"], exposed, trades, account.fees,
-                              cash)
+        trades = build_trades(raw, bars, lots)
+        stats = _with_open(compute_stats(curve["time"], curve["equity"], exposed, trades,
+                                         account.fees, cash), trades)
+        orders = OrderLog.of(broker, cancels)
     finally:
         gc.unfreeze()
     return BacktestResult(strategy=strat.name, params=strat.params.model_dump(), symbols=names,
                           timeframe=period, stats=stats, trades=trades, equity=curve,
-                          fills=fill_list, bars=bars, rejected=list(broker.rejections))
+                          fills=fill_list, bars=bars, rejected=list(broker.rejections),
+                          orders=orders, lots=lots, close_at_end=close_at_end)
+
+
+def _last_closes(bars: dict[str, np.ndarray], period: int) -> dict[str, tuple[float, float]]:
+    """Each symbol's last close and its time: where the replay's path through a bar puts its
+    close (0.999 of the bar's period in)."""
+    return {s: (float(b["time"][-1]) + period * 0.999, float(b["close"][-1]))
+            for s, b in bars.items() if len(b)}
+
+
+def _with_open(stats: dict, trades: list[dict]) -> dict:
+    """The statistics with the open trades' unrealized P&L beside their count."""
+    out = {}
+    for k, v in stats.items():
+        out[k] = v
+        if k == "open_trades":
+            out["unrealized_pnl"] = unrealized_pnl(trades)
+    return out
 
 
 def evaluate_params(strategy_path: str, params: dict, history_tokens: dict[str, dict],
@@ -653,7 +728,8 @@ def evaluate_params(strategy_path: str, params: dict, history_tokens: dict[str, 
 
 def _run_ticks(strat: Strategy, data: Any, *, provider: str | None, timeframe: Any, start: Any,
                end: Any, cash: float, commission: float, slippage: float,
-               leverage: float | None, allow_short: bool) -> BacktestResult:
+               leverage: float | None, allow_short: bool, close_at_end: bool, lots: str
+               ) -> BacktestResult:
     from backtests.store import list_tick_datasets, load_ticks
     from backtests.ticks_replay import replay_ticks
     from engine.clearing.account import Account
@@ -684,7 +760,7 @@ def _run_ticks(strat: Strategy, data: Any, *, provider: str | None, timeframe: A
         return await replay_ticks(strat, ticks, period, broker, clock)
 
     try:
-        fills, bars, times, equity, exposed = trio.run(main)
+        fills, bars, times, equity, exposed, cancels = trio.run(main)
     except BacktestError:
         raise
     except Exception as exc:
@@ -694,9 +770,16 @@ def _run_ticks(strat: Strategy, data: Any, *, provider: str | None, timeframe: A
                                          ("drawdown_pct", np.float64)])
     curve["time"] = times
     curve["equity"] = equity
-    curve["drawdown_pct"] = drawdowns(equity) if len(equity) else equity
-    trades = round_trips(fills, {s: float(b["close"][-1]) for s, b in bars.items() if len(b)})
-    stats = compute_stats(curve["time"], curve["equity"], exposed, trades, account.fees, cash)
+    if close_at_end:
+        fills += close_positions(broker, _last_closes(bars, period))
+        if len(equity):
+            curve["equity"][-1] = account.equity()  # flat now: its cash
+    curve["drawdown_pct"] = drawdowns(curve["equity"]) if len(equity) else equity
+    trades = build_trades(fills, bars, lots)
+    stats = _with_open(compute_stats(curve["time"], curve["equity"], exposed, trades,
+                                     account.fees, cash), trades)
     return BacktestResult(strategy=strat.name, params=strat.params.model_dump(),
                           symbols=list(ticks), timeframe=period, stats=stats, trades=trades,
-                          equity=curve, fills=fills, bars=bars, rejected=list(broker.rejections))
+                          equity=curve, fills=fills, bars=bars, rejected=list(broker.rejections),
+                          orders=OrderLog.of(broker, cancels), lots=lots,
+                          close_at_end=close_at_end)
