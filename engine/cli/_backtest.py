@@ -41,6 +41,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="strategy parameter override (repeatable)")
     p.add_argument("--ticks", action="store_true",
                    help="replay recorded ticks (engine run --record) instead of bars")
+    p.add_argument("--close-at-end", action="store_true",
+                   help="close positions still open at the end at the last close (counted as "
+                   "trades)")
+    p.add_argument("--lots", choices=("fifo", "average"), default="fifo",
+                   help="how fills make trades: oldest lot closes first (fifo, default) or "
+                   "one lot per position at its average cost")
     p.add_argument("--json", dest="json_out", metavar="OUT", help="write the results as JSON")
     p.add_argument("--report", metavar="OUT.html", help="write a self-contained HTML report")
     p.set_defaults(func=run)
@@ -72,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = run_backtest(
             args.strategy, args.data, params=parse_options(args.param, "-p"),
-            progress=_progress(), ticks=args.ticks, **data_options(args))
+            progress=_progress(), ticks=args.ticks, close_at_end=args.close_at_end,
+            lots=args.lots, **data_options(args))
     except BacktestError as exc:
         raise UsageError(str(exc)) from None
     except ValueError as exc:  # a bad timeframe and the like
