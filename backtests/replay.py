@@ -33,16 +33,13 @@ import trio
 from backtests._closeout import close_positions
 from backtests.metrics import compute_stats, drawdowns
 from backtests.records import (
-    EQUITY_FIELDS,
-    FILL_FIELDS,
-    ORDER_FIELDS,
-    TRADE_COLUMNS,
     OrderLog,
-    equity_records,
-    fill_records,
+    equity_columns,
+    fill_columns,
     frame,
-    order_records,
-    trade_records,
+    order_columns,
+    rows,
+    trade_columns,
 )
 from backtests.trades import LOTS, build_trades, unrealized_pnl
 from engine.clearing.account import FillRecord
@@ -128,30 +125,30 @@ class BacktestResult:
             "timeframe": format_timeframe(self.timeframe), "lots": self.lots,
             "close_at_end": self.close_at_end,
             **{k: _clean(v) for k, v in self.stats.items()},
-            "trades": _clean_rows(trade_records(self.trades, period)),
-            "equity": _clean_rows(equity_records(self.equity, period)),
-            "fills": _clean_rows(fill_records(self.fills, period)),
-            "orders": _clean_rows(order_records(self.orders, self.fills, period)),
+            "trades": _clean_rows(rows(trade_columns(self.trades, period))),
+            "equity": _clean_rows(rows(equity_columns(self.equity, period))),
+            "fills": _clean_rows(rows(fill_columns(_records(self.fills), period))),
+            "orders": _clean_rows(rows(order_columns(self.orders, _records(self.fills),
+                                                     period))),
             "rejected": [r.model_dump(exclude={"account"}) for r in self.rejected],
         }
 
     def trades_df(self) -> Any:
         """The trades as a DataFrame indexed by entry time (UTC); open ones last."""
-        return frame(trade_records(self.trades, self.timeframe), TRADE_COLUMNS, "entry_time")
+        return frame(trade_columns(self.trades, self.timeframe), "entry_time")
 
     def fills_df(self) -> Any:
         """The fills as a DataFrame indexed by fill time (UTC)."""
-        return frame(fill_records(self.fills, self.timeframe), FILL_FIELDS, "time")
+        return frame(fill_columns(_records(self.fills), self.timeframe), "time")
 
     def orders_df(self) -> Any:
         """The submitted orders and what became of them (status filled, cancelled, rejected or
         still working), indexed by the time they were placed (UTC)."""
-        return frame(order_records(self.orders, self.fills, self.timeframe), ORDER_FIELDS,
-                     "time")
+        return frame(order_columns(self.orders, _records(self.fills), self.timeframe), "time")
 
     def equity_df(self) -> Any:
         """The equity curve (equity, drawdown_pct) as a DataFrame indexed by time (UTC)."""
-        return frame(equity_records(self.equity, self.timeframe), EQUITY_FIELDS, "time")
+        return frame(equity_columns(self.equity, self.timeframe), "time")
 
     def to_json(self, path: str | Path | None = None) -> str:
         text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
@@ -176,6 +173,12 @@ class BacktestResult:
 
     def __str__(self) -> str:
         return f"{self.strategy} on {', '.join(self.symbols)}\n{self.table()}"
+
+
+def _records(fills: Sequence) -> Sequence:
+    """The fills as they were logged (records or events: the same attributes), without
+    building an event for each."""
+    return fills._items if isinstance(fills, Fills) else fills
 
 
 def _clean_rows(rows: list[dict]) -> list[dict]:

@@ -7,20 +7,20 @@ fill's fee and of the exit fill's fee; a fill through zero closes every lot and 
 with the rest. What is still open at the end is listed as open trades valued at the last close.
 So the closed trades' P&L plus the open ones' is the account's P&L, fees included.
 
-Works from fills alone (never the account), so the trades of any run can be rebuilt; the bar
-ranges a trade spans are scanned by one numba kernel for its excursions.
+Works from fills alone (never the account), so the trades of any run can be rebuilt. Two pure
+numba kernels do the work, `match_lots` (fills into lots and trades) and `excursions` (the bar
+ranges trades span); `build_trades` gathers the fills and shapes the records.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 from numba import njit
 
-__all__ = ["LOTS", "TRADE_FIELDS", "build_trades", "excursions", "unrealized_pnl"]
+__all__ = ["LOTS", "TRADE_FIELDS", "build_trades", "match_lots", "excursions", "unrealized_pnl"]
 
 LOTS = ("fifo", "average")
 
@@ -45,149 +45,170 @@ def build_trades(fills: Iterable, bars: Mapping[str, np.ndarray], lots: str = "f
     """
     if lots not in LOTS:
         raise ValueError(f"lots must be one of {', '.join(LOTS)}, got {lots!r}")
-    fills = list(fills)
-    average = lots == "average"
+    fills = fills if isinstance(fills, list) else list(fills)
     symbols = list(bars)
     index = {s: j for j, s in enumerate(symbols)}
     for f in fills:
         if f.symbol not in index:
             index[f.symbol] = len(symbols)
             symbols.append(f.symbol)
-    bar_times = [np.asarray(bars[s]["time"], dtype=np.float64) if s in bars else np.zeros(0)
-                 for s in symbols]
-    fill_bar = _bar_of(fills, index, bar_times)
-
-    # Columns of the trades, built as they close: symbol index, direction (+1 long), size,
-    # entry time/price/bar, exit time/price/bar, gross P&L, fees, whether the exit ended at
-    # a bar's open (that bar's range is then not part of the trade).
-    c_sym: list[int] = []
-    c_dir: list[float] = []
-    c_size: list[float] = []
-    c_et: list[float] = []
-    c_ep: list[float] = []
-    c_eb: list[int] = []
-    c_xt: list[float | None] = []
-    c_xp: list[float] = []
-    c_xb: list[int] = []
-    c_fees: list[float] = []
-    c_open: list[bool] = []
-
-    def emit(j: int, lot: list, size: float, time: float | None, price: float, bar: int,
-             fee: float, is_open: bool) -> None:
-        c_sym.append(j)
-        c_dir.append(1.0 if lot[0] > 0 else -1.0)
-        c_size.append(size)
-        c_et.append(lot[2])
-        c_ep.append(lot[1])
-        c_eb.append(lot[3])
-        c_xt.append(time)
-        c_xp.append(price)
-        c_xb.append(bar)
-        c_fees.append(fee)
-        c_open.append(is_open)
-
-    # A lot: [signed units left, entry price, entry time, entry bar, entry fee left].
-    book: list[deque] = [deque() for _ in symbols]
-    for f, bar in zip(fills, fill_bar, strict=True):
-        j = index[f.symbol]
-        lots_j = book[j]
-        size, price, fee, time = float(f.size), float(f.price), float(f.fee), float(f.time)
-        qty = size if f.side == "buy" else -size
-        while lots_j and qty and (lots_j[0][0] > 0) != (qty > 0):
-            lot = lots_j[0]
-            left = abs(lot[0])
-            closed = min(left, abs(qty))
-            rest = left - closed
-            if rest <= _EPS * max(left, 1.0):
-                closed, rest = left, 0.0
-            entry_fee = lot[4] if rest == 0.0 else lot[4] * closed / left
-            emit(j, lot, closed, time, price, bar, entry_fee + fee * min(closed / size, 1.0),
-                 False)
-            qty += closed if qty < 0 else -closed
-            if abs(qty) <= _EPS * max(size, 1.0):
-                qty = 0.0
-            if rest == 0.0:
-                lots_j.popleft()
-            else:
-                lot[0] = math.copysign(rest, lot[0])
-                lot[4] -= entry_fee
-        if qty:
-            share = fee * abs(qty) / size
-            if average and lots_j:
-                lot = lots_j[0]
-                held = abs(lot[0])
-                lot[1] = (lot[1] * held + price * abs(qty)) / (held + abs(qty))
-                lot[0] += qty
-                lot[4] += share
-            else:
-                lots_j.append([qty, price, time, bar, share])
-    for j, lots_j in enumerate(book):
-        times = bar_times[j]
-        last_bar = len(times) - 1 if len(times) else 0
-        mark = float(bars[symbols[j]]["close"][-1]) if len(times) else math.nan
-        for lot in lots_j:
-            mark_j = lot[1] if math.isnan(mark) else mark
-            emit(j, lot, abs(lot[0]), None, mark_j, max(last_bar, lot[3]), lot[4], True)
-    return _records(symbols, bars, bar_times, c_sym, c_dir, c_size, c_et, c_ep, c_eb, c_xt,
-                    c_xp, c_xb, c_fees, c_open)
-
-
-def _bar_of(fills: list, index: dict[str, int], bar_times: list[np.ndarray]) -> list[int]:
-    """The index of the bar each fill happened in: the last bar of its symbol opened at or
-    before the fill (0 before the first; the last one after the end)."""
-    if not fills:
-        return []
+    columns = {f: [np.asarray(bars[s][f], dtype=np.float64) if s in bars else np.zeros(0)
+                   for s in symbols] for f in ("time", "low", "high")}
+    offsets = np.zeros(len(symbols) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(t) for t in columns["time"]])
+    times, lows, highs = (c[0] if len(c) == 1 else np.concatenate(c)
+                          for c in columns.values())
+    marks = np.array([float(bars[s]["close"][-1]) if s in bars and len(bars[s]) else math.nan
+                      for s in symbols])
     sym = np.array([index[f.symbol] for f in fills], dtype=np.int64)
-    t = np.array([f.time for f in fills], dtype=np.float64)
-    out = np.zeros(len(fills), dtype=np.int64)
-    for j, times in enumerate(bar_times):
-        mine = sym == j
-        if len(times) and mine.any():
-            out[mine] = np.clip(np.searchsorted(times, t[mine], side="right") - 1, 0,
-                                len(times) - 1)
-    return out.tolist()
-
-
-def _records(symbols, bars, bar_times, c_sym, c_dir, c_size, c_et, c_ep, c_eb, c_xt, c_xp,
-             c_xb, c_fees, c_open) -> list[dict]:
-    n = len(c_sym)
-    if not n:
-        return []
-    sym = np.array(c_sym, dtype=np.int64)
-    direction = np.array(c_dir)
-    size = np.array(c_size)
-    entry = np.array(c_ep)
-    exit_ = np.array(c_xp)
-    first = np.array(c_eb, dtype=np.int64)
-    last = np.array(c_xb, dtype=np.int64)
-    fees = np.array(c_fees)
-    gross = size * (exit_ - entry) * direction
-    net = gross - fees
-    cost = size * entry
+    qty = np.array([f.size if f.side == "buy" else -f.size for f in fills], dtype=np.float64)
+    price, fee, when = (np.array([getattr(f, a) for f in fills], dtype=np.float64)
+                        for a in ("price", "fee", "time"))
+    (t_sym, t_dir, t_size, t_et, t_ep, t_eb, t_xt, t_xp, t_xb, t_fees, t_open) = match_lots(
+        sym, qty, price, fee, when, times, offsets, marks, lots == "average")
+    # An exit at a bar's open ends the trade there: that bar's range came after it.
+    at_open = (t_xb > t_eb) & (t_xt <= times[np.minimum(offsets[t_sym] + t_xb,
+                                                        max(len(times) - 1, 0))]
+                               if len(times) else np.zeros(len(t_sym), dtype=np.bool_))
+    worst, best = excursions(lows, highs, offsets, t_sym, t_eb, t_xb - at_open, t_dir, t_ep,
+                             t_xp)
+    gross = t_size * (t_xp - t_ep) * t_dir
+    net = gross - t_fees
+    cost = t_size * t_ep
     with np.errstate(divide="ignore", invalid="ignore"):
         ret = np.where(cost != 0, net / cost * 100.0, 0.0)
-    offsets = np.zeros(len(symbols) + 1, dtype=np.int64)
-    for j, times in enumerate(bar_times):
-        offsets[j + 1] = offsets[j] + len(times)
-    every = [np.asarray(bars[s][f], dtype=np.float64) if s in bars else np.zeros(0)
-             for f in ("time", "low", "high") for s in symbols]
-    k = len(symbols)
-    times, lows, highs = (np.concatenate(every[i * k:(i + 1) * k]) for i in range(3))
-    # An exit at a bar's open ends the trade there: that bar's range came after it.
-    exit_t = np.array([math.nan if t is None else t for t in c_xt])
-    at = np.minimum(offsets[sym] + last, max(len(times) - 1, 0))
-    at_open = (last > first) & (exit_t <= (times[at] if len(times) else exit_t))
-    scan_last = last - at_open
-    worst, best = excursions(lows, highs, offsets, sym, first, scan_last, direction, entry, exit_)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mae_pct = np.where(entry != 0, (worst / entry - 1.0) * 100.0 * direction, 0.0)
-        mfe_pct = np.where(entry != 0, (best / entry - 1.0) * 100.0 * direction, 0.0)
-    columns = (
-        [symbols[j] for j in c_sym], ["long" if d > 0 else "short" for d in c_dir], c_size,
-        c_et, c_ep, c_xt, c_xp, net.tolist(), gross.tolist(), c_fees, ret.tolist(),
-        (last - first).tolist(), worst.tolist(), best.tolist(), mae_pct.tolist(),
-        mfe_pct.tolist(), c_open)
-    return [dict(zip(TRADE_FIELDS, row, strict=True)) for row in zip(*columns, strict=True)]
+        mae_pct = np.where(t_ep != 0, (worst / t_ep - 1.0) * 100.0 * t_dir, 0.0)
+        mfe_pct = np.where(t_ep != 0, (best / t_ep - 1.0) * 100.0 * t_dir, 0.0)
+    exit_time = [None if o else t for t, o in zip(t_xt.tolist(), t_open.tolist(), strict=True)]
+    return [{"symbol": symbols[j], "side": "long" if d > 0 else "short", "size": size,
+             "entry_time": et, "entry_price": ep, "exit_time": xt, "exit_price": xp,
+             "pnl": pnl, "gross_pnl": g, "fees": fe, "return_pct": r, "bars_held": held,
+             "mae_price": lo, "mfe_price": hi, "mae_pct": lo_pct, "mfe_pct": hi_pct,
+             "open": o}
+            for j, d, size, et, ep, xt, xp, pnl, g, fe, r, held, lo, hi, lo_pct, hi_pct, o
+            in zip(t_sym.tolist(), t_dir.tolist(), t_size.tolist(), t_et.tolist(),
+                   t_ep.tolist(), exit_time, t_xp.tolist(), net.tolist(), gross.tolist(),
+                   t_fees.tolist(), ret.tolist(), (t_xb - t_eb).tolist(), worst.tolist(),
+                   best.tolist(), mae_pct.tolist(), mfe_pct.tolist(), t_open.tolist(),
+                   strict=True)]
+
+
+@njit(cache=True)
+def match_lots(sym: np.ndarray, qty: np.ndarray, price: np.ndarray, fee: np.ndarray,
+               time: np.ndarray, bar_times: np.ndarray, offsets: np.ndarray, marks: np.ndarray,
+               average: bool) -> tuple:
+    """Match fills (symbol index, signed units, price, fee, time in epoch s) into lots and
+    return the trades as columns: symbol, direction (+1 long), units, entry time, price and
+    bar, exit time, price and bar, fees, open. A fill's bar is the last of its symbol's bars
+    (times `bar_times[offsets[s]:offsets[s + 1]]`) opened at or before it; open trades exit at
+    `marks[s]` (NaN: at their entry price) on the symbol's last bar."""
+    n = len(sym)
+    n_sym = len(offsets) - 1
+    # Lots: one queue per symbol, linked oldest to newest through `l_next`.
+    l_sym = np.zeros(n, dtype=np.int64)
+    l_qty = np.zeros(n)
+    l_px = np.zeros(n)
+    l_t = np.zeros(n)
+    l_bar = np.zeros(n, dtype=np.int64)
+    l_fee = np.zeros(n)
+    l_next = np.full(n, -1, dtype=np.int64)
+    alive = np.zeros(n, dtype=np.bool_)
+    head = np.full(n_sym, -1, dtype=np.int64)
+    tail = np.full(n_sym, -1, dtype=np.int64)
+    n_lots = 0
+    # Each fill closes at most one lot in part; every other close ends a lot: 2n bounds them.
+    cap = 2 * n + 1
+    o_sym = np.zeros(cap, dtype=np.int64)
+    o_dir = np.zeros(cap)
+    o_size = np.zeros(cap)
+    o_et = np.zeros(cap)
+    o_ep = np.zeros(cap)
+    o_eb = np.zeros(cap, dtype=np.int64)
+    o_xt = np.zeros(cap)
+    o_xp = np.zeros(cap)
+    o_xb = np.zeros(cap, dtype=np.int64)
+    o_fee = np.zeros(cap)
+    o_open = np.zeros(cap, dtype=np.bool_)
+    m = 0
+    for i in range(n):
+        j = sym[i]
+        q = qty[i]
+        size = abs(q)
+        lo, hi = offsets[j], offsets[j + 1]
+        bar = np.searchsorted(bar_times[lo:hi], time[i], side="right") - 1
+        bar = min(max(bar, 0), max(hi - lo - 1, 0))
+        while head[j] >= 0 and q != 0.0 and (l_qty[head[j]] > 0) != (q > 0):
+            h = head[j]
+            left = abs(l_qty[h])
+            closed = min(left, abs(q))
+            rest = left - closed
+            if rest <= _EPS * max(left, 1.0):
+                closed = left
+                rest = 0.0
+            entry_fee = l_fee[h] if rest == 0.0 else l_fee[h] * closed / left
+            o_sym[m] = j
+            o_dir[m] = 1.0 if l_qty[h] > 0 else -1.0
+            o_size[m] = closed
+            o_et[m] = l_t[h]
+            o_ep[m] = l_px[h]
+            o_eb[m] = l_bar[h]
+            o_xt[m] = time[i]
+            o_xp[m] = price[i]
+            o_xb[m] = bar
+            o_fee[m] = entry_fee + fee[i] * min(closed / size, 1.0)
+            m += 1
+            q = q + closed if q < 0 else q - closed
+            if abs(q) <= _EPS * max(size, 1.0):
+                q = 0.0
+            if rest == 0.0:
+                alive[h] = False
+                head[j] = l_next[h]
+                if head[j] < 0:
+                    tail[j] = -1
+            else:
+                l_qty[h] = rest if l_qty[h] > 0 else -rest
+                l_fee[h] -= entry_fee
+        if q != 0.0:
+            share = fee[i] * abs(q) / size
+            h = head[j]
+            if average and h >= 0:
+                held = abs(l_qty[h])
+                l_px[h] = (l_px[h] * held + price[i] * abs(q)) / (held + abs(q))
+                l_qty[h] += q
+                l_fee[h] += share
+            else:
+                k = n_lots
+                n_lots += 1
+                l_sym[k] = j
+                l_qty[k] = q
+                l_px[k] = price[i]
+                l_t[k] = time[i]
+                l_bar[k] = bar
+                l_fee[k] = share
+                alive[k] = True
+                if tail[j] >= 0:
+                    l_next[tail[j]] = k
+                else:
+                    head[j] = k
+                tail[j] = k
+    for k in range(n_lots):
+        if not alive[k]:
+            continue
+        j = l_sym[k]
+        o_sym[m] = j
+        o_dir[m] = 1.0 if l_qty[k] > 0 else -1.0
+        o_size[m] = abs(l_qty[k])
+        o_et[m] = l_t[k]
+        o_ep[m] = l_px[k]
+        o_eb[m] = l_bar[k]
+        o_xt[m] = np.nan
+        o_xp[m] = l_px[k] if np.isnan(marks[j]) else marks[j]
+        o_xb[m] = max(offsets[j + 1] - offsets[j] - 1, l_bar[k], 0)
+        o_fee[m] = l_fee[k]
+        o_open[m] = True
+        m += 1
+    return (o_sym[:m], o_dir[:m], o_size[:m], o_et[:m], o_ep[:m], o_eb[:m], o_xt[:m],
+            o_xp[:m], o_xb[:m], o_fee[:m], o_open[:m])
 
 
 _BLOCK = 256  # bars per block of the range-extreme index: long trades read blocks, not bars
