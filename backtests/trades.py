@@ -60,10 +60,11 @@ def build_trades(fills: Iterable, bars: Mapping[str, np.ndarray], lots: str = "f
                           for c in columns.values())
     marks = np.array([float(bars[s]["close"][-1]) if s in bars and len(bars[s]) else math.nan
                       for s in symbols])
-    sym = np.array([index[f.symbol] for f in fills], dtype=np.int64)
-    qty = np.array([f.size if f.side == "buy" else -f.size for f in fills], dtype=np.float64)
-    price, fee, when = (np.array([getattr(f, a) for f in fills], dtype=np.float64)
-                        for a in ("price", "fee", "time"))
+    # One pass over the fills, then whole columns.
+    numbers = np.array([(index[f.symbol], f.size if f.side == "buy" else -f.size, f.price,
+                         f.fee, f.time) for f in fills], dtype=np.float64).reshape(-1, 5)
+    sym = numbers[:, 0].astype(np.int64)
+    qty, price, fee, when = (np.ascontiguousarray(numbers[:, i]) for i in range(1, 5))
     (t_sym, t_dir, t_size, t_et, t_ep, t_eb, t_xt, t_xp, t_xb, t_fees, t_open) = match_lots(
         sym, qty, price, fee, when, times, offsets, marks, lots == "average")
     # An exit at a bar's open ends the trade there: that bar's range came after it.
