@@ -30,31 +30,36 @@ _STATUS = {_core.PENDING: 0, _core.WORKING: 0, _core.FILLED: 1, _core.CANCELLED:
 
 @dataclass
 class OrderLog:
-    """Every order a run submitted (in submission order), what became of it (an index into
-    `STATUSES`) and why, for the rejected and cancelled ones."""
+    """Every order a run submitted (in submission order) and what the run's records say became
+    of it: the account's row of each order that reached the book, the status of each row, and
+    why the rejected and cancelled ones stopped. Read at the end of a run, looked at only when
+    asked (`statuses`)."""
 
     submitted: list = field(default_factory=list)
-    status: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int8))
+    rows: dict[str, int] = field(default_factory=dict)
+    codes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int8))
     reasons: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, broker: Any, cancelled: Iterable = ()) -> OrderLog:
-        """Read the final state of each order from the broker's order list, the account's order
-        records and its rejections; `cancelled`: the run's `OrderCancelled` events (reasons)."""
+        """The orders of `broker`'s run: its order list, its account's order records and its
+        rejections; `cancelled`: the run's `OrderCancelled` events (for their reasons)."""
         account = broker.account
-        submitted = list(broker.orders)
-        booked_rows = account._row
-        row = np.array([booked_rows.get(o.client_id, -1) for o in submitted], dtype=np.int64)
-        status = np.full(len(submitted), 3, dtype=np.int8)  # never on the book: rejected
-        booked = row >= 0
-        codes = account.orders["status"][row[booked]]
-        status[booked] = np.array([_STATUS[c] for c in codes.tolist()], dtype=np.int8)
+        rows = account._row
         reasons = {e.client_id: e.reason for e in cancelled}
         # A rejection of an order that reached the book refused a cancel or modify of it, not
         # the order itself.
         reasons.update((e.client_id, e.reason) for e in broker.rejections
-                       if e.client_id not in booked_rows)
-        return cls(submitted, status, reasons)
+                       if e.client_id not in rows)
+        return cls(broker.orders, rows, account.orders["status"][:account.n_orders].copy(),
+                   reasons)
+
+    def statuses(self) -> list[str]:
+        """Each order's final state, one of `STATUSES`."""
+        rows = self.rows
+        codes = self.codes.tolist()
+        return [STATUSES[_STATUS[codes[row]]] if (row := rows.get(o.client_id)) is not None
+                else "rejected" for o in self.submitted]
 
 
 def _with_iso(columns: Columns, period: float | None) -> Columns:
@@ -97,7 +102,7 @@ def order_columns(log: OrderLog, fills: Iterable, period: float | None) -> Colum
     columns: Columns = {k: [getattr(o, k) for o in orders] for k in (
         "time", "client_id", "symbol", "side", "order_type", "size", "limit_price",
         "stop_price", "tif", "reduce_only")}
-    columns["status"] = [STATUSES[s] for s in log.status.tolist()]
+    columns["status"] = log.statuses()
     columns["filled"] = [f[0] for f in filled]
     columns["avg_fill_price"] = [f[1] / f[0] if f[0] else None for f in filled]
     columns["fees"] = [f[2] for f in filled]
