@@ -18,7 +18,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-__all__ = ["compute_stats", "drawdowns", "round_trips", "period_returns", "periods_per_year_of",
+__all__ = ["compute_stats", "drawdowns", "period_returns", "periods_per_year_of",
            "probabilistic_sharpe", "expected_max_sharpe", "deflated_sharpe", "sharpe_interval"]
 
 _YEAR = 365.25 * 86400
@@ -45,75 +45,6 @@ def _max_duration(times: np.ndarray, dd: np.ndarray) -> float:
     if not at_peak[-1]:
         longest = max(longest, float(t[-1] - peak_t[-1]))
     return longest
-
-
-class _Open:
-    """A trade being built by round_trips."""
-
-    __slots__ = ("symbol", "side", "pos", "avg", "size", "entry_time", "fees", "pnl",
-                 "entry_value", "first_price", "one_price")
-
-    def __init__(self, symbol: str, side: str, time: float, price: float) -> None:
-        self.symbol, self.side, self.entry_time = symbol, side, time
-        self.pos = self.avg = self.size = self.fees = self.pnl = self.entry_value = 0.0
-        self.first_price, self.one_price = price, True
-
-
-def round_trips(fills: list, closes: dict[str, float]) -> list[dict]:
-    """Trades from fills: a trade opens when a position leaves zero and closes when it returns
-    to zero or flips; a flip closes one trade and opens the next at the fill price. Still-open
-    trades are valued at the last close and marked `open`."""
-    trades: list[dict] = []
-    state: dict[str, _Open] = {}
-    copysign = math.copysign
-    for f in fills:
-        size, price, fee, symbol = f.size, f.price, f.fee, f.symbol
-        qty = size if f.side == "buy" else -size
-        st = state.get(symbol)
-        while qty:
-            if st is None:
-                st = state[symbol] = _Open(symbol, "long" if qty > 0 else "short", f.time, price)
-            pos = st.pos
-            if pos == 0 or (pos > 0) == (qty > 0):
-                new = pos + qty
-                st.avg = (st.avg * abs(pos) + price * abs(qty)) / abs(new)
-                st.pos = new
-                st.size = max(st.size, abs(new))
-                st.entry_value += abs(qty) * price
-                if price != st.first_price:
-                    st.one_price = False
-                st.fees += fee * (abs(qty) / size)
-                qty = 0.0
-            else:
-                closed = min(abs(qty), abs(pos))
-                sign = 1.0 if pos > 0 else -1.0
-                st.pnl += closed * (price - st.avg) * sign
-                st.fees += fee * (closed / size)
-                st.pos = pos + copysign(closed, qty)
-                qty -= copysign(closed, qty)
-                if abs(st.pos) <= 1e-12 * max(1.0, st.size):
-                    trades.append(_close(st, f.time, price))
-                    del state[symbol]
-                    st = None
-    for st in state.values():
-        price = closes.get(st.symbol, st.avg)
-        st.pnl += st.pos * (price - st.avg)
-        trades.append(dict(_close(st, None, price), open=True))
-    return trades
-
-
-def _close(st: _Open, time: float | None, price: float) -> dict:
-    net = st.pnl - st.fees
-    return {
-        "symbol": st.symbol, "side": st.side, "size": st.size,
-        "entry_time": st.entry_time,
-        # One entry price is reported as filled; several as their size-weighted mean.
-        "entry_price": st.first_price if st.one_price else st.entry_value / st.size,
-        "exit_time": time, "exit_price": price,
-        "pnl": net, "gross_pnl": st.pnl, "fees": st.fees,
-        "return_pct": net / st.entry_value * 100.0 if st.entry_value else 0.0,
-        "open": False,
-    }
 
 
 _DAY = 86400
@@ -302,7 +233,7 @@ def compute_stats(times: np.ndarray, equity: np.ndarray, exposure: np.ndarray, t
         "exposure_pct": float(np.mean(exposure) * 100.0) if len(exposure) else 0.0,
         "num_trades": len(closed),
         "open_trades": len(still),
-        "open_pnl": float(sum(t["pnl"] for t in still)),
+        "unrealized_pnl": float(sum(t["pnl"] for t in still)),
         "win_rate_pct": float((pnls > 0).mean() * 100.0) if len(pnls) else math.nan,
         "profit_factor": float(wins / losses) if losses > 0 else math.nan,
         "avg_trade_pct": float(rets_t.mean()) if len(rets_t) else math.nan,

@@ -21,7 +21,8 @@ def bars_to_frame(bars: np.ndarray):
 
 
 def run_backtesting_py(bars: np.ndarray, fast: int = 10, slow: int = 30, size: float = 10,
-                       cash: float = 1_000_000, commission: float = 0.0002) -> dict:
+                       cash: float = 1_000_000, commission: float = 0.0002,
+                       finalize_trades: bool = False) -> dict:
     import warnings
 
     from backtesting import Backtest, Strategy
@@ -48,7 +49,7 @@ def run_backtesting_py(bars: np.ndarray, fast: int = 10, slow: int = 30, size: f
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         stats = Backtest(bars_to_frame(bars), SmaCross, cash=cash, commission=commission,
-                         finalize_trades=False).run()
+                         finalize_trades=finalize_trades).run()
     trades = stats["_trades"]
     return {
         "final_equity": float(stats["Equity Final [$]"]),

@@ -32,19 +32,29 @@ from typing import Any
 import numpy as np
 import trio
 
-from backtests.metrics import compute_stats, drawdowns, round_trips
+from backtests._closeout import close_positions
+from backtests.metrics import compute_stats, drawdowns
+from backtests.records import (
+    OrderLog,
+    equity_columns,
+    fill_columns,
+    frame,
+    order_columns,
+    rows,
+    trade_columns,
+)
+from backtests.trades import LOTS, build_trades
 from engine.clearing.account import FillRecord
 from engine.clearing.broker import PaperBroker
 from engine.clearing.config import BrokerConfig, Fees, RiskLimits, Slippage
 from engine.clock import ReplayClock, use_clock
 from engine.dtypes import ohlc_dtype
 from engine.live import resolve_strategy
-from engine.orders import OrderFilled
+from engine.orders import OrderCancelled, OrderFilled
 from engine.sampler import format_timeframe, parse_timeframe, resample_bars
 from engine.scheduler import EVENT_CALLBACKS, callback_for, make_runner, overrides
 from engine.shm import ShmArray
 from engine.strategy import Strategy, StrategyError, strategy_traceback
-from engine.timefmt import iso
 
 __all__ = ["BacktestResult", "BacktestError", "run_backtest", "load_data", "evaluate_params",
            "SWEEP_METRICS"]
@@ -91,7 +101,9 @@ class Fills(Sequence):
 
 @dataclass
 class BacktestResult:
-    """What a backtest produced: statistics, trades, the equity curve, fills and the bars."""
+    """What a backtest produced: statistics, trades, the equity curve, fills, orders and the
+    bars. `trades_df()`, `fills_df()`, `orders_df()` and `equity_df()` give each as a pandas
+    DataFrame with the columns of the JSON, indexed by UTC time."""
 
     strategy: str
     params: dict
@@ -104,21 +116,43 @@ class BacktestResult:
     bars: dict[str, np.ndarray] = field(repr=False)
     rejected: list = field(default_factory=list, repr=False)
     log: list[str] = field(default_factory=list, repr=False)  # the strategy's log lines
+    orders: OrderLog = field(default_factory=OrderLog, repr=False)
+    lots: str = "fifo"
+    close_at_end: bool = False
 
     def to_dict(self) -> dict:
         """Everything JSON can hold; keys sorted, the same for the same inputs."""
+        period = self.timeframe
         return {
             "strategy": self.strategy, "params": self.params, "symbols": self.symbols,
-            "timeframe": format_timeframe(self.timeframe),
+            "timeframe": format_timeframe(self.timeframe), "lots": self.lots,
+            "close_at_end": self.close_at_end,
             **{k: _clean(v) for k, v in self.stats.items()},
-            "trades": [{k: _clean(v) for k, v in t.items()} for t in self.trades],
-            "equity": [[int(t), iso(t, self.timeframe), _clean(float(e))] for t, e in
-                       zip(self.equity["time"].tolist(), self.equity["equity"].tolist(),
-                           strict=True)],
+            "trades": _clean_rows(rows(trade_columns(self.trades, period))),
+            "equity": _clean_rows(rows(equity_columns(self.equity, period))),
+            "fills": _clean_rows(rows(fill_columns(_records(self.fills), period))),
+            "orders": _clean_rows(rows(order_columns(self.orders, _records(self.fills),
+                                                     period))),
             "log": self.log,
-            "fills": [f.model_dump(exclude={"account"}) for f in self.fills],
             "rejected": [r.model_dump(exclude={"account"}) for r in self.rejected],
         }
+
+    def trades_df(self) -> Any:
+        """The trades as a DataFrame indexed by entry time (UTC); open ones last."""
+        return frame(trade_columns(self.trades, self.timeframe), "entry_time")
+
+    def fills_df(self) -> Any:
+        """The fills as a DataFrame indexed by fill time (UTC)."""
+        return frame(fill_columns(_records(self.fills), self.timeframe), "time")
+
+    def orders_df(self) -> Any:
+        """The submitted orders and what became of them (status filled, cancelled, rejected or
+        still working), indexed by the time they were placed (UTC)."""
+        return frame(order_columns(self.orders, _records(self.fills), self.timeframe), "time")
+
+    def equity_df(self) -> Any:
+        """The equity curve (equity, drawdown_pct) as a DataFrame indexed by time (UTC)."""
+        return frame(equity_columns(self.equity, self.timeframe), "time")
 
     def to_json(self, path: str | Path | None = None) -> str:
         text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
@@ -148,6 +182,16 @@ class BacktestResult:
         if self.stats.get("costs") == "none":
             head += "  (no commission, no slippage: trading costs nothing here)"
         return f"{head}\n{self.table()}"
+
+
+def _records(fills: Sequence) -> Sequence:
+    """The fills as they were logged (records or events: the same attributes), without
+    building an event for each."""
+    return fills._items if isinstance(fills, Fills) else fills
+
+
+def _clean_rows(rows: list[dict]) -> list[dict]:
+    return [{k: _clean(v) for k, v in r.items()} for r in rows]
 
 
 def _clean(v: Any) -> Any:
@@ -323,7 +367,7 @@ def _steps(bars: dict[str, np.ndarray], skip: dict[str, int], period: int
 async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, ShmArray],
                   period: int, broker: PaperBroker, clock: ReplayClock,
                   progress: Callable[[int, int], None] | None, skip: dict[str, int]
-                  ) -> tuple[list[tuple[int, OrderFilled]], np.ndarray, np.ndarray]:
+                  ) -> tuple[list[tuple[int, OrderFilled]], np.ndarray, np.ndarray, list]:
     symbols = list(bars)
     runner = make_runner(strat, symbols=symbols, timeframe=period, bars=shms, quotes={},
                          clock=clock, router=broker)
@@ -335,6 +379,7 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
     pending: list = []
     broker.attach(None, pending.extend)
     fills: list[tuple[int, OrderFilled]] = []
+    cancels: list[OrderCancelled] = []
     account = broker.account
     sym_index = [account.add_symbol(s) for s in symbols]
     marks = account.marks  # add_symbol may have grown it
@@ -372,6 +417,8 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
         for e in events:
             if type(e) is OrderFilled:
                 fills.append((k, e))
+            elif type(e) is OrderCancelled:
+                cancels.append(e)
             handler = handlers.get(callback_for(e))
             if handler is not None:
                 calls.append((handler, e))
@@ -490,7 +537,7 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
                             ) from exc
     if progress is not None:
         progress(total, total)
-    return fills, which, steps["time"]
+    return fills, which, steps["time"], cancels
 
 
 def _broker_config(commission: float, slippage: float, leverage: float | None,
@@ -615,6 +662,8 @@ def run_backtest(
     risk_free: float = 0.0,
     log_level: str | int = "info",
     bootstrap: bool = True,
+    close_at_end: bool = False,
+    lots: str = "fifo",
 ) -> BacktestResult:
     """Replay `data` through `strategy` and return its statistics, trades and equity curve.
 
@@ -634,9 +683,15 @@ def run_backtest(
     above `log_level` are kept in `result.log` (and reach any handler of the `strategy` logger).
     `bootstrap`: compute the Sharpe ratio's bootstrap confidence interval (a tenth of a second
     for ten years of daily returns; sweeps skip it).
+    With `close_at_end`, positions still open after `on_stop` are closed at each symbol's last
+    close (commission, no slippage) and counted as trades; without it they are open trades,
+    apart in the statistics. `lots`: how fills make trades, "fifo" (the oldest lot closes
+    first) or "average" (a position is one lot at its average cost); see `backtests.trades`.
     See the module docstring for conventions.
     """
     check_costs(cash, commission, slippage, leverage, periods_per_year, risk_free)
+    if lots not in LOTS:
+        raise BacktestError(f"lots must be one of {', '.join(LOTS)}, got {lots!r}")
     fee_model = resolve_fees(fees)
     measure = {"periods_per_year": periods_per_year, "risk_free": risk_free,
                "bootstrap": bootstrap}
@@ -651,7 +706,8 @@ def run_backtest(
             result = _run_ticks(strat, data, provider=provider, timeframe=timeframe,
                                 start=start, end=end, cash=cash, commission=commission,
                                 slippage=slippage, leverage=leverage, allow_short=allow_short,
-                                fees=fee_model, measure=measure)
+                                fees=fee_model, measure=measure, close_at_end=close_at_end,
+                                lots=lots)
         result.log = lines
         return result
     given: dict[str, ShmArray] = {}
@@ -696,7 +752,7 @@ def run_backtest(
 
         try:
             with _captured_log(strat, log_level) as lines:
-                fills, step_sym, step_times = trio.run(main)
+                fills, step_sym, step_times, cancels = trio.run(main)
         finally:
             for s, shm in shms.items():
                 if s not in reuse:
@@ -704,19 +760,29 @@ def run_backtest(
                     shm.unlink()
         gc.freeze()  # the run's orders and fills too, while its results are built
         bars = {s: b[skip[s]:] for s, b in bars.items()}  # the traded part
+        if close_at_end:
+            last = len(step_sym) - 1
+            fills += [(last, f) for f in close_positions(broker, _last_closes(bars, period))]
         curve, exposed = _equity(bars, step_sym, step_times, period, fills, cash)
         raw = [f for _, f in fills]
         fill_list = Fills(raw, account.name)
-        trades = round_trips(raw, {s: float(b["close"][-1]) for s, b in bars.items()
-                                         if len(b)})
+        trades = build_trades(raw, bars, lots)
         stats = compute_stats(curve["time"], curve["equity"], exposed, trades, account.fees,
                               cash, period=period, costs=describe_costs(config), **measure)
+        orders = OrderLog.of(broker, cancels)
     finally:
         gc.unfreeze()
     return BacktestResult(strategy=strat.name, params=strat.params.model_dump(), symbols=names,
                           timeframe=period, stats=stats, trades=trades, equity=curve,
                           fills=fill_list, bars=bars, rejected=list(broker.rejections),
-                          log=lines)
+                          log=lines, orders=orders, lots=lots, close_at_end=close_at_end)
+
+
+def _last_closes(bars: dict[str, np.ndarray], period: int) -> dict[str, tuple[float, float]]:
+    """Each symbol's last close and its time: where the replay's path through a bar puts its
+    close (0.999 of the bar's period in)."""
+    return {s: (float(b["time"][-1]) + period * 0.999, float(b["close"][-1]))
+            for s, b in bars.items() if len(b)}
 
 
 def evaluate_params(strategy_path: str, params: dict, history_tokens: dict[str, dict],
@@ -771,7 +837,7 @@ def _captured_log(strat: Strategy, level: str | int) -> Iterator[list[str]]:
 def _run_ticks(strat: Strategy, data: Any, *, provider: str | None, timeframe: Any, start: Any,
                end: Any, cash: float, commission: float, slippage: float,
                leverage: float | None, allow_short: bool, fees: Fees | None,
-               measure: dict) -> BacktestResult:
+               measure: dict, close_at_end: bool, lots: str) -> BacktestResult:
     from backtests.store import list_tick_datasets, load_ticks
     from backtests.ticks_replay import replay_ticks
     from engine.clearing.account import Account
@@ -802,7 +868,7 @@ def _run_ticks(strat: Strategy, data: Any, *, provider: str | None, timeframe: A
         return await replay_ticks(strat, ticks, period, broker, clock)
 
     try:
-        fills, bars, times, equity, exposed = trio.run(main)
+        fills, bars, times, equity, exposed, cancels = trio.run(main)
     except BacktestError:
         raise
     except Exception as exc:
@@ -812,10 +878,16 @@ def _run_ticks(strat: Strategy, data: Any, *, provider: str | None, timeframe: A
                                          ("drawdown_pct", np.float64)])
     curve["time"] = times
     curve["equity"] = equity
-    curve["drawdown_pct"] = drawdowns(equity) if len(equity) else equity
-    trades = round_trips(fills, {s: float(b["close"][-1]) for s, b in bars.items() if len(b)})
+    if close_at_end:
+        fills += close_positions(broker, _last_closes(bars, period))
+        if len(equity):
+            curve["equity"][-1] = account.equity()  # flat now: its cash
+    curve["drawdown_pct"] = drawdowns(curve["equity"]) if len(equity) else equity
+    trades = build_trades(fills, bars, lots)
     stats = compute_stats(curve["time"], curve["equity"], exposed, trades, account.fees, cash,
                           period=period, costs=describe_costs(config), **measure)
     return BacktestResult(strategy=strat.name, params=strat.params.model_dump(),
                           symbols=list(ticks), timeframe=period, stats=stats, trades=trades,
-                          equity=curve, fills=fills, bars=bars, rejected=list(broker.rejections))
+                          equity=curve, fills=fills, bars=bars, rejected=list(broker.rejections),
+                          orders=OrderLog.of(broker, cancels), lots=lots,
+                          close_at_end=close_at_end)

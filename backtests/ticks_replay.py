@@ -18,7 +18,7 @@ import numpy as np
 from engine.clearing.broker import PaperBroker
 from engine.clock import ReplayClock
 from engine.dtypes import ASIZE, ASK, BID, BSIZE, DARK_TRADE, TICK_NAMES, TRADE, UTRADE, ohlc_dtype
-from engine.orders import OrderFilled
+from engine.orders import OrderCancelled, OrderFilled
 from engine.sampler import Sampler
 from engine.scheduler import callback_for, make_runner, overrides
 from engine.shm import ShmArray
@@ -29,8 +29,10 @@ __all__ = ["replay_ticks"]
 
 async def replay_ticks(strat: Strategy, ticks: dict[str, np.ndarray], period: int,
                        broker: PaperBroker, clock: ReplayClock
-                       ) -> tuple[list[OrderFilled], dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """Replay; return fills, the bars built, and the equity curve (times, equity, exposed)."""
+                       ) -> tuple[list[OrderFilled], dict[str, np.ndarray], np.ndarray, np.ndarray,
+                                  np.ndarray, list[OrderCancelled]]:
+    """Replay; return fills, the bars built, the equity curve (times, equity, exposed) and
+    the orders cancelled (`OrderCancelled` events)."""
     symbols = list(ticks)
     rows = np.concatenate([t for t in ticks.values()])
     rows["sym"] = np.concatenate([np.full(len(t), j) for j, t in enumerate(ticks.values())])
@@ -56,6 +58,7 @@ async def _run(strat, symbols, rows, shms, period, broker, clock):
     pending: list = []
     broker.attach(None, pending.extend)
     fills: list[OrderFilled] = []
+    cancels: list[OrderCancelled] = []
     book = {s: [math.nan, math.nan, math.nan, math.nan, math.nan] for s in symbols}
     cls = type(strat)
     wants_bar = overrides(cls, "on_bar")
@@ -76,6 +79,8 @@ async def _run(strat, symbols, rows, shms, period, broker, clock):
             for e in events:
                 if isinstance(e, OrderFilled):
                     fills.append(e)
+                elif isinstance(e, OrderCancelled):
+                    cancels.append(e)
                 await call(getattr(strat, callback_for(e)), e)
 
     async def closed(syms: list[int], at: float) -> None:
@@ -127,4 +132,4 @@ async def _run(strat, symbols, rows, shms, period, broker, clock):
     await call(lambda _: strat.on_stop(), None)
     await deliver()
     bars = {s: shms[s].array.copy() for s in symbols}
-    return fills, bars, np.array(curve_t), np.array(curve_e), np.array(exposed)
+    return fills, bars, np.array(curve_t), np.array(curve_e), np.array(exposed), cancels

@@ -47,6 +47,7 @@ _EXPORTS = {
     "run_live": "engine.live",
     "backtest": ("backtests.replay", "run_backtest"),
     "BacktestResult": "backtests.replay",
+    "BacktestError": "backtests.replay",
     "optimize": "backtests.optimize",
     "walk_forward": "backtests.optimize",
     "SweepResult": "backtests.optimize",
@@ -81,7 +82,7 @@ if TYPE_CHECKING:
         optimize,
         walk_forward,
     )
-    from backtests.replay import BacktestResult  # noqa: F401
+    from backtests.replay import BacktestError, BacktestResult  # noqa: F401
     from backtests.replay import run_backtest as backtest  # noqa: F401
     from engine import kernels, signals  # noqa: F401
     from engine.clearing.broker import PaperBroker, open_account  # noqa: F401

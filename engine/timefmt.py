@@ -37,5 +37,22 @@ def iso(t: float | None, period: float | None = None) -> str | None:
 
 
 def iso_array(times: np.ndarray, period: float | None = None) -> list[str | None]:
-    """`iso` of every element of `times` (epoch seconds)."""
-    return [iso(t, period) for t in np.asarray(times, dtype=np.float64).tolist()]
+    """`iso` of every element of `times` (epoch seconds), computed for the whole array at once:
+    the same strings, a fraction of the cost for long series."""
+    t = np.asarray(times, dtype=np.float64).ravel()
+    missing = np.isnan(t)
+    t = np.where(missing, 0.0, t)
+    # As datetime.fromtimestamp: whole seconds, then microseconds rounded half to even.
+    sec = np.floor(t)
+    us = np.round((t - sec) * 1e6)
+    stamp = (sec.astype(np.int64) * 1_000_000 + us.astype(np.int64)).astype("datetime64[us]")
+    out = np.datetime_as_string(stamp, unit="s").astype(object) + "Z"
+    fine = (stamp.astype(np.int64) % 1_000_000) >= 1000
+    if fine.any():
+        out[fine] = np.datetime_as_string(stamp[fine], unit="ms").astype(object) + "Z"
+    if is_daily(period):
+        dates = t % _DAY == 0
+        if dates.any():
+            out[dates] = np.datetime_as_string(stamp[dates], unit="D").astype(object)
+    out[missing] = None
+    return out.tolist()

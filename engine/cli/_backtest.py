@@ -56,6 +56,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(default info)")
     p.add_argument("--log", dest="log_file", metavar="FILE",
                    help="also write the strategy's log lines to FILE")
+    p.add_argument("--close-at-end", action="store_true",
+                   help="close positions still open at the end at the last close (counted as "
+                   "trades)")
+    p.add_argument("--lots", choices=("fifo", "average"), default="fifo",
+                   help="how fills make trades: oldest lot closes first (fifo, default) or "
+                   "one lot per position at its average cost")
     p.add_argument("--json", dest="json_out", metavar="OUT", help="write the results as JSON")
     p.add_argument("--report", metavar="OUT.html", help="write a self-contained HTML report")
     p.set_defaults(func=run)
@@ -126,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
             args.strategy, args.data, params=parse_options(args.param, "-p"),
             progress=_progress(), ticks=args.ticks, fees=args.fees,
             periods_per_year=args.periods_per_year, risk_free=args.risk_free,
-            log_level=args.log_level, **data_options(args))
+            log_level=args.log_level, close_at_end=args.close_at_end, lots=args.lots,
+            **data_options(args))
     except BacktestError as exc:
         raise UsageError(str(exc)) from None
     except ValueError as exc:  # a bad timeframe and the like

@@ -198,9 +198,9 @@ def test_json_carries_epoch_and_iso_times(goog, goog_bars):
     doc = json.loads(goog.to_json())
     assert doc["start"] == "2004-08-19"
     assert doc["start_time"] == int(goog_bars["time"][0])
-    t, when, eq = doc["equity"][0]
-    assert (t, when) == (int(goog.equity["time"][0]), "2004-08-19")
-    assert eq == pytest.approx(goog.equity["equity"][0])
+    point = doc["equity"][0]
+    assert (point["time"], point["time_iso"]) == (int(goog.equity["time"][0]), "2004-08-19")
+    assert point["equity"] == pytest.approx(goog.equity["equity"][0])
 
 
 def test_a_run_without_costs_says_so(goog_bars, tmp_path):

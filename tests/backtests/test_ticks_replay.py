@@ -61,3 +61,19 @@ def test_ticks_replay_through_the_sampler_and_the_book():
 def test_no_recorded_ticks_is_a_clear_error():
     with pytest.raises(BacktestError, match="no recorded ticks for 'zzz'"):
         run_backtest(Taker, "zzz", ticks=True)
+
+
+def test_close_at_end_closes_a_tick_replay_at_the_last_bars_close():
+    record([(0.1, BID, 99.0, 3.0), (0.2, ASK, 101.0, 2.0), (0.3, TRADE, 100.0, 1.0),
+            (0.9, ASK, 102.0, 10.0), (1.5, TRADE, 102.0, 2.0), (2.5, TRADE, 101.0, 1.0)])
+    result = run_backtest(Taker(), "aaa", ticks=True, provider="sim", cash=10_000,
+                          commission=0.001, close_at_end=True)
+    # Two fills opened two lots (2 at 101, 3 at 102); the last 1 s bar closed at 101.
+    assert [(t["size"], t["entry_price"], t["exit_price"], t["open"]) for t in result.trades] == [
+        (2.0, 101.0, 101.0, False), (3.0, 102.0, 101.0, False)]
+    fee = 0.001 * 5 * 101.0
+    cash = 10_000 - 202 - 306 - 0.001 * 508 + 5 * 101.0 - fee
+    assert result.stats["final_equity"] == pytest.approx(cash)
+    assert result.equity["equity"][-1] == pytest.approx(cash)
+    assert sum(t["pnl"] for t in result.trades) == pytest.approx(cash - 10_000)
+    assert result.orders_df()["status"].tolist() == ["filled", "filled"]

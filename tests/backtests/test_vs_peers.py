@@ -94,3 +94,25 @@ def test_sma_cross_ends_where_backtrader_does_on_every_real_series(name):
         fast = kernels.sma(close, 10, exact=True)
         slow = kernels.sma(close, 30, exact=True)
         assert np.any(fast[29:] == slow[29:]), "backtesting.py differs without an exact tie"
+
+
+def test_close_at_end_closes_at_the_last_close_where_backtesting_py_closes_at_the_last_open(
+        goog, strategy):
+    pytest.importorskip("backtesting")
+    from backtests.peers import run_backtesting_py
+
+    ours = run_backtest(strategy, goog, cash=1_000_000, commission=0.0002, close_at_end=True)
+    peer = run_backtesting_py(goog, finalize_trades=True)
+    last = goog[-1]
+    mine, theirs = _closed(ours), peer["trades"]
+    assert mine[:-1] == theirs[:-1]
+    # The same last trade, closed at the last bar's close here and at its open there.
+    (entry_t, entry_px, _, exit_px, units), (t_entry, t_entry_px, _, t_exit_px, t_units) = (
+        mine[-1], theirs[-1])
+    assert (entry_t, entry_px, units) == (t_entry, t_entry_px, t_units)
+    assert (exit_px, t_exit_px) == (last["close"], last["open"])
+    # So the final equities differ by the last move and the commission on it.
+    gap = units * (last["close"] - last["open"]) - 0.0002 * abs(units) * (last["close"]
+                                                                          - last["open"])
+    assert ours.stats["final_equity"] == pytest.approx(peer["final_equity"] + gap, abs=0.01)
+    assert ours.stats["num_trades"] == peer["num_trades"]

@@ -1,0 +1,133 @@
+"""A backtest's results as data: trades, fills, orders and the equity curve as columns, which
+become the rows of the JSON and pandas DataFrames (the same columns, indexed by UTC time).
+
+Times stay epoch seconds (UTC) in the `time` and `*_time` fields; an ISO 8601 string
+(`engine.timefmt`, dates for daily bars) sits beside each as `*_iso`. Nothing here runs a
+backtest or changes a result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from backtests.trades import TRADE_FIELDS
+from engine.clearing import _core
+from engine.timefmt import iso_array
+
+__all__ = ["OrderLog", "STATUSES", "trade_columns", "fill_columns", "order_columns",
+           "equity_columns", "rows", "frame"]
+
+Columns = dict[str, list]
+
+# What became of an order by the end of the run.
+STATUSES = ("working", "filled", "cancelled", "rejected")
+_STATUS = {_core.PENDING: 0, _core.WORKING: 0, _core.FILLED: 1, _core.CANCELLED: 2}
+
+
+@dataclass
+class OrderLog:
+    """Every order a run submitted (in submission order) and what the run's records say became
+    of it: the account's row of each order that reached the book, the status of each row, and
+    why the rejected and cancelled ones stopped. Read at the end of a run, looked at only when
+    asked (`statuses`)."""
+
+    submitted: list = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)
+    codes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int8))
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, broker: Any, cancelled: Iterable = ()) -> OrderLog:
+        """The orders of `broker`'s run: its order list, its account's order records and its
+        rejections; `cancelled`: the run's `OrderCancelled` events (for their reasons)."""
+        account = broker.account
+        rows = account._row
+        reasons = {e.client_id: e.reason for e in cancelled}
+        # A rejection of an order that reached the book refused a cancel or modify of it, not
+        # the order itself.
+        reasons.update((e.client_id, e.reason) for e in broker.rejections
+                       if e.client_id not in rows)
+        return cls(broker.orders, rows, account.orders["status"][:account.n_orders].copy(),
+                   reasons)
+
+    def statuses(self) -> list[str]:
+        """Each order's final state, one of `STATUSES`."""
+        rows = self.rows
+        codes = self.codes.tolist()
+        return [STATUSES[_STATUS[codes[row]]] if (row := rows.get(o.client_id)) is not None
+                else "rejected" for o in self.submitted]
+
+
+def _with_iso(columns: Columns, period: float | None) -> Columns:
+    """`columns` with an `<name>_iso` column after each time column (`time`, `*_time`)."""
+    out: Columns = {}
+    for name, values in columns.items():
+        out[name] = values
+        if name == "time" or name.endswith("_time"):
+            seconds = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+            out[name + "_iso"] = iso_array(seconds, period)
+    return out
+
+
+def trade_columns(trades: Sequence[dict], period: float | None) -> Columns:
+    """Trades (see `backtests.trades`) as columns, `entry_time_iso` and `exit_time_iso`
+    beside their times."""
+    return _with_iso({k: [t[k] for t in trades] for k in TRADE_FIELDS}, period)
+
+
+def fill_columns(fills: Sequence, period: float | None) -> Columns:
+    """Fills (`OrderFilled` events or records) as columns: time, time_iso, fill_id, client_id,
+    symbol, side, price, size, fee, liquidity, remaining."""
+    names = ("time", "fill_id", "client_id", "symbol", "side", "price", "size", "fee",
+             "liquidity", "remaining")
+    return _with_iso({k: [getattr(f, k) for f in fills] for k in names}, period)
+
+
+def order_columns(log: OrderLog, fills: Iterable, period: float | None) -> Columns:
+    """Orders as columns: as submitted (`time` is when the strategy placed it), then `status`
+    (one of `STATUSES`), units `filled`, their size-weighted mean price `avg_fill_price` (None
+    if none), the `fees` they paid and the `reason` a rejected or cancelled order gives."""
+    done: dict[str, list[float]] = {}
+    for f in fills:
+        acc = done.setdefault(f.client_id, [0.0, 0.0, 0.0])
+        acc[0] += f.size
+        acc[1] += f.size * f.price
+        acc[2] += f.fee
+    orders = log.submitted
+    filled = [done.get(o.client_id, (0.0, 0.0, 0.0)) for o in orders]
+    columns: Columns = {k: [getattr(o, k) for o in orders] for k in (
+        "time", "client_id", "symbol", "side", "order_type", "size", "limit_price",
+        "stop_price", "tif", "reduce_only")}
+    columns["status"] = log.statuses()
+    columns["filled"] = [f[0] for f in filled]
+    columns["avg_fill_price"] = [f[1] / f[0] if f[0] else None for f in filled]
+    columns["fees"] = [f[2] for f in filled]
+    columns["reason"] = [log.reasons.get(o.client_id) for o in orders]
+    return _with_iso(columns, period)
+
+
+def equity_columns(curve: np.ndarray, period: float | None) -> Columns:
+    """The equity curve as columns: time, time_iso, equity, drawdown_pct."""
+    return {"time": curve["time"].tolist(), "time_iso": iso_array(curve["time"], period),
+            "equity": curve["equity"].tolist(), "drawdown_pct": curve["drawdown_pct"].tolist()}
+
+
+def rows(columns: Columns) -> list[dict]:
+    """Columns as a list of row dicts (the JSON's form)."""
+    names = list(columns)
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+
+
+def frame(columns: Columns, time: str) -> Any:
+    """Columns as a DataFrame indexed by the UTC times of column `time` (index named `utc`;
+    a missing time is NaT)."""
+    import pandas as pd
+
+    df = pd.DataFrame(columns)
+    seconds = np.array([np.nan if v is None else v for v in columns[time]], dtype=np.float64)
+    df.index = pd.DatetimeIndex(pd.to_datetime(seconds, unit="s", utc=True), name="utc")
+    return df
