@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from backtests.fastpath import run_fast, sweep_fast
-from backtests.peers import run_backtesting_py, run_backtrader
-from backtests.replay import run_backtest
+from engine.backtests.fastpath import run_fast, sweep_fast
+from engine.backtests.peers import run_backtesting_py, run_backtrader
+from engine.backtests.replay import run_backtest
 from engine.dtypes import ohlc_dtype
 from engine.strategy import load_strategy
 
@@ -70,7 +70,7 @@ def main() -> None:
 
     data = Path(os.environ.get("ENGINE_SHARED_DATA", ROOT.parent / "shared" / "data"))
     if data.is_dir():
-        from providers.csvfile._read import load
+        from engine.datafiles import load
 
         print("real data: final equity (engine event path | engine fast path | backtesting.py | "
               "backtrader), trades")

@@ -45,13 +45,13 @@ _EXPORTS = {
     "open_feed": "engine.feed",
     "run": "engine.live",
     "run_live": "engine.live",
-    "backtest": ("backtests.replay", "run_backtest"),
-    "BacktestResult": "backtests.replay",
-    "BacktestError": "backtests.replay",
-    "optimize": "backtests.optimize",
-    "walk_forward": "backtests.optimize",
-    "SweepResult": "backtests.optimize",
-    "WalkForwardResult": "backtests.optimize",
+    "backtest": ("engine.backtests.replay", "run_backtest"),
+    "BacktestResult": "engine.backtests.replay",
+    "BacktestError": "engine.backtests.replay",
+    "optimize": "engine.backtests.optimize",
+    "walk_forward": "engine.backtests.optimize",
+    "SweepResult": "engine.backtests.optimize",
+    "WalkForwardResult": "engine.backtests.optimize",
 }
 _SUBMODULES = {"kernels", "signals"}
 
@@ -76,15 +76,15 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from backtests.optimize import (  # noqa: F401
+    from engine import kernels, signals  # noqa: F401
+    from engine.backtests.optimize import (  # noqa: F401
         SweepResult,
         WalkForwardResult,
         optimize,
         walk_forward,
     )
-    from backtests.replay import BacktestError, BacktestResult  # noqa: F401
-    from backtests.replay import run_backtest as backtest  # noqa: F401
-    from engine import kernels, signals  # noqa: F401
+    from engine.backtests.replay import BacktestError, BacktestResult  # noqa: F401
+    from engine.backtests.replay import run_backtest as backtest  # noqa: F401
     from engine.clearing.broker import PaperBroker, open_account  # noqa: F401
     from engine.clearing.config import BrokerConfig, Fees, RiskLimits, Slippage  # noqa: F401
     from engine.clock import Clock, LiveClock, ReplayClock, current_clock  # noqa: F401

@@ -277,7 +277,7 @@ def run(
     default to the strategy's class attributes; `duration` is in seconds (None: until stopped).
     `paper` trades a paper account: an account name, or a dict of `open_account` arguments
     (`name`, `cash`, `config`, `path`); without it, orders are only logged. `record` stores every
-    tick in the history store (backtests.store) for tick-level replays.
+    tick in the history store (engine.store) for tick-level replays.
     """
     strat = resolve_strategy(strategy, params)
     syms = list(symbols or type(strat).symbols or [])
@@ -293,7 +293,7 @@ def run(
         router = _paper_broker(paper, syms, clock) if paper is not None else None
         recorder = None
         if record:
-            from backtests.store import TickRecorder
+            from engine.store import TickRecorder
 
             recorder = TickRecorder(prov.name, syms)
         try:

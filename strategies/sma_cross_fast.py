@@ -11,8 +11,8 @@ import math
 
 from numba import njit
 
-from backtests.fastpath import VectorStrategy
 from engine import kernels
+from engine.backtests.fastpath import VectorStrategy
 
 
 class SmaCrossFast(VectorStrategy):

@@ -74,7 +74,7 @@ __all__ = ["parse_grid", "run_sweep", "sweep", "open_history", "rank", "format_t
 
 log = logging.getLogger("engine.actors.sweep")
 
-DEFAULT_EVALUATE = "backtests.replay:evaluate_params"
+DEFAULT_EVALUATE = "engine.backtests.replay:evaluate_params"
 # History travels to a remote host in messages of at most this many bytes.
 CHUNK = 4 << 20
 

@@ -32,8 +32,8 @@ def when(t: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from backtests.store import StoreError, backfill
     from engine.cli import UsageError, check_timeframe, parse_options
+    from engine.store import StoreError, backfill
 
     if args.count < 1:
         raise UsageError(f"--count must be at least 1, got {args.count}")

@@ -122,7 +122,7 @@ def _log_to(args: argparse.Namespace) -> logging.Handler | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from backtests.replay import BacktestError, run_backtest
+    from engine.backtests.replay import BacktestError, run_backtest
     from engine.cli import UsageError, parse_options
 
     _check_outputs(args)

@@ -25,9 +25,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from backtests.store import StoreError, import_file, list_datasets, list_tick_datasets
     from engine.cli import check_timeframe
     from engine.cli._backfill import when
+    from engine.store import StoreError, import_file, list_datasets, list_tick_datasets
 
     if args.data_command == "import":
         check_timeframe(args.timeframe)

@@ -154,9 +154,9 @@ def run(args: argparse.Namespace) -> int:
     except (StrategyError, ProviderError) as exc:
         raise UsageError(str(exc)) from None
     except Exception as exc:
-        from backtests.store import StoreError
         from engine.clearing.ledger import LedgerError
         from engine.feed import FeedError
+        from engine.store import StoreError
 
         if isinstance(exc, LedgerError | FeedError | StoreError):
             raise UsageError(str(exc)) from None

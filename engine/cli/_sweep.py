@@ -73,10 +73,10 @@ def _check_output(path: str, flag: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from backtests.optimize import optimize, walk_forward
-    from backtests.replay import BacktestError
     from engine.actors.sweep import ProgressBar, write_csv
     from engine.actors.sweep_auth import SecretError, load_secret
+    from engine.backtests.optimize import optimize, walk_forward
+    from engine.backtests.replay import BacktestError
     from engine.cli import UsageError
 
     if not args.param:

@@ -25,8 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from backtests.replay import BacktestError
-    from backtests.warmup_check import check_warmup
+    from engine.backtests.replay import BacktestError
+    from engine.backtests.warmup_check import check_warmup
     from engine.cli import UsageError, check_timeframe, parse_options
 
     check_timeframe(args.timeframe)

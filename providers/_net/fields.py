@@ -2,7 +2,7 @@
 of book as a whole. Every failure is a MalformedFrame naming the field and what is wrong with it.
 
 Shared by the venue parsers so that Binance and Kraken accept and refuse the same things: a
-price is finite, positive and below providers._plausible.MAX_PRICE; a size is finite and in
+price is finite, positive and below engine.plausible.MAX_PRICE; a size is finite and in
 0..MAX_SIZE; an id is an integer in 0..2**63-1; a time lies between 1970 and the end of next
 year; a book with both sides is not crossed (bid < ask). No I/O.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from providers._plausible import MAX_ID, price_problem, size_problem, time_problem
+from engine.plausible import MAX_ID, price_problem, size_problem, time_problem
 
 from .errors import MalformedFrame
 from .events import Book

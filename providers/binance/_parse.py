@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 
 from engine.dtypes import ohlc_dtype
+from engine.plausible import first_bad_bar
 from providers._net import Book, Control, Instrument, InstrumentTable, MalformedFrame, Trade
 from providers._net.errors import describe, guard
 from providers._net.events import Event
 from providers._net.fields import check_book, epoch_ms, ident, number, price, size
-from providers._plausible import first_bad_bar
 
 __all__ = ["parse_frame", "parse_agg_trades", "parse_klines", "parse_exchange_info",
            "parse_book_tickers", "INTERVALS"]
@@ -162,7 +162,7 @@ def parse_klines(rows: Any, symbol: str, server_ms: int | None) -> tuple[np.ndar
 
     A kline whose close time is not before `server_ms` (Binance's clock) is still forming and
     is dropped. Return the bars and the open time (ms) of the oldest row received, or None.
-    Rows must be plausible bars (providers._plausible): finite positive prices below 1e12,
+    Rows must be plausible bars (engine.plausible): finite positive prices below 1e12,
     high >= max(open, close) >= min(open, close) >= low, volume >= 0, a time since 1970 and
     before the end of next year; the first that is not is a MalformedFrame naming it.
     """

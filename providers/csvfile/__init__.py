@@ -6,7 +6,7 @@ time column (an unnamed first column, or one named date, datetime, time or times
 case) and Open, High, Low, Close columns in any case; Volume is optional (0 when absent). Other
 columns are ignored, "Adj Close" included, so prices are the file's unadjusted ones. A malformed
 row raises `MalformedFileError` naming file, line and column (`GOOG.csv:17: column 'High': 'abc'
-is not a number`), as do implausible values (providers._plausible: prices not finite, not
+is not a number`), as do implausible values (engine.plausible: prices not finite, not
 positive or at 1e12 and above; volume negative or not finite; times before 1970 or after the end
 of next year), high < low, open or close outside low..high, and repeated or out-of-order times.
 
@@ -30,9 +30,9 @@ from pathlib import Path
 
 import trio
 
+from engine.datafiles import History, MalformedFileError, load
 from engine.dtypes import ohlc_dtype
 from engine.shm import ShmArray
-from providers.csvfile._read import History, MalformedFileError, load
 from providers.csvfile._replay import first_quote, replay
 from providers.csvfile._symbols import Options, SymbolNotFoundError, parse_options, resolve, search
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import trio
 
-from providers.csvfile._read import History
+from engine.datafiles import History
 
 __all__ = ["bar_ticks", "first_quote", "replay"]
 

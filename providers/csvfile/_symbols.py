@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from providers.csvfile._read import check_timezone
+from engine.datafiles import check_timezone
 
 __all__ = ["Options", "SymbolNotFoundError", "parse_options", "resolve", "search", "SUFFIXES"]
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from engine.dtypes import ohlc_dtype
+from engine.plausible import first_bad_bar
 from providers._net import Book, Control, Instrument, InstrumentTable, MalformedFrame, Trade
 from providers._net.errors import describe, guard
 from providers._net.events import Event
@@ -34,7 +35,6 @@ from providers._net.fields import (
     size,
 )
 from providers._net.instruments import symbol_key
-from providers._plausible import first_bad_bar
 
 __all__ = ["parse_frame", "parse_asset_pairs", "parse_trades", "parse_ticker", "parse_ohlc",
            "rest_result", "INTERVALS", "v2_name"]
@@ -294,7 +294,7 @@ def parse_ohlc(result: dict, symbol: str) -> np.ndarray:
 
     Rows are [time, open, high, low, close, vwap, volume, count]; the last row is the
     current, not-yet-committed bar (Kraken says it is always present) and is dropped.
-    Rows must be plausible bars (providers._plausible), as for Binance's klines.
+    Rows must be plausible bars (engine.plausible), as for Binance's klines.
     """
     _, rows = _pair_rows(result, "OHLC")
     if not isinstance(rows, list):

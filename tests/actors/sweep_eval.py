@@ -1,7 +1,7 @@
 """A small deterministic evaluation function for the sweep tests and benchmark: an SMA cross
 traded bar by bar on the close, computed with numpy on history attached read-only by token.
 
-It stands in for the backtest (`backtests.replay:evaluate_params`), with the same signature.
+It stands in for the backtest (`engine.backtests.replay:evaluate_params`), with the same signature.
 """
 
 from __future__ import annotations

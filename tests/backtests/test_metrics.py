@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backtests.metrics import (
+from engine.backtests.metrics import (
     compute_stats,
     deflated_sharpe,
     expected_max_sharpe,
@@ -20,7 +20,7 @@ from backtests.metrics import (
     probabilistic_sharpe,
     sharpe_interval,
 )
-from backtests.replay import run_backtest
+from engine.backtests.replay import run_backtest
 from engine.strategy import load_strategy
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
@@ -33,7 +33,7 @@ def _phi(x: float) -> float:
 
 def _textbook(equity: pd.Series, cash: float, per_year: float, rf: float = 0.0) -> dict:
     """Daily returns from the last equity of each day (the cash before the first), and the
-    ratios by their textbook definitions, written out independently of backtests.metrics."""
+    ratios by their textbook definitions, written out independently of engine.backtests.metrics."""
     daily = equity.groupby(equity.index.normalize()).last()
     values = daily.to_numpy()
     r = values / np.r_[cash, values[:-1]] - 1.0
@@ -53,7 +53,7 @@ def goog_bars():
     data = shared_data_dir()
     if data is None:
         pytest.skip("../shared/data is not present")
-    from providers.csvfile._read import load
+    from engine.datafiles import load
 
     return load(data / "GOOG.csv").bars
 
@@ -99,7 +99,7 @@ def test_a_risk_free_rate_is_subtracted_per_period(goog_bars):
 
 def test_figures_backtesting_py_defines_the_same_way_equal_its_own(goog, goog_bars):
     pytest.importorskip("backtesting")
-    from backtests.peers import run_backtesting_py
+    from engine.backtests.peers import run_backtesting_py
 
     peer = run_backtesting_py(goog_bars)["stats"]
     ours = goog.stats
@@ -221,7 +221,7 @@ def test_a_fee_preset_charges_the_venues_published_rate(goog_bars):
                           fees="binance", bootstrap=False)
     for f in result.fills:
         assert f.fee == pytest.approx(f.price * f.size * 0.001, rel=1e-12)
-    from backtests.replay import BacktestError
+    from engine.backtests.replay import BacktestError
 
     with pytest.raises(BacktestError, match="unknown fee preset 'bitstamp'.*binance"):
         run_backtest(load_strategy(ROOT / "strategies" / "sma_cross_fast.py"), goog_bars,
@@ -254,7 +254,7 @@ def test_strategy_log_lines_reach_the_result(tmp_path, goog_bars):
 
 
 def test_a_sweep_reports_its_best_with_the_deflated_sharpe_of_its_trials():
-    from backtests.optimize import SweepResult
+    from engine.backtests.optimize import SweepResult
 
     def row(sharpe, skew=0.1, kurt=3.5):
         return {"params": {"k": sharpe}, "metrics": {

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backtests.optimize import _windows, check_metrics, optimize, parse_windows, walk_forward
-from backtests.replay import BacktestError, load_data, run_backtest
 from engine import Strategy
+from engine.backtests.optimize import _windows, check_metrics, optimize, parse_windows, walk_forward
+from engine.backtests.replay import BacktestError, load_data, run_backtest
 from engine.timefmt import iso
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backtests.replay import BacktestError, run_backtest
 from engine import Strategy, kernels
+from engine.backtests.replay import BacktestError, run_backtest
 from engine.dtypes import ohlc_dtype
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from backtests.report import MAX_TRADE_ROWS, candles, envelope, write_report
+from engine.backtests.report import MAX_TRADE_ROWS, candles, envelope, write_report
 from engine.dtypes import ohlc_dtype
 
 T0 = 1_700_006_400

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backtests.replay import run_backtest
 from engine import Strategy
+from engine.backtests.replay import run_backtest
 from engine.timefmt import iso
 from tests.backtests.test_trades import RESIZED, T0, Scripted, make_bars
 
@@ -107,7 +107,7 @@ def test_intraday_times_are_shown_with_their_time_of_day():
 
 def test_backtest_error_is_public():
     import engine
-    from backtests.replay import BacktestError
+    from engine.backtests.replay import BacktestError
 
     assert engine.BacktestError is BacktestError
     with pytest.raises(engine.BacktestError, match="no bars"):

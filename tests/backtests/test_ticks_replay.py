@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from backtests.replay import BacktestError, run_backtest
-from backtests.store import TickRecorder
 from engine import Strategy
+from engine.backtests.replay import BacktestError, run_backtest
 from engine.dtypes import ASK, BID, TRADE, tick_dtype
+from engine.store import TickRecorder
 
 T0 = 1_700_000_000.0
 

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backtests.replay import run_backtest
-from backtests.trades import LOTS, build_trades
 from engine import Strategy
+from engine.backtests.replay import run_backtest
+from engine.backtests.trades import LOTS, build_trades
 from engine.clearing import _core
 from engine.dtypes import ohlc_dtype
 from tests.conftest import shared_data_dir

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backtests.fastpath import run_fast
-from backtests.replay import run_backtest
+from engine.backtests.fastpath import run_fast
+from engine.backtests.replay import run_backtest
 from engine.strategy import load_strategy
 from tests.conftest import shared_data_dir
 
@@ -21,7 +21,7 @@ def goog():
     data = shared_data_dir()
     if data is None:
         pytest.skip("../shared/data is not present")
-    from providers.csvfile._read import load
+    from engine.datafiles import load
 
     return load(data / "GOOG.csv").bars
 
@@ -44,7 +44,7 @@ def _closed(result):
 
 def test_same_equity_and_trades_as_backtesting_py(goog, ours):
     pytest.importorskip("backtesting")
-    from backtests.peers import run_backtesting_py
+    from engine.backtests.peers import run_backtesting_py
 
     peer = run_backtesting_py(goog)
     assert round(ours.stats["final_equity"], 2) == round(peer["final_equity"], 2)
@@ -53,7 +53,7 @@ def test_same_equity_and_trades_as_backtesting_py(goog, ours):
 
 def test_same_equity_and_trade_count_as_backtrader(goog, ours):
     pytest.importorskip("backtrader")
-    from backtests.peers import run_backtrader
+    from engine.backtests.peers import run_backtrader
 
     peer = run_backtrader(goog)
     assert round(ours.stats["final_equity"], 2) == round(peer["final_equity"], 2)
@@ -71,9 +71,9 @@ def test_the_fast_path_gives_the_event_paths_fills_and_equity_exactly(goog, stra
 def test_sma_cross_ends_where_backtrader_does_on_every_real_series(name):
     pytest.importorskip("backtrader")
     pytest.importorskip("backtesting")
-    from backtests.peers import run_backtesting_py, run_backtrader
     from engine import kernels
-    from providers.csvfile._read import load
+    from engine.backtests.peers import run_backtesting_py, run_backtrader
+    from engine.datafiles import load
 
     data = shared_data_dir()
     if data is None or not (data / f"{name}.csv").exists():
@@ -99,7 +99,7 @@ def test_sma_cross_ends_where_backtrader_does_on_every_real_series(name):
 def test_close_at_end_closes_at_the_last_close_where_backtesting_py_closes_at_the_last_open(
         goog, strategy):
     pytest.importorskip("backtesting")
-    from backtests.peers import run_backtesting_py
+    from engine.backtests.peers import run_backtesting_py
 
     ours = run_backtest(strategy, goog, cash=1_000_000, commission=0.0002, close_at_end=True)
     peer = run_backtesting_py(goog, finalize_trades=True)

@@ -9,8 +9,8 @@ import warnings
 import numpy as np
 import pytest
 
-from backtests.replay import run_backtest
 from engine import Strategy
+from engine.backtests.replay import run_backtest
 from tests.conftest import shared_data_dir
 
 DAY = 86400
@@ -38,7 +38,7 @@ def _peer(bars):
     from backtesting import Strategy as PeerStrategy
     from backtesting.lib import crossover
 
-    from backtests.peers import bars_to_frame
+    from engine.backtests.peers import bars_to_frame
 
     def sma(values, n):
         return pd.Series(values).rolling(n).mean()
@@ -66,7 +66,7 @@ def test_bracket_entries_give_backtesting_py_s_trades_and_equity():
     data = shared_data_dir()
     if data is None:
         pytest.skip("../shared/data is not present")
-    from providers.csvfile._read import load
+    from engine.datafiles import load
 
     bars = load(data / "GOOG.csv").bars
     ours = run_backtest(Bracket(), {"GOOG": bars}, cash=100_000)

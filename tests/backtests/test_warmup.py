@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backtests.replay import BacktestError, run_backtest
-from backtests.warmup_check import check_warmup
 from engine import Strategy
+from engine.backtests.replay import BacktestError, run_backtest
+from engine.backtests.warmup_check import check_warmup
 from engine.dtypes import ohlc_dtype
 from engine.warmup import SETTLE, strategy_warmup
 

@@ -47,7 +47,7 @@ async def send_source(host: tuple[str, int], marker: str) -> None:
     async with _connect(host) as portal:
         async with portal.open_context(
                 serve_sweep, strategy_name="evil.py", strategy_source=evil,
-                evaluate="backtests.replay:evaluate_params", options={}, history={},
+                evaluate="engine.backtests.replay:evaluate_params", options={}, history={},
         ) as (ctx, first):
             async with ctx.open_stream() as stream:
                 await stream.send({"history_done": True})

@@ -25,6 +25,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from engine.plausible import MAX_ID, MAX_PRICE, MAX_SIZE, time_ceiling
 from providers._net import (
     Book,
     Control,
@@ -35,7 +36,6 @@ from providers._net import (
     Trade,
 )
 from providers._net.http import Response, _message
-from providers._plausible import MAX_ID, MAX_PRICE, MAX_SIZE, time_ceiling
 from providers.binance import _parse as bn
 from providers.kraken import _parse as kr
 

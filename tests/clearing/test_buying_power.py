@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backtests.replay import run_backtest
 from engine import Strategy
+from engine.backtests.replay import run_backtest
 from engine.clearing import _core
 from engine.clearing.account import Account
 from engine.clearing.broker import PaperBroker
@@ -165,7 +165,7 @@ def test_no_cap_means_no_check():
 
 @pytest.fixture
 def goog(shared_data):
-    from providers.csvfile._read import load
+    from engine.datafiles import load
 
     return load(shared_data / "GOOG.csv").bars
 
@@ -186,7 +186,7 @@ def test_goog_gap_of_2008_10_13_is_cancelled_as_backtrader_does(goog):
     assert min(cash_after_each_fill(100_000, result.fills)) >= 0
 
     bt = pytest.importorskip("backtrader")
-    from backtests.peers import bars_to_frame
+    from engine.backtests.peers import bars_to_frame
 
     class Peer(bt.Strategy):
         def __init__(self):

@@ -10,8 +10,8 @@ import math
 import numpy as np
 import pytest
 
-from backtests.replay import run_backtest
 from engine import Strategy
+from engine.backtests.replay import run_backtest
 from engine.clearing.account import Account
 from engine.clearing.broker import PaperBroker, open_account
 from engine.clearing.config import BrokerConfig, RiskLimits

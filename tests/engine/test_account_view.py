@@ -10,9 +10,9 @@ import math
 import numpy as np
 import pytest
 
-from backtests.replay import run_backtest
 from engine import Strategy
 from engine.account_view import NoAccountError
+from engine.backtests.replay import run_backtest
 from engine.dtypes import ohlc_dtype
 
 DAY = 86400

@@ -168,7 +168,7 @@ def test_exact_sma_on_the_real_closes():
     data = shared_data_dir()
     if data is None:
         pytest.skip("../shared/data is not present")
-    from providers.csvfile._read import load
+    from engine.datafiles import load
 
     for path in sorted(data.glob("*.csv")):
         close = load(path).bars["close"]

@@ -17,10 +17,10 @@ import trio
 
 import providers.csvfile as csvfile
 from engine.check_provider import check_provider
+from engine.datafiles import load
 from engine.dtypes import ohlc_dtype
 from engine.shm import ShmArray, tick_dtype
 from providers.csvfile import MalformedFileError, SymbolNotFoundError
-from providers.csvfile._read import load
 
 SHARED_FILES = {  # name: (bars, first bar's open time in epoch s)
     "GOOG": (2148, 1092873600),  # 2004-08-19, unnamed date index

@@ -1,4 +1,4 @@
-"""The plausibility bounds every provider applies (providers._plausible): prices, sizes, times
+"""The plausibility bounds every provider applies (engine.plausible): prices, sizes, times
 and bars, checked against values written out by hand."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from engine.dtypes import ohlc_dtype
-from providers._plausible import (
+from engine.plausible import (
     first_bad_bar,
     price_problem,
     size_problem,

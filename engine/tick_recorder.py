@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import trio
 
-from backtests._parquet import (
+from engine._parquet import (
     META_KEY,
     StoreError,
     StoreInfo,
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TickRecorder", "record_ticks", "load_ticks", "list_tick_datasets", "ticks_dir"]
 
-log = logging.getLogger("backtests.store")
+log = logging.getLogger("engine.store")
 
 TICK_FIELDS = ("time", "price", "size", "type")
 _DAY = 86400

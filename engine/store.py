@@ -2,12 +2,12 @@
 
 Bars live in `<data_dir>/history/<provider>/<symbol>/<timeframe>.parquet`, one dataset per
 provider, symbol and bar period (`1s.parquet`, `1m.parquet`, `1d.parquet`); ticks recorded from
-live and paper runs in `<data_dir>/ticks/...` (see `backtests._ticks`, re-exported here). Names
+live and paper runs in `<data_dir>/ticks/...` (see `engine.tick_recorder`, re-exported here). Names
 are percent-encoded where they hold anything but letters, digits, `-`, `_` and `.`, and each file
 carries its provider, symbol and timeframe in its metadata, so nothing is lost to the encoding.
 
 Every write goes to a temporary file in the same directory, is fsynced and then renamed over the
-old file (backtests._parquet), under a lock on the symbol's directory: a backfill interrupted at any point (Ctrl-C,
+old file (engine._parquet), under a lock on the symbol's directory: a backfill interrupted at any point (Ctrl-C,
 kill -9, a full disk) leaves the previous file whole, and two processes saving the same dataset
 cannot lose each other's bars. This module never deletes stored bars and never touches the
 network itself: `backfill` runs a provider's `backfill_bars` like the feed does.
@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import trio
 
-from backtests._parquet import (
+from engine._parquet import (
     META_KEY,
     StoreError,
     StoreInfo,
@@ -39,12 +39,12 @@ from backtests._parquet import (
     read_table,
     write_atomic,
 )
-from backtests._ticks import TickRecorder, list_tick_datasets, load_ticks, record_ticks
 from engine.dtypes import ohlc_dtype
 from engine.paths import data_dir
 from engine.provider import Provider, ProviderError, load_provider
 from engine.sampler import format_timeframe, parse_timeframe, resample_bars
 from engine.shm import ShmArray
+from engine.tick_recorder import TickRecorder, list_tick_datasets, load_ticks, record_ticks
 
 __all__ = [
     "StoreError",
@@ -63,7 +63,7 @@ __all__ = [
     "list_tick_datasets",
 ]
 
-log = logging.getLogger("backtests.store")
+log = logging.getLogger("engine.store")
 
 # Stored columns: the spec's OHLCV fields without `index`, which is a buffer position, not data.
 BAR_FIELDS: tuple[str, ...] = tuple(n for n in ohlc_dtype.names if n != "index")
@@ -376,7 +376,7 @@ def import_file(path: str | os.PathLike, symbol: str | None = None,
     raises StoreError naming file and line. `symbol` defaults to the file name without its
     suffix; bars keep the file's period unless `timeframe` (a multiple of it) is given.
     """
-    from providers.csvfile._read import MalformedFileError, check_timezone, load
+    from engine.datafiles import MalformedFileError, check_timezone, load
 
     path = Path(path)
     if not path.is_file():

@@ -8,7 +8,7 @@ high, low, close and an optional volume (0 when absent). Anything else (Adj Clos
 seconds, milliseconds, microseconds or nanoseconds (told apart by magnitude); naive ones are read
 in the configured time zone. A file in strictly decreasing time order is reversed.
 
-Rows must be plausible bars (providers._plausible: finite positive prices below 1e12, volume
+Rows must be plausible bars (engine.plausible: finite positive prices below 1e12, volume
 >= 0, times from 1970 to the end of next year, low <= open, close <= high); the first row in file
 order that is not is refused naming its line and column.
 
@@ -36,7 +36,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from engine.dtypes import ohlc_dtype
-from providers._plausible import first_bad_bar
+from engine.plausible import first_bad_bar
 
 __all__ = ["History", "MalformedFileError", "load", "check_timezone"]
 

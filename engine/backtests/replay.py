@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 import trio
 
-from backtests._closeout import close_positions
-from backtests.metrics import compute_stats, drawdowns
-from backtests.records import (
+from engine.backtests._closeout import close_positions
+from engine.backtests.metrics import compute_stats, drawdowns
+from engine.backtests.records import (
     OrderLog,
     equity_columns,
     fill_columns,
@@ -43,7 +43,7 @@ from backtests.records import (
     rows,
     trade_columns,
 )
-from backtests.trades import LOTS, build_trades
+from engine.backtests.trades import LOTS, build_trades
 from engine.clearing.account import FillRecord
 from engine.clearing.broker import PaperBroker
 from engine.clearing.config import BrokerConfig, Fees, RiskLimits, Slippage
@@ -63,6 +63,10 @@ __all__ = ["BacktestResult", "BacktestError", "run_backtest", "load_data", "eval
 SWEEP_METRICS = ("sharpe", "return_pct", "final_equity", "cagr_pct", "sortino", "calmar",
                  "max_drawdown_pct", "num_trades", "win_rate_pct", "profit_factor",
                  "exposure_pct", "fees", "periods", "periods_per_year", "skew", "kurtosis")
+
+
+# Where a bare symbol (`--data GOOG`) is looked up when it is neither a file nor stored.
+FILE_PROVIDER = "providers.csvfile"
 
 
 class BacktestError(RuntimeError):
@@ -162,7 +166,7 @@ class BacktestResult:
 
     def plot(self, path: str | Path = "backtest.html") -> Path:
         """Write a self-contained HTML report (price and trades, equity, drawdown)."""
-        from backtests.report import write_report
+        from engine.backtests.report import write_report
 
         return write_report(self, Path(path))
 
@@ -238,8 +242,7 @@ def _as_bars(obj: Any, name: str) -> np.ndarray:
 
 def _read_source(spec: str, provider: str | None, timeframe: int | None) -> tuple[str, np.ndarray]:
     """Bars for a symbol or file: a CSV/Parquet path, the history store, or csvfile's data dir."""
-    from providers.csvfile._read import MalformedFileError, load
-    from providers.csvfile._symbols import Options, SymbolNotFoundError, resolve
+    from engine.datafiles import MalformedFileError, load
 
     path = Path(spec)
     if path.suffix.lower() in (".csv", ".gz", ".parquet", ".pq") or path.is_file():
@@ -250,7 +253,7 @@ def _read_source(spec: str, provider: str | None, timeframe: int | None) -> tupl
         except (MalformedFileError, OSError, ValueError) as exc:
             raise BacktestError(str(exc)) from None
     try:
-        from backtests import store
+        from engine import store
     except ImportError:
         store = None
     if store is not None:
@@ -262,12 +265,17 @@ def _read_source(spec: str, provider: str | None, timeframe: int | None) -> tupl
                         return spec, store.load_bars(info.provider, info.symbol, info.timeframe)
                     except Exception as exc:
                         raise BacktestError(f"{info.path}: {exc}") from None
+    from engine.provider import ProviderError, load_provider
+
     try:
-        return spec, load(resolve(spec, Options())).bars
-    except SymbolNotFoundError as exc:
+        # A bare name is a file of the file provider's data directory (its symbol_info says
+        # which), found by module path like any provider.
+        files = load_provider(FILE_PROVIDER, check=False).module
+        return spec, load(files.symbol_info(spec)["path"]).bars
+    except FileNotFoundError as exc:
         raise BacktestError(f"no data for {spec!r}: not a file, not in the history store "
                             f"(engine data list), and {exc}") from None
-    except (MalformedFileError, OSError, ValueError) as exc:
+    except (MalformedFileError, OSError, ValueError, ProviderError) as exc:
         raise BacktestError(str(exc)) from None
 
 
@@ -588,7 +596,7 @@ def _equity(bars: dict[str, np.ndarray], step_sym: np.ndarray, step_times: np.nd
             ) -> tuple[np.ndarray, np.ndarray]:
     """Equity at every step's bar close, stamped with the bar's open time (the period it
     covers), and whether any position was open then."""
-    from backtests._equity import equity_curve
+    from engine.backtests._equity import equity_curve
 
     symbols = list(bars)
     index = {s: j for j, s in enumerate(symbols)}
@@ -686,7 +694,7 @@ def run_backtest(
     With `close_at_end`, positions still open after `on_stop` are closed at each symbol's last
     close (commission, no slippage) and counted as trades; without it they are open trades,
     apart in the statistics. `lots`: how fills make trades, "fifo" (the oldest lot closes
-    first) or "average" (a position is one lot at its average cost); see `backtests.trades`.
+    first) or "average" (a position is one lot at its average cost); see `engine.backtests.trades`.
     See the module docstring for conventions.
     """
     check_costs(cash, commission, slippage, leverage, periods_per_year, risk_free)
@@ -838,9 +846,9 @@ def _run_ticks(strat: Strategy, data: Any, *, provider: str | None, timeframe: A
                end: Any, cash: float, commission: float, slippage: float,
                leverage: float | None, allow_short: bool, fees: Fees | None,
                measure: dict, close_at_end: bool, lots: str) -> BacktestResult:
-    from backtests.store import list_tick_datasets, load_ticks
-    from backtests.ticks_replay import replay_ticks
+    from engine.backtests.ticks_replay import replay_ticks
     from engine.clearing.account import Account
+    from engine.store import list_tick_datasets, load_ticks
 
     names = [s.strip() for s in str(data).split(",") if s.strip()]
     stored = list_tick_datasets()

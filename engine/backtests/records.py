@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from backtests.trades import TRADE_FIELDS
+from engine.backtests.trades import TRADE_FIELDS
 from engine.clearing import _core
 from engine.timefmt import iso_array
 
@@ -74,7 +74,7 @@ def _with_iso(columns: Columns, period: float | None) -> Columns:
 
 
 def trade_columns(trades: Sequence[dict], period: float | None) -> Columns:
-    """Trades (see `backtests.trades`) as columns, `entry_time_iso` and `exit_time_iso`
+    """Trades (see `engine.backtests.trades`) as columns, `entry_time_iso` and `exit_time_iso`
     beside their times."""
     return _with_iso({k: [t[k] for t in trades] for k in TRADE_FIELDS}, period)
 

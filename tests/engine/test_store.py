@@ -14,8 +14,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from backtests import _parquet
-from backtests.store import (
+from engine import _parquet
+from engine.dtypes import ohlc_dtype, tick_dtype
+from engine.store import (
     StoreError,
     TickRecorder,
     backfill_async,
@@ -27,7 +28,6 @@ from backtests.store import (
     load_ticks,
     save_bars,
 )
-from engine.dtypes import ohlc_dtype, tick_dtype
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_700_006_400  # 2023-11-15 00:00:00 UTC: a whole day, hour and minute
@@ -174,7 +174,7 @@ def test_a_backfill_killed_mid_write_leaves_the_stored_file_intact(home):
     script = textwrap.dedent(f"""
         import os, signal
         import numpy as np
-        from backtests import _parquet, store
+        from engine import _parquet, store
 
         def write_then_die(table, f):
             f.write(b"PAR1" + b"x" * 4096)
@@ -415,9 +415,9 @@ async def test_record_ticks_flushes_while_running_and_folds_on_cancel(autojump_c
 
     import trio
 
-    from backtests.store import record_ticks
     from engine import LiveClock
     from engine.feed import open_feed
+    from engine.store import record_ticks
 
     sim_reset.configure(start_time=T0, tick_rate=100)
     async with open_feed("sim", ["btcusd"], history=0, clock=LiveClock(T0)) as feed:

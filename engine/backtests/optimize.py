@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 import trio
 
-from backtests.metrics import compute_stats, drawdowns
-from backtests.replay import (
+from engine.backtests.metrics import compute_stats, drawdowns
+from engine.backtests.replay import (
     SWEEP_METRICS,
     BacktestError,
     BacktestResult,
@@ -192,7 +192,7 @@ class SweepResult:
         ratio beats what the best of `n_trials` unskilled trials reaches by luck (Bailey and
         López de Prado 2014; the README's "Statistics"), from the variance of the trials'
         per-period Sharpe ratios. NaN when no combination produced one."""
-        from backtests.metrics import deflated_sharpe
+        from engine.backtests.metrics import deflated_sharpe
 
         ranked = self.ranked
         srs = []
@@ -309,7 +309,7 @@ class WalkForwardResult:
     def plot(self, path: str | Path = "walk_forward.html") -> Path:
         """Write the walk-forward report (window table, stitched out-of-sample equity, its
         statistics and trades) as one HTML file; return its path."""
-        from backtests.wf_report import write_wf_report
+        from engine.backtests.wf_report import write_wf_report
 
         return write_wf_report(self, path)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from backtests.replay import BacktestError, load_data, run_backtest
+from engine.backtests.replay import BacktestError, load_data, run_backtest
 from engine.live import resolve_strategy
 from engine.strategy import Strategy, StrategyError
 from engine.warmup import strategy_warmup

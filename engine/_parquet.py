@@ -1,7 +1,7 @@
 """Files of the history store: names made safe, atomic Parquet writes, locks, and reads whose
 errors name the file.
 
-Shared by bars (backtests.store) and recorded ticks (backtests._ticks). A write goes to a dot-file
+Shared by bars (engine.store) and recorded ticks (engine.tick_recorder). A write goes to a dot-file
 temporary in the target's directory, is fsynced, renamed over the target and the directory is
 fsynced: a reader sees the old file or the new one, never a part, whatever interrupts the writer.
 This module knows nothing of what the tables hold.

@@ -1,6 +1,6 @@
 """The HTML report of a walk-forward run: the window table and the stitched out-of-sample run.
 
-One self-contained file, built from the backtest report's pieces (`backtests.report`): a
+One self-contained file, built from the backtest report's pieces (`engine.backtests.report`): a
 header naming the run a walk-forward, a table with one line per window (training and test
 dates in ISO 8601 UTC, the parameters chosen, how many combinations they were chosen from, the
 in-sample metric and the window's out-of-sample statistics), then the stitched out-of-sample
@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from backtests.report import _CSS, _TEMPLATE, _charts, _esc, _num, _stats_html, _trades_html
+from engine.backtests.report import _CSS, _TEMPLATE, _charts, _esc, _num, _stats_html, _trades_html
 
 __all__ = ["write_wf_report"]
 
