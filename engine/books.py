@@ -157,6 +157,15 @@ class BookRouter:
         self.book = book
         self.orders: list[SubmitOrder] = []
 
+    @property
+    def account(self) -> Any:
+        """The shared router's account (cash, equity and risk are the account's), or None."""
+        return getattr(self.router, "account", None)
+
+    @property
+    def refresh_marks(self) -> Callable[[], None] | None:
+        return getattr(self.router, "refresh_marks", None)
+
     def submit(self, order: SubmitOrder) -> None:
         self.orders.append(order)
         self.book.submitted(order)  # before the router: it may answer at once

@@ -175,3 +175,14 @@ async def test_a_name_that_cannot_be_set_is_one_clear_error(autojump_clock):
     with pytest.raises(StrategyError, match="two strategies are named 'fixed'"):
         await run_live([Fixed(), Fixed()], provider=make_provider(), symbols=["aaa"],
                        duration=1, history=0)
+
+
+def test_the_book_router_reads_cash_and_risk_from_the_shared_account():
+    broker = open_account("p", SYMS, cash=5.0, clock=ReplayClock(T0), durable=False)
+    own, prefix = open_book(broker, "a", T0)
+    assert own.account is broker.account
+    assert own.refresh_marks is broker.refresh_marks
+    assert prefix == f"a.{int(T0)}."
+    intents, _ = open_book(object(), "a", T0)
+    assert intents.account is None
+    assert intents.book.fills_on_submit
