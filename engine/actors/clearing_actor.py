@@ -16,7 +16,7 @@ import math
 import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -39,6 +39,9 @@ log = logging.getLogger("engine.actors.clearing")
 class _Clearing:
     routers: dict[str, Any]
     clock: LiveClock
+    # The open order flow of each (account, strategy): a flow ending after the strategy's next
+    # life opened its own (a killed actor is noticed late) must not unhook the new one.
+    flows: dict[tuple[str, str], object] = field(default_factory=dict)
 
 
 _clearing: _Clearing | None = None
@@ -140,11 +143,13 @@ async def open_order_flow(ctx: Any, account: str, strategy: str) -> None:
         await ctx.started({"error": f"the clearing actor has no account {account!r}"})
         return
     send, recv = trio.open_memory_channel(math.inf)
+    flow = object()
     if hasattr(router, "attach"):
         # The book is read from the account with no event on its way to anyone: every event
         # after this moment reaches the new listener, none before it does.
         router.flush()
         router.attach(strategy, send.send_nowait)
+        state.flows[account, strategy] = flow
         book, taken = book_of(router.account, strategy)
     else:
         book, taken = StrategyBook(strategy, fills_on_submit=True), []
@@ -165,7 +170,8 @@ async def open_order_flow(ctx: Any, account: str, strategy: str) -> None:
                 pass
             nursery.cancel_scope.cancel()
     finally:
-        if hasattr(router, "attach"):
+        if hasattr(router, "attach") and state.flows.get((account, strategy)) is flow:
+            del state.flows[account, strategy]
             router.attach(strategy, lambda events: None)
 
 
