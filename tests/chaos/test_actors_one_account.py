@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import textwrap
 
 import pytest
@@ -18,8 +19,9 @@ import trio
 
 from engine import BrokerConfig, LiveClock, RiskLimits, load_strategy, open_account, run_live
 from engine.actors.root import run_actors
+from engine.actors.supervise import Backoff
 from engine.provider import load_provider
-from tests.actors.procs import descendants, free_port
+from tests.actors.procs import Events, descendants, free_port
 
 TEMPLATE = """
 from engine import Strategy
@@ -134,3 +136,53 @@ def test_five_strategies_on_one_account_settle_the_same_with_and_without_actors(
     actors = _check(trio.run(main))
     assert actors == single
     assert not descendants(os.getpid()), "an actor process outlived the run"
+
+
+HOLD = """
+from engine import Strategy
+
+
+class Hold(Strategy):
+    symbols = ("btcusd",)
+
+    def on_quote(self, quote):
+        self.ctx.target("btcusd", 0.5)
+"""
+
+
+def test_a_strategy_actor_killed_and_restarted_resumes_its_own_book(tmp_path):
+    path = tmp_path / "hold.py"
+    path.write_text(HOLD)
+    events = Events()
+    stop = trio.Event()
+
+    async def main():
+        with trio.fail_after(180):
+            async with trio.open_nursery() as nursery:
+                result = []
+
+                async def run():
+                    result.append(await run_actors(
+                        [str(path)], registry=("127.0.0.1", free_port()), history=0,
+                        provider_options=OPTIONS, restart=True, backoff=Backoff(first=0.2),
+                        paper={"name": "hold", "cash": CASH, "config": CONFIG,
+                               "path": tmp_path / "hold"},
+                        status_every=0.2, on_event=events, stop=stop, log_level="warning",
+                        stop_timeout=10.0))
+
+                nursery.start_soon(run)
+                first = await events.wait(event="strategy_started", strategy="Hold")
+                await events.more_quotes("Hold", 20)
+                os.kill(first["pid"], signal.SIGKILL)
+                await events.wait(event="strategy_started", strategy="Hold", life=2)
+                await events.more_quotes("Hold", 20)
+                stop.set()
+            return result[0]
+
+    result = trio.run(main)
+    assert result.restarts == {"Hold": 1}
+    # The second life rebuilt its book from the account (+0.5 held): it ordered nothing more.
+    assert result.strategies[0].positions == {"btcusd": 0.5}
+    assert result.strategies[0].orders == 0
+    assert [(p["symbol"], p["quantity"]) for p in result.account["positions"]] == [
+        ("btcusd", 0.5)]
