@@ -18,6 +18,7 @@ from typing import Any
 
 import trio
 
+from engine.books import distinct_names, open_book
 from engine.clock import Clock, LiveClock
 from engine.feed import Feed, open_feed
 from engine.orders import SubmitOrder
@@ -39,6 +40,7 @@ class StrategyReport:
     coalesced: int
     orders: int
     error: str | None
+    positions: dict[str, float] = field(default_factory=dict)  # its own, on the account
 
 
 @dataclass
@@ -78,8 +80,9 @@ class RunResult:
         ]
         for s in self.strategies:
             state = "FAILED" if s.error else "ok"
+            holds = "".join(f", holds {q:g} {sym}" for sym, q in s.positions.items())
             lines.append(f"  {s.name}: {state}; {s.quotes} quotes, {s.bars} bars, {s.orders} orders"
-                         f", {s.coalesced} quotes coalesced while behind")
+                         f", {s.coalesced} quotes coalesced while behind{holds}")
         if self.account is not None:
             a = self.account
             lines.append(f"  account {a['account']}: equity {a['equity']:,.2f}, cash "
@@ -147,7 +150,11 @@ async def run_live(
     on_feed: Callable[[Feed], None] | None = None,
 ) -> RunResult:
     """Stream `symbols` from `provider` into `strategies` until `duration` clock seconds pass,
-    every strategy has stopped, or (with `handle_signals`) Ctrl-C / SIGTERM arrives."""
+    every strategy has stopped, or (with `handle_signals`) Ctrl-C / SIGTERM arrives.
+
+    The strategies share `router` (one account); each one's `ctx.position` and `ctx.target`
+    count only its own orders and fills (`engine.books`), and two of one class trade as
+    `Name` and `Name#2`."""
     period = parse_timeframe(timeframe)
     clock = clock or LiveClock()
     router = router or IntentLog()
@@ -155,17 +162,23 @@ async def run_live(
     symbols = list(symbols)
     interrupted = False
     runners: list[StrategyRunner] = []
+    books = []
+    name_strategies(strategies)
     async with open_feed(provider, symbols, timeframe=period, history=history, clock=clock) as feed:
         if on_feed is not None:
             on_feed(feed)
         t0 = clock.now()
         for strat in strategies:
+            # Each strategy sizes its orders against its own share of the account.
+            own, prefix = open_book(router, strat.name, clock.now())
             runner = make_runner(strat, symbols=symbols, timeframe=period, bars=feed.bars,
-                                 quotes=feed.quotes, clock=clock, router=router, capacity=mailbox)
+                                 quotes=feed.quotes, clock=clock, router=own, capacity=mailbox)
+            runner.context.set_id_prefix(prefix)
             feed.subscribe(runner.deliver)
             if hasattr(router, "attach"):
-                router.attach(strat.name, runner.deliver_events)
+                router.attach(strat.name, own.listen(runner.deliver_events))
             runners.append(runner)
+            books.append(own.book)
         if hasattr(router, "on_batch"):
             # After the strategies: a quote reaches them before the fills it causes.
             for quote in feed.quotes.values():
@@ -210,13 +223,29 @@ async def run_live(
             rejected=feed.stats.rejected, late_ticks=feed.sampler.late_ticks,
             strategies=[StrategyReport(r.name, r.stats.quotes, r.stats.bars, r.mailbox.coalesced,
                                        sum(o.strategy == r.name for o in _orders_of(router)),
-                                       r.stats.error) for r in runners],
+                                       r.stats.error, book.positions())
+                        for r, book in zip(runners, books, strict=True)],
             orders=_orders_of(router),
             last_prices={s: _last_price(feed.quotes.get(s)) for s in symbols},
             interrupted=interrupted,
             account=(dict(router.summary(), fills=len(router.fills))
                      if hasattr(router, "summary") else None),
         )
+
+
+def name_strategies(strategies: Sequence[Strategy]) -> None:
+    """Give strategies that share a name (two instances of one class) distinct names for the
+    account they trade: `Name`, `Name#2`, ... in the order given."""
+    for strat, name in zip(strategies, distinct_names([s.name for s in strategies]), strict=True):
+        if strat.name == name:
+            continue
+        try:
+            strat.name = name
+        except AttributeError:
+            raise StrategyError(f"two strategies are named {strat.name!r} and the name cannot "
+                                "be set; give them distinct names") from None
+        log.info("two strategies are named %s: this one trades as %s", type(strat).__name__,
+                 name)
 
 
 async def _wait_done(done: trio.Event, duration: float | None, clock: Clock) -> None:

@@ -101,7 +101,13 @@ class Strategy:
 
     @property
     def name(self) -> str:
-        return type(self).__name__
+        """The strategy's name on its account: the class name, unless set (a run gives later
+        instances of one class on one account `Name#2`, `Name#3`: `engine.books`)."""
+        return self.__dict__.get("_name") or type(self).__name__
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self.__dict__["_name"] = value
 
     def log(self, message: str, *args: Any) -> None:
         """Log a line tagged with the strategy's name and the engine clock."""

@@ -1,7 +1,8 @@
 """Glue between the engine and tractor 0.1.0a5: quiet import, addresses, child-process hygiene.
 
-Every module of `engine.actors` imports tractor from here. This module knows nothing of feeds,
-strategies or brokers; it never starts an actor itself.
+Every module of `engine.actors` imports tractor from here, so every child actor the engine
+starts goes through `engine.actors._boot` (which watches the parent from process start). This
+module knows nothing of feeds, strategies or brokers; it never starts an actor itself.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ _env = [f for f in os.environ.get("PYTHONWARNINGS", "").split(",") if f]
 os.environ["PYTHONWARNINGS"] = ",".join(_env + [f for f in _FILTERS if f not in _env])
 
 import tractor  # noqa: E402
+import tractor._spawn  # noqa: E402
 from tractor._exceptions import TransportClosed  # noqa: E402
 
 __all__ = ["tractor", "DEFAULT_REGISTRY", "parse_hostport", "tractor_loglevel", "guard_child",
@@ -73,17 +75,48 @@ def tractor_loglevel() -> str:
 logging.getLogger("tractor").setLevel(tractor_loglevel().upper())
 
 
+# The pipe whose read end every child of this process watches (`engine.actors._boot`): the
+# write end stays open, unwritten and out of every child, for as long as this process lives.
+_lifeline: tuple[int, int] | None = None
+
+
+def _lifeline_fd() -> int:
+    global _lifeline
+    if _lifeline is None:
+        _lifeline = os.pipe()  # both ends close-on-exec; a child gets the read end by pass_fds
+    return _lifeline[0]
+
+
+async def _open_actor_process(command: list[str], **options: Any) -> trio.Process:
+    # tractor 0.1.0a5 hard-codes `python -m tractor._child ...`: start it through the boot module.
+    if list(command[1:3]) == ["-m", "tractor._child"]:
+        fd = _lifeline_fd()
+        command = [command[0], "-m", "engine.actors._boot", "--parent-fd", str(fd), *command[3:]]
+        options["pass_fds"] = (*options.get("pass_fds", ()), fd)
+    return await trio.lowlevel.open_process(command, **options)
+
+
+class _SpawnTrio:
+    """trio as `tractor._spawn` sees it: the same but for how a child process starts."""
+
+    def __init__(self) -> None:
+        self.lowlevel = _SpawnLowlevel()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(trio, name)
+
+
+class _SpawnLowlevel:
+    open_process = staticmethod(_open_actor_process)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(trio.lowlevel, name)
+
+
+tractor._spawn.trio = _SpawnTrio()  # type: ignore[assignment]
+
+
 _guarded = False
-
-
-async def _watch_parent(ppid: int) -> None:
-    # An actor whose parent vanished (kill -9 of the root) must not live on as an orphan.
-    while True:
-        await trio.sleep(0.25)
-        if os.getppid() != ppid:
-            break
-    log.warning("parent process %d is gone; actor %s stops", ppid, tractor.current_actor().name)
-    tractor.current_actor().cancel_soon()
 
 
 async def _watch_sigterm() -> None:
@@ -95,10 +128,11 @@ async def _watch_sigterm() -> None:
 
 def guard_child(nursery: trio.Nursery) -> None:
     """Make this child actor process behave: ignore SIGINT (the root turns Ctrl-C into an
-    orderly teardown of the whole tree), stop cleanly on SIGTERM, and stop if its parent dies.
-    Call from the actor's entry context; later calls and calls in the root do nothing. The
-    watchers live in the actor's own service nursery (as long as the process), or in `nursery`
-    if the runtime has none."""
+    orderly teardown of the whole tree) and stop cleanly on SIGTERM, which is also what its
+    boot thread sends when the parent dies (`engine.actors._boot`). Call from the actor's
+    entry context; later calls and calls in the root do nothing. The watcher lives in the
+    actor's own service nursery (as long as the process), or in `nursery` if the runtime has
+    none."""
     global _guarded
     if _guarded or tractor.is_root_process():
         return
@@ -107,7 +141,6 @@ def guard_child(nursery: trio.Nursery) -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         service.start_soon(_watch_sigterm)
-    service.start_soon(_watch_parent, os.getppid())
 
 
 def child_process(nursery: Any, portal: Any) -> trio.Process | None:

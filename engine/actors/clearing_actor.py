@@ -3,8 +3,10 @@
 `serve_clearing` opens one router per account: a `PaperBroker` rebuilt from the account's ledger
 with `--paper`, or an `IntentLog` that only logs what would have been sent. It subscribes to the
 feed daemon's quote stream to mark positions and match working orders. Strategy actors connect
-with `open_order_flow`: they send `SubmitOrder` / `CancelOrder` / `ModifyOrder` as dicts and get
-back their own broker events plus the account's positions. Only this actor writes a ledger.
+with `open_order_flow`: they get their own book on the account (`engine.books`: the position
+and working orders of their earlier lives and runs) and a client id prefix unused there, send
+`SubmitOrder` / `CancelOrder` / `ModifyOrder` as dicts and get back their own broker events,
+from which they keep that book. Only this actor writes a ledger.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import math
 import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -23,6 +25,7 @@ from engine.actors._runtime import LINK_ERRORS, guard_child, open_peer, tractor
 from engine.actors.daemon import FeedGone, open_subscription
 from engine.actors.logs import configure_child_logging
 from engine.actors.messages import BAR, QUOTE, command_from, plain
+from engine.books import StrategyBook, book_of, id_prefix
 from engine.clock import LiveClock
 from engine.orders import CancelOrder, ModifyOrder
 from engine.strategy import IntentLog
@@ -35,14 +38,13 @@ log = logging.getLogger("engine.actors.clearing")
 @dataclass
 class _Clearing:
     routers: dict[str, Any]
-    symbols: list[str]
+    clock: LiveClock
+    # The open order flow of each (account, strategy): a flow ending after the strategy's next
+    # life opened its own (a killed actor is noticed late) must not unhook the new one.
+    flows: dict[tuple[str, str], object] = field(default_factory=dict)
 
 
 _clearing: _Clearing | None = None
-
-
-def _positions(router: Any, symbols: list[str]) -> dict[str, float]:
-    return {s: float(router.position(s)) for s in symbols}
 
 
 def _open_router(name: str, spec: dict | None, symbols: list[str], clock: LiveClock) -> Any:
@@ -92,7 +94,7 @@ async def serve_clearing(ctx: Any, feed: str, symbols: list[str],
                 for quote in sub.quotes.values() if sub else ():
                     for router in paper:
                         router.on_batch([quote], [], [])
-                _clearing = _Clearing(routers, list(symbols))
+                _clearing = _Clearing(routers, clock)
                 await ctx.started({"pid": os.getpid(), "accounts": list(routers)})
                 async with ctx.open_stream() as control, trio.open_nursery() as nursery:
                     for router in paper:
@@ -131,36 +133,45 @@ async def _follow(sub: Any, paper: list[Any]) -> None:
 
 @tractor.context
 async def open_order_flow(ctx: Any, account: str, strategy: str) -> None:
-    """Take one strategy's order commands for `account`; send back its broker events and the
-    account's positions after each change."""
+    """Take one strategy's order commands for `account`; send back its broker events.
+
+    `started` carries the strategy's book on the account (a snapshot of `StrategyBook`) and a
+    client id prefix no earlier order of the strategy used there."""
     state = _clearing
     router = state.routers.get(account) if state else None
     if router is None:
         await ctx.started({"error": f"the clearing actor has no account {account!r}"})
         return
     send, recv = trio.open_memory_channel(math.inf)
+    flow = object()
     if hasattr(router, "attach"):
+        # The book is read from the account with no event on its way to anyone: every event
+        # after this moment reaches the new listener, none before it does.
+        router.flush()
         router.attach(strategy, send.send_nowait)
+        state.flows[account, strategy] = flow
+        book, taken = book_of(router.account, strategy)
+    else:
+        book, taken = StrategyBook(strategy, fills_on_submit=True), []
     try:
-        await ctx.started({"positions": _positions(router, state.symbols)})
+        await ctx.started({"book": book.snapshot(),
+                           "prefix": id_prefix(strategy, state.clock.now(), taken)})
         async with ctx.open_stream() as stream, trio.open_nursery() as nursery:
 
             async def answer() -> None:
                 async for events in recv:
-                    await stream.send({"events": [e.model_dump() for e in events],
-                                       "positions": _positions(router, state.symbols)})
+                    await stream.send({"events": [e.model_dump() for e in events]})
 
             nursery.start_soon(answer)
             try:
                 async for msg in stream:
                     _dispatch(router, msg)
-                    if not hasattr(router, "attach"):
-                        send.send_nowait([])  # intents: no events, but positions moved
             except LINK_ERRORS:
                 pass
             nursery.cancel_scope.cancel()
     finally:
-        if hasattr(router, "attach"):
+        if hasattr(router, "attach") and state.flows.get((account, strategy)) is flow:
+            del state.flows[account, strategy]
             router.attach(strategy, lambda events: None)
 
 
@@ -180,9 +191,11 @@ def _dispatch(router: Any, msg: dict) -> None:
 
 @dataclass
 class OrderFlow:
-    """A strategy actor's end of `open_order_flow`."""
+    """A strategy actor's end of `open_order_flow`: its book on the account, its client id
+    prefix, and the stream (commands out, `{"events": [...]}` back)."""
 
-    positions: dict[str, float]
+    book: StrategyBook
+    prefix: str
     stream: Any
 
 
@@ -198,4 +211,4 @@ async def open_order_link(clearing: str, account: str, strategy: str
             if "error" in first:
                 raise RuntimeError(first["error"])
             async with ctx.open_stream() as stream:
-                yield OrderFlow(first["positions"], stream)
+                yield OrderFlow(StrategyBook.restore(first["book"]), first["prefix"], stream)

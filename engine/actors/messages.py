@@ -8,8 +8,9 @@ at all (a shared-memory token does). Nothing here does I/O.
 Quote stream (feed daemon -> subscriber): each message is the msgpack encoding (bytes) of a list
 of `[kind, payload]` items in the order the feed produced them: `[0, quote dict]`,
 `[1, symbol whose bar closed]`, `[2, FeedStatusChanged dict]`; empty bytes are a heartbeat.
-Order flow (strategy -> clearing actor): command dicts; back: `{"events": [event dicts],
-"positions": {symbol: units}}`. Control (root <-> actor): the string "stop", counters dicts.
+Order flow (strategy -> clearing actor): first `{"book": StrategyBook snapshot, "prefix":
+client id prefix}` from the clearing actor, then command dicts one way and `{"events": [event
+dicts]}` the other. Control (root <-> actor): the string "stop", counters dicts.
 """
 
 from __future__ import annotations

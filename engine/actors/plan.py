@@ -14,6 +14,7 @@ from typing import Any
 
 from engine.actors.daemon import feed_name
 from engine.actors.supervise import StrategySlot
+from engine.books import distinct_names
 from engine.live import RunResult
 from engine.provider import DEFAULT_PROVIDER, load_provider
 from engine.sampler import parse_timeframe
@@ -89,16 +90,13 @@ def plan_run(paths: Sequence[str | Path], *, provider: str = DEFAULT_PROVIDER,
     if not paths:
         raise StrategyError("no strategy files given")
     classes = [load_strategy(p) for p in paths]
-    names = [c.__name__ for c in classes]
-    for name in names:
-        if names.count(name) > 1:
-            raise StrategyError(f"two strategies are named {name}; an actor run needs "
-                                "distinct Strategy class names")
+    # Two strategies of one class name trade the account as Name and Name#2 (engine.books).
+    names = distinct_names([c.__name__ for c in classes])
     params = dict(params or {})
     unused = set(params)
     slots: list[StrategySlot] = []
     union: list[str] = []
-    for path, cls in zip(paths, classes, strict=True):
+    for path, cls, name in zip(paths, classes, names, strict=True):
         mine = {k: v for k, v in params.items() if k in cls.param_names()}
         unused -= set(mine)
         cls.validate_params(mine)
@@ -106,7 +104,7 @@ def plan_run(paths: Sequence[str | Path], *, provider: str = DEFAULT_PROVIDER,
         if not syms:
             raise StrategyError(f"{cls.__name__} declares no symbols; pass --symbols")
         union.extend(s for s in syms if s not in union)
-        slots.append(StrategySlot(path=str(Path(path).resolve()), name=cls.__name__,
+        slots.append(StrategySlot(path=str(Path(path).resolve()), name=name,
                                   params=mine, symbols=syms))
     if unused:
         known = "; ".join(f"{c.__name__}: {', '.join(c.param_names()) or 'none'}" for c in classes)

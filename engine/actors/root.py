@@ -289,7 +289,7 @@ class _Root:
                   "clearing": self.clearing_name, "account": self.account,
                   "symbols": slot.symbols, "timeframe": self.plan.timeframe,
                   "mailbox": self.mailbox, "stats_every": min(1.0, self.status_every),
-                  "log_level": self.log_level, "lane": self.lanes}
+                  "log_level": self.log_level, "lane": self.lanes, "name": slot.name}
         try:
             await supervise_strategy(an, slot, kwargs, restart=self.restart,
                                      backoff=self.backoff or Backoff(), notify=self.notify,
@@ -378,7 +378,7 @@ class _Root:
         for slot in plan.slots:
             st = slot.stats()
             reports.append(StrategyReport(slot.name, st["quotes"], st["bars"], st["coalesced"],
-                                          st["orders"], slot.error))
+                                          st["orders"], slot.error, dict(slot.positions)))
             orders.extend(SubmitOrder.model_validate(o) for o in slot.orders)
         clearing = self.results.get("clearing actor") or {}
         return ActorRunResult(

@@ -3,7 +3,9 @@
 `run_strategy` loads the strategy file in this process, attaches the feed daemon's OHLCV arrays
 read-only by token (the strategy's `ctx.ohlcv()` reads them in place: bars never travel, only
 the symbol of a closed bar does), and drives an ordinary `StrategyRunner` from the daemon's quote
-stream. Orders go to the clearing actor through `ActorRouter`. The root sees a `started`
+stream. Orders go to the clearing actor through `ActorRouter`; the strategy sizes them against
+its own book on the account (`engine.books.BookRouter`), kept here from its own orders and the
+events the clearing actor sends back, exactly as in one process. The root sees a `started`
 message, periodic counters on the context's stream, and the final report as its result.
 """
 
@@ -22,6 +24,7 @@ from engine.actors.clearing_actor import OrderFlow, open_order_link
 from engine.actors.daemon import FeedGone, Subscription, open_subscription
 from engine.actors.logs import configure_child_logging
 from engine.actors.messages import BAR, QUOTE, events_from, feed_event_from
+from engine.books import BookRouter
 from engine.clock import LiveClock
 from engine.orders import CancelOrder, ModifyOrder, SubmitOrder
 from engine.scheduler import StrategyRunner, make_runner
@@ -34,17 +37,13 @@ log = logging.getLogger("engine.actors.strategy")
 
 
 class ActorRouter:
-    """The order router of a strategy actor: commands go to the clearing actor over a stream;
-    `position` answers from the positions the clearing actor last reported (so a fill counts
-    once the strategy has been told of it)."""
+    """The link of a strategy actor to the clearing actor: commands queue here for the order
+    stream. The strategy's `BookRouter` wraps it."""
 
     def __init__(self) -> None:
-        self.orders: list[SubmitOrder] = []
-        self._positions: dict[str, float] = {}
         self._send, self.commands = trio.open_memory_channel(math.inf)
 
     def submit(self, order: SubmitOrder) -> None:
-        self.orders.append(order)
         self._send.send_nowait(order.model_dump())
 
     def cancel(self, command: CancelOrder) -> None:
@@ -53,20 +52,15 @@ class ActorRouter:
     def modify(self, command: ModifyOrder) -> None:
         self._send.send_nowait(command.model_dump())
 
-    def position(self, symbol: str) -> float:
-        return self._positions.get(symbol, 0.0)
 
-    def update(self, positions: dict[str, float]) -> None:
-        self._positions.update(positions)
-
-
-def _report(runner: StrategyRunner | None, router: ActorRouter, error: str | None,
+def _report(runner: StrategyRunner | None, router: BookRouter | None, error: str | None,
             name: str) -> dict[str, Any]:
     stats = runner.stats if runner else None
     return {"name": name, "pid": os.getpid(),
             "quotes": stats.quotes if stats else 0, "bars": stats.bars if stats else 0,
             "coalesced": runner.mailbox.coalesced if runner else 0,
-            "orders": [o.model_dump() for o in router.orders],
+            "orders": [o.model_dump() for o in router.orders] if router else [],
+            "positions": router.book.positions() if router else {},
             "error": (stats.error if stats and stats.error else None) or error}
 
 
@@ -74,33 +68,35 @@ def _report(runner: StrategyRunner | None, router: ActorRouter, error: str | Non
 async def run_strategy(ctx: Any, path: str, params: dict[str, Any], feed: str, clearing: str,
                        account: str, symbols: list[str], timeframe: int, mailbox: int = 1024,
                        stats_every: float = 1.0, log_level: str = "info",
-                       lane: bool = False) -> dict[str, Any]:
+                       lane: bool = False, name: str | None = None) -> dict[str, Any]:
     """Run the strategy in `path` until the caller sends "stop", the strategy fails, or the
     feed goes away; return its report (counters, orders, error with its own traceback lines).
 
     `started` carries the pid, the strategy's name and the shm segments it attached, or
     `{"error": ...}` when the file or its parameters are wrong. With `lane`, quotes come over
-    a direct socket (`engine.actors.lane`) rather than the tractor stream.
+    a direct socket (`engine.actors.lane`) rather than the tractor stream. `name` is the
+    strategy's name on the account when it is not its class name (`Name#2`).
     """
     configure_child_logging(log_level)
     async with trio.open_nursery() as guard:
         guard_child(guard)
         try:
             return await _run(ctx, path, params, feed, clearing, account, symbols, timeframe,
-                              mailbox, stats_every, lane)
+                              mailbox, stats_every, lane, name)
         finally:
             guard.cancel_scope.cancel()
 
 
 async def _run(ctx: Any, path: str, params: dict[str, Any], feed: str, clearing: str,
                account: str, symbols: list[str], timeframe: int, mailbox: int,
-               stats_every: float, lane: bool) -> dict[str, Any]:
-    router = ActorRouter()
+               stats_every: float, lane: bool, name: str | None) -> dict[str, Any]:
     try:
         strategy = load_strategy(path)(**params)
     except StrategyError as exc:
         await ctx.started({"error": str(exc), "pid": os.getpid()})
-        return _report(None, router, str(exc), os.path.basename(path))
+        return _report(None, None, str(exc), name or os.path.basename(path))
+    if name:
+        strategy.name = name
     async with AsyncExitStack() as stack:
         sub = await stack.enter_async_context(open_subscription(feed, symbols, lane=lane))
         bars = {s: ShmArray.attach(token) for s, token in sub.tokens["bars"].items()
@@ -108,18 +104,21 @@ async def _run(ctx: Any, path: str, params: dict[str, Any], feed: str, clearing:
         stack.callback(lambda: [shm.close() for shm in bars.values()])
         quotes: dict[str, dict] = dict(sub.quotes)
         flow = await stack.enter_async_context(open_order_link(clearing, account, strategy.name))
-        router.update(flow.positions)
+        link = ActorRouter()
+        router = BookRouter(link, flow.book)
         runner, skip = _make_runner(strategy, sub, bars, quotes, router, symbols, timeframe,
                                     mailbox)
+        runner.context.set_id_prefix(flow.prefix)
         await ctx.started({"pid": os.getpid(), "name": strategy.name,
                            "segments": [shm.name for shm in bars.values()]})
         async with ctx.open_stream() as control:
-            error = await _drive(runner, router, sub, flow, control, quotes, skip, stats_every)
+            error = await _drive(runner, router, link, sub, flow, control, quotes, skip,
+                                 stats_every)
         return _report(runner, router, error, strategy.name)
 
 
 def _make_runner(strategy: Any, sub: Subscription, bars: dict[str, ShmArray],
-                 quotes: dict[str, dict], router: ActorRouter, symbols: list[str],
+                 quotes: dict[str, dict], router: BookRouter, symbols: list[str],
                  timeframe: int, mailbox: int) -> tuple[StrategyRunner, dict[str, int]]:
     """A runner whose context reads the attached bars, and per symbol how many of the bar
     events on their way announce bars its context already shows.
@@ -138,8 +137,8 @@ def _make_runner(strategy: Any, sub: Subscription, bars: dict[str, ShmArray],
     return runner, {s: max(0, before[s] - int(sub.visible.get(s, before[s]))) for s in bars}
 
 
-async def _drive(runner: StrategyRunner, router: ActorRouter, sub: Subscription,
-                 flow: OrderFlow, control: Any, quotes: dict[str, dict],
+async def _drive(runner: StrategyRunner, router: BookRouter, link: ActorRouter,
+                 sub: Subscription, flow: OrderFlow, control: Any, quotes: dict[str, dict],
                  skip: dict[str, int], stats_every: float) -> str | None:
     """Run the strategy and its four pumps; return why it stopped if not by request."""
     why: list[str] = []
@@ -166,16 +165,16 @@ async def _drive(runner: StrategyRunner, router: ActorRouter, sub: Subscription,
             done()
 
         async def send_orders() -> None:
-            async for command in router.commands:
+            async for command in link.commands:
                 await flow.stream.send(command)
 
         async def take_events() -> None:
+            hear = router.listen(runner.deliver_events)
             try:
                 async for msg in flow.stream:
-                    router.update(msg.get("positions") or {})
                     events = events_from(msg.get("events") or [])
                     if events:
-                        runner.deliver_events(events)
+                        hear(events)
             except LINK_ERRORS as exc:
                 why.append(f"lost the clearing actor ({type(exc).__name__})")
             else:

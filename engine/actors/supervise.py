@@ -64,6 +64,7 @@ class StrategySlot:
     totals: dict[str, int] = field(default_factory=lambda: {"quotes": 0, "bars": 0,
                                                              "coalesced": 0})
     orders: list[dict] = field(default_factory=list)
+    positions: dict[str, float] = field(default_factory=dict)  # its own, as its last life ended
     failures: list[str] = field(default_factory=list)
     error: str | None = None  # how the last life ended, if it failed
     control: Any = None  # the running life's context stream (to send "stop")
@@ -81,6 +82,7 @@ class StrategySlot:
             for key in ("quotes", "bars", "coalesced"):
                 self.totals[key] += int(report.get(key, 0))
             self.orders.extend(report.get("orders") or [])
+            self.positions = dict(report.get("positions") or {})
         elif self.live_stats:
             for key in ("quotes", "bars", "coalesced"):
                 self.totals[key] += int(self.live_stats.get(key, 0))

@@ -214,6 +214,22 @@ class Account:
     def order(self, client_id: str) -> SubmitOrder | None:
         return self._submits.get(client_id)
 
+    def orders_of(self, strategy: str) -> list[tuple[SubmitOrder, float, float]]:
+        """Every order `strategy` placed (rejected ones too), with the size filled so far and
+        the size still working (0 once done), in the order they were placed."""
+        out = []
+        for cid, sub in self._submits.items():
+            if sub.strategy != strategy:
+                continue
+            row = self._row.get(cid)
+            if row is None:
+                out.append((sub, 0.0, 0.0))  # rejected: it never reached the book
+                continue
+            o = self.orders[row]
+            working = float(o["remaining"]) if o["status"] <= _core.WORKING else 0.0
+            out.append((sub, float(o["size"] - o["remaining"]), working))
+        return out
+
     def working_size(self, symbol: str, side: int) -> float:
         """Unfilled size of working orders in `symbol` on one side (+1 buys, -1 sells);
         protective children are left out (they close what is there, they do not trade toward a

@@ -1,9 +1,12 @@
-"""Process helpers for the actor tests: free ports, descendants, shared-memory mappings."""
+"""Helpers for the actor tests: free ports, descendants, shared-memory mappings, and a
+recorder of a run's actor events."""
 
 from __future__ import annotations
 
 import socket
 from pathlib import Path
+
+import trio
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -63,3 +66,36 @@ def mapped_segments(pid: int) -> set[str]:
         if path.startswith("/dev/shm/"):
             out.add(path.removeprefix("/dev/shm/"))
     return out
+
+
+class Events:
+    """The run's actor events, with a way to wait for one that matches."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict] = []
+        self._changed = trio.Event()
+
+    def __call__(self, event: dict) -> None:
+        self.seen.append(event)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait(self, *, new: bool = False, **match) -> dict:
+        """The first event so far that matches (with `new`, the first one from now on)."""
+        start = len(self.seen) if new else 0
+        while True:
+            for event in self.seen[start:]:
+                if all(event.get(k) == v for k, v in match.items()):
+                    return event
+            start = len(self.seen)
+            await self._changed.wait()
+
+    def quotes(self, strategy: str) -> int:
+        counts = [e["quotes"] for e in self.seen
+                  if e["event"] == "strategy_stats" and e["strategy"] == strategy]
+        return counts[-1] if counts else 0
+
+    async def more_quotes(self, strategy: str, more: int) -> None:
+        target = self.quotes(strategy) + more
+        while self.quotes(strategy) < target:
+            await self.wait(new=True, event="strategy_stats", strategy=strategy)

@@ -18,7 +18,7 @@ import trio
 from engine.actors.root import run_actors
 from engine.actors.supervise import Backoff
 from engine.shm import ShmArray
-from tests.actors.procs import descendants, free_port, mapped_segments
+from tests.actors.procs import Events, descendants, free_port, mapped_segments
 
 STEADY = """
 from engine import Strategy
@@ -73,39 +73,6 @@ class Victim(Strategy):
     def on_quote(self, quote):
         pass
 """
-
-
-class Events:
-    """The run's actor events, with a way to wait for one that matches."""
-
-    def __init__(self) -> None:
-        self.seen: list[dict] = []
-        self._changed = trio.Event()
-
-    def __call__(self, event: dict) -> None:
-        self.seen.append(event)
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def wait(self, *, new: bool = False, **match) -> dict:
-        """The first event so far that matches (with `new`, the first one from now on)."""
-        start = len(self.seen) if new else 0
-        while True:
-            for event in self.seen[start:]:
-                if all(event.get(k) == v for k, v in match.items()):
-                    return event
-            start = len(self.seen)
-            await self._changed.wait()
-
-    def quotes(self, strategy: str) -> int:
-        counts = [e["quotes"] for e in self.seen
-                  if e["event"] == "strategy_stats" and e["strategy"] == strategy]
-        return counts[-1] if counts else 0
-
-    async def more_quotes(self, strategy: str, more: int) -> None:
-        target = self.quotes(strategy) + more
-        while self.quotes(strategy) < target:
-            await self.wait(new=True, event="strategy_stats", strategy=strategy)
 
 
 def write(tmp_path, name: str, text: str, **fmt) -> str:
