@@ -123,8 +123,8 @@ class AccountSpec(BaseModel):
 class MeasureSpec(BaseModel):
     """How results are measured: `periods_per_year` (None: the data's calendar), the annual
     `risk_free` rate (a fraction), `bootstrap` (the Sharpe ratio's confidence interval),
-    `close_at_end` (close open positions at the last bar as counted trades) and `log_level`
-    (the strategy's log lines kept)."""
+    `close_at_end` (close open positions at the last bar as counted trades), `lots` (how fills
+    make trades: "fifo" or "average") and `log_level` (the strategy's log lines kept)."""
 
     model_config = _FROZEN
 
@@ -132,7 +132,15 @@ class MeasureSpec(BaseModel):
     risk_free: float = 0.0
     bootstrap: bool = True
     close_at_end: bool = False
+    lots: str = "fifo"
     log_level: str = "info"
+
+    @field_validator("lots")
+    @classmethod
+    def _lots(cls, v: str) -> str:
+        if v not in ("fifo", "average"):
+            raise ValueError(f"lots must be one of fifo, average, got {v!r}")
+        return v
 
     @field_validator("periods_per_year")
     @classmethod
@@ -206,12 +214,21 @@ class RunSpec(BaseModel):
                 out["data" if name == "source" else name] = value
         return out
 
+    def options(self) -> dict[str, Any]:
+        """Every option but the data's source, as plain JSON values: what a sweep sends its
+        workers (`build(**options, data=...)` rebuilds the description there)."""
+        out = {}
+        for part in _PARTS:
+            for name, value in getattr(self, part).model_dump(mode="json").items():
+                if name != "source":
+                    out[name] = list(value) if isinstance(value, tuple) else value
+        return out
+
     def broker_config(self) -> BrokerConfig:
         """The paper broker's settings for this run (the clearing core backtests share)."""
         a = self.account
-        risk = RiskLimits(leverage=a.leverage, allow_short=a.allow_short)
-        if a.shrink_to_fit and "shrink_to_fit" in RiskLimits.model_fields:
-            risk = risk.model_copy(update={"shrink_to_fit": True})
+        risk = RiskLimits(leverage=a.leverage, allow_short=a.allow_short,
+                          shrink_to_fit=a.shrink_to_fit)
         return BrokerConfig(fees=self.costs.broker_fees(),
                             slippage=Slippage(fraction=self.costs.slippage), risk=risk)
 

@@ -38,11 +38,12 @@ from engine.backtests.replay import (
     BacktestError,
     BacktestResult,
     _clean,
-    check_costs,
+    _spec,
     load_data,
     run_backtest,
 )
 from engine.live import resolve_strategy
+from engine.run_spec import RunSpec
 from engine.strategy import StrategyError
 from engine.timefmt import iso
 
@@ -86,17 +87,28 @@ def _check_grid(strategy: Any, combos: list[dict], metric: str) -> None:
         raise BacktestError(str(exc)) from None
 
 
-def _prepare(strategy: str | Path, grid: Any, metric: str, cash: float, commission: float,
-             slippage: float, leverage: float | None, allow_short: bool
-             ) -> tuple[str, list[dict], dict[str, Any]]:
-    """The strategy's path, the grid's combinations and the backtest options, all checked
-    before any worker starts."""
+# Data options the coordinator applies when it loads the history once; workers get the rest.
+_LOADED = ("symbols", "provider", "timeframe", "start", "end", "ticks")
+
+
+def _prepare(strategy: str | Path, grid: Any, metric: str, spec: RunSpec | None, data: Any,
+             options: dict[str, Any]) -> tuple[str, list[dict], RunSpec, dict[str, Any]]:
+    """The strategy's path, the grid's combinations, the run's description and the options
+    its workers get, all checked before any worker starts."""
     path = _strategy_path(strategy)
     combos = expand_grid(grid)
     _check_grid(path, combos, metric)
-    check_costs(cash, commission, slippage)
-    return path, combos, {"cash": cash, "commission": commission, "slippage": slippage,
-                          "leverage": leverage, "allow_short": allow_short}
+    spec = _spec(spec, data, options)
+    if spec.data.ticks:
+        raise BacktestError("sweeps replay bars, not recorded ticks")
+    worker = {k: v for k, v in spec.options().items() if k not in _LOADED}
+    return path, combos, spec, worker
+
+
+def _history(spec: RunSpec) -> tuple[dict[str, np.ndarray], int]:
+    d = spec.data
+    return load_data(d.source, symbols=d.symbols, provider=d.provider, timeframe=d.timeframe,
+                     start=d.start, end=d.end)
 
 
 def _strategy_path(strategy: str | Path) -> str:
@@ -361,28 +373,21 @@ def optimize(
     secret: bytes | None = None,
     allow_hosts: Sequence[str] = (),
     progress: ProgressFn | None = None,
-    provider: str | None = None,
-    timeframe: int | str | None = None,
-    start: Any = None,
-    end: Any = None,
-    cash: float = 100_000.0,
-    commission: float = 0.0,
-    slippage: float = 0.0,
-    leverage: float | None = None,
-    allow_short: bool = True,
+    spec: RunSpec | None = None,
+    **options: Any,
 ) -> SweepResult:
     """Backtest `strategy` (a file) on every combination of `grid` over a pool of worker actors
     (`workers`, default one per core) and rank them by `metric`.
 
-    `data` and the cost options are `engine.backtest`'s. The history is loaded once into shared
+    `data`, `spec` and the run's `options` are `engine.backtest`'s (one run description for
+    every combination). The history is loaded once into shared
     memory. With `registry` (`HOST:PORT` of this host that others reach), hosts running
     `python -m engine.actors.sweep_host --registry HOST:PORT` take jobs too; `hosts` waits for
     that many before starting; such a sweep needs `secret` (the shared secret, from
     `engine.actors.sweep_auth.load_secret`) and links only the hosts on loopback, at the
     registry's address or in `allow_hosts`. `progress(done, total, row)` hears each result."""
-    path, combos, options = _prepare(strategy, grid, metric, cash, commission, slippage, leverage,
-                                     allow_short)
-    bars, _ = load_data(data, provider=provider, timeframe=timeframe, start=start, end=end)
+    path, combos, spec, options = _prepare(strategy, grid, metric, spec, data, options)
+    bars, _ = _history(spec)
     rows = _sweep(path, combos, bars, options, None, workers=workers, registry=registry,
                   hosts=hosts, progress=progress, secret=secret, allow_hosts=allow_hosts,
                   metric=metric, minimize=minimize)
@@ -465,24 +470,16 @@ def walk_forward(
     secret: bytes | None = None,
     allow_hosts: Sequence[str] = (),
     progress: ProgressFn | None = None,
-    provider: str | None = None,
-    timeframe: int | str | None = None,
-    start: Any = None,
-    end: Any = None,
-    cash: float = 100_000.0,
-    commission: float = 0.0,
-    slippage: float = 0.0,
-    leverage: float | None = None,
-    allow_short: bool = True,
+    spec: RunSpec | None = None,
+    **options: Any,
 ) -> WalkForwardResult:
     """Walk-forward optimization: `windows` is `TRAIN:TEST` (bar counts or durations such as
     `365d:90d`). Training windows roll forward by the test length (with `anchored`, every one
     starts at the first bar and grows). See the module docstring for how test windows run and
     are stitched; the other arguments are `optimize`'s."""
-    path, combos, options = _prepare(strategy, grid, metric, cash, commission, slippage, leverage,
-                                     allow_short)
+    path, combos, spec, options = _prepare(strategy, grid, metric, spec, data, options)
     train, test = parse_windows(windows)
-    bars, period = load_data(data, provider=provider, timeframe=timeframe, start=start, end=end)
+    bars, period = _history(spec)
     times = np.unique(np.concatenate([b["time"] for b in bars.values()]))
     spans = _windows(times, train, test, anchored)
     if not spans:
@@ -503,13 +500,13 @@ def walk_forward(
         ranked = result.ranked
         chosen.append((ranked[0]["params"], ranked[0]["metrics"][metric], len(ranked))
                       if ranked else (None, None, 0))
-    return _stitch(path, bars, period, times, spans, chosen, rows, metric, options)
+    return _stitch(path, bars, period, times, spans, chosen, rows, metric, spec)
 
 
 def _stitch(path: str, bars: dict[str, np.ndarray], period: int, times: np.ndarray,
             spans: list[tuple[int, int, int]], chosen: list[tuple[dict | None, Any, int]],
-            rows: list[dict], metric: str, options: dict) -> WalkForwardResult:
-    equity = options["cash"]
+            rows: list[dict], metric: str, spec: RunSpec) -> WalkForwardResult:
+    equity = spec.account.cash
     windows, runs = [], []
     for (lo, t0, t1), (params, in_sample, trials) in zip(spans, chosen, strict=True):
         window = {"train_start": int(times[lo]), "train_end": int(times[t0 - 1]),
@@ -524,14 +521,15 @@ def _stitch(path: str, bars: dict[str, np.ndarray], period: int, times: np.ndarr
             window["skipped"] = ("no combination produced the metric in training"
                                  if params is None else "no equity left")
             continue
-        result = run_backtest(path, bars, params=params, start=window["train_start"],
-                              end=window["test_end"], trade_from=window["test_start"],
-                              **{**options, "cash": equity})
+        window_spec = spec.replace(data=bars, start=window["train_start"],
+                                   end=window["test_end"], trade_from=window["test_start"],
+                                   cash=equity)
+        result = run_backtest(path, spec=window_spec, params=params)
         window["out_of_sample"] = {k: _clean(result.stats[k]) for k in SWEEP_METRICS}
         equity = float(result.stats["final_equity"])
         runs.append(result)
     return WalkForwardResult(Path(path).name, metric, windows,
-                             _combined(runs, path, period, options["cash"], bars), rows)
+                             _combined(runs, path, period, spec.account.cash, bars), rows)
 
 
 def _combined(runs: list[BacktestResult], path: str, period: int, cash: float,

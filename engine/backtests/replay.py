@@ -43,18 +43,20 @@ from engine.backtests.records import (
     rows,
     trade_columns,
 )
-from engine.backtests.trades import LOTS, build_trades
+from engine.backtests.trades import build_trades
 from engine.clearing.account import FillRecord
 from engine.clearing.broker import PaperBroker
-from engine.clearing.config import BrokerConfig, Fees, RiskLimits, Slippage
+from engine.clearing.config import BrokerConfig
 from engine.clock import ReplayClock, use_clock
 from engine.dtypes import ohlc_dtype
 from engine.live import resolve_strategy
 from engine.orders import OrderCancelled, OrderFilled
+from engine.run_spec import RunSpec, RunSpecError
 from engine.sampler import format_timeframe, parse_timeframe, resample_bars
 from engine.scheduler import EVENT_CALLBACKS, callback_for, make_runner, overrides
 from engine.shm import ShmArray
 from engine.strategy import Strategy, StrategyError, strategy_traceback
+from engine.warmup import strategy_warmup
 
 __all__ = ["BacktestResult", "BacktestError", "run_backtest", "load_data", "evaluate_params",
            "SWEEP_METRICS"]
@@ -372,10 +374,13 @@ def _steps(bars: dict[str, np.ndarray], skip: dict[str, int], period: int
     return which[order], {f: a[order] for f, a in out.items()}
 
 
-async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, ShmArray],
-                  period: int, broker: PaperBroker, clock: ReplayClock,
-                  progress: Callable[[int, int], None] | None, skip: dict[str, int]
+async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], None] | None
                   ) -> tuple[list[tuple[int, OrderFilled]], np.ndarray, np.ndarray, list]:
+    """The middle stages: start the strategy, warm it up (bars before it is warm are history
+    it is not called for), step through every bar (orders meet each bar's path, then the
+    strategy hears the close) and stop it."""
+    bars, shms, period, broker, clock, skip = (run.bars, run.shms, run.period, run.broker,
+                                               run.clock, run.skip)
     symbols = list(bars)
     runner = make_runner(strat, symbols=symbols, timeframe=period, bars=shms, quotes={},
                          clock=clock, router=broker)
@@ -486,6 +491,8 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
                 meet(k, sym, pt, px, touch)
             if pending:
                 await call(take(k))
+            if seen[j][0] < warm:
+                continue  # not warm yet: the quote moves the book, the strategy waits
             where = "on_quote"
             r = on_quote({"symbol": sym, "last": px, "time": pt, "bid": px, "ask": px,
                           "ticks": [{"type": "trade", "price": px, "size": 0.0, "time": pt}]})
@@ -493,6 +500,7 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
                 await r
         where = "on_bar"
 
+    warm = 0  # set once the strategy has started and declared its indicators
     # The per-bar path reads Python numbers (fast); the path through a bar, taken only while
     # orders work or for quote-driven strategies, reads the arrays.
     every = 65536
@@ -501,6 +509,8 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
         r = strat.on_start()
         if inspect.isawaitable(r):
             await r
+        # Warm-up: not called before its signals stop depending on the history before them.
+        warm = strategy_warmup(strat)
         where = "on_bar"
         for first in range(0, total, every):
             if progress is not None:
@@ -524,7 +534,7 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
                 if wants_quote:
                     marks[sym_index[j]] = st_c.item(k)
                 seen[j][0] += 1
-                if wants_bar:
+                if wants_bar and seen[j][0] >= warm:
                     r = on_bar(symbols[j])
                     if r is not None:
                         await r
@@ -548,51 +558,8 @@ async def _replay(strat: Strategy, bars: dict[str, np.ndarray], shms: dict[str, 
     return fills, which, steps["time"], cancels
 
 
-def _broker_config(commission: float, slippage: float, leverage: float | None,
-                   allow_short: bool, fees: Fees | None = None) -> BrokerConfig:
-    """The paper broker's settings for a backtest's options (fractions of notional / price);
-    `fees`, when given, replaces the flat `commission`."""
-    return BrokerConfig(fees=fees or Fees(taker_pct=commission, maker_pct=commission),
-                        slippage=Slippage(fraction=slippage),
-                        risk=RiskLimits(leverage=leverage, allow_short=allow_short))
-
-
-def resolve_fees(fees: str | Fees | None) -> Fees | None:
-    """A fee preset's name (`binance`, `kraken`, `none`) or a `Fees` as `Fees`; None stays
-    None (the flat `commission` applies)."""
-    if fees is None or isinstance(fees, Fees):
-        return fees
-    from engine.clearing.fee_presets import fee_preset
-
-    try:
-        return fee_preset(str(fees))
-    except ValueError as exc:
-        raise BacktestError(str(exc)) from None
-
-
-def describe_costs(config: BrokerConfig) -> str:
-    """The costs a run pays, in words: "none" when it pays no fee and no slippage."""
-    f, sl = config.fees, config.slippage
-    parts = []
-    if f.maker_pct == f.taker_pct and f.taker_pct:
-        parts.append(f"commission {f.taker_pct * 100:g}%")
-    elif f.maker_pct or f.taker_pct:
-        parts.append(f"commission {f.maker_pct * 100:g}% maker / {f.taker_pct * 100:g}% taker")
-    if f.per_unit:
-        parts.append(f"{f.per_unit:g} per unit")
-    if f.fixed:
-        parts.append(f"{f.fixed:g} per order")
-    if sl.fraction:
-        parts.append(f"slippage {sl.fraction * 100:g}%")
-    if sl.ticks:
-        parts.append(f"slippage {sl.ticks:g} ticks")
-    if sl.spread_fraction:
-        parts.append(f"slippage {sl.spread_fraction:g} spread")
-    return ", ".join(parts) if parts else "none"
-
-
 def _equity(bars: dict[str, np.ndarray], step_sym: np.ndarray, step_times: np.ndarray,
-            period: int, fills: list[tuple[int, OrderFilled]], cash: float
+            fills: list[tuple[int, OrderFilled]], cash: float
             ) -> tuple[np.ndarray, np.ndarray]:
     """Equity at every step's bar close, stamped with the bar's open time (the period it
     covers), and whether any position was open then."""
@@ -626,116 +593,114 @@ def _equity(bars: dict[str, np.ndarray], step_sym: np.ndarray, step_times: np.nd
     return curve, exposed[last]
 
 
-def check_costs(cash: float, commission: float, slippage: float,
-                leverage: float | None = None, periods_per_year: float | None = None,
-                risk_free: float = 0.0) -> None:
-    """Reject a starting cash, cost fraction, leverage or annualization no backtest can use,
-    saying which."""
-    if not cash > 0 or not math.isfinite(cash):
-        raise BacktestError(f"cash must be positive, got {cash:g}")
-    for name, v in (("commission", commission), ("slippage", slippage)):
-        if not 0 <= v < 0.1:
-            raise BacktestError(f"{name} is a fraction (0.001 = 0.1 %), got {v:g}")
-    if leverage is not None and not (leverage > 0 and math.isfinite(leverage)):
-        raise BacktestError(f"leverage is a positive multiple of equity (1 = no borrowing), "
-                            f"got {leverage:g}")
-    if periods_per_year is not None and not (periods_per_year > 0
-                                             and math.isfinite(periods_per_year)):
-        raise BacktestError(f"periods_per_year must be positive, got {periods_per_year:g}")
-    if not -1 < risk_free < 1:
-        raise BacktestError(f"risk_free is an annual rate as a fraction (0.04 = 4 %), "
-                            f"got {risk_free:g}")
-
-
-def run_backtest(
-    strategy: str | Path | type[Strategy] | Strategy,
-    data: Any,
-    *,
-    params: dict[str, Any] | None = None,
-    symbols: Sequence[str] | None = None,
-    provider: str | None = None,
-    timeframe: int | str | None = None,
-    start: Any = None,
-    end: Any = None,
-    cash: float = 100_000.0,
-    commission: float = 0.0,
-    slippage: float = 0.0,
-    leverage: float | None = None,
-    allow_short: bool = True,
-    progress: Callable[[int, int], None] | None = None,
-    ticks: bool = False,
-    trade_from: Any = None,
-    fees: str | Fees | None = None,
-    periods_per_year: float | None = None,
-    risk_free: float = 0.0,
-    log_level: str | int = "info",
-    bootstrap: bool = True,
-    close_at_end: bool = False,
-    lots: str = "fifo",
-) -> BacktestResult:
+def run_backtest(strategy: str | Path | type[Strategy] | Strategy, data: Any = None, *,
+                 spec: RunSpec | None = None, params: dict[str, Any] | None = None,
+                 progress: Callable[[int, int], None] | None = None,
+                 **options: Any) -> BacktestResult:
     """Replay `data` through `strategy` and return its statistics, trades and equity curve.
 
+    The run is described by `spec` (an `engine.RunSpec`), or built from `data` and `options`,
+    the RunSpec's fields by name: the data (`symbols`, `provider`, `timeframe`, `start`/`end`
+    as ISO 8601 or epoch s, `trade_from`: bars before it are warm history the strategy sees but
+    is not called for, `ticks`: replay recorded ticks), the costs (`commission` and `slippage`
+    as fractions, or `fees`: a venue preset such as "binance"), the account (`cash`,
+    `leverage`: a cap on gross exposure as a multiple of equity, `allow_short`,
+    `shrink_to_fit`) and the measures (`periods_per_year`, `risk_free`, `bootstrap`,
+    `close_at_end`: close open positions at each symbol's last close as counted trades,
+    `lots`: "fifo" or "average", `log_level`: the strategy's log lines kept in `result.log`).
     `data`: a CSV/Parquet path or a symbol (several, comma-separated), the history store's
-    symbol, a bars array or a pandas DataFrame, or a dict of those by symbol. `commission` is a
-    fraction of notional per fill, `slippage` a fraction of price on market and stop fills,
-    `leverage` caps gross exposure at that multiple of equity (None: no cap), `start`/`end`
-    bound the bars (ISO 8601 or epoch seconds). With `ticks`, `data` names symbols whose ticks
-    were recorded (`engine run --record`) and the replay runs tick by tick, building bars of
-    `timeframe` (default 1 s) with the live sampler. With `trade_from` (a time), bars before it
-    are history the strategy sees from the start, as a live run sees its backfill (indicators
-    warm up on them), but it is not called for them; trading, equity and statistics begin there.
-    `fees`: a venue preset (`binance`, `kraken`, `none`; see `engine.clearing.fee_presets`) or
-    a `Fees`, in place of the flat `commission`. `periods_per_year` overrides the calendar's
-    annualization (252 or 365 for daily returns) and `risk_free` is the annual risk-free rate
-    (a fraction) the Sharpe and Sortino ratios subtract. The strategy's `self.log` lines at or
-    above `log_level` are kept in `result.log` (and reach any handler of the `strategy` logger).
-    `bootstrap`: compute the Sharpe ratio's bootstrap confidence interval (a tenth of a second
-    for ten years of daily returns; sweeps skip it).
-    With `close_at_end`, positions still open after `on_stop` are closed at each symbol's last
-    close (commission, no slippage) and counted as trades; without it they are open trades,
-    apart in the statistics. `lots`: how fills make trades, "fifo" (the oldest lot closes
-    first) or "average" (a position is one lot at its average cost); see `engine.backtests.trades`.
-    See the module docstring for conventions.
+    symbol, a bars array or a pandas DataFrame, or a dict of those by symbol. `progress(done,
+    total)` hears how far the replay is. See the module docstring for conventions.
     """
-    check_costs(cash, commission, slippage, leverage, periods_per_year, risk_free)
-    if lots not in LOTS:
-        raise BacktestError(f"lots must be one of {', '.join(LOTS)}, got {lots!r}")
-    fee_model = resolve_fees(fees)
-    measure = {"periods_per_year": periods_per_year, "risk_free": risk_free,
-               "bootstrap": bootstrap}
+    spec = _spec(spec, data, options)
     try:
         strat = resolve_strategy(strategy, params)
     except StrategyError as exc:
         raise BacktestError(str(exc)) from None
-    if ticks:
-        if trade_from is not None:
+    if spec.data.ticks:
+        if spec.data.trade_from is not None:
             raise BacktestError("trade_from applies to bar replays, not to tick replays")
-        with _captured_log(strat, log_level) as lines:
-            result = _run_ticks(strat, data, provider=provider, timeframe=timeframe,
-                                start=start, end=end, cash=cash, commission=commission,
-                                slippage=slippage, leverage=leverage, allow_short=allow_short,
-                                fees=fee_model, measure=measure, close_at_end=close_at_end,
-                                lots=lots)
+        with _captured_log(strat, spec.measure.log_level) as lines:
+            result = _run_ticks(strat, spec)
         result.log = lines
         return result
-    given: dict[str, ShmArray] = {}
+    run = _load(strat, spec)
+    # Everything alive now (the interpreter's modules, numba's and pydantic's machinery, the
+    # bars) lives through the run, and the replay's step lists hold millions of items: none of
+    # it can become cyclic garbage meanwhile, so the collector stops walking it on each full
+    # collection until the results are built.
+    gc.freeze()
+    try:
+        try:
+            for s, b in run.bars.items():
+                if s not in run.reuse:
+                    run.shms[s].push(b)
+
+            async def main() -> Any:
+                use_clock(run.clock)
+                return await _replay(strat, run, progress)
+
+            with _captured_log(strat, spec.measure.log_level) as lines:
+                fills, step_sym, step_times, cancels = trio.run(main)
+        finally:
+            for s, shm in run.shms.items():
+                if s not in run.reuse:
+                    shm.close()
+                    shm.unlink()
+        gc.freeze()  # the run's orders and fills too, while its results are built
+        return _collect(strat, spec, run, fills, step_sym, step_times, cancels, lines)
+    finally:
+        gc.unfreeze()
+
+
+def _spec(spec: RunSpec | None, data: Any, options: dict[str, Any]) -> RunSpec:
+    """The run's description: `spec` as given (with `data` and `options` applied), or built."""
+    try:
+        if spec is None:
+            return RunSpec.build(data=data, **options)
+        if data is not None or options:
+            return spec.replace(**({"data": data} if data is not None else {}), **options)
+        return spec
+    except RunSpecError as exc:
+        raise BacktestError(str(exc)) from None
+
+
+@dataclass
+class _Run:
+    """A bar replay's state between its stages: the bars, their shared memory, the clock and
+    the broker, and how many warm-history bars each symbol starts with."""
+
+    bars: dict[str, np.ndarray]
+    period: int
+    skip: dict[str, int]
+    shms: dict[str, ShmArray]
+    reuse: dict[str, ShmArray]
+    clock: ReplayClock
+    broker: PaperBroker
+    config: BrokerConfig
+
+
+def _load(strat: Strategy, spec: RunSpec) -> _Run:
+    """Stage one: the bars (files, the store, arrays, or history another process holds in
+    shared memory, replayed in place), the warm history before `trade_from`, the account."""
+    from engine.clearing.account import Account
+
+    d = spec.data
+    data, given = d.source, {}
     if isinstance(data, Mapping) and data and all(isinstance(v, ShmArray) for v in data.values()):
         # History another process loaded once: replay it in place, read-only, never unlinked.
         given = dict(data)
         data = {s: np.array(shm.array) for s, shm in given.items()}  # results outlive the mapping
-    bars, period = load_data(data, symbols=symbols, provider=provider, timeframe=timeframe,
-                             start=start, end=end)
+    bars, period = load_data(data, symbols=d.symbols, provider=d.provider,
+                             timeframe=d.timeframe, start=d.start, end=d.end)
     skip = {s: 0 for s in bars}
-    if trade_from is not None:
-        first_traded = _to_epoch(trade_from)
+    if d.trade_from is not None:
+        first_traded = _to_epoch(d.trade_from)
         skip = {s: int(np.searchsorted(b["time"], first_traded)) for s, b in bars.items()}
         if all(skip[s] == len(b) for s, b in bars.items()):
-            raise BacktestError(f"no bars at or after trade_from={trade_from}")
-    config = _broker_config(commission, slippage, leverage, allow_short, fee_model)
-    from engine.clearing.account import Account
-
-    names = list(bars)
-    account = Account("backtest", names, cash=cash, config=config)
+            raise BacktestError(f"no bars at or after trade_from={d.trade_from}")
+    config = spec.broker_config()
+    account = Account("backtest", list(bars), cash=spec.account.cash, config=config)
     first = float(min(b["time"][skip[s]] for s, b in bars.items() if skip[s] < len(b)))
     clock = ReplayClock(first)
     broker = PaperBroker(account, clock)
@@ -744,46 +709,32 @@ def run_backtest(
     reuse = {s: shm for s, shm in given.items() if s in bars and len(shm) == len(bars[s])}
     shms = {s: reuse.get(s) or ShmArray.create(ohlc_dtype, max(len(b), 1), start=0)
             for s, b in bars.items()}
-    # Everything alive now (the interpreter's modules, numba's and pydantic's machinery, the
-    # bars) lives through the run, and the replay's step lists hold millions of items: none of
-    # it can become cyclic garbage meanwhile, so the collector stops walking it on each full
-    # collection until the results are built.
-    gc.freeze()
-    try:
-        for s, b in bars.items():
-            if s not in reuse:
-                shms[s].push(b)
+    return _Run(bars, period, skip, shms, reuse, clock, broker, config)
 
-        async def main() -> Any:
-            use_clock(clock)
-            return await _replay(strat, bars, shms, period, broker, clock, progress, skip)
 
-        try:
-            with _captured_log(strat, log_level) as lines:
-                fills, step_sym, step_times, cancels = trio.run(main)
-        finally:
-            for s, shm in shms.items():
-                if s not in reuse:
-                    shm.close()
-                    shm.unlink()
-        gc.freeze()  # the run's orders and fills too, while its results are built
-        bars = {s: b[skip[s]:] for s, b in bars.items()}  # the traded part
-        if close_at_end:
-            last = len(step_sym) - 1
-            fills += [(last, f) for f in close_positions(broker, _last_closes(bars, period))]
-        curve, exposed = _equity(bars, step_sym, step_times, period, fills, cash)
-        raw = [f for _, f in fills]
-        fill_list = Fills(raw, account.name)
-        trades = build_trades(raw, bars, lots)
-        stats = compute_stats(curve["time"], curve["equity"], exposed, trades, account.fees,
-                              cash, period=period, costs=describe_costs(config), **measure)
-        orders = OrderLog.of(broker, cancels)
-    finally:
-        gc.unfreeze()
-    return BacktestResult(strategy=strat.name, params=strat.params.model_dump(), symbols=names,
-                          timeframe=period, stats=stats, trades=trades, equity=curve,
-                          fills=fill_list, bars=bars, rejected=list(broker.rejections),
-                          log=lines, orders=orders, lots=lots, close_at_end=close_at_end)
+def _collect(strat: Strategy, spec: RunSpec, run: _Run, fills: list, step_sym: np.ndarray,
+             step_times: np.ndarray, cancels: Any, lines: list[str]) -> BacktestResult:
+    """The last stages: settle what is still open (`close_at_end`), then collect the equity
+    curve, trades, orders and statistics into the result."""
+    broker, period, cash = run.broker, run.period, spec.account.cash
+    bars = {s: b[run.skip[s]:] for s, b in run.bars.items()}  # the traded part
+    if spec.measure.close_at_end:
+        last = len(step_sym) - 1
+        fills += [(last, f) for f in close_positions(broker, _last_closes(bars, period))]
+    curve, exposed = _equity(bars, step_sym, step_times, fills, cash)
+    raw = [f for _, f in fills]
+    trades = build_trades(raw, bars, spec.measure.lots)
+    m = spec.measure
+    stats = compute_stats(curve["time"], curve["equity"], exposed, trades, broker.account.fees,
+                          cash, period=period, costs=spec.costs.describe(),
+                          periods_per_year=m.periods_per_year, risk_free=m.risk_free,
+                          bootstrap=m.bootstrap)
+    return BacktestResult(strategy=strat.name, params=strat.params.model_dump(),
+                          symbols=list(bars), timeframe=period, stats=stats, trades=trades,
+                          equity=curve, fills=Fills(raw, broker.account.name), bars=bars,
+                          rejected=list(broker.rejections), log=lines,
+                          orders=OrderLog.of(broker, cancels), lots=m.lots,
+                          close_at_end=m.close_at_end)
 
 
 def _last_closes(bars: dict[str, np.ndarray], period: int) -> dict[str, tuple[float, float]]:
@@ -797,11 +748,12 @@ def evaluate_params(strategy_path: str, params: dict, history_tokens: dict[str, 
                     options: dict) -> dict[str, float]:
     """One sweep evaluation: attach the shared history read-only, backtest, return metrics.
 
-    `options` takes run_backtest's keyword arguments (cash, commission, slippage, ...)."""
+    `options` is the run's description without its data (`RunSpec.options()`), with any
+    per-job changes (a walk-forward window's start and end)."""
     attached = {s: ShmArray.attach(tok) for s, tok in history_tokens.items()}
     try:
-        result = run_backtest(strategy_path, attached, params=params,
-                              **{"bootstrap": False, **options})
+        spec = RunSpec.build(**{**options, "bootstrap": False, "data": attached})
+        result = run_backtest(strategy_path, spec=spec, params=params)
     finally:
         for shm in attached.values():
             shm.close()
@@ -842,15 +794,16 @@ def _captured_log(strat: Strategy, level: str | int) -> Iterator[list[str]]:
         logger.setLevel(before)
 
 
-def _run_ticks(strat: Strategy, data: Any, *, provider: str | None, timeframe: Any, start: Any,
-               end: Any, cash: float, commission: float, slippage: float,
-               leverage: float | None, allow_short: bool, fees: Fees | None,
-               measure: dict, close_at_end: bool, lots: str) -> BacktestResult:
+def _run_ticks(strat: Strategy, spec: RunSpec) -> BacktestResult:
+    """A tick replay's stages: load the recorded ticks, replay them through the live sampler
+    and the paper book, settle and collect."""
     from engine.backtests.ticks_replay import replay_ticks
     from engine.clearing.account import Account
     from engine.store import list_tick_datasets, load_ticks
 
-    names = [s.strip() for s in str(data).split(",") if s.strip()]
+    d, m, cash = spec.data, spec.measure, spec.account.cash
+    provider = d.provider
+    names = [s.strip() for s in str(d.source).split(",") if s.strip()]
     stored = list_tick_datasets()
     ticks = {}
     for name in names:
@@ -860,12 +813,13 @@ def _run_ticks(strat: Strategy, data: Any, *, provider: str | None, timeframe: A
             known = ", ".join(f"{i.provider}/{i.symbol}" for i in stored) or "none"
             raise BacktestError(f"no recorded ticks for {name!r} (recorded: {known}; record "
                                 "with engine run --record)")
-        rows = load_ticks(match[0].provider, match[0].symbol, _to_epoch(start), _to_epoch(end))
+        rows = load_ticks(match[0].provider, match[0].symbol, _to_epoch(d.start),
+                          _to_epoch(d.end))
         if len(rows) == 0:
             raise BacktestError(f"{name}: no ticks in the chosen range")
         ticks[match[0].symbol] = rows
-    period = parse_timeframe(timeframe) if timeframe else 1
-    config = _broker_config(commission, slippage, leverage, allow_short, fees)
+    period = parse_timeframe(d.timeframe) if d.timeframe else 1
+    config = spec.broker_config()
     account = Account("backtest", list(ticks), cash=cash, config=config)
     clock = ReplayClock(float(min(t["time"][0] for t in ticks.values())))
     # Ticks carry the live book: an order meets it at once, as in paper trading.
@@ -886,16 +840,18 @@ def _run_ticks(strat: Strategy, data: Any, *, provider: str | None, timeframe: A
                                          ("drawdown_pct", np.float64)])
     curve["time"] = times
     curve["equity"] = equity
-    if close_at_end:
+    if m.close_at_end:
         fills += close_positions(broker, _last_closes(bars, period))
         if len(equity):
             curve["equity"][-1] = account.equity()  # flat now: its cash
     curve["drawdown_pct"] = drawdowns(curve["equity"]) if len(equity) else equity
-    trades = build_trades(fills, bars, lots)
+    trades = build_trades(fills, bars, m.lots)
     stats = compute_stats(curve["time"], curve["equity"], exposed, trades, account.fees, cash,
-                          period=period, costs=describe_costs(config), **measure)
+                          period=period, costs=spec.costs.describe(),
+                          periods_per_year=m.periods_per_year, risk_free=m.risk_free,
+                          bootstrap=m.bootstrap)
     return BacktestResult(strategy=strat.name, params=strat.params.model_dump(),
                           symbols=list(ticks), timeframe=period, stats=stats, trades=trades,
                           equity=curve, fills=fills, bars=bars, rejected=list(broker.rejections),
-                          orders=OrderLog.of(broker, cancels), lots=lots,
-                          close_at_end=close_at_end)
+                          orders=OrderLog.of(broker, cancels), lots=m.lots,
+                          close_at_end=m.close_at_end)

@@ -6,6 +6,10 @@ import argparse
 import logging
 import sys
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.run_spec import RunSpec
 
 
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,13 +27,38 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
                    help="slippage on market/stop fills as a fraction of price")
     p.add_argument("--leverage", type=float, help="cap gross exposure at this multiple of equity")
     p.add_argument("--no-short", action="store_true", help="forbid short positions")
+    p.add_argument("--fees", metavar="PRESET",
+                   help="a venue's published spot fees in place of --commission: binance "
+                        "(0.1%% maker and taker), kraken (0.25%% maker, 0.40%% taker), none")
+    p.add_argument("--periods-per-year", type=float, metavar="N",
+                   help="annualize with N periods a year (default: 252 for exchange calendars, "
+                        "365 for markets that trade every day)")
+    p.add_argument("--risk-free", type=float, default=0.0, metavar="RATE",
+                   help="annual risk-free rate as a fraction for Sharpe and Sortino (0.04 = 4%%)")
+    p.add_argument("--close-at-end", action="store_true",
+                   help="close positions still open at the end at the last close (counted as "
+                   "trades)")
+    p.add_argument("--lots", choices=("fifo", "average"), default="fifo",
+                   help="how fills make trades: oldest lot closes first (fifo, default) or "
+                   "one lot per position at its average cost")
 
 
-def data_options(args: argparse.Namespace) -> dict:
-    """Those options as the keyword arguments of `run_backtest`, `optimize`, `walk_forward`."""
-    return dict(provider=args.provider, timeframe=args.timeframe, start=args.start,
-                end=args.end, cash=args.cash, commission=args.commission,
-                slippage=args.slippage, leverage=args.leverage, allow_short=not args.no_short)
+def run_spec(args: argparse.Namespace) -> RunSpec:
+    """The run's description from those options, built once for `engine backtest` and
+    `engine sweep` (a bad value is one line)."""
+    from engine.cli import UsageError
+    from engine.run_spec import RunSpec, RunSpecError
+
+    try:
+        return RunSpec.build(
+            data=args.data, provider=args.provider, timeframe=args.timeframe, start=args.start,
+            end=args.end, cash=args.cash, commission=args.commission, slippage=args.slippage,
+            leverage=args.leverage, allow_short=not args.no_short, fees=args.fees,
+            periods_per_year=args.periods_per_year, risk_free=args.risk_free,
+            close_at_end=args.close_at_end, lots=args.lots,
+            ticks=getattr(args, "ticks", False), log_level=getattr(args, "log_level", "info"))
+    except RunSpecError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -42,26 +71,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="strategy parameter override (repeatable)")
     p.add_argument("--ticks", action="store_true",
                    help="replay recorded ticks (engine run --record) instead of bars")
-    p.add_argument("--fees", metavar="PRESET",
-                   help="a venue's published spot fees in place of --commission: binance "
-                        "(0.1%% maker and taker), kraken (0.25%% maker, 0.40%% taker), none")
-    p.add_argument("--periods-per-year", type=float, metavar="N",
-                   help="annualize with N periods a year (default: 252 for exchange calendars, "
-                        "365 for markets that trade every day)")
-    p.add_argument("--risk-free", type=float, default=0.0, metavar="RATE",
-                   help="annual risk-free rate as a fraction for Sharpe and Sortino (0.04 = 4%%)")
     p.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error"],
                    help="the strategy's log lines at or above this level are printed "
                         "(default info)")
     p.add_argument("--log", dest="log_file", metavar="FILE",
                    help="also write the strategy's log lines to FILE")
-    p.add_argument("--close-at-end", action="store_true",
-                   help="close positions still open at the end at the last close (counted as "
-                   "trades)")
-    p.add_argument("--lots", choices=("fifo", "average"), default="fifo",
-                   help="how fills make trades: oldest lot closes first (fifo, default) or "
-                   "one lot per position at its average cost")
     p.add_argument("--json", dest="json_out", metavar="OUT", help="write the results as JSON")
     p.add_argument("--report", metavar="OUT.html", help="write a self-contained HTML report")
     p.set_defaults(func=run)
@@ -126,14 +141,11 @@ def run(args: argparse.Namespace) -> int:
     from engine.cli import UsageError, parse_options
 
     _check_outputs(args)
+    spec = run_spec(args)
     handler = _log_to(args)
     try:
-        result = run_backtest(
-            args.strategy, args.data, params=parse_options(args.param, "-p"),
-            progress=_progress(), ticks=args.ticks, fees=args.fees,
-            periods_per_year=args.periods_per_year, risk_free=args.risk_free,
-            log_level=args.log_level, close_at_end=args.close_at_end, lots=args.lots,
-            **data_options(args))
+        result = run_backtest(args.strategy, spec=spec, params=parse_options(args.param, "-p"),
+                              progress=_progress())
     except BacktestError as exc:
         raise UsageError(str(exc)) from None
     except ValueError as exc:  # a bad timeframe and the like

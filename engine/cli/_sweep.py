@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from engine.cli._backtest import add_data_arguments, data_options
+from engine.cli._backtest import add_data_arguments, run_spec
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -105,13 +105,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--secret-file, --secret-env and --allow-host go with --registry")
     common = dict(metric=args.metric, minimize=args.minimize, workers=args.workers,
                   registry=args.registry, hosts=args.hosts, progress=ProgressBar(),
-                  secret=secret, allow_hosts=args.allow_host, **data_options(args))
+                  secret=secret, allow_hosts=args.allow_host, spec=run_spec(args))
     try:
         if args.walk_forward:
-            result = walk_forward(args.strategy, args.data, args.param, args.walk_forward,
+            result = walk_forward(args.strategy, None, args.param, args.walk_forward,
                                   anchored=args.anchored, **common)
         else:
-            result = optimize(args.strategy, args.data, args.param, **common)
+            result = optimize(args.strategy, None, args.param, **common)
     except (BacktestError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     if args.walk_forward:
