@@ -447,17 +447,16 @@ class ShmArray:
     # -- lifetime ------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Drop this process's mapping; views taken from `array` must no longer be used."""
+        """Drop this process's mapping (once no view taken from it is left)."""
         if self._closed:
             return
         self._closed = True
+        # Drop our references and never unmap here: numpy views hold the mmap object itself
+        # (not a buffer export), so closing it under a view left alive would make reading that
+        # view a segfault. The mapping goes when the last view does.
         self._header = None  # type: ignore[assignment]
         self._buf = None  # type: ignore[assignment]
-        try:
-            self._mmap.close()
-        except BufferError:
-            # A caller still holds a view; the mapping goes when the last view does.
-            pass
+        self._mmap = None  # type: ignore[assignment]
 
     def unlink(self) -> None:
         """Remove the segment's name (owner only); attached readers keep their mapping."""

@@ -1,0 +1,80 @@
+"""A replay provider's bars close by data time: the sample hourly CSV replayed as fast as the feed
+takes it, on a clock years after the data, gives exactly the file's bars and nothing else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import trio
+
+from engine.clock import LiveClock
+from engine.feed import open_feed
+from engine.provider import load_provider
+
+SAMPLE = Path(__file__).resolve().parents[2] / "providers" / "csvfile" / "samples" / "demo_hourly.csv"
+
+
+@pytest.fixture
+def csvfile():
+    provider = load_provider("csvfile")
+    provider.configure(speed="max")
+    yield provider
+    provider.configure(speed=None)
+
+
+def _file_bars() -> pd.DataFrame:
+    # Read independently of the provider: pandas, the file's own columns.
+    df = pd.read_csv(SAMPLE)
+    times = pd.to_datetime(df["Datetime"]).dt.tz_localize("UTC")
+    df["time"] = (times - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+    return df
+
+
+async def _replay(provider, timeframe: int, bars_wanted: int):
+    closed: list[str] = []
+    done = trio.Event()
+    # The wall clock is years past the data, as in a real `engine run`; trio's clock is mocked.
+    async with open_feed(provider, [str(SAMPLE)], timeframe=timeframe, history=0,
+                         clock=LiveClock()) as feed:
+        assert feed.by_data_time
+
+        def on_batch(quotes, bars, events):
+            closed.extend(bars)
+            if len(closed) >= bars_wanted:
+                done.set()
+
+        feed.subscribe(on_batch)
+        with trio.fail_after(10 * 86400):  # mock seconds: the replay itself takes none
+            await done.wait()
+        # Idle a simulated week past the end of the data: no bar may close by the clock.
+        await trio.sleep(7 * 86400)
+        return list(closed), feed.bars[str(SAMPLE)].array.copy(), feed.sampler.late_ticks
+
+
+async def test_an_hourly_replay_at_1h_gives_exactly_the_files_bars(csvfile, autojump_clock):
+    want = _file_bars()
+    closed, bars, late = await _replay(csvfile, 3600, len(want))
+    assert len(closed) == len(bars) == len(want) == 2000
+    assert late == 0
+    assert np.array_equal(bars["time"], want["time"].to_numpy())
+    for ours, theirs in (("open", "Open"), ("high", "High"), ("low", "Low"), ("close", "Close"),
+                         ("volume", "Volume")):
+        assert np.allclose(bars[ours], want[theirs].to_numpy(), rtol=1e-12), ours
+    ohlc4 = want[["Open", "High", "Low", "Close"]].to_numpy().mean(axis=1)
+    assert np.allclose(bars["bar_wap"], ohlc4, rtol=1e-12)
+
+
+async def test_a_replay_at_4h_aggregates_by_data_time(csvfile, autojump_clock):
+    want = _file_bars()
+    want["bucket"] = want["time"] // 14400 * 14400
+    groups = want.groupby("bucket")
+    closed, bars, late = await _replay(csvfile, 14400, groups.ngroups)
+    assert late == 0
+    assert np.array_equal(bars["time"], np.asarray(list(groups.groups)))
+    assert np.allclose(bars["high"], groups["High"].max().to_numpy())
+    assert np.allclose(bars["low"], groups["Low"].min().to_numpy())
+    assert np.allclose(bars["close"], groups["Close"].last().to_numpy())
+    assert np.allclose(bars["volume"], groups["Volume"].sum().to_numpy())
