@@ -80,7 +80,9 @@ def reap(directory: Path = SHM_DIR) -> list[str]:
         if st.st_uid != uid:
             continue
         started = _started(pid, boot)
-        if started is not None and started <= st.st_ctime + _SLACK:
+        # mtime is set when the segment is made (create, ftruncate); writes through the mapping
+        # leave it, and were it ever later, the creator would only look alive for longer.
+        if started is not None and started <= st.st_mtime + _SLACK:
             continue  # its creator is alive
         try:
             path.unlink()

@@ -105,8 +105,10 @@ def _kill_rounds(args: list[str], rounds: int, seed: int, tmp_path: Path) -> Non
         survivors = [p for p in members if p in _live_pids()]
         assert not survivors, f"round {i}: {survivors} outlived the kill ({note})"
     assert held, "no round was killed while it held segments"
-    # The next start: a normal run, which must find and remove what the killed ones left.
-    out = subprocess.run([sys.executable, "-m", "engine.cli", "run", *args, "--duration", "1"],
+    # The next start: a short single-process run (any engine start will do: the removal runs
+    # when a process creates its first segment), which must remove what the killed ones left.
+    out = subprocess.run([sys.executable, "-m", "engine.cli", "run", SMA, "-p", "fast=2", "-p",
+                          "slow=4", "--duration", "1"],
                          capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     left = segments_of(*killed)

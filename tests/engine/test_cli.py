@@ -80,3 +80,18 @@ def test_ctrl_c_ends_a_run_within_a_second_and_leaves_nothing(sig):
     assert "(interrupted)" in out
     assert "SmaCross: ok" in out
     assert not segments_of(proc.pid)
+
+
+def test_a_shared_memory_failure_is_one_line_not_a_traceback(monkeypatch, capsys):
+    import engine.live
+    from engine import cli
+    from engine.shm import ShmError
+
+    def fail(*args, **kwargs):
+        raise ShmError("shared-memory segment 'engine_1_ab' already exists")
+
+    monkeypatch.setattr(engine.live, "run", fail)
+    assert cli.main(["run", SMA, "--duration", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err == ("engine run: error: shared memory: shared-memory segment 'engine_1_ab' "
+                   "already exists\n")
