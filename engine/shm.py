@@ -122,6 +122,9 @@ class ShmArray:
         self._closed = False
         self._unlinked = False
         self._header = np.ndarray((8,), dtype=np.int64, buffer=mm, offset=0)
+        # The same header as Python ints: reads of the bounds on every bar take a third of the
+        # time through a memoryview than through numpy scalars.
+        self._hv: memoryview | None = memoryview(mm)[:_HEADER].cast("q")
         self._buf = np.ndarray((size,), dtype=dtype, buffer=mm, offset=_HEADER)
         if readonly:
             self._buf.flags.writeable = False
@@ -248,13 +251,13 @@ class ShmArray:
     def bounds(self) -> tuple[int, int, int]:
         """(first, last, base): the filled rows' buffer positions and the absolute index of
         buffer row 0, read together (retried while a roll moves rows)."""
-        if self._closed:
+        h = self._hv
+        if h is None:
             raise ShmError(f"segment {self._name!r} is closed")
-        h = self._header
         for _ in range(_SPINS):
-            epoch = int(h[_EPOCH])
-            first, last, base = int(h[_FIRST]), int(h[_LAST]), int(h[_BASE])
-            if not epoch & 1 and int(h[_EPOCH]) == epoch:
+            epoch = h[_EPOCH]
+            first, last, base = h[_FIRST], h[_LAST], h[_BASE]
+            if not epoch & 1 and h[_EPOCH] == epoch:
                 return first, last, base
             os.sched_yield()
         raise ShmError(f"segment {self._name!r} stayed mid-roll: its writer stopped while "
@@ -455,6 +458,7 @@ class ShmArray:
         # (not a buffer export), so closing it under a view left alive would make reading that
         # view a segfault. The mapping goes when the last view does.
         self._header = None  # type: ignore[assignment]
+        self._hv = None
         self._buf = None  # type: ignore[assignment]
         self._mmap = None  # type: ignore[assignment]
 
