@@ -1,5 +1,6 @@
-"""A replay provider's bars close by data time: the sample hourly CSV replayed as fast as the feed
-takes it, on a clock years after the data, gives exactly the file's bars and nothing else."""
+"""A live feed never fills up: its bar and tick segments roll under strategies reading them. A replay
+provider's bars close by data time: the sample hourly CSV replayed as fast as the feed takes it,
+on a clock years after the data, gives exactly the file's bars and nothing else."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import trio
 from engine.clock import LiveClock
 from engine.feed import open_feed
 from engine.provider import load_provider
+from engine.strategy import Context, IntentLog
+from tests.engine.scripted import make_provider
 
 SAMPLE = Path(__file__).resolve().parents[2] / "providers" / "csvfile" / "samples" / "demo_hourly.csv"
 
@@ -78,3 +81,43 @@ async def test_a_replay_at_4h_aggregates_by_data_time(csvfile, autojump_clock):
     assert np.allclose(bars["low"], groups["Low"].min().to_numpy())
     assert np.allclose(bars["close"], groups["Close"].last().to_numpy())
     assert np.allclose(bars["volume"], groups["Volume"].sum().to_numpy())
+
+
+async def test_a_long_live_run_rolls_small_segments_under_a_reading_strategy(autojump_clock):
+    # 8 + 24 bar rows and 64 tick rows: 600 bars and 1200 ticks roll them many times over.
+    async with open_feed(make_provider(("aaa",), every=0.5), ["aaa"], timeframe=1, history=0,
+                         tick_rows=64, history_rows=8, live_bars=24) as feed:
+        bars = feed.bars["aaa"]
+        ctx = Context(symbols=["aaa"], timeframe=1, bars=feed.bars, quotes=feed.quotes,
+                      clock=feed.clock, router=IntentLog())
+        sma = ctx.indicator("sma", 3)
+        seen: list[np.void] = []
+        done = trio.Event()
+
+        def on_batch(quotes, closed, events):
+            for _ in closed:
+                ctx.bar_closed("aaa")
+                newest = ctx.ohlcv("aaa")[-1].copy()
+                if seen:
+                    assert int(newest["time"]) == int(seen[-1]["time"]) + 1
+                seen.append(newest)
+                if len(seen) >= 3:
+                    want = np.mean([b["close"] for b in seen[-3:]])
+                    assert sma[-1] == pytest.approx(want, rel=1e-12)
+            if len(seen) >= 600:
+                done.set()
+
+        feed.subscribe(on_batch)
+        with trio.fail_after(3600):
+            await done.wait()
+        assert bars.epoch >= 2 * 30  # it rolled, again and again
+        lo, hi = bars.span()
+        assert hi - lo <= bars.size
+        assert np.array_equal(bars.array["index"], np.arange(lo, hi))
+        # Every bar after the first is two trades of 100 + i: closes rise by 2, volume 2.
+        assert np.array_equal(np.diff([b["close"] for b in seen]), np.full(len(seen) - 1, 2.0))
+        assert [float(b["volume"]) for b in seen[1:]] == [2.0] * (len(seen) - 1)
+        t_lo, t_hi = feed.ticks.span()
+        assert t_hi == feed.stats.ticks
+        assert 0 < t_hi - t_lo <= 64
+        assert feed.ticks.array["price"][-1] == feed.quotes["aaa"]["last"]
