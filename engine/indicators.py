@@ -134,7 +134,8 @@ class Line:
         elif i >= n:
             raise IndexError(f"bar {i} is not visible yet ({n} closed bars)")
         if i < src.drop:
-            raise IndexError(f"bar {i} rolled out: the newest {n - src.drop} values are kept")
+            raise IndexError(f"bar {i} rolled out: this line keeps bars {src.drop} to "
+                             f"{src.done - 1}, and the strategy is at bar {n - 1}")
         return self._out.item(i - src.drop)
 
     @property

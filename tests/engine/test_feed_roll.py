@@ -121,3 +121,24 @@ async def test_a_long_live_run_rolls_small_segments_under_a_reading_strategy(aut
         assert t_hi == feed.stats.ticks
         assert 0 < t_hi - t_lo <= 64
         assert feed.ticks.array["price"][-1] == feed.quotes["aaa"]["last"]
+
+
+async def test_a_sim_session_anchored_in_the_past_closes_bars_by_its_own_time(autojump_clock):
+    import providers.sim
+
+    sim = load_provider("sim")
+    sim.configure(start_time="2024-01-01T00:00:00Z", tick_rate=50)
+    try:
+        async with open_feed(sim, ["btcusd"], timeframe=1, history=0, clock=LiveClock()) as feed:
+            assert feed.by_data_time
+            done = trio.Event()
+            feed.subscribe(lambda q, closed, e: feed.stats.bars >= 30 and done.set())
+            with trio.fail_after(600):
+                await done.wait()
+            bars = feed.bars["btcusd"].array
+            t0 = 1_704_067_200  # 2024-01-01T00:00:00Z
+            # The clock is years later: closing by it would give millions of flat bars.
+            assert np.array_equal(bars["time"], t0 + np.arange(len(bars)))
+            assert feed.sampler.late_ticks == 0
+    finally:
+        providers.sim.reset()
