@@ -2,8 +2,12 @@
 
 `open_feed` performs the provider start-up sequence, loads history through `backfill_bars`,
 writes every tick into a tick ShmArray and keeps one OHLCV ShmArray per symbol, closed bars only,
-built by the sampler from live trades and closed by the clock in quiet periods. Subscribers get
-each batch of quotes and the bars that closed. The feed never calls user code directly.
+built by the sampler from live trades and closed by the clock in quiet periods. Both kinds of
+segment roll (`ShmArray(rolling=True)`): when full they keep their newest half, so a feed runs
+for ever. A provider that replays history (its symbol info says `"replay": True`) has its bars
+closed by data time instead of the clock: by its quotes' own `time`, so a replay faster than real
+time neither invents empty bars for the hours the clock runs ahead nor drops its trades as late.
+Subscribers get each batch of quotes and the bars that closed. The feed never calls user code.
 """
 
 from __future__ import annotations
@@ -160,12 +164,12 @@ class Feed:
             batch = kept
         rows, good = self._rows(batch)
         if len(rows):
-            if rows.shape[0] > self.ticks.room_after:
-                self._roll_ticks(rows.shape[0])
             self.ticks.push(rows)
             closed = self.sampler.fold(rows)
         else:
             closed = []
+        if self.by_data_time and good:
+            closed += self._close_by_data(rows, good)
         for msg in good:
             self.quotes[msg["symbol"]] = msg
         self.stats.quotes += len(good)
@@ -173,6 +177,24 @@ class Feed:
         self._notify(good, closed, events)
         if not self._wake.is_set():
             self._wake.set()
+
+    @property
+    def by_data_time(self) -> bool:
+        """True when bars close by the data's own time: every symbol's info says `replay`."""
+        infos = [info for info in self.init_msgs.values() if isinstance(info, dict)]
+        return bool(infos) and all(info.get("replay") is True for info in infos)
+
+    def _close_by_data(self, rows: np.ndarray, good: list[dict]) -> list[int]:
+        # A replay sends in time order: once data time passes a bar's end, that bar is complete.
+        # Quotes without ticks count too (a replay's last quote says where its data ends).
+        times = [float(m["time"]) for m in good if isinstance(m.get("time"), int | float)]
+        if len(rows):
+            times.append(float(rows["time"].max()))
+        now = max((t for t in times if math.isfinite(t)), default=None)
+        if now is None or now <= self.data_time:
+            return []
+        self.data_time = now
+        return self.sampler.close_until(now)
 
     def _status(self, msg: dict) -> FeedStatusChanged | None:
         status = msg.get("feed_status")
@@ -219,16 +241,11 @@ class Feed:
         for fn in list(self._subscribers):
             fn(quotes, names, events)
 
-    def _roll_ticks(self, incoming: int) -> None:
-        # The tick buffer keeps the newest half when full; readers re-slice `array` each read.
-        keep = min(len(self.ticks), max(0, self.ticks.size // 2 - incoming))
-        newest = self.ticks.array[len(self.ticks) - keep:].copy()
-        self.ticks.reset(newest)
-
     def __post_init__(self) -> None:
         self._index = {s: i for i, s in enumerate(self.symbols)}
         self._wake = trio.Event()
         self.status: dict[str, str] = {}
+        self.data_time = -math.inf  # newest quote time seen, when bars close by data time
 
 
 def _raw_period(times: np.ndarray) -> int | None:
@@ -284,8 +301,10 @@ async def open_feed(
     """Start a provider's stream for `symbols` and keep ticks and `timeframe`-second bars in shm.
 
     `history` is how many frames `backfill_bars` fetches per symbol (0: none), into a buffer of
-    `history_rows` rows at the provider's resolution; `live_bars` rows of room follow it.
-    Exits cancel the provider and unlink every segment the feed created.
+    `history_rows` rows at the provider's resolution; `live_bars` rows of room follow it. Bar
+    and tick segments roll when full, keeping their newest half (`history_rows + live_bars`
+    and `tick_rows` are their capacities). Exits cancel the provider and unlink every segment
+    the feed created.
     """
     if not symbols:
         raise FeedError("no symbols to stream")
@@ -295,9 +314,11 @@ async def open_feed(
     clock = clock or current_clock()
     use_clock(clock)
     async with AsyncExitStack() as stack:
-        ticks = stack.enter_context(ShmArray.create(tick_dtype, tick_rows, start=0))
+        ticks = stack.enter_context(ShmArray.create(tick_dtype, tick_rows, start=0,
+                                                    rolling=True))
         bars = {s: stack.enter_context(ShmArray.create(ohlc_dtype, history_rows + live_bars,
-                                                       start=history_rows)) for s in symbols}
+                                                       start=history_rows, rolling=True))
+                for s in symbols}
         sampler = Sampler(timeframe, [bars[s] for s in symbols])
         feed = Feed(provider=provider, symbols=list(symbols), timeframe=timeframe, clock=clock,
                     ticks=ticks, bars=bars, sampler=sampler)
@@ -328,7 +349,8 @@ async def open_feed(
             feed.quotes[sym] = first_quotes[sym]
         feed.init_msgs = dict(init_msgs)
         nursery.start_soon(_pump, feed, recv)
-        nursery.start_soon(_close_by_clock, feed)
+        if not feed.by_data_time:
+            nursery.start_soon(_close_by_clock, feed)
         try:
             yield feed
         finally:

@@ -8,16 +8,25 @@ ever shows values of bars the strategy can see, so reading it cannot look ahead.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 
 __all__ = ["Line", "make_lines"]
 
+log = logging.getLogger("engine.indicators")
+
 
 class _Source:
     """One kernel over one symbol's bars (or over other lines of them), shared by the lines of
-    its outputs."""
+    its outputs.
+
+    Bar k (counted from the context's origin) is absolute row `origin + k` of the symbol's
+    segment. Values are kept for the newest `cap` bars at most: value k sits at `out[k - drop]`,
+    and when the arrays fill, the newest half moves to the front (in place, so lines holding
+    the arrays keep them), as the bar segment itself does when it rolls.
+    """
 
     def __init__(self, ctx: Any, symbol: str, indicator: Any, fields: tuple[str, ...],
                  lines: tuple[Line, ...] = ()) -> None:
@@ -27,10 +36,11 @@ class _Source:
         self.fields = fields
         self.lines = lines  # input lines, when the kernel reads indicators instead of fields
         self.shm = ctx._bars[symbol]
-        self.first = self.shm.first
-        n = self.shm.size
-        self.out = tuple(np.full(n, np.nan) for _ in indicator.outputs)
+        self.origin = ctx._origin[symbol]
+        self.cap = max(2, self.shm.size)
+        self.out = tuple(np.full(self.cap, np.nan) for _ in indicator.outputs)
         self.done = 0  # bars fed to the kernel
+        self.drop = 0  # values dropped from the front of `out`
 
     def catch_up(self, upto: int) -> None:
         # Feed every stored bar not yet fed, in one kernel call: the kernel is causal, so values
@@ -38,17 +48,58 @@ class _Source:
         # replay pays one call for the whole history instead of one per bar.
         if upto <= self.done:
             return
-        upto = max(upto, self.shm.last - self.first)
+        first, last = self.shm.span()
+        upto = max(upto, last - self.origin)
         if self.lines:
             for line in self.lines:
                 line._src.catch_up(upto)
-            ins = tuple(line._out[self.done:upto] for line in self.lines)
+            lo = max(line._src.drop for line in self.lines)
         else:
-            bars = self.shm.buffer[self.first + self.done:self.first + upto]
+            lo = first - self.origin
+        if self.done < lo:
+            # The bars (or input values) after the last fed one rolled out before anyone read
+            # this line: start the kernel afresh on what is held (its warm-up shows as NaN).
+            log.warning("indicator %s on %s was not read for %d bars, more than the bars kept; "
+                        "restarting it from the oldest bar held", type(self.indicator).__name__,
+                        self.symbol, lo - self.done)
+            self.indicator.reset()
+            for o in self.out:
+                o[:] = np.nan
+            self.done = self.drop = lo
+        self._make_room(self.done, upto)
+        if self.lines:
+            ins = tuple(line._src.values_of(self.done, upto, line._k) for line in self.lines)
+        else:
+            bars = self.shm.rows(self.origin + self.done, self.origin + upto)
             ins = tuple(bars[f] for f in self.fields)
-        outs = tuple(o[self.done:upto] for o in self.out)
-        self.indicator.update(*ins, out=outs if len(outs) > 1 else outs[0])
+        lo, hi = self.done - self.drop, upto - self.drop
+        if hi <= self.cap:
+            outs = tuple(o[lo:hi] for o in self.out)
+            self.indicator.update(*ins, out=outs if len(outs) > 1 else outs[0])
+        else:
+            # More new bars than the arrays hold: compute them all, keep the newest.
+            tmp = tuple(np.full(upto - self.done, np.nan) for _ in self.out)
+            self.indicator.update(*ins, out=tmp if len(tmp) > 1 else tmp[0])
+            for o, t in zip(self.out, tmp, strict=True):
+                o[:] = t[len(t) - self.cap:]
+            self.drop = upto - self.cap
         self.done = upto
+
+    def _make_room(self, done: int, upto: int) -> None:
+        # Before writing values done..upto: if they would run past the arrays, move the newest
+        # half of the values held (those before `done`) to the front.
+        if upto - self.drop <= self.cap:
+            return
+        keep = max(0, min(done - self.drop, self.cap // 2 - (upto - done)))
+        new_drop = done - keep
+        for o in self.out:
+            o[:keep] = o[done - self.drop - keep:done - self.drop]
+            o[keep:] = np.nan
+        self.drop = new_drop
+
+    def values_of(self, lo: int, hi: int, k: int) -> np.ndarray:
+        """Values lo..hi of output k (bars counted from the origin), all held and computed."""
+        return self.out[k][lo - self.drop:hi - self.drop]
 
 
 class Line:
@@ -73,21 +124,26 @@ class Line:
     def __getitem__(self, i: int) -> float:
         # The hot path of every on_bar: kept to the fewest operations.
         n = self._seen[0]
-        if self._src.done < n:
-            self._src.catch_up(n)
+        src = self._src
+        if src.done < n:
+            src.catch_up(n)
         if i < 0:
             i += n
             if i < 0:
                 raise IndexError(f"bar {i - n} is before the first of {n} closed bars")
         elif i >= n:
             raise IndexError(f"bar {i} is not visible yet ({n} closed bars)")
-        return self._out.item(i)
+        if i < src.drop:
+            raise IndexError(f"bar {i} rolled out: this line keeps bars {src.drop} to "
+                             f"{src.done - 1}, and the strategy is at bar {n - 1}")
+        return self._out.item(i - src.drop)
 
     @property
     def values(self) -> np.ndarray:
+        """The values held (all of them until the bars roll; then the newest), read-only."""
         n = len(self)
         self._src.catch_up(n)
-        view = self._src.out[self._k][:n].view()
+        view = self._src.out[self._k][:max(0, n - self._src.drop)].view()
         view.flags.writeable = False
         return view
 

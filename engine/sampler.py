@@ -101,7 +101,8 @@ def fold_ticks(ticks, period, fs, ist, out):
     Trade and utrade ticks move a bar; other tick types are skipped. A trade in a later period
     closes the forming bar (and emits flat bars for empty periods between). A trade older than the
     last closed bar is late: it is counted in the state and never rewrites a closed bar. Stops
-    early, before overflowing `out`, leaving the rest of `ticks` for the next call.
+    early when `out` is full, leaving the rest of `ticks` (and of a long gap's flat bars) for
+    the next call; every call with room in `out` makes progress.
     """
     n = 0
     limit = out.shape[0]
@@ -115,9 +116,7 @@ def fold_ticks(ticks, period, fs, ist, out):
         bar_t = np.int64(math.floor(ticks[i]["time"] / period)) * period
         cur = ist[s, _I_BAR]
         if cur >= 0 and bar_t > cur:
-            # Worst case this tick closes one bar and emits flat ones: keep room for them all.
-            gap = (bar_t - cur) // period
-            if n + gap + 1 > limit:
+            if n + 1 > limit:
                 return i, n
             n = _close_bar(fs, ist, s, out, n)
             cur = -1
@@ -125,11 +124,12 @@ def fold_ticks(ticks, period, fs, ist, out):
             if ist[s, _I_CLOSED] >= 0 and bar_t <= ist[s, _I_CLOSED]:
                 ist[s, _I_LATE] += 1
                 continue
-            if ist[s, _I_CLOSED] >= 0:
-                gap = (bar_t - ist[s, _I_CLOSED]) // period
-                if n + gap > limit:
-                    return i, n
             n = _flat_until(fs, ist, s, period, bar_t, out, n)
+            if (ist[s, _I_CLOSED] >= 0 and not math.isnan(fs[s, _F_LAST])
+                    and ist[s, _I_CLOSED] + period < bar_t):
+                # `out` filled before the gap did: the caller empties it and calls again with
+                # this tick first, and the flat bars go on from the last one written.
+                return i, n
             ist[s, _I_BAR] = bar_t
             ist[s, _I_COUNT] = 0
             fs[s, _F_OPEN] = px

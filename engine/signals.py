@@ -10,11 +10,14 @@ same `time`), so a reader in any process attaches by token and lines bars and si
     reader = ShmArray.attach(sigs.token)    # another process: reader.array["ema_20"]
 
 `update()` computes the rows the source gained since the last call, in time proportional to
-them (each series keeps its kernel's state), writing straight into shared memory. When history
-arrives before the first row (a prepend) or the source's rows are replaced (bounds that shrink,
-or bar times that moved at either end of what was computed), it recomputes every row in place;
-a writer that revises bars without moving those times calls `recompute()`. The source is only
-read; nothing here does I/O beyond shared memory or awaits.
+them (each series keeps its kernel's state), writing straight into shared memory. When the
+source rolls (a live bar segment keeping its newest half), the signals roll with it: their
+segment moves the same rows to the same places (same `base`, see `engine.shm`), and the kernels
+go on from their state. When history arrives before the first row (a prepend) or the source's
+rows are replaced (bounds that shrink, or bar times that moved at either end of what was
+computed), it recomputes every row in place; a writer that revises bars without moving those
+times calls `recompute()`. The source is only read; nothing here does I/O beyond shared memory
+or awaits.
 """
 
 from __future__ import annotations
@@ -131,7 +134,8 @@ class SignalSet:
         self._reads = [
             tuple(("source" if f in src_fields else "self", f) for f in s.inputs) for s in signals
         ]
-        self._first = self._last = shm.first  # rows computed: [first, last) of the source
+        # Rows computed: absolute indices [first, last) of the source, and its times there.
+        self._first = self._last = source.first_index
         self._stamp: tuple[float, float] = (np.nan, np.nan)  # source times at first and last-1
 
     @classmethod
@@ -151,6 +155,7 @@ class SignalSet:
         fields += [(f, np.float64) for s in signals for f in s.fields]
         shm = ShmArray.create(np.dtype(fields), source.size, name=name, start=source.first)
         try:
+            shm.reset(start=source.first, base=source.base)  # row for row with the source
             sigs = cls(source, signals, shm)
             sigs.update()
         except BaseException:
@@ -181,42 +186,62 @@ class SignalSet:
     def update(self, upto: int | None = None) -> int:
         """Compute the source rows added since the last call and return how many were written.
 
-        `upto` stops before that buffer row (default: the source's last row), to leave out a
-        bar that is still forming. If the source gained history before its first row or had its
-        rows replaced, every row is recomputed in place.
+        `upto` stops before that absolute row index (the buffer row while the source never
+        rolled; default: the source's last row), to leave out a bar that is still forming. If
+        the source gained history before its first row or had its rows replaced, every row is
+        recomputed in place.
         """
         src = self.source
-        first = src.first
-        last = src.last
+        epoch = src.epoch
+        n = self._update(upto)
+        if src.epoch != epoch:
+            # The source rolled while we read it (a writer in another process): read again.
+            n = self._recompute(*self._bounds(upto))
+        return n
+
+    def _bounds(self, upto: int | None) -> tuple[int, int, int]:
+        first, last, base = self.source.bounds()
+        first, last = base + first, base + last
         if upto is not None:
             last = max(first, min(last, upto))
-        if first != self._first or last < self._last or self._replaced(first):
-            return self._recompute(first, last)
+        return first, last, base
+
+    def _update(self, upto: int | None) -> int:
+        first, last, base = self._bounds(upto)
+        if first < self._first or last < self._last or self._replaced(first, base):
+            return self._recompute(first, last, base)
+        if self.shm.base != base or first > self._first:
+            if self._last < first:
+                return self._recompute(first, last, base)  # fell behind the roll
+            self.shm.rebase(base, first)  # the source rolled: move our rows as it moved its
+            self._first = first
         if last == self._last:
             return 0
         lo = self._last
-        self._compute(lo, last, fresh=False)
-        self.shm.push(self.shm.buffer[lo:last])
+        self._compute(lo - base, last - base, fresh=False)
+        self.shm.push(self.shm.buffer[lo - base:last - base])
         self._last = last
-        self._remember(first, last)
+        self._remember(first, last, base)
         return last - lo
 
     def recompute(self) -> int:
         """Recompute every row from a fresh state; return how many were written."""
-        return self._recompute(self.source.first, self.source.last)
+        return self._recompute(*self._bounds(None))
 
     def on_bars(self, quotes: object = None, closed: object = None) -> None:
         """Update: a `Feed.subscribe` callback (its arguments are ignored)."""
         self.update()
 
-    def _recompute(self, first: int, last: int) -> int:
-        self._compute(first, last, fresh=True)
-        self.shm.reset(self.shm.buffer[first:last], start=first)
+    def _recompute(self, first: int, last: int, base: int) -> int:
+        self.shm.reset(start=first - base, base=base)
+        self._compute(first - base, last - base, fresh=True)
+        self.shm.push(self.shm.buffer[first - base:last - base])
         self._first, self._last = first, last
-        self._remember(first, last)
+        self._remember(first, last, base)
         return last - first
 
     def _compute(self, lo: int, hi: int, *, fresh: bool) -> None:
+        # lo..hi are buffer positions, the same in both segments (they share `base`).
         buf = self.shm.buffer
         src = self.source.buffer
         if self._has_time:
@@ -228,19 +253,20 @@ class SignalSet:
                 ind.reset()
             ind.update(*ins, out=outs)
 
-    def _remember(self, first: int, last: int) -> None:
+    def _remember(self, first: int, last: int, base: int) -> None:
         if self._has_time and last > first:
             times = self.source.buffer["time"]
-            self._stamp = (float(times[first]), float(times[last - 1]))
+            self._stamp = (float(times[first - base]), float(times[last - 1 - base]))
 
-    def _replaced(self, first: int) -> bool:
-        # The same bounds over different rows (a rolling buffer reset in place): the times at
-        # the ends of what was computed moved.
-        if not self._has_time or self._last <= self._first:
+    def _replaced(self, first: int, base: int) -> bool:
+        # The same bounds over different rows (a buffer reset in place): the times at the ends
+        # of what was computed moved. An end that rolled out is not compared.
+        if not self._has_time or self._last <= self._first or self._last - 1 < first:
             return False
         times = self.source.buffer["time"]
-        now = (float(times[first]), float(times[self._last - 1]))
-        return now != self._stamp
+        if float(times[self._last - 1 - base]) != self._stamp[1]:
+            return True
+        return self._first >= first and float(times[self._first - base]) != self._stamp[0]
 
     # -- lifetime --------------------------------------------------------------------------------
 

@@ -184,8 +184,15 @@ class Context(AccountAccess):
         self._id_count = 0
         # Bars a strategy may see end at the last close event it has been handed: a strategy
         # behind its mailbox never sees a bar before its on_bar, whatever the feed has stored.
-        # One mutable cell per symbol, shared with its indicator lines: the count of visible bars.
-        self._seen = {s: [len(shm)] for s, shm in bars.items()}
+        # One mutable cell per symbol, shared with its indicator lines: the count of visible bars,
+        # counted from the absolute row index `_origin` (the oldest bar held at the start), so
+        # it stays right when the bar segment rolls.
+        self._origin: dict[str, int] = {}
+        self._seen: dict[str, list[int]] = {}
+        for s, shm in bars.items():
+            first, last = shm.span()
+            self._origin[s] = first
+            self._seen[s] = [last - first]
         self.lot_sizes: dict[str, float] = {}
         self._sources: list[Any] = []  # indicator sources declared through `indicator`
 
@@ -236,14 +243,14 @@ class Context(AccountAccess):
     def ohlcv(self, symbol: str) -> np.ndarray:
         """Closed bars of `symbol` (ohlc_dtype rows, oldest first), read-only, without a copy.
 
-        The bar still forming is never included, so a strategy cannot look ahead.
+        The bar still forming is never included, so a strategy cannot look ahead. A live bar
+        segment keeps its newest rows (it rolls when full): take a fresh view in each callback.
         """
         try:
             shm = self._bars[symbol]
         except KeyError:
             raise KeyError(f"no bars for {symbol!r}; this run has {self.symbols}") from None
-        arr = shm.array
-        view = arr[: self._seen[symbol][0]].view()
+        view = shm.window(self._origin[symbol] + self._seen[symbol][0]).view()
         view.flags.writeable = False
         return view
 

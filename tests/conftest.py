@@ -14,12 +14,26 @@ def shm_names() -> set[str]:
     return {p.name for p in SHM_DIR.iterdir() if p.name.startswith("engine_")}
 
 
+def creator(name: str) -> int | None:
+    """The pid in a segment's name (`engine_<pid>_<hex>`), or None."""
+    try:
+        return int(name.split("_")[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def segments_of(*pids: int) -> set[str]:
+    """Segments in /dev/shm made by these processes: what a test that started them checks,
+    never the whole of /dev/shm, where other engines on the machine keep theirs."""
+    wanted = set(pids)
+    return {n for n in shm_names() if creator(n) in wanted}
+
+
 def _ours(name: str) -> bool:
     """A segment made by this process, a descendant of it, or a process now gone; segments of
     unrelated processes running beside the suite are theirs to account for."""
-    try:
-        pid = int(name.split("_")[1])
-    except (IndexError, ValueError):
+    pid = creator(name)
+    if pid is None:
         return True
     me = os.getpid()
     while pid > 1:
@@ -35,7 +49,12 @@ def _ours(name: str) -> bool:
 
 @pytest.fixture(autouse=True)
 def no_shm_leak():
-    """Every test must leave /dev/shm as it found it."""
+    """Every test must leave /dev/shm as it found it, as far as its own segments go.
+
+    Only segments that appeared during the test count (so an engine's start-up removal of dead
+    processes' segments, which can shrink /dev/shm below `before`, never trips it), and of
+    those only segments of this process, its descendants, or processes now gone.
+    """
     before = shm_names()
     yield
     import gc

@@ -82,6 +82,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the interpreter from failing again while it flushes stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except Exception as exc:
+        from engine.shm import ShmError  # here: importing it costs `engine --help` numpy
+
+        if not isinstance(exc, ShmError):
+            raise
+        # Shared memory failed (a segment name taken, /dev/shm missing or full): one line.
+        print(f"engine {args.command}: error: shared memory: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

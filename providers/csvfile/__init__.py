@@ -12,7 +12,9 @@ of next year), high < low, open or close outside low..high, and repeated or out-
 
 `backfill_bars` pushes the file's newest bars into shm. `stream_quotes` replays the bars as
 trades (open, nearer extreme, farther extreme, close; a quarter of the volume each) at `speed`
-times the bars' own pace, then idles until cancelled. Quote times are the data's historic times.
+times the bars' own pace, then sends one quote without ticks per file at the end of its last bar
+and idles until cancelled. Quote times are the data's historic times, and the symbol info says
+`"replay": True`, so the engine closes bars by them rather than by its clock.
 A file has no trade counts or VWAP, so bars carry `count` = 0 (unknown) and `bar_wap` =
 (open+high+low+close)/4, the VWAP of the four trades replay synthesizes for that bar: a backfilled
 bar and the one the engine samples from its replay then agree, and it lies within low..high.
@@ -83,6 +85,8 @@ def _info(symbol: str, history: History) -> dict:
         "lot_size": history.lot_size,  # same for volume
         # No trade stream exists in a bar file: replay's trades are synthesized from the bars.
         "synthetic_ticks": True,
+        # Quote times are the data's: the engine closes bars by them, not by its clock.
+        "replay": True,
     }
 
 

@@ -73,7 +73,8 @@ def first_quote(symbol: str, history: History) -> dict[str, Any]:
 async def replay(
     send_chan: trio.abc.SendChannel, streams: Sequence[tuple[str, History]], speed: float
 ) -> None:
-    """Send every synthesized trade of `streams` in time order, `speed` data seconds a second.
+    """Send every synthesized trade of `streams` in time order, `speed` data seconds a second,
+    then for each stream a quote without ticks whose `time` is where its data ends.
 
     `speed` is math.inf to send as fast as the receiver takes them. Returns when all are sent.
     """
@@ -93,3 +94,12 @@ async def replay(
                 "ticks": [{"type": "trade", "price": price, "size": size, "time": t}],
             }
         )
+    # The data ends where each file's last bar ends: one quote without ticks says so, so an
+    # engine closing bars by data time closes the last bar too.
+    ends = sorted((float(_bar_ends(history)[-1]), k) for k, (_, history) in enumerate(streams))
+    for end, k in ends:
+        if not math.isinf(speed):
+            await trio.sleep_until(start + (end - t0) / speed)
+        sym, history = streams[k]
+        last = float(history.bars["close"][-1])
+        await send_chan.send({"symbol": sym, "last": last, "time": end, "ticks": []})

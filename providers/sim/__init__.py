@@ -126,8 +126,11 @@ async def stream_quotes(
         # The anchor came from the engine clock: pace by it, so tick times are engine time.
         clock_now, sleep_until = current_clock().now, current_clock().sleep_until
     else:
-        # An explicit start_time replays a session of its own, from this call on.
+        # An explicit start_time replays a session of its own, from this call on: its times are
+        # not the engine clock's, so the engine closes bars by them (`replay`).
         origin = trio.current_time()
+        for info in init_msgs.values():
+            info["replay"] = True
 
         def clock_now() -> float:
             return anchor + trio.current_time() - origin

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import shm_names
+from tests.conftest import segments_of
 
 ROOT = Path(__file__).resolve().parents[2]
 SMA = str(ROOT / "strategies" / "sma_cross.py")
@@ -63,7 +63,6 @@ def test_a_strategy_that_raises_exits_non_zero_with_its_own_lines(tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_ends_a_run_within_a_second_and_leaves_nothing(sig):
-    before = shm_names()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with subprocess.Popen([sys.executable, "-m", "engine.cli", "run", SMA, "-p", "fast=2",
                            "-p", "slow=4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -71,7 +70,7 @@ def test_ctrl_c_ends_a_run_within_a_second_and_leaves_nothing(sig):
         for line in proc.stdout:
             if "bar close" in line:
                 break
-        assert shm_names() - before, "the run should hold segments while it runs"
+        assert segments_of(proc.pid), "the run should hold segments while it runs"
         t0 = time.monotonic()
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=10)
@@ -80,4 +79,19 @@ def test_ctrl_c_ends_a_run_within_a_second_and_leaves_nothing(sig):
     assert took < 1.0, f"took {took:.2f} s to stop"
     assert "(interrupted)" in out
     assert "SmaCross: ok" in out
-    assert not (shm_names() - before)
+    assert not segments_of(proc.pid)
+
+
+def test_a_shared_memory_failure_is_one_line_not_a_traceback(monkeypatch, capsys):
+    import engine.live
+    from engine import cli
+    from engine.shm import ShmError
+
+    def fail(*args, **kwargs):
+        raise ShmError("shared-memory segment 'engine_1_ab' already exists")
+
+    monkeypatch.setattr(engine.live, "run", fail)
+    assert cli.main(["run", SMA, "--duration", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err == ("engine run: error: shared memory: shared-memory segment 'engine_1_ab' "
+                   "already exists\n")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from engine.shm import ShmArray, ShmError, ShmToken, ohlc_dtype, tick_dtype
-from tests.conftest import shm_names
+from tests.conftest import segments_of, shm_names
 
 
 def _bars(n: int, t0: int = 1_700_000_000) -> np.ndarray:
@@ -157,7 +157,6 @@ _OWNER = textwrap.dedent(
 
 @pytest.mark.parametrize("mode", ["exit", "raise", "with-raise", "sigint", "sigterm", "sigkill"])
 def test_no_segment_outlives_its_owner(mode):
-    before = shm_names()
     proc = subprocess.Popen([sys.executable, "-c", _OWNER, mode], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     name = proc.stdout.readline().strip()
@@ -174,7 +173,8 @@ def test_no_segment_outlives_its_owner(mode):
         deadline = time.monotonic() + 10
         while name in shm_names() and time.monotonic() < deadline:
             time.sleep(0.02)
-    assert not (shm_names() - before), f"{mode}: left {sorted(shm_names() - before)}"
+    left = segments_of(proc.pid)
+    assert not left, f"{mode}: left {sorted(left)}"
 
 
 _WRITER = textwrap.dedent(

@@ -478,6 +478,9 @@ async def test_replay_sends_open_near_far_close_after_started(tmp_path, tick_shm
             lambda: csvfile.stream_quotes(send, ["R"], tick_shm, live, task_status=status)
         )
         msgs = [await recv.receive() for _ in range(12)]
+        # Then where the data ends: a quote without ticks at the last bar's end.
+        assert await recv.receive() == {"symbol": "R", "last": 10.5, "time": float(T0 + 180),
+                                        "ticks": []}
         assert status.queued_at_start == 0
         assert live.is_set()
         await trio.sleep(3600)
@@ -487,6 +490,7 @@ async def test_replay_sends_open_near_far_close_after_started(tmp_path, tick_shm
     init, first = status.value
     assert init["R"]["bars"] == 3
     assert init["R"]["synthetic_ticks"]
+    assert init["R"]["replay"]
     assert first["R"] == {"symbol": "R", "last": 10.0, "time": float(T0), "ticks": []}
     assert {m["symbol"] for m in msgs} == {"R"}
     assert [m["last"] for m in msgs] == [10, 9.5, 12, 11, 11, 11.2, 9, 9.5, 10, 9, 11, 10.5]
