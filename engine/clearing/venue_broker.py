@@ -151,6 +151,7 @@ class VenueBroker:
         self._peak = -math.inf
         self._day: tuple[int, float] | None = None  # (UTC day, equity at its start)
         self._last_event_time = 0.0
+        self._changed = trio.Event()
         self._queued = 0
         self._idle = trio.Event()
         self._need_fills: set[str] = set()  # symbols whose fills the stream left incomplete
@@ -203,6 +204,18 @@ class VenueBroker:
             elif isinstance(e, OrderRejected):
                 self.rejections.append(e)
         self._tell(list(events if tell is None else tell))
+        self._bump()
+
+    def _bump(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_until(self, condition: Callable[[], bool], timeout: float = 30.0) -> None:
+        """Wait until `condition()` holds, re-checking after each ledger change (seconds of
+        trio's clock; raise trio.TooSlowError past `timeout`)."""
+        with trio.fail_after(timeout):
+            while not condition():
+                await self._changed.wait()
 
     def _tell(self, events: list) -> None:
         if not events or not self._deliver:
@@ -702,7 +715,11 @@ class VenueBroker:
                 self.report.append(f"order {view.client_id} never reached {self.venue}")
                 continue
             if view.client_id not in self._announced:
+                # Known to the venue: the strategy hears of its acceptance now (a restart's
+                # orders from before it, or a request whose answer is still on its way).
                 self._announced.add(view.client_id)
+                self._tell([OrderAccepted(time=self.clock.now(), account=self.account.name,
+                                          order=order)])
             self._fold_order(found)
         for vo in await self.session.open_orders(symbols):
             if vo.venue_id in self._by_venue:
@@ -723,6 +740,7 @@ class VenueBroker:
         for line in self.report:
             log.warning("%s reconciliation: %s", self.venue, line)
         self.reconciled += 1
+        self._bump()
         return self.report
 
     def _adopt(self, vo: VenueOrder) -> None:
@@ -811,6 +829,7 @@ class VenueBroker:
             elif self.halted is not None and not marker.exists():
                 log.warning("account %s resumed (its HALT file was removed)", self.account.name)
                 self.halted = None
+            self._bump()
 
     def summary(self) -> dict[str, Any]:
         a = self.account

@@ -24,7 +24,13 @@ from typing import Any
 from urllib.parse import urlencode
 
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionTimeout,
+    DisconnectionTimeout,
+    HandshakeError,
+    open_websocket_url,
+)
 
 from engine.clearing.venue_api import (
     AnswerLost,
@@ -273,41 +279,38 @@ class BinanceTrading:
     async def private_stream(self, hooks: StreamHooks) -> None:
         ssl = default_ssl_context() if self.ws_api_url.startswith("wss:") else None
         try:
-            with trio.fail_after(self.connect_timeout):
-                ws_cm = open_websocket_url(self.ws_api_url, ssl_context=ssl,
-                                           max_message_size=1 << 22, disconnect_timeout=2)
-                ws = await ws_cm.__aenter__()
-        except (OSError, HandshakeError, trio.TooSlowError) as exc:
-            raise TradingError(f"binance: cannot open the WebSocket API at "
-                               f"{self.ws_api_url}: {type(exc).__name__}") from None
-        try:
-            params = {"apiKey": self.signer.api_key.reveal(), "timestamp": self._timestamp()}
-            params["signature"] = self.signer.sign(ws_payload(params))
-            await ws.send_message(json.dumps({"id": "engine-uds", "method":
-                                              "userDataStream.subscribe.signature",
-                                              "params": params}))
-            with trio.fail_after(self.connect_timeout):
+            async with open_websocket_url(self.ws_api_url, ssl_context=ssl,
+                                          max_message_size=1 << 22,
+                                          connect_timeout=self.connect_timeout,
+                                          disconnect_timeout=2) as ws:
+                await self._subscribe(ws)
+                await hooks.on_connected()
                 while True:
-                    answer = json.loads(await ws.get_message())
-                    if answer.get("id") == "engine-uds":
-                        break
-            if answer.get("status") != 200:
-                err = answer.get("error") or {}
-                if err.get("code") == ERR_TIMESTAMP:
-                    await self.sync_time()
-                raise TradingError(f"binance: user data stream refused: {err.get('msg')} "
-                                   f"(code {err.get('code')})")
-            await hooks.on_connected()
-            while True:
-                msg = json.loads(await ws.get_message())
-                event = msg.get("event") if isinstance(msg, dict) else None
-                if isinstance(event, dict) and event.get("e") == "executionReport":
-                    hooks.on_execution(self._execution(event))
-        except (ConnectionClosed, trio.TooSlowError, OSError, ValueError) as exc:
+                    msg = json.loads(await ws.get_message())
+                    event = msg.get("event") if isinstance(msg, dict) else None
+                    if isinstance(event, dict) and event.get("e") == "executionReport":
+                        hooks.on_execution(self._execution(event))
+        except (ConnectionClosed, HandshakeError, ConnectionTimeout, DisconnectionTimeout,
+                trio.TooSlowError, OSError, ValueError) as exc:
             raise TradingError(f"binance: user data stream lost ({type(exc).__name__})") from None
-        finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(2):
-                await ws_cm.__aexit__(None, None, None)
+
+    async def _subscribe(self, ws: Any) -> None:
+        params = {"apiKey": self.signer.api_key.reveal(), "timestamp": self._timestamp()}
+        params["signature"] = self.signer.sign(ws_payload(params))
+        await ws.send_message(json.dumps({"id": "engine-uds", "method":
+                                          "userDataStream.subscribe.signature",
+                                          "params": params}))
+        with trio.fail_after(self.connect_timeout):
+            while True:
+                answer = json.loads(await ws.get_message())
+                if isinstance(answer, dict) and answer.get("id") == "engine-uds":
+                    break
+        if answer.get("status") != 200:
+            err = answer.get("error") or {}
+            if err.get("code") == ERR_TIMESTAMP:
+                await self.sync_time()
+            raise TradingError(f"binance: user data stream refused: {err.get('msg')} "
+                               f"(code {err.get('code')})")
 
     def _execution(self, e: dict) -> Execution:
         symbol = self._name.get(str(e.get("s")), str(e.get("s", "")).lower())
