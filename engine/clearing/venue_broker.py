@@ -565,12 +565,28 @@ class VenueBroker:
         self._fold_order(final, reason)
 
     async def _modify(self, client_id: str, command: ModifyOrder) -> None:
-        """Cancel-replace: cancel the working order, then place the rest with the new terms
-        under the next venue id of the same client id."""
+        """Cancel-replace: record the new terms (and with them the order's next venue id), cancel
+        the working order, then place what is left under the new id."""
         order = self.account.order(client_id)
         if order is None or not self.account.working(client_id):
             return
+        row = self.account.orders[self.account._row[client_id]]
         old = self.venue_id(client_id)
+        size = command.size if command.size is not None else float(row["size"])
+        limit = command.limit_price if command.limit_price is not None else (
+            None if math.isnan(row["limit"]) else float(row["limit"]))
+        stop = command.stop_price if command.stop_price is not None else (
+            None if math.isnan(row["stop"]) else float(row["stop"]))
+        if size <= float(row["size"] - row["remaining"]):
+            self._commit([OrderRejected(time=self.clock.now(), account=self.account.name,
+                                        client_id=client_id, symbol=order.symbol,
+                                        reason="modify: new size not above the filled size")])
+            return
+        modified = OrderModified(time=self.clock.now(), account=self.account.name,
+                                 client_id=client_id, size=size, limit_price=limit,
+                                 stop_price=stop)
+        # In the ledger before the cancel leaves: from here the old id's end is not the order's.
+        self._commit([modified], tell=[])
         try:
             final = await self.session.cancel(old, order.symbol)
         except AnswerLost:
@@ -579,28 +595,19 @@ class VenueBroker:
             final = await self.session.query(old, order.symbol)
         if final is not None:
             await self._catch_up_fills(order.symbol, final)
-        if not self.account.working(client_id) or (final is not None and final.status == "filled"):
-            self._commit([OrderRejected(time=self.clock.now(), account=self.account.name,
-                                        client_id=client_id, symbol=order.symbol,
-                                        reason="modify: the order filled before it could be "
-                                               "replaced")])
-            return
-        row = self.account.orders[self.account._row[client_id]]
         filled = float(row["size"] - row["remaining"])
-        size = command.size if command.size is not None else float(row["size"])
-        limit = command.limit_price if command.limit_price is not None else (
-            None if math.isnan(row["limit"]) else float(row["limit"]))
-        stop = command.stop_price if command.stop_price is not None else (
-            None if math.isnan(row["stop"]) else float(row["stop"]))
-        if size <= filled:
-            self._commit([OrderCancelled(time=self.clock.now(), account=self.account.name,
-                                         client_id=client_id, symbol=order.symbol, remaining=0.0,
-                                         reason="modify: new size not above the filled size")])
+        if not self.account.working(client_id) or (final is not None and final.status == "filled"):
+            rejected = OrderRejected(time=self.clock.now(), account=self.account.name,
+                                     client_id=client_id, symbol=order.symbol,
+                                     reason="modify: the order filled before it was replaced")
+            events: list[LedgerEvent] = [rejected]
+            if self.account.working(client_id):
+                events.append(OrderCancelled(time=self.clock.now(), account=self.account.name,
+                                             client_id=client_id, symbol=order.symbol,
+                                             remaining=self._remaining(client_id),
+                                             reason="filled before its modification"))
+            self._commit(events, tell=[rejected])
             return
-        modified = OrderModified(time=self.clock.now(), account=self.account.name,
-                                 client_id=client_id, size=size, limit_price=limit,
-                                 stop_price=stop)
-        self._commit([modified], tell=[])
         rest = order.model_copy(update={"size": size - filled, "limit_price": limit,
                                         "stop_price": stop})
         try:
@@ -615,15 +622,17 @@ class VenueBroker:
                 self._venue_refused(client_id, "the replacement never reached the venue")
                 return
         self._tell([modified])
-        self._fold_order(answer, offset=filled)
+        self._fold_order(answer)
 
     # -- what the venue reports ----------------------------------------------------------------
 
-    def _fold_order(self, vo: VenueOrder, reason: str | None = None, offset: float = 0.0) -> None:
+    def _fold_order(self, vo: VenueOrder, reason: str | None = None) -> None:
         """Record that an order is done at the venue (fills are folded separately)."""
         client_id = self._by_venue.get(vo.venue_id)
         if client_id is None or not self.account.working(client_id):
             return
+        if vo.venue_id != self.venue_id(client_id):
+            return  # the end of a replaced order's earlier incarnation (modify)
         if vo.status in ("cancelled", "expired", "rejected"):
             why = reason or {"cancelled": "cancelled", "expired": f"expired at {self.venue}",
                              "rejected": f"rejected by {self.venue}"}[vo.status]
@@ -688,8 +697,9 @@ class VenueBroker:
 
     async def reconcile(self) -> list[str]:
         """Fold the venue's view into the ledger: working orders, missed fills, unknown orders,
-        balances. Return what was found (one line each; also logged)."""
-        self.report = []
+        balances. Return what this round found (one line each; also logged and kept in
+        `report`)."""
+        first = len(self.report)
         symbols = list(self.account.symbols)
         working = self.account.open_orders()
         since = min([self._last_event_time - 60.0]
@@ -737,11 +747,12 @@ class VenueBroker:
             self.report.append(f"balances unavailable: {exc}")
         else:
             self.report.extend(self._compare_balances(balances))
-        for line in self.report:
+        found = self.report[first:]
+        for line in found:
             log.warning("%s reconciliation: %s", self.venue, line)
         self.reconciled += 1
         self._bump()
-        return self.report
+        return found
 
     def _adopt(self, vo: VenueOrder) -> None:
         kind = vo.order_type if vo.order_type in ("market", "limit", "stop", "stop_limit") \
