@@ -24,13 +24,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import trio
-from trio_websocket import (
-    ConnectionClosed,
-    ConnectionTimeout,
-    DisconnectionTimeout,
-    HandshakeError,
-    open_websocket_url,
-)
+from trio_websocket import ConnectionClosed, HandshakeError
 
 from engine.clearing.venue_api import (
     AnswerLost,
@@ -45,8 +39,8 @@ from engine.clearing.venue_api import (
     VenueRejected,
 )
 from providers._net import HttpClient, InstrumentTable, RateLimited, VenueUnreachable
-from providers._net.http import RequestLost, Response, default_ssl_context
-from providers._net.trading import rules_of, step_str
+from providers._net.http import RequestLost, Response
+from providers._net.trading import open_private_ws, rules_of, step_str
 
 from ._sign import Signer, ws_payload
 
@@ -277,12 +271,8 @@ class BinanceTrading:
     # -- the private stream ----------------------------------------------------------------------
 
     async def private_stream(self, hooks: StreamHooks) -> None:
-        ssl = default_ssl_context() if self.ws_api_url.startswith("wss:") else None
         try:
-            async with open_websocket_url(self.ws_api_url, ssl_context=ssl,
-                                          max_message_size=1 << 22,
-                                          connect_timeout=self.connect_timeout,
-                                          disconnect_timeout=2) as ws:
+            async with open_private_ws(self.ws_api_url, self.connect_timeout) as ws:
                 await self._subscribe(ws)
                 await hooks.on_connected()
                 while True:
@@ -290,8 +280,8 @@ class BinanceTrading:
                     event = msg.get("event") if isinstance(msg, dict) else None
                     if isinstance(event, dict) and event.get("e") == "executionReport":
                         hooks.on_execution(self._execution(event))
-        except (ConnectionClosed, HandshakeError, ConnectionTimeout, DisconnectionTimeout,
-                trio.TooSlowError, OSError, ValueError) as exc:
+        except (ConnectionClosed, HandshakeError, trio.TooSlowError, OSError,
+                ValueError) as exc:
             raise TradingError(f"binance: user data stream lost ({type(exc).__name__})") from None
 
     async def _subscribe(self, ws: Any) -> None:
