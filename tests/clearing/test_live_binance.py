@@ -233,9 +233,8 @@ async def test_halt_file_from_engine_account_halt_stops_a_running_broker(tmp_pat
         broker.submit(order(order_type="limit", limit_price=60_000.0))
         await broker.drain()
         (tmp_path / "live1" / "HALT").write_text("engine account halt\n")
-        with trio.fail_after(10):
-            while venue.open_count():
-                await trio.sleep(0.05)
+        await broker.wait_until(lambda: not broker.account.open_orders())
+        assert venue.open_count() == 0
         assert broker.halted == "engine account halt"
 
 
@@ -300,3 +299,35 @@ async def test_unknown_venue_orders_are_reported_or_adopted(tmp_path):
 def test_broker_is_a_router():
     for name in ("submit", "cancel", "modify", "position", "attach", "on_batch", "run"):
         assert callable(getattr(VenueBroker, name))
+
+
+async def test_no_key_or_signature_reaches_a_log_a_ledger_or_an_error(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    errors: list[str] = []
+    async with live(tmp_path) as (venue, broker, events):
+        venue.lose_answers = 1
+        broker.submit(order(order_type="limit", limit_price=61_000.0))
+        broker.submit(order(size=1.0))  # insufficient balance
+        venue.skew = 30.0
+        broker.submit(order())
+        await broker.wait_until(lambda: broker.fills)
+        venue.replies.append(("POST", "/api/v3/order", HttpReply(429, {"code": -1003, "msg":
+                                                                       "Too many requests."},
+                                                                 [("Retry-After", "0")])))
+        broker.submit(order())
+        await venue.drop_streams()
+        await venue.subscribed.wait()
+        await broker.kill_switch()
+        errors += [str(e) for e in events] + [repr(broker), repr(broker.session)]
+        errors += [r.reason for r in broker.rejections]
+        signatures = {dict(p.split("=", 1) for p in (r.query + "&" + r.body).split("&")
+                           if "=" in p).get("signature") for r in venue.requests}
+    signatures.discard(None)
+    assert len(signatures) > 5
+    ledger = (tmp_path / "live1" / "ledger.log").read_bytes().decode("utf-8", "replace")
+    logs = "\n".join(r.getMessage() for r in caplog.records)
+    for text in (logs, ledger, "\n".join(errors)):
+        assert API_KEY not in text
+        assert SECRET not in text
+        for sig in signatures:
+            assert sig not in text
