@@ -4,6 +4,9 @@ each scenario of going live, with signed requests checked as Binance documents t
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -331,3 +334,29 @@ async def test_no_key_or_signature_reaches_a_log_a_ledger_or_an_error(tmp_path, 
         assert SECRET not in text
         for sig in signatures:
             assert sig not in text
+
+
+def _engine(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True,
+                          text=True, env=env, timeout=120)
+
+
+def test_cli_live_refuses_without_keys_and_halt_resume(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_")}
+    env["ENGINE_HOME"] = str(tmp_path)
+    strat = Path(__file__).parents[2] / "strategies" / "sma_cross.py"
+    out = _engine("run", str(strat), "--live", "--venue", "binance", "--account", "l1", "--yes",
+                  env=env)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "engine run: error: no binance API keys: set ENGINE_BINANCE_API_KEY and "
+        "ENGINE_BINANCE_API_SECRET, or write them to a mode-0600 keys file and pass --keys FILE "
+        "(or ENGINE_BINANCE_KEYS_FILE)"]
+    out = _engine("run", str(strat), "--live", "--venue", "kraken", "--account", "l1",
+                  "--testnet", env=env)
+    assert "kraken has no spot test network" in out.stderr
+    (tmp_path / "accounts" / "l1").mkdir(parents=True)
+    assert _engine("account", "halt", "l1", env=env).returncode == 0
+    assert (tmp_path / "accounts" / "l1" / "HALT").exists()
+    assert _engine("account", "resume", "l1", env=env).returncode == 0
+    assert not (tmp_path / "accounts" / "l1" / "HALT").exists()
