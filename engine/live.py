@@ -206,6 +206,10 @@ async def run_live(
                         nonlocal interrupted
                         async for _ in signals:
                             if interrupted:
+                                # Second Ctrl-C: a live broker cancels every working order.
+                                kill = getattr(router, "kill_switch", None)
+                                if kill is not None:
+                                    await kill("second Ctrl-C")
                                 raise KeyboardInterrupt
                             interrupted = True
                             done.set()
@@ -299,6 +303,7 @@ def run(
     handle_signals: bool = False,
     paper: Any = None,
     record: bool = False,
+    live: Any = None,
 ) -> RunResult:
     """Run a strategy live on `provider` (default: the simulated market) and return the result.
 
@@ -306,7 +311,8 @@ def run(
     default to the strategy's class attributes; `duration` is in seconds (None: until stopped).
     `paper` trades a paper account: an account name, or a dict of `open_account` arguments
     (`name`, `cash`, `config`, `path`); without it, orders are only logged. `record` stores every
-    tick in the history store (engine.store) for tick-level replays.
+    tick in the history store (engine.store) for tick-level replays. `live` (an
+    engine.live_trading.LiveSettings) trades a real account at `provider`'s venue instead.
     """
     strat = resolve_strategy(strategy, params)
     syms = list(symbols or type(strat).symbols or [])
@@ -319,6 +325,14 @@ def run(
 
     async def main() -> RunResult:
         clock = LiveClock()
+        if live is not None:
+            from engine.live_trading import open_live_broker
+
+            async with open_live_broker(prov, syms, clock, live) as broker:
+                return await run_live([strat], provider=prov, symbols=syms, timeframe=tf,
+                                      duration=duration, history=history, status=status,
+                                      status_every=status_every, handle_signals=handle_signals,
+                                      clock=clock, router=broker)
         router = _paper_broker(paper, syms, clock) if paper is not None else None
         recorder = None
         if record:

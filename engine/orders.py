@@ -140,11 +140,13 @@ class _Event(BaseModel):
 
 
 class AccountOpened(_Event):
-    """First record of an account's ledger: its starting cash."""
+    """First record of an account's ledger: its starting cash. `venue` names the venue of a
+    live account ("binance", "kraken"); empty for a paper account."""
 
     type: Literal["account_opened"] = "account_opened"
     cash: float
     currency: str = "USD"
+    venue: str = ""
 
 
 class OrderAccepted(_Event):

@@ -19,6 +19,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     fills.add_argument("name")
     fills.add_argument("--json", action="store_true", help="print JSON")
     cmds.add_parser("list", help="the accounts in the data directory")
+    for verb, text in (("halt", "live account: cancel every working order, refuse new ones"),
+                       ("resume", "live account: accept new orders again after a halt")):
+        cmds.add_parser(verb, help=text).add_argument("name")
     p.set_defaults(func=run)
 
 
@@ -32,6 +35,10 @@ def run(args: argparse.Namespace) -> int:
     from engine.cli import UsageError
     from engine.paths import list_accounts
 
+    if args.account_command in ("halt", "resume"):
+        from engine.cli._live import halt
+
+        return halt(args.name, resume=args.account_command == "resume")
     if args.account_command == "list":
         try:
             names = list_accounts()

@@ -43,6 +43,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help="order latency in milliseconds of the clock (default 0)")
     paper.add_argument("--leverage", type=float, default=1.0,
                        help="buying power as a multiple of equity (default 1)")
+    from engine.cli._live import add_live_arguments
+
+    add_live_arguments(p)
     actors = p.add_argument_group("actors (--actors)")
     actors.add_argument("--actors", action="store_true",
                         help="run each strategy in its own process (tractor actor) on a shared "
@@ -144,21 +147,34 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
     paper = _paper_args(args) if args.paper else None
+    provider, options, live = args.provider, parse_options(args.provider_option), None
+    if args.live:  # engine/cli/_live.py: venue, keys, limits, confirmation
+        from engine.cli._live import live_settings
+
+        provider, options, live = live_settings(args)
+    elif args.venue or args.testnet:
+        raise UsageError("--venue and --testnet go with --live")
     show, every, tty = status_printer(args)
     try:
-        result = run_strategy(strat, provider=args.provider, symbols=symbols,
+        result = run_strategy(strat, provider=provider, symbols=symbols,
                               timeframe=args.timeframe, duration=args.duration,
-                              provider_options=parse_options(args.provider_option),
+                              provider_options=options,
                               history=args.history, status=show, status_every=every,
-                              handle_signals=True, paper=paper, record=args.record)
+                              handle_signals=True, paper=paper, record=args.record, live=live)
     except (StrategyError, ProviderError) as exc:
         raise UsageError(str(exc)) from None
     except Exception as exc:
         from engine.clearing.ledger import LedgerError
+        from engine.clearing.venue_api import TradingError
+        from engine.clearing.venue_broker import LiveAccountError
         from engine.feed import FeedError
         from engine.store import StoreError
+        from engine.live_trading import LiveAborted
+        from providers._net import VenueError
+        from providers._net.keys import KeysError
 
-        if isinstance(exc, LedgerError | FeedError | StoreError):
+        if isinstance(exc, LedgerError | FeedError | StoreError | KeysError | TradingError
+                      | LiveAccountError | LiveAborted | VenueError):
             raise UsageError(str(exc)) from None
         raise
     if tty:

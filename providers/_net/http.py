@@ -31,7 +31,7 @@ from .backoff import Backoff
 from .errors import UNFORESEEN, HttpStatusError, RateLimited, VenueError, VenueUnreachable, describe
 from .limits import RateLimiter, RetryAfter
 
-__all__ = ["HttpClient", "Response", "default_ssl_context"]
+__all__ = ["HttpClient", "Response", "RequestLost", "default_ssl_context"]
 
 log = logging.getLogger("providers.net")
 
@@ -64,6 +64,11 @@ class Response:
 
     def text(self, limit: int = 300) -> str:
         return self.body[:limit].decode("utf-8", "replace")
+
+
+class RequestLost(VenueUnreachable):
+    """A request may have reached the venue but its answer did not come back (the connection
+    broke or timed out after the request was written): its effect is unknown."""
 
 
 class _Conn:
@@ -173,6 +178,38 @@ class HttpClient:
             self.limiter.succeeded()
             return payload
 
+    async def send(self, method: str, path: str, *, query: str = "", body: bytes = b"",
+                   headers: tuple[tuple[str, str], ...] = (), weight: int = 1) -> Response:
+        """Send one request, exactly once, and return the answer whatever its status (after
+        the rate limiter has seen it: a 429/418 blocks later requests for its Retry-After).
+
+        `query` and `body` are sent exactly as given (a signature covers their bytes). Raise
+        VenueUnreachable when no connection could be opened (nothing was sent), RequestLost
+        when the request was written but no whole answer came back, RateLimited when the
+        venue asks to wait longer than the limiter's maximum.
+        """
+        target = self.prefix + path + (f"?{query}" if query else "")
+        await self.limiter.acquire(weight)
+        async with self._lock:
+            try:
+                with trio.fail_after(self.timeout):
+                    conn = self._conn
+                    if conn is None:
+                        conn = self._conn = await self._connect()
+            except _NETWORK_ERRORS as exc:
+                raise VenueUnreachable(f"{self.venue}: cannot reach {self.base_url} "
+                                       f"({method} {path}): {_describe(exc)}") from None
+            try:
+                with trio.fail_after(self.timeout):
+                    resp = await self._exchange(conn, target, method, body, headers)
+            except _NETWORK_ERRORS as exc:
+                raise RequestLost(f"{self.venue}: {method} {path}: no answer "
+                                  f"({_describe(exc)})") from None
+        self.limiter.observe(resp.status, resp.headers)
+        if resp.status < 400:
+            self.limiter.succeeded()
+        return resp
+
     async def _get(self, target: str) -> Response:
         async with self._lock:
             with trio.fail_after(self.timeout):
@@ -195,14 +232,19 @@ class HttpClient:
             stream = await trio.open_tcp_stream(self.host, self.port)
         return _Conn(stream)
 
-    async def _exchange(self, conn: _Conn, target: str) -> Response:
+    async def _exchange(self, conn: _Conn, target: str, method: str = "GET", body: bytes = b"",
+                        extra: tuple[tuple[str, str], ...] = ()) -> Response:
         h = conn.h11
         try:
-            request = h11.Request(method="GET", target=target, headers=[
-                ("Host", self.host_header), ("User-Agent", USER_AGENT),
-                ("Accept", "application/json"), ("Accept-Encoding", "gzip"),
-            ])
-            await conn.stream.send_all(h.send(request) + h.send(h11.EndOfMessage()))
+            headers = [("Host", self.host_header), ("User-Agent", USER_AGENT),
+                       ("Accept", "application/json"), ("Accept-Encoding", "gzip"), *extra]
+            if body or method in ("POST", "PUT"):
+                headers.append(("Content-Length", str(len(body))))
+            request = h11.Request(method=method, target=target, headers=headers)
+            data = h.send(request)
+            if body:
+                data += h.send(h11.Data(data=body))
+            await conn.stream.send_all(data + h.send(h11.EndOfMessage()))
             head: h11.Response | None = None
             chunks: list[bytes] = []
             size = 0

@@ -24,7 +24,12 @@ the engine pins for tractor, and its sync client in a worker thread cannot be ca
 promptly. certifi supplies the CA bundle for TLS.
 
 Symbols: `btcusdt`, `BTCUSDT` or `btc/usdt`; messages echo the symbol exactly as requested.
+Order entry: `open_trading(...)` (see its docstring and the README's "Going live") signs
+requests with the account's HMAC or Ed25519 key and follows the account's orders on the
+WebSocket API user data stream; `TESTNET` holds the spot testnet's endpoints.
+
 Options (`-o name=value`): rest_url, ws_url (also ENGINE_BINANCE_REST_URL / _WS_URL),
+ws_api_url (ENGINE_BINANCE_WS_API_URL), recv_window,
 stale_after, connect_timeout, close_timeout, request_timeout, reconnect_min, reconnect_max,
 max_gap, max_retry_wait, jitter_seed, trade_stream, bar_interval. This provider never writes the
 tick buffer it is given and never reads the wall clock.
@@ -32,6 +37,8 @@ tick buffer it is given and never reads the wall clock.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -45,7 +52,12 @@ if TYPE_CHECKING:
     from engine.shm import ShmArray
 
 __all__ = ["ohlc_dtype", "stream_quotes", "backfill_bars", "symbol_info", "search_symbols",
-           "configure", "reset", "UnknownSymbol", "VenueError"]
+           "configure", "reset", "open_trading", "TESTNET", "UnknownSymbol", "VenueError"]
+
+# The spot testnet (testnet.binance.vision): its own keys, its own (thin) market.
+TESTNET = {"rest_url": "https://testnet.binance.vision",
+           "ws_url": "wss://stream.testnet.binance.vision",
+           "ws_api_url": "wss://ws-api.testnet.binance.vision/ws-api/v3"}
 
 _provider = VenueProvider(BinanceVenue)
 
@@ -97,3 +109,28 @@ async def backfill_bars(
     """Write up to `count` frames of 1000 closed klines (`bar_interval`, default 1 minute)
     before now into `shm`: the newest pushed, older ones prepended, never past its bounds."""
     await _provider.backfill_bars(sym, shm, count, task_status)
+
+
+@asynccontextmanager
+async def open_trading(symbols: list[str], *, now: Callable[[], float], keys: Any = None,
+                       keys_file: str | None = None) -> AsyncIterator[Any]:
+    """Open a signed trading session on the configured endpoints for `symbols`.
+
+    `now` is the engine clock (epoch seconds) that timestamps requests; `keys` an ApiKeys, or
+    they are loaded from `keys_file` / the environment (providers._net.keys). The session
+    shares this provider's rate limiter, so market data and orders spend one weight budget.
+    Raise KeysError without keys, UnknownSymbol for a pair Binance does not trade.
+    """
+    from providers._net.keys import load_keys
+
+    from ._sign import Signer
+    from ._trade import BinanceTrading
+
+    signer = Signer(keys if keys is not None else load_keys("binance", keys_file))
+    options = _provider.venue.options
+    async with _provider.http() as http:
+        table = await _provider.instruments(http)
+        session = BinanceTrading(http, table, list(symbols), signer, options["ws_api_url"], now,
+                                 recv_window_ms=int(options["recv_window"]),
+                                 connect_timeout=options["connect_timeout"])
+        yield session

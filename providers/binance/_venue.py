@@ -27,7 +27,7 @@ from providers._net import (
     common_options,
 )
 from providers._net.events import Event
-from providers._net.options import choice
+from providers._net.options import choice, number, url
 
 from ._parse import (
     INTERVALS,
@@ -61,6 +61,11 @@ class BinanceVenue(Venue):
         "trade_stream": Option("trade", choice("trade", "aggTrade"),
                                "live trade stream: every print (trade) or aggregates (aggTrade)"),
         "bar_interval": Option("1m", choice(*INTERVALS), "kline interval of backfilled bars"),
+        # Order entry (engine run --live): the WebSocket API carries the user data stream.
+        "ws_api_url": Option("wss://ws-api.binance.com:443/ws-api/v3", url("ws", "wss"),
+                             "WebSocket API URL (the private user data stream)",
+                             env="ENGINE_BINANCE_WS_API_URL"),
+        "recv_window": Option(5000.0, number(hi=60000.0), "recvWindow of signed requests, ms"),
     }
 
     def make_limiter(self) -> RateLimiter:
