@@ -32,7 +32,7 @@ def _when(t: float) -> str:
 def run(args: argparse.Namespace) -> int:
     from engine.clearing.ledger import LedgerError
     from engine.clearing.report import AccountNotFound, account_report
-    from engine.cli import UsageError
+    from engine.cli._common import UsageError
     from engine.paths import list_accounts
 
     if args.account_command in ("halt", "resume"):

@@ -32,7 +32,7 @@ def when(t: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.cli import UsageError, check_timeframe, parse_options
+    from engine.cli._common import UsageError, check_timeframe, parse_options
     from engine.store import StoreError, backfill
 
     if args.count < 1:

@@ -46,7 +46,7 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
 def run_spec(args: argparse.Namespace) -> RunSpec:
     """The run's description from those options, built once for `engine backtest` and
     `engine sweep` (a bad value is one line)."""
-    from engine.cli import UsageError
+    from engine.cli._common import UsageError
     from engine.run_spec import RunSpec, RunSpecError
 
     try:
@@ -106,7 +106,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
     import os
     from pathlib import Path
 
-    from engine.cli import UsageError
+    from engine.cli._common import UsageError
 
     for flag, out in (("--json", args.json_out), ("--report", args.report),
                       ("--log", args.log_file)):
@@ -121,8 +121,8 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 def _log_to(args: argparse.Namespace) -> logging.Handler | None:
     """Print the strategy's lines as `engine run` does; copy them to --log FILE."""
-    from engine.cli import UsageError
-    from engine.cli._run import configure_logging
+    from engine.cli._common import UsageError
+    from engine.cli._run_common import configure_logging
 
     configure_logging(args.log_level)
     if not args.log_file:
@@ -138,7 +138,7 @@ def _log_to(args: argparse.Namespace) -> logging.Handler | None:
 
 def run(args: argparse.Namespace) -> int:
     from engine.backtests.replay import BacktestError, run_backtest
-    from engine.cli import UsageError, parse_options
+    from engine.cli._common import UsageError, parse_options
 
     _check_outputs(args)
     spec = run_spec(args)

@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from engine.check_provider import run_check_provider
-    from engine.cli import UsageError, parse_options
+    from engine.cli._common import UsageError, parse_options
 
     if args.timeout <= 0:
         raise UsageError(f"--timeout must be positive, got {args.timeout}")

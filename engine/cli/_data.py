@@ -25,8 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.cli import check_timeframe
     from engine.cli._backfill import when
+    from engine.cli._common import check_timeframe
     from engine.store import StoreError, import_file, list_datasets, list_tick_datasets
 
     if args.data_command == "import":

@@ -46,7 +46,7 @@ def live_settings(args: argparse.Namespace) -> tuple[str, dict[str, Any], Any]:
     from pydantic import ValidationError
 
     from engine.clearing.venue_broker import LiveLimits
-    from engine.cli import UsageError, parse_options
+    from engine.cli._common import UsageError, parse_options
     from engine.live_trading import LiveSettings
     from engine.paths import account_dir
 
@@ -104,7 +104,7 @@ def halt(name: str, resume: bool = False) -> int:
     refuses new ones; the next live run of the account starts halted until resumed.
     """
     from engine.clearing.venue_broker import HALT_FILE
-    from engine.cli import UsageError
+    from engine.cli._common import UsageError
     from engine.paths import account_dir
 
     try:

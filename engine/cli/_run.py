@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-from typing import Any
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -65,73 +63,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _paper_args(args: argparse.Namespace) -> dict:
-    from pydantic import ValidationError
-
-    from engine.clearing.config import BrokerConfig, Fees, RiskLimits, Slippage
-    from engine.cli import UsageError
-    from engine.paths import account_dir
-
-    try:
-        account_dir(args.account)
-        config = BrokerConfig(fees=Fees(taker_pct=args.fee_pct, maker_pct=args.fee_pct),
-                              slippage=Slippage(spread_fraction=args.slippage_spread),
-                              latency_ms=args.latency_ms, risk=RiskLimits(leverage=args.leverage))
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise UsageError(f"--{err['loc'][-1]}: {err['msg']}".replace("_", "-")) from None
-    except ValueError as exc:
-        raise UsageError(f"--account: {exc}") from None
-    if args.cash is not None and args.cash <= 0:
-        raise UsageError(f"--cash must be positive, got {args.cash:g}")
-    return {"name": args.account, "cash": args.cash, "config": config}
-
-
-def check_run_args(args: argparse.Namespace) -> None:
-    """The checks `engine run` makes with or without --actors."""
-    from engine.cli import UsageError, check_timeframe
-
-    if args.duration is not None and args.duration <= 0:
-        raise UsageError(f"--duration must be positive, got {args.duration:g}")
-    if args.history < 0:
-        raise UsageError(f"--history must be 0 or more, got {args.history}")
-    check_timeframe(args.timeframe)
-
-
-def status_printer(args: argparse.Namespace) -> tuple[Any, float, bool]:
-    """The status-line callback, its period (s) and whether stderr is a terminal (the line is
-    then redrawn in place)."""
-    tty = sys.stderr.isatty()
-
-    def show(snapshot: Any) -> None:
-        if tty:
-            print("\r" + snapshot.line()[:150], end="", file=sys.stderr, flush=True)
-        else:
-            print(snapshot.line(), file=sys.stderr, flush=True)
-
-    return show, args.status_every or (1.0 if tty else 5.0), tty
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(levelname).1s %(name)s: %(message)s")
-    # Strategy lines are the user's own output: print them plainly.
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(name)s %(message)s"))
-    strat = logging.getLogger("strategy")
-    strat.addHandler(handler)
-    strat.propagate = False
-
-
 def run(args: argparse.Namespace) -> int:
-    from engine.cli import UsageError, parse_options
+    from engine.cli._common import UsageError, parse_options
+    from engine.cli._run_common import (
+        check_run_args,
+        configure_logging,
+        paper_args,
+        status_printer,
+    )
     from engine.live import resolve_strategy
     from engine.live import run as run_strategy
     from engine.provider import ProviderError
     from engine.strategy import StrategyError
 
     if args.actors:
-        from engine.actors.cli import run_command
+        from engine.cli._run_actors import run_command
 
         return run_command(args)
     if len(args.strategy) > 1:
@@ -146,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     except StrategyError as exc:
         raise UsageError(str(exc)) from None
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
-    paper = _paper_args(args) if args.paper else None
+    paper = paper_args(args) if args.paper else None
     provider, options, live = args.provider, parse_options(args.provider_option), None
     if args.live:  # engine/cli/_live.py: venue, keys, limits, confirmation
         from engine.cli._live import live_settings
@@ -168,13 +114,12 @@ def run(args: argparse.Namespace) -> int:
         from engine.clearing.venue_api import TradingError
         from engine.clearing.venue_broker import LiveAccountError
         from engine.feed import FeedError
-        from engine.store import StoreError
         from engine.live_trading import LiveAborted
-        from providers._net import VenueError
-        from providers._net.keys import KeysError
+        from engine.store import StoreError
 
-        if isinstance(exc, LedgerError | FeedError | StoreError | KeysError | TradingError
-                      | LiveAccountError | LiveAborted | VenueError):
+        # Venue and key errors are ProviderErrors, caught above.
+        if isinstance(exc, LedgerError | FeedError | StoreError | TradingError
+                      | LiveAccountError | LiveAborted):
             raise UsageError(str(exc)) from None
         raise
     if tty:

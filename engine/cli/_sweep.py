@@ -59,7 +59,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _check_output(path: str, flag: str) -> None:
     """Refuse, before any work, an output path that cannot be written."""
-    from engine.cli import UsageError
+    from engine.cli._common import UsageError
 
     target = Path(path)
     folder = target.parent
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.actors.sweep_auth import SecretError, load_secret
     from engine.backtests.optimize import optimize, walk_forward
     from engine.backtests.replay import BacktestError
-    from engine.cli import UsageError
+    from engine.cli._common import UsageError
 
     if not args.param:
         raise UsageError("give the grid with -p, e.g. -p fast=5:50:5 -p slow=20:200:10")

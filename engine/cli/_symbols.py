@@ -37,7 +37,7 @@ def _cell(value: object) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.cli import UsageError, parse_options
+    from engine.cli._common import UsageError, parse_options
     from engine.provider import ProviderError
     from engine.symbols import SymbolLookupError, list_symbols
 

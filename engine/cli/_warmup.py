@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from engine.backtests.replay import BacktestError
     from engine.backtests.warmup_check import check_warmup
-    from engine.cli import UsageError, check_timeframe, parse_options
+    from engine.cli._common import UsageError, check_timeframe, parse_options
 
     check_timeframe(args.timeframe)
     for flag, v in (("--bars", args.bars), ("--window", args.window)):

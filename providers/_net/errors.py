@@ -10,6 +10,8 @@ import functools
 from collections.abc import Callable, Iterable
 from typing import ParamSpec, TypeVar
 
+from engine.provider import ProviderError
+
 __all__ = ["VenueError", "VenueUnreachable", "HttpStatusError", "RateLimited", "UnknownSymbol",
            "MalformedFrame", "UNFORESEEN", "close_matches", "describe", "guard"]
 
@@ -17,8 +19,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class VenueError(RuntimeError):
-    """A venue could not be reached or answered with an error."""
+class VenueError(ProviderError):
+    """A venue could not be reached or answered with an error (a ProviderError: the engine
+    reports it in one line without knowing the venue)."""
 
 
 class VenueUnreachable(VenueError):

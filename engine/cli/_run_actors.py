@@ -14,8 +14,13 @@ __all__ = ["run_command"]
 
 def run_command(args: argparse.Namespace) -> int:
     """Run `args.strategy` (one or more files) as actors; return the exit status."""
-    from engine.cli import UsageError, parse_options
-    from engine.cli._run import _paper_args, check_run_args, configure_logging, status_printer
+    from engine.cli._common import UsageError, parse_options
+    from engine.cli._run_common import (
+        check_run_args,
+        configure_logging,
+        paper_args,
+        status_printer,
+    )
     from engine.provider import ProviderError
     from engine.strategy import StrategyError
 
@@ -30,7 +35,7 @@ def run_command(args: argparse.Namespace) -> int:
         raise UsageError(f"--registry: {exc}") from None
     configure_logging(args.log_level)
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
-    paper = _paper_args(args) if args.paper else None
+    paper = paper_args(args) if args.paper else None
     show, every, tty = status_printer(args)
 
     from engine.actors.daemon import FeedGone
