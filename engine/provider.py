@@ -22,11 +22,17 @@ from engine.dtypes import OHLC_FIELDS, ohlc_dtype
 
 DEFAULT_PROVIDER = "providers.sim"
 
-__all__ = ["Provider", "ProviderError", "load_provider", "surface_problems", "DEFAULT_PROVIDER"]
+__all__ = ["Provider", "ProviderError", "ProviderFailure", "load_provider", "surface_problems",
+           "DEFAULT_PROVIDER"]
 
 
 class ProviderError(RuntimeError):
     """A provider could not be found, imported or does not expose the spec's surface."""
+
+
+class ProviderFailure(RuntimeError):
+    """A provider failed while running (a venue unreachable, keys unusable): not the user's
+    input, but reported the same way, in one line; providers raise their own subclasses."""
 
 
 _STREAM_PARAMS = ("send_chan", "symbols", "shm", "feed_is_live")

@@ -115,11 +115,12 @@ def run(args: argparse.Namespace) -> int:
         from engine.clearing.venue_broker import LiveAccountError
         from engine.feed import FeedError
         from engine.live_trading import LiveAborted
+        from engine.provider import ProviderFailure
         from engine.store import StoreError
 
-        # Venue and key errors are ProviderErrors, caught above.
+        # A venue's and its keys' errors are ProviderFailures: the CLI knows no provider.
         if isinstance(exc, LedgerError | FeedError | StoreError | TradingError
-                      | LiveAccountError | LiveAborted):
+                      | LiveAccountError | LiveAborted | ProviderFailure):
             raise UsageError(str(exc)) from None
         raise
     if tty:

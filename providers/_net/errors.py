@@ -10,7 +10,7 @@ import functools
 from collections.abc import Callable, Iterable
 from typing import ParamSpec, TypeVar
 
-from engine.provider import ProviderError
+from engine.provider import ProviderFailure
 
 __all__ = ["VenueError", "VenueUnreachable", "HttpStatusError", "RateLimited", "UnknownSymbol",
            "MalformedFrame", "UNFORESEEN", "close_matches", "describe", "guard"]
@@ -19,8 +19,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class VenueError(ProviderError):
-    """A venue could not be reached or answered with an error (a ProviderError: the engine
+class VenueError(ProviderFailure):
+    """A venue could not be reached or answered with an error (a ProviderFailure: the engine
     reports it in one line without knowing the venue)."""
 
 

@@ -21,12 +21,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.provider import ProviderError
+from engine.provider import ProviderFailure
 
 __all__ = ["Secret", "ApiKeys", "KeysError", "load_keys"]
 
 
-class KeysError(ProviderError, ValueError):
+class KeysError(ProviderFailure, ValueError):
     """Keys are missing or unusable; the message says where to put them, never what they are."""
 
 

@@ -134,7 +134,9 @@ def test_five_strategies_on_one_account_settle_the_same_with_and_without_actors(
                 stop_timeout=10.0)
 
     actors = _check(trio.run(main))
-    assert actors == single
+    assert actors[0] == single[0]  # each strategy's own position, exactly
+    # The account's total is a sum of fills: the order they landed in may round differently.
+    assert math.isclose(actors[1], single[1], rel_tol=1e-12, abs_tol=1e-12)
     assert not descendants(os.getpid()), "an actor process outlived the run"
 
 
