@@ -25,6 +25,8 @@ from engine.provider import DEFAULT_PROVIDER, Provider, load_provider
 from engine.sampler import format_timeframe, parse_timeframe
 from engine.scheduler import StrategyRunner, make_runner
 from engine.strategy import IntentLog, OrderRouter, Strategy, StrategyError, load_strategy
+from engine.timefmt import iso
+from engine.watchdog import DEFAULT_BUDGET, Watchdog
 
 __all__ = ["run", "run_live", "RunResult", "StatusSnapshot"]
 
@@ -39,6 +41,22 @@ class StrategyReport:
     coalesced: int
     orders: int
     error: str | None
+    off_loop: str | None = None  # why its callbacks ran in its own thread, if they did
+    off_loop_since: float | None = None  # epoch seconds
+    held: float = 0.0  # seconds its longest callback held the event loop, once one overran
+    slowest: float = 0.0  # seconds, its longest callback in its thread
+    lag: float = 0.0  # seconds, the longest an event waited for it once in its thread
+    behind: float = 0.0  # seconds its oldest waiting event had waited when the run stopped
+
+    def slow_line(self) -> str | None:
+        """How slow it was, for a strategy that ran in its thread or held the loop; else None."""
+        if self.off_loop is None:
+            if self.held <= 0:
+                return None
+            return f"an async callback held the event loop for {self.held:.2f} s"
+        return (f"callbacks in its own thread since {iso(self.off_loop_since)} "
+                f"({self.off_loop}); longest {self.slowest:.2f} s; lag up to {self.lag:.2f} s, "
+                f"{self.behind:.2f} s behind at the end")
 
 
 @dataclass
@@ -80,6 +98,9 @@ class RunResult:
             state = "FAILED" if s.error else "ok"
             lines.append(f"  {s.name}: {state}; {s.quotes} quotes, {s.bars} bars, {s.orders} orders"
                          f", {s.coalesced} quotes coalesced while behind")
+            slow = s.slow_line()
+            if slow:
+                lines.append(f"    slow: {slow}")
         if self.account is not None:
             a = self.account
             lines.append(f"  account {a['account']}: equity {a['equity']:,.2f}, cash "
@@ -145,9 +166,13 @@ async def run_live(
     status_every: float = 1.0,
     handle_signals: bool = False,
     on_feed: Callable[[Feed], None] | None = None,
+    callback_budget: float = DEFAULT_BUDGET,
 ) -> RunResult:
     """Stream `symbols` from `provider` into `strategies` until `duration` clock seconds pass,
-    every strategy has stopped, or (with `handle_signals`) Ctrl-C / SIGTERM arrives."""
+    every strategy has stopped, or (with `handle_signals`) Ctrl-C / SIGTERM arrives.
+
+    A synchronous callback that holds the event loop longer than `callback_budget` seconds
+    moves its strategy's callbacks to a worker thread of its own (engine.watchdog)."""
     period = parse_timeframe(timeframe)
     clock = clock or LiveClock()
     router = router or IntentLog()
@@ -155,13 +180,19 @@ async def run_live(
     symbols = list(symbols)
     interrupted = False
     runners: list[StrategyRunner] = []
+    main = handle_signals and threading.current_thread() is threading.main_thread()
     async with open_feed(provider, symbols, timeframe=period, history=history, clock=clock) as feed:
+        # A callback stuck on the loop can only be escaped by ending the process (in the main
+        # thread, with signals handled: the CLI's run); the feed's segments are unlinked first.
+        watchdog = Watchdog(callback_budget, hard_exit=main, cleanup=lambda: _unlink(feed))
         if on_feed is not None:
             on_feed(feed)
         t0 = clock.now()
+        watchdog.stop_after(duration)
         for strat in strategies:
             runner = make_runner(strat, symbols=symbols, timeframe=period, bars=feed.bars,
-                                 quotes=feed.quotes, clock=clock, router=router, capacity=mailbox)
+                                 quotes=feed.quotes, clock=clock, router=router, capacity=mailbox,
+                                 watchdog=watchdog)
             feed.subscribe(runner.deliver)
             if hasattr(router, "attach"):
                 router.attach(strat.name, runner.deliver_events)
@@ -180,6 +211,7 @@ async def run_live(
                 if all(r.stats.error or r.stats.stopped for r in runners):
                     done.set()
 
+            nursery.start_soon(watchdog.watch)
             if hasattr(router, "run"):
                 nursery.start_soon(router.run)
             for runner in runners:
@@ -187,8 +219,9 @@ async def run_live(
             if status is not None:
                 nursery.start_soon(_report_status, feed, runners, router, clock, t0, status,
                                    status_every)
-            if handle_signals and threading.current_thread() is threading.main_thread():
+            if main:
                 with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    watchdog.chain_signals(signal.SIGINT, signal.SIGTERM)
                     async def watch_signals() -> None:
                         nonlocal interrupted
                         async for _ in signals:
@@ -208,15 +241,26 @@ async def run_live(
             provider=provider.name, symbols=symbols, timeframe=period, seconds=seconds,
             quotes=feed.stats.quotes, ticks=feed.stats.ticks, bars=feed.stats.bars,
             rejected=feed.stats.rejected, late_ticks=feed.sampler.late_ticks,
-            strategies=[StrategyReport(r.name, r.stats.quotes, r.stats.bars, r.mailbox.coalesced,
-                                       sum(o.strategy == r.name for o in _orders_of(router)),
-                                       r.stats.error) for r in runners],
+            strategies=[_report(r, router) for r in runners],
             orders=_orders_of(router),
             last_prices={s: _last_price(feed.quotes.get(s)) for s in symbols},
             interrupted=interrupted,
             account=(dict(router.summary(), fills=len(router.fills))
                      if hasattr(router, "summary") else None),
         )
+
+
+def _unlink(feed: Feed) -> None:
+    # From the watchdog thread, just before os._exit: names only; the stuck loop keeps its maps.
+    for shm in (feed.ticks, *feed.bars.values()):
+        shm.unlink()
+
+
+def _report(r: StrategyRunner, router: OrderRouter) -> StrategyReport:
+    st = r.stats
+    return StrategyReport(r.name, st.quotes, st.bars, r.mailbox.coalesced,
+                          sum(o.strategy == r.name for o in _orders_of(router)), st.error,
+                          st.off_loop, st.off_loop_since, st.held, st.slowest, st.lag, st.behind)
 
 
 async def _wait_done(done: trio.Event, duration: float | None, clock: Clock) -> None:

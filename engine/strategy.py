@@ -25,7 +25,7 @@ from engine.shm import ShmArray
 
 __all__ = ["Strategy", "Context", "StrategyError", "load_strategy", "OrderRouter", "IntentLog"]
 
-_RESERVED = {"symbols", "timeframe", "ctx", "name", "params"}
+_RESERVED = {"symbols", "timeframe", "ctx", "name", "params", "blocking"}
 CALLBACKS = ("on_start", "on_quote", "on_bar", "on_fill", "on_order_rejected", "on_order",
              "on_feed_status", "on_stop")
 
@@ -40,12 +40,15 @@ class Strategy:
     """Base class of user strategies.
 
     Class attributes: `symbols` (default symbols), `timeframe` (default bar period, e.g. "1m"),
-    and any annotated attribute (`fast: int = 10`) becomes a typed parameter, validated and
-    overridable from the command line with `-p fast=5`.
+    `blocking` (True: live runs call its synchronous callbacks in its own worker thread from
+    the start, for strategies that wait on I/O or compute for long), and any annotated attribute
+    (`fast: int = 10`) becomes a typed parameter, validated and overridable from the command
+    line with `-p fast=5`.
     """
 
     symbols: ClassVar[tuple[str, ...] | list[str]] = ()
     timeframe: ClassVar[str] = "1s"
+    blocking: ClassVar[bool] = False
     _params_model: ClassVar[type[BaseModel]]
     ctx: Context
 
