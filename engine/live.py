@@ -44,19 +44,22 @@ class StrategyReport:
     off_loop: str | None = None  # why its callbacks ran in its own thread, if they did
     off_loop_since: float | None = None  # epoch seconds
     held: float = 0.0  # seconds its longest callback held the event loop, once one overran
-    slowest: float = 0.0  # seconds, its longest callback in its thread
+    held_by: str | None = None  # that callback
+    slowest: float = 0.0  # seconds, its longest finished callback in its thread
     lag: float = 0.0  # seconds, the longest an event waited for it once in its thread
     behind: float = 0.0  # seconds its oldest waiting event had waited when the run stopped
+    stuck: str | None = None  # its callback still running in its thread when the run ended
 
     def slow_line(self) -> str | None:
         """How slow it was, for a strategy that ran in its thread or held the loop; else None."""
         if self.off_loop is None:
-            if self.held <= 0:
+            if self.held_by is None:
                 return None
-            return f"an async callback held the event loop for {self.held:.2f} s"
+            return f"{self.held_by} held the event loop for {self.held:.2f} s"
+        stuck = f"; {self.stuck} still running when the run ended" if self.stuck else ""
         return (f"callbacks in its own thread since {iso(self.off_loop_since)} "
-                f"({self.off_loop}); longest {self.slowest:.2f} s; lag up to {self.lag:.2f} s, "
-                f"{self.behind:.2f} s behind at the end")
+                f"({self.off_loop}){stuck}; longest finished callback {self.slowest:.2f} s; "
+                f"lag up to {self.lag:.2f} s, {self.behind:.2f} s behind at the end")
 
 
 @dataclass
@@ -211,7 +214,7 @@ async def run_live(
                 if all(r.stats.error or r.stats.stopped for r in runners):
                     done.set()
 
-            nursery.start_soon(watchdog.watch)
+            await nursery.start(watchdog.watch)
             if hasattr(router, "run"):
                 nursery.start_soon(router.run)
             for runner in runners:
@@ -221,20 +224,31 @@ async def run_live(
                                    status_every)
             if main:
                 with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    watchdog.chain_signals(signal.SIGINT, signal.SIGTERM)
-                    async def watch_signals() -> None:
+                    def stop_by_signal() -> None:
                         nonlocal interrupted
+                        interrupted = True
+                        done.set()
+
+                    token = trio.lowlevel.current_trio_token()
+                    watchdog.chain_signals(lambda: token.run_sync_soon(stop_by_signal),
+                                           signal.SIGINT, signal.SIGTERM)
+
+                    async def watch_signals() -> None:
                         async for _ in signals:
                             if interrupted:
                                 raise KeyboardInterrupt
-                            interrupted = True
-                            done.set()
+                            stop_by_signal()
                     nursery.start_soon(watch_signals)
                     await _wait_done(done, duration, clock)
             else:
                 await _wait_done(done, duration, clock)
-            for runner in runners:
-                await runner.stop()
+            async with trio.open_nursery() as stopping:
+                for runner in runners:
+                    if runner.off_loop:
+                        # In its own thread: its wait for a stuck callback overlaps the others'.
+                        stopping.start_soon(runner.stop)
+                    else:
+                        await runner.stop()
             nursery.cancel_scope.cancel()
         seconds = clock.now() - t0
         return RunResult(
@@ -260,7 +274,8 @@ def _report(r: StrategyRunner, router: OrderRouter) -> StrategyReport:
     st = r.stats
     return StrategyReport(r.name, st.quotes, st.bars, r.mailbox.coalesced,
                           sum(o.strategy == r.name for o in _orders_of(router)), st.error,
-                          st.off_loop, st.off_loop_since, st.held, st.slowest, st.lag, st.behind)
+                          st.off_loop, st.off_loop_since, st.held, st.held_by, st.slowest,
+                          st.lag, st.behind, st.stuck)
 
 
 async def _wait_done(done: trio.Event, duration: float | None, clock: Clock) -> None:

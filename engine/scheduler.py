@@ -181,6 +181,7 @@ class RunnerStats:
     off_loop: str | None = None
     off_loop_since: float | None = None
     held: float = 0.0  # seconds the longest callback held the event loop, once it overran
+    held_by: str | None = None  # that callback ("on_quote", "async on_bar")
     slowest: float = 0.0  # seconds, the longest callback in the worker thread
     lag: float = 0.0  # seconds, the longest an event waited in the mailbox once off the loop
     behind: float = 0.0  # seconds the oldest waiting event had waited when the run stopped
@@ -242,6 +243,11 @@ class StrategyRunner:
     def name(self) -> str:
         return self.strategy.name
 
+    @property
+    def off_loop(self) -> bool:
+        """Whether its synchronous callbacks run in its own worker thread."""
+        return self._worker is not None
+
     def deliver(self, quotes: list[dict], bars: list[str], events: list | tuple = ()) -> None:
         # Bar events always go through: they also move what the strategy's ohlcv() shows.
         self.mailbox.put(quotes if self._wants_quotes else [], bars, events)
@@ -279,29 +285,21 @@ class StrategyRunner:
             await self._run(started)
 
     async def _run(self, started: trio.Event | None) -> None:
-        s = self.strategy
         wd = self.watchdog
         assert wd is not None
-        if getattr(type(s), "blocking", False):
+        if getattr(type(self.strategy), "blocking", False):
             self._go_off_loop("declared blocking")
         try:
-            if self._worker is not None and not self._async["on_start"]:
-                await self._worker.call("on_start", s.on_start)
-            else:
-                await _call(s.on_start, self._async["on_start"])
-        except Exception as exc:
-            self._fail("on_start", exc)
-            self.mailbox.close()
-            return
-        finally:
-            if started is not None:
-                started.set()
-        where = "on_quote"
-        try:
+            try:
+                await self._start()
+            finally:
+                if started is not None:
+                    started.set()
             if self._worker is None:
-                where = await self._run_inline()
+                if self._overran() is None:
+                    await self._run_inline()
                 self._go_off_loop()
-            where = await self._run_off_loop()
+            await self._run_off_loop()
         except trio.Cancelled:
             wd.who = None
             with trio.CancelScope(shield=True):
@@ -311,24 +309,51 @@ class StrategyRunner:
             wd.who = None
             if wd.interrupting is not self:
                 raise
-            wd.interrupting = None
             held = time.monotonic() - self._overrun[1] if self._overrun else 0.0
-            self.stats.held = max(self.stats.held, held)
-            self.stats.error = (f"{self.name}.{self._overrun[0] if self._overrun else where} was "
-                                f"interrupted after holding the event loop for {held:.1f} s, "
-                                f"when the run had to end")
+            where = self._overrun[0] if self._overrun else self._where
+            self.stats.held, self.stats.held_by = held, where
+            self.stats.error = (f"{self.name}.{where} was interrupted after holding the event "
+                                f"loop for {held:.2f} s, when the run had to end")
             log.error("strategy %s stopped: %s", self.name, self.stats.error)
             self.mailbox.close()
         except Exception as exc:
             wd.who = None
-            self._fail(self._where if self._worker is not None else _where_in(exc, where), exc)
+            self._fail(_where_in(exc, self._where), exc)
             self.mailbox.close()
         finally:
             if self._worker is not None:
                 self._worker.close()
 
-    async def _run_inline(self) -> str:
-        """Deliver events inline until a synchronous callback overruns; return its name."""
+    async def _start(self) -> None:
+        where = self._where = "on_start"  # read by the watchdog thread from this frame
+        on_start = self.strategy.on_start
+        if self._worker is not None and not self._async[where]:
+            await self._worker.call(where, on_start)
+        else:
+            wd = self.watchdog
+            assert wd is not None
+            wd.who = self
+            await _call(on_start, self._async[where])
+            wd.who = None
+        self._where = "on_quote"
+
+    def _overran(self) -> str | None:
+        """The synchronous callback that overran its budget, if one did (then the strategy moves
+        to its thread); an async one is recorded and forgotten (a coroutine cannot move)."""
+        if self._overrun is None:
+            return None
+        overrun, held0 = self._overrun
+        held = time.monotonic() - held0
+        if not self._async.get(overrun):
+            self.stats.held, self.stats.held_by = held, overrun
+            return overrun
+        self._overrun = None
+        if held > self.stats.held:
+            self.stats.held, self.stats.held_by = held, f"async {overrun}"
+        return None
+
+    async def _run_inline(self) -> None:
+        """Deliver events inline until a synchronous callback overruns."""
         s = self.strategy
         wd = self.watchdog
         assert wd is not None
@@ -370,13 +395,8 @@ class StrategyRunner:
                 wd.who = self
                 await _call(getattr(s, where), self._async[where], item)
                 wd.who = None
-            if self._overrun is not None:
-                overrun, held0 = self._overrun
-                if not self._async.get(overrun):
-                    self.stats.held = time.monotonic() - held0
-                    return overrun
-                self._overrun = None
-                self.stats.held = max(self.stats.held, time.monotonic() - held0)
+            if self._overrun is not None and self._overran() is not None:
+                return
             n += 1
             if n % 512 == 0:
                 # A busy strategy still yields, so the feed and others keep their turn.
@@ -391,11 +411,12 @@ class StrategyRunner:
         ThreadContext.adopt(self.context)
         self.mailbox.stamp_with(self.context.clock.now)
 
-    async def _run_off_loop(self) -> str:
+    async def _run_off_loop(self) -> None:
         """Deliver events with synchronous callbacks in the worker thread, in order."""
         s = self.strategy
-        worker = self._worker
+        worker, wd = self._worker, self.watchdog
         assert worker is not None
+        assert wd is not None
         mailbox, stats, context, now = self.mailbox, self.stats, self.context, self.context.clock.now
         wants_bars = self._wants_bars
         while True:
@@ -416,7 +437,9 @@ class StrategyRunner:
             where = self._where
             fn = getattr(s, where)
             if self._async[where]:
+                wd.who = self
                 await fn(item)
+                wd.who = None
             else:
                 await worker.call(where, fn, item)
             stats.slowest = worker.slowest
@@ -430,15 +453,30 @@ class StrategyRunner:
             oldest = self.mailbox.oldest()
             self.stats.behind = self.context.clock.now() - oldest if oldest is not None else 0.0
         self.mailbox.close()
+        where = self._where = "on_stop"  # read by the watchdog thread from this frame
+        wd = self.watchdog
         try:
             with trio.move_on_after(STOP_BUDGET):
-                if worker is None or self._async["on_stop"]:
-                    await _call(self.strategy.on_stop, self._async["on_stop"])
+                if worker is None or self._async[where]:
+                    if wd is not None:
+                        wd.who = self
+                    await _call(self.strategy.on_stop, self._async[where])
+                    if wd is not None:
+                        wd.who = None
                 else:
                     await worker.wait_idle()
                     await worker.call("on_stop", self.strategy.on_stop)
                     self.stats.slowest = worker.slowest
+        except KeyboardInterrupt:
+            if wd is None or wd.interrupting is not self:
+                raise
+            wd.who = None
+            self.stats.error = f"{self.name}.on_stop was interrupted: it held the event loop"
+            log.error("strategy %s: %s", self.name, self.stats.error)
+            return
         except Exception as exc:
+            if wd is not None:
+                wd.who = None
             self._fail("on_stop", exc)
             return
         if worker is not None and worker.busy is not None:

@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -31,6 +32,7 @@ __all__ = ["DEFAULT_BUDGET", "Watchdog"]
 
 log = logging.getLogger("engine.watchdog")
 
+_RUNNER_FILE = str(Path(__file__).with_name("scheduler.py"))
 # Seconds one callback may hold the event loop before its strategy moves to a worker thread:
 # far above a sane callback (microseconds to a few milliseconds) and below a bar of 1 s, so a
 # blocking call is caught before it costs the others a bar.
@@ -69,9 +71,12 @@ class Watchdog:
         self._quit.set()
         self._thread.join()
 
-    async def watch(self) -> None:
-        """Watch until cancelled (a task in the run's nursery)."""
+    async def watch(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                    ) -> None:
+        """Watch until cancelled (`await nursery.start(watchdog.watch)`: watching has begun
+        when it returns)."""
         with self:
+            task_status.started()
             await trio.sleep_forever()
 
     def stop_after(self, seconds: float | None) -> None:
@@ -110,7 +115,7 @@ class Watchdog:
                 who.overran(where, now - since)
             if self._flagged is None:
                 continue
-            if interrupted_at is None and self._must_stop(now):
+            if interrupted_at is None and self._must_stop(now) and self.interrupting is not who:
                 interrupted_at = now
                 self._interrupt(who, now - since)
             elif (interrupted_at is not None and self.hard_exit
@@ -121,8 +126,11 @@ class Watchdog:
         """The callback `who` is running on the loop thread's stack, or None if it is not there."""
         frame = sys._current_frames().get(self._loop_thread)
         while frame is not None:
-            if frame.f_code.co_name == "_run_inline" and frame.f_locals.get("self") is who:
-                return str(frame.f_locals.get("where", "a callback"))
+            # The innermost of the runner's own frames names the callback it is in.
+            if frame.f_code.co_filename == _RUNNER_FILE and "where" in frame.f_code.co_varnames:
+                local = frame.f_locals
+                if local.get("self") is who:
+                    return str(local["where"])
             frame = frame.f_back
         return None
 
@@ -136,7 +144,8 @@ class Watchdog:
         self.interrupting = who
         handler = signal.getsignal(signal.SIGINT)
         # Only the main thread runs Python signal handlers; SIG_DFL would kill the process.
-        if self._loop_thread == threading.main_thread().ident and callable(handler):
+        if (self._loop_thread == threading.main_thread().ident and callable(handler)
+                and self.who is who):
             self._sent = True
             signal.pthread_kill(self._loop_thread, signal.SIGINT)
 
@@ -150,21 +159,24 @@ class Watchdog:
 
     # -- in the loop thread ------------------------------------------------------------------------
 
-    def chain_signals(self, *signums: int) -> None:
-        """Wrap the current handlers of `signums` (main thread only): a signal that arrives while
-        an overrun callback holds the loop is passed on and also interrupts that callback."""
+    def chain_signals(self, stop: Callable[[], None], *signums: int) -> None:
+        """Wrap the current handlers of `signums` (main thread only). A signal that arrives while
+        an overrun callback holds the loop interrupts that callback and calls `stop()` (which must
+        be safe in a signal handler, e.g. `TrioToken.run_sync_soon`) instead of the handler it
+        wraps, whose deliveries could not run; any other signal goes to that handler."""
         for signum in signums:
             inner = signal.getsignal(signum)
 
             def handler(num: int, frame: Any, inner: Any = inner) -> None:
                 ours = num == signal.SIGINT and self._sent
                 self._sent = False
-                if not ours:
-                    self.stop_requested = True
-                    if callable(inner):
-                        inner(num, frame)
                 if self.holding():
-                    self.interrupting = self.who
+                    self.interrupting = self.who  # before stop_requested: the thread reads both
+                    if not ours:
+                        self.stop_requested = True
+                        stop()
                     raise KeyboardInterrupt
+                if not ours and callable(inner):
+                    inner(num, frame)
 
             signal.signal(signum, handler)
