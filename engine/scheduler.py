@@ -258,7 +258,13 @@ class StrategyRunner:
 
     def overran(self, where: str, held: float) -> None:
         """The watchdog thread's note that callback `where` has held the loop `held` seconds."""
-        if self._async.get(where):
+        self._overrun = (where, time.monotonic() - held)  # first: the call may end any moment
+        if where == "on_start":
+            # Start-up is where warm-up belongs (indicators compile there): it is not held
+            # against the strategy, though a start that never ends is still interrupted.
+            log.info("strategy %s: on_start has held the event loop for %.0f ms", self.name,
+                     held * 1e3)
+        elif self._async.get(where):
             log.warning("strategy %s: async %s has held the event loop for %.0f ms: async "
                         "callbacks run on the loop and must not block (use `await "
                         "trio.to_thread.run_sync(...)` for blocking work)", self.name, where,
@@ -267,7 +273,6 @@ class StrategyRunner:
             log.warning("strategy %s: %s has held the event loop for %.0f ms (budget %.0f ms); "
                         "its callbacks run in its own worker thread from now on", self.name,
                         where, held * 1e3, self.watchdog.budget * 1e3 if self.watchdog else 0)
-        self._overrun = (where, time.monotonic() - held)
 
     def _fail(self, where: str, exc: BaseException) -> None:
         tb = strategy_traceback(exc, self.source)
@@ -343,6 +348,9 @@ class StrategyRunner:
         if self._overrun is None:
             return None
         overrun, held0 = self._overrun
+        if overrun == "on_start":
+            self._overrun = None
+            return None
         held = time.monotonic() - held0
         if not self._async.get(overrun):
             self.stats.held, self.stats.held_by = held, overrun
