@@ -329,6 +329,7 @@ def run(
     handle_signals: bool = False,
     paper: Any = None,
     record: bool = False,
+    callback_budget: float = DEFAULT_BUDGET,
 ) -> RunResult:
     """Run a strategy live on `provider` (default: the simulated market) and return the result.
 
@@ -336,7 +337,8 @@ def run(
     default to the strategy's class attributes; `duration` is in seconds (None: until stopped).
     `paper` trades a paper account: an account name, or a dict of `open_account` arguments
     (`name`, `cash`, `config`, `path`); without it, orders are only logged. `record` stores every
-    tick in the history store (backtests.store) for tick-level replays.
+    tick in the history store (backtests.store) for tick-level replays. A synchronous callback
+    that holds the event loop over `callback_budget` seconds moves its strategy to a thread.
     """
     strat = resolve_strategy(strategy, params)
     syms = list(symbols or type(strat).symbols or [])
@@ -359,7 +361,7 @@ def run(
             return await run_live([strat], provider=prov, symbols=syms, timeframe=tf,
                                   duration=duration, history=history, status=status,
                                   status_every=status_every, handle_signals=handle_signals,
-                                  clock=clock, router=router,
+                                  clock=clock, router=router, callback_budget=callback_budget,
                                   on_feed=recorder.attach if recorder else None)
         finally:
             if router is not None and router.ledger is not None:
