@@ -214,7 +214,8 @@ async def run_live(
                 if all(r.stats.error or r.stats.stopped for r in runners):
                     done.set()
 
-            await nursery.start(watchdog.watch)
+            watchdog.start()
+            nursery.start_soon(watchdog.watch)
             if hasattr(router, "run"):
                 nursery.start_soon(router.run)
             for runner in runners:

@@ -63,21 +63,29 @@ class Watchdog:
         self._quit = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="engine watchdog", daemon=True)
 
-    def __enter__(self) -> Watchdog:
+    def start(self) -> None:
+        """Start watching (from the loop thread, before the strategies start)."""
         self._thread.start()
-        return self
 
-    def __exit__(self, *exc: object) -> None:
+    def close(self) -> None:
+        """Stop watching; the thread ends within a poll."""
         self._quit.set()
         self._thread.join()
 
-    async def watch(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-                    ) -> None:
-        """Watch until cancelled (`await nursery.start(watchdog.watch)`: watching has begun
-        when it returns)."""
-        with self:
-            task_status.started()
+    def __enter__(self) -> Watchdog:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def watch(self) -> None:
+        """Keep watching until cancelled, then stop (a task in the run's nursery, started
+        after `start()`: the strategies' tasks may run before this one does)."""
+        try:
             await trio.sleep_forever()
+        finally:
+            self.close()
 
     def stop_after(self, seconds: float | None) -> None:
         """The run should end `seconds` from now (wall time: a stuck loop stops every clock)."""
