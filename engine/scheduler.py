@@ -4,6 +4,10 @@ Each strategy has a bounded mailbox. When a strategy falls behind and its mailbo
 quotes are coalesced to the newest per symbol (counted and reported), bar events are never
 dropped, and neither the feed nor other strategies wait for it. A strategy whose callback raises
 is stopped and reported with its own traceback lines; the others run on.
+
+Callbacks run inline on the loop. A strategy that declares `blocking = True`, or whose synchronous
+callback holds the loop past the watchdog's budget (engine.watchdog), has its synchronous
+callbacks run in its own worker thread from then on (engine.worker), events still in order.
 """
 
 from __future__ import annotations
