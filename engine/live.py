@@ -26,6 +26,8 @@ from engine.provider import DEFAULT_PROVIDER, Provider, load_provider
 from engine.sampler import format_timeframe, parse_timeframe
 from engine.scheduler import StrategyRunner, make_runner
 from engine.strategy import IntentLog, OrderRouter, Strategy, StrategyError, load_strategy
+from engine.timefmt import iso
+from engine.watchdog import DEFAULT_BUDGET, Watchdog
 
 __all__ = ["run", "run_live", "RunResult", "StatusSnapshot"]
 
@@ -40,7 +42,26 @@ class StrategyReport:
     coalesced: int
     orders: int
     error: str | None
+    off_loop: str | None = None  # why its callbacks ran in its own thread, if they did
+    off_loop_since: float | None = None  # epoch seconds
+    held: float = 0.0  # seconds its longest callback held the event loop, once one overran
+    held_by: str | None = None  # that callback
+    slowest: float = 0.0  # seconds, its longest finished callback in its thread
+    lag: float = 0.0  # seconds, the longest an event waited for it once in its thread
+    behind: float = 0.0  # seconds its oldest waiting event had waited when the run stopped
+    stuck: str | None = None  # its callback still running in its thread when the run ended
     positions: dict[str, float] = field(default_factory=dict)  # its own, on the account
+
+    def slow_line(self) -> str | None:
+        """How slow it was, for a strategy that ran in its thread or held the loop; else None."""
+        if self.off_loop is None:
+            if self.held_by is None:
+                return None
+            return f"{self.held_by} held the event loop for {self.held:.2f} s"
+        stuck = f"; {self.stuck} still running when the run ended" if self.stuck else ""
+        return (f"callbacks in its own thread since {iso(self.off_loop_since)} "
+                f"({self.off_loop}){stuck}; longest finished callback {self.slowest:.2f} s; "
+                f"lag up to {self.lag:.2f} s, {self.behind:.2f} s behind at the end")
 
 
 @dataclass
@@ -83,6 +104,9 @@ class RunResult:
             holds = "".join(f", holds {q:g} {sym}" for sym, q in s.positions.items())
             lines.append(f"  {s.name}: {state}; {s.quotes} quotes, {s.bars} bars, {s.orders} orders"
                          f", {s.coalesced} quotes coalesced while behind{holds}")
+            slow = s.slow_line()
+            if slow:
+                lines.append(f"    slow: {slow}")
         if self.account is not None:
             a = self.account
             lines.append(f"  account {a['account']}: equity {a['equity']:,.2f}, cash "
@@ -148,13 +172,15 @@ async def run_live(
     status_every: float = 1.0,
     handle_signals: bool = False,
     on_feed: Callable[[Feed], None] | None = None,
+    callback_budget: float = DEFAULT_BUDGET,
 ) -> RunResult:
     """Stream `symbols` from `provider` into `strategies` until `duration` clock seconds pass,
     every strategy has stopped, or (with `handle_signals`) Ctrl-C / SIGTERM arrives.
 
     The strategies share `router` (one account); each one's `ctx.position` and `ctx.target`
     count only its own orders and fills (`engine.books`), and two of one class trade as
-    `Name` and `Name#2`."""
+    `Name` and `Name#2`. A synchronous callback that holds the event loop longer than `callback_budget` seconds
+    moves its strategy's callbacks to a worker thread of its own (engine.watchdog)."""
     period = parse_timeframe(timeframe)
     clock = clock or LiveClock()
     router = router or IntentLog()
@@ -164,15 +190,21 @@ async def run_live(
     runners: list[StrategyRunner] = []
     books = []
     name_strategies(strategies)
+    main = handle_signals and threading.current_thread() is threading.main_thread()
     async with open_feed(provider, symbols, timeframe=period, history=history, clock=clock) as feed:
+        # A callback stuck on the loop can only be escaped by ending the process (in the main
+        # thread, with signals handled: the CLI's run); the feed's segments are unlinked first.
+        watchdog = Watchdog(callback_budget, hard_exit=main, cleanup=lambda: _unlink(feed))
         if on_feed is not None:
             on_feed(feed)
         t0 = clock.now()
+        watchdog.stop_after(duration)
         for strat in strategies:
             # Each strategy sizes its orders against its own share of the account.
             own, prefix = open_book(router, strat.name, clock.now())
             runner = make_runner(strat, symbols=symbols, timeframe=period, bars=feed.bars,
-                                 quotes=feed.quotes, clock=clock, router=own, capacity=mailbox)
+                                 quotes=feed.quotes, clock=clock, router=own, capacity=mailbox,
+                                 watchdog=watchdog)
             runner.context.set_id_prefix(prefix)
             feed.subscribe(runner.deliver)
             if hasattr(router, "attach"):
@@ -193,6 +225,8 @@ async def run_live(
                 if all(r.stats.error or r.stats.stopped for r in runners):
                     done.set()
 
+            watchdog.start()
+            nursery.start_soon(watchdog.watch)
             if hasattr(router, "run"):
                 nursery.start_soon(router.run)
             for runner in runners:
@@ -200,10 +234,18 @@ async def run_live(
             if status is not None:
                 nursery.start_soon(_report_status, feed, runners, router, clock, t0, status,
                                    status_every)
-            if handle_signals and threading.current_thread() is threading.main_thread():
+            if main:
                 with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    async def watch_signals() -> None:
+                    def stop_by_signal() -> None:
                         nonlocal interrupted
+                        interrupted = True
+                        done.set()
+
+                    token = trio.lowlevel.current_trio_token()
+                    watchdog.chain_signals(lambda: token.run_sync_soon(stop_by_signal),
+                                           signal.SIGINT, signal.SIGTERM)
+
+                    async def watch_signals() -> None:
                         async for _ in signals:
                             if interrupted:
                                 # Second Ctrl-C: a live broker cancels every working order.
@@ -211,24 +253,25 @@ async def run_live(
                                 if kill is not None:
                                     await kill("second Ctrl-C")
                                 raise KeyboardInterrupt
-                            interrupted = True
-                            done.set()
+                            stop_by_signal()
                     nursery.start_soon(watch_signals)
                     await _wait_done(done, duration, clock)
             else:
                 await _wait_done(done, duration, clock)
-            for runner in runners:
-                await runner.stop()
+            async with trio.open_nursery() as stopping:
+                for runner in runners:
+                    if runner.off_loop:
+                        # In its own thread: its wait for a stuck callback overlaps the others'.
+                        stopping.start_soon(runner.stop)
+                    else:
+                        await runner.stop()
             nursery.cancel_scope.cancel()
         seconds = clock.now() - t0
         return RunResult(
             provider=provider.name, symbols=symbols, timeframe=period, seconds=seconds,
             quotes=feed.stats.quotes, ticks=feed.stats.ticks, bars=feed.stats.bars,
             rejected=feed.stats.rejected, late_ticks=feed.sampler.late_ticks,
-            strategies=[StrategyReport(r.name, r.stats.quotes, r.stats.bars, r.mailbox.coalesced,
-                                       sum(o.strategy == r.name for o in _orders_of(router)),
-                                       r.stats.error, book.positions())
-                        for r, book in zip(runners, books, strict=True)],
+            strategies=[_report(r, router, book) for r, book in zip(runners, books, strict=True)],
             orders=_orders_of(router),
             last_prices={s: _last_price(feed.quotes.get(s)) for s in symbols},
             interrupted=interrupted,
@@ -250,6 +293,18 @@ def name_strategies(strategies: Sequence[Strategy]) -> None:
                                 "be set; give them distinct names") from None
         log.info("two strategies are named %s: this one trades as %s", type(strat).__name__,
                  name)
+def _unlink(feed: Feed) -> None:
+    # From the watchdog thread, just before os._exit: names only; the stuck loop keeps its maps.
+    for shm in (feed.ticks, *feed.bars.values()):
+        shm.unlink()
+
+
+def _report(r: StrategyRunner, router: OrderRouter, book: Any) -> StrategyReport:
+    st = r.stats
+    return StrategyReport(r.name, st.quotes, st.bars, r.mailbox.coalesced,
+                          sum(o.strategy == r.name for o in _orders_of(router)), st.error,
+                          st.off_loop, st.off_loop_since, st.held, st.held_by, st.slowest,
+                          st.lag, st.behind, st.stuck, positions=book.positions())
 
 
 async def _wait_done(done: trio.Event, duration: float | None, clock: Clock) -> None:
@@ -304,6 +359,7 @@ def run(
     paper: Any = None,
     record: bool = False,
     live: Any = None,
+    callback_budget: float = DEFAULT_BUDGET,
 ) -> RunResult:
     """Run a strategy live on `provider` (default: the simulated market) and return the result.
 
@@ -312,7 +368,9 @@ def run(
     `paper` trades a paper account: an account name, or a dict of `open_account` arguments
     (`name`, `cash`, `config`, `path`); without it, orders are only logged. `record` stores every
     tick in the history store (engine.store) for tick-level replays. `live` (an
-    engine.live_trading.LiveSettings) trades a real account at `provider`'s venue instead.
+    engine.live_trading.LiveSettings) trades a real account at `provider`'s venue instead. A
+    synchronous callback that holds the event loop over `callback_budget` seconds moves its
+    strategy to a thread.
     """
     strat = resolve_strategy(strategy, params)
     syms = list(symbols or type(strat).symbols or [])
@@ -343,7 +401,7 @@ def run(
             return await run_live([strat], provider=prov, symbols=syms, timeframe=tf,
                                   duration=duration, history=history, status=status,
                                   status_every=status_every, handle_signals=handle_signals,
-                                  clock=clock, router=router,
+                                  clock=clock, router=router, callback_budget=callback_budget,
                                   on_feed=recorder.attach if recorder else None)
         finally:
             if router is not None and router.ledger is not None:

@@ -4,13 +4,19 @@ Each strategy has a bounded mailbox. When a strategy falls behind and its mailbo
 quotes are coalesced to the newest per symbol (counted and reported), bar events are never
 dropped, and neither the feed nor other strategies wait for it. A strategy whose callback raises
 is stopped and reported with its own traceback lines; the others run on.
+
+Callbacks run inline on the loop. A strategy that declares `blocking = True`, or whose synchronous
+callback holds the loop past the watchdog's budget (engine.watchdog), has its synchronous
+callbacks run in its own worker thread from then on (engine.worker), events still in order.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +25,8 @@ import trio
 
 from engine.clock import Clock
 from engine.strategy import Context, OrderRouter, Strategy, strategy_traceback
+from engine.watchdog import Watchdog
+from engine.worker import StrategyThread, ThreadContext
 
 __all__ = ["Mailbox", "StrategyRunner", "RunnerStats", "callback_for"]
 
@@ -58,13 +66,28 @@ class Mailbox:
         self._lot = trio.lowlevel.ParkingLot()
         self.coalesced = 0
         self.closed = False
+        # Stamping (see `stamp_with`): when each queued item, or each pending symbol, arrived.
+        self._now: Callable[[], float] | None = None
+        self._times: deque[float] = deque()
+        self._since: dict[str, float] = {}
 
     def __len__(self) -> int:
         return len(self._queue) + len(self._pending)
 
+    def stamp_with(self, now: Callable[[], float]) -> None:
+        """From now on, note `now()` when items arrive, for `get_stamped` (what is already
+        waiting counts from this moment). Costs the hot path nothing until called."""
+        t = now()
+        self._now = now
+        self._times = deque([t] * len(self._queue))
+        self._since = dict.fromkeys(self._pending, t)
+
     def put(self, quotes: list[dict], bars: list[str], events: list | tuple = ()) -> None:
         """Queue a batch (never blocks); called by the feed for every batch."""
         if self.closed:
+            return
+        if self._now is not None:
+            self._put_stamped(quotes, bars, events)
             return
         queue, pending = self._queue, self._pending
         for q in quotes:
@@ -86,6 +109,31 @@ class Mailbox:
         if self._lot:
             self._lot.unpark_all()
 
+    def _put_stamped(self, quotes: list[dict], bars: list[str], events: list | tuple) -> None:
+        assert self._now is not None
+        t = self._now()
+        queue, pending, times, since = self._queue, self._pending, self._times, self._since
+        for q in quotes:
+            sym = q["symbol"]
+            if sym in pending:
+                pending[sym] = q  # keeps its first arrival: the oldest news it stands for
+                self.coalesced += 1
+            elif len(queue) < self.capacity:
+                queue.append((QUOTE, q))
+                times.append(t)
+            else:
+                pending[sym] = q
+                since[sym] = t
+                self.coalesced += 1
+        for sym in bars:
+            queue.append((BAR, sym))
+            times.append(t)
+        for event in events:
+            queue.append((EVENT, event))
+            times.append(t)
+        if self._lot:
+            self._lot.unpark_all()
+
     def get_nowait(self) -> tuple[int, Any] | None:
         if self._queue:
             return self._queue.popleft()
@@ -101,18 +149,58 @@ class Mailbox:
                 return item
             await self._lot.park()
 
+    async def get_stamped(self) -> tuple[int, Any, float]:
+        """The next item and when it arrived (after `stamp_with`)."""
+        while True:
+            if self._queue:
+                kind, item = self._queue.popleft()
+                return kind, item, self._times.popleft()
+            if self._pending:
+                sym = next(iter(self._pending))
+                return QUOTE, self._pending.pop(sym), self._since.pop(sym)
+            await self._lot.park()
+
+    def oldest(self) -> float | None:
+        """When the oldest waiting item arrived (after `stamp_with`), None when empty."""
+        first = [self._times[0]] if self._times else []
+        return min([*first, *self._since.values()], default=None)
+
     def close(self) -> None:
         self.closed = True
         self._queue.clear()
         self._pending.clear()
+        self._times.clear()
+        self._since.clear()
 
 
 @dataclass
 class RunnerStats:
     quotes: int = 0
     bars: int = 0
+    events: int = 0
     error: str | None = None
     stopped: bool = False
+    # A strategy whose synchronous callbacks run in its own worker thread: why, and since when
+    # (engine clock, epoch seconds).
+    off_loop: str | None = None
+    off_loop_since: float | None = None
+    held: float = 0.0  # seconds the longest callback held the event loop, once it overran
+    held_by: str | None = None  # that callback ("on_quote", "async on_bar")
+    slowest: float = 0.0  # seconds, the longest callback in the worker thread
+    lag: float = 0.0  # seconds, the longest an event waited in the mailbox once off the loop
+    behind: float = 0.0  # seconds the oldest waiting event had waited when the run stopped
+    stuck: str | None = None  # the callback still running in its thread when the run ended
+
+
+def _where_in(exc: BaseException, default: str) -> str:
+    """The callback `_run_inline` was in when `exc` left it (read from the traceback, so the
+    hot path does not store it)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "_run_inline":
+            return str(tb.tb_frame.f_locals.get("where", default))
+        tb = tb.tb_next
+    return default
 
 
 async def _call(fn: Any, is_async: bool, *args: Any) -> None:
@@ -122,15 +210,25 @@ async def _call(fn: Any, is_async: bool, *args: Any) -> None:
         fn(*args)
 
 
+# Seconds stop() waits for a strategy's current callback and its on_stop.
+STOP_BUDGET = 5.0
+
+
 @dataclass
 class StrategyRunner:
-    """Runs one strategy instance: start, deliver mailbox items to callbacks, stop."""
+    """Runs one strategy instance: start, deliver mailbox items to callbacks, stop.
+
+    Callbacks run inline on the loop; a strategy that declares `blocking = True`, or whose
+    synchronous callback overruns the watchdog's budget, has its synchronous callbacks run in
+    its own worker thread from then on (async ones stay on the loop), events still in order.
+    """
 
     strategy: Strategy
     context: Context
     mailbox: Mailbox = field(default_factory=Mailbox)
     stats: RunnerStats = field(default_factory=RunnerStats)
     source: Path | None = None
+    watchdog: Watchdog | None = None
 
     def __post_init__(self) -> None:
         self.strategy.ctx = self.context
@@ -141,10 +239,18 @@ class StrategyRunner:
         # Skip delivering what the strategy ignores: the base class's callbacks do nothing.
         self._wants_quotes = overrides(cls, "on_quote")
         self._wants_bars = overrides(cls, "on_bar")
+        self._overrun: tuple[str, float] | None = None  # set by the watchdog thread
+        self._worker: StrategyThread | None = None
+        self._where = "on_quote"  # the callback being run off the loop
 
     @property
     def name(self) -> str:
         return self.strategy.name
+
+    @property
+    def off_loop(self) -> bool:
+        """Whether its synchronous callbacks run in its own worker thread."""
+        return self._worker is not None
 
     def deliver(self, quotes: list[dict], bars: list[str], events: list | tuple = ()) -> None:
         # Bar events always go through: they also move what the strategy's ohlcv() shows.
@@ -154,80 +260,253 @@ class StrategyRunner:
         """Queue broker events (fills, rejections, ...) for the strategy, in order."""
         self.mailbox.put([], [], events)
 
+    def overran(self, where: str, held: float) -> None:
+        """The watchdog thread's note that callback `where` has held the loop `held` seconds."""
+        self._overrun = (where, time.monotonic() - held)  # first: the call may end any moment
+        if where == "on_start":
+            # Start-up is where warm-up belongs (indicators compile there): it is not held
+            # against the strategy, though a start that never ends is still interrupted.
+            log.info("strategy %s: on_start has held the event loop for %.0f ms", self.name,
+                     held * 1e3)
+        elif self._async.get(where):
+            log.warning("strategy %s: async %s has held the event loop for %.0f ms: async "
+                        "callbacks run on the loop and must not block (use `await "
+                        "trio.to_thread.run_sync(...)` for blocking work)", self.name, where,
+                        held * 1e3)
+        else:
+            log.warning("strategy %s: %s has held the event loop for %.0f ms (budget %.0f ms); "
+                        "its callbacks run in its own worker thread from now on", self.name,
+                        where, held * 1e3, self.watchdog.budget * 1e3 if self.watchdog else 0)
+
     def _fail(self, where: str, exc: BaseException) -> None:
         tb = strategy_traceback(exc, self.source)
         self.stats.error = f"{self.name}.{where} raised:\n{tb}"
         log.error("strategy %s stopped: %s", self.name, self.stats.error)
 
     async def run(self, started: trio.Event | None = None) -> None:
-        """Run until cancelled or a callback raises; on_stop runs on a clean stop."""
-        s = self.strategy
-        on_quote, on_bar = s.on_quote, s.on_bar
-        aq, ab = self._async["on_quote"], self._async["on_bar"]
-        wants_bars = self._wants_bars
+        """Run until cancelled or a callback raises; on_stop runs on a clean stop.
+
+        Without a watchdog given, the runner starts its own with the default budget."""
+        if self.watchdog is None:
+            with Watchdog() as self.watchdog:
+                await self._run(started)
+        else:
+            await self._run(started)
+
+    async def _run(self, started: trio.Event | None) -> None:
+        wd = self.watchdog
+        assert wd is not None
+        if getattr(type(self.strategy), "blocking", False):
+            self._go_off_loop("declared blocking")
         try:
-            await _call(s.on_start, self._async["on_start"])
-        except Exception as exc:
-            self._fail("on_start", exc)
-            self.mailbox.close()
-            return
-        finally:
-            if started is not None:
-                started.set()
-        where = "on_quote"
-        try:
-            n = 0
-            while True:
-                kind, item = await self.mailbox.get()
-                if kind == QUOTE:
-                    where = "on_quote"
-                    self.stats.quotes += 1
-                    if aq:
-                        await on_quote(item)
-                    else:
-                        on_quote(item)
-                elif kind == BAR:
-                    where = "on_bar"
-                    self.stats.bars += 1
-                    self.context.bar_closed(item)
-                    if not wants_bars:
-                        pass
-                    elif ab:
-                        await on_bar(item)
-                    else:
-                        on_bar(item)
-                else:
-                    where = callback_for(item)
-                    await _call(getattr(s, where), self._async[where], item)
-                n += 1
-                if n % 512 == 0:
-                    # A busy strategy still yields, so the feed and others keep their turn.
-                    await trio.lowlevel.checkpoint()
+            try:
+                await self._start()
+            finally:
+                if started is not None:
+                    started.set()
+            if self._worker is None:
+                if self._overran() is None:
+                    await self._run_inline()
+                self._go_off_loop()
+            await self._run_off_loop()
         except trio.Cancelled:
+            wd.who = None
             with trio.CancelScope(shield=True):
                 await self.stop()
             raise
-        except Exception as exc:
-            self._fail(where, exc)
+        except KeyboardInterrupt:
+            wd.who = None
+            if wd.interrupting is not self:
+                raise
+            held = time.monotonic() - self._overrun[1] if self._overrun else 0.0
+            where = self._overrun[0] if self._overrun else self._where
+            self.stats.held, self.stats.held_by = held, where
+            self.stats.error = (f"{self.name}.{where} was interrupted after holding the event "
+                                f"loop for {held:.2f} s, when the run had to end")
+            log.error("strategy %s stopped: %s", self.name, self.stats.error)
             self.mailbox.close()
+        except Exception as exc:
+            wd.who = None
+            self._fail(_where_in(exc, self._where), exc)
+            self.mailbox.close()
+        finally:
+            if self._worker is not None:
+                self._worker.close()
+
+    async def _start(self) -> None:
+        where = self._where = "on_start"  # read by the watchdog thread from this frame
+        on_start = self.strategy.on_start
+        if self._worker is not None and not self._async[where]:
+            await self._worker.call(where, on_start)
+        else:
+            wd = self.watchdog
+            assert wd is not None
+            wd.who = self
+            await _call(on_start, self._async[where])
+            wd.who = None
+        self._where = "on_quote"
+
+    def _overran(self) -> str | None:
+        """The synchronous callback that overran its budget, if one did (then the strategy moves
+        to its thread); an async one is recorded and forgotten (a coroutine cannot move)."""
+        if self._overrun is None:
+            return None
+        overrun, held0 = self._overrun
+        if overrun == "on_start":
+            self._overrun = None
+            return None
+        held = time.monotonic() - held0
+        if not self._async.get(overrun):
+            self.stats.held, self.stats.held_by = held, overrun
+            return overrun
+        self._overrun = None
+        if held > self.stats.held:
+            self.stats.held, self.stats.held_by = held, f"async {overrun}"
+        return None
+
+    async def _run_inline(self) -> None:
+        """Deliver events inline until a synchronous callback overruns."""
+        s = self.strategy
+        wd = self.watchdog
+        assert wd is not None
+        mailbox, stats, context = self.mailbox, self.stats, self.context
+        on_quote, on_bar = s.on_quote, s.on_bar
+        aq, ab = self._async["on_quote"], self._async["on_bar"]
+        wants_bars = self._wants_bars
+        where = "on_quote"
+        n = 0
+        # The watchdog reads `wd.who` (and this runner's counters) from its thread: a callback
+        # that keeps the same mark for a budget has held the loop that long.
+        while True:
+            kind, item = await mailbox.get()
+            if kind == QUOTE:
+                where = "on_quote"
+                stats.quotes += 1
+                wd.who = self
+                if aq:
+                    await on_quote(item)
+                else:
+                    on_quote(item)
+                wd.who = None
+            elif kind == BAR:
+                where = "on_bar"
+                stats.bars += 1
+                context.bar_closed(item)
+                if not wants_bars:
+                    pass
+                else:
+                    wd.who = self
+                    if ab:
+                        await on_bar(item)
+                    else:
+                        on_bar(item)
+                    wd.who = None
+            else:
+                where = callback_for(item)
+                stats.events += 1
+                wd.who = self
+                await _call(getattr(s, where), self._async[where], item)
+                wd.who = None
+            if self._overrun is not None and self._overran() is not None:
+                return
+            n += 1
+            if n % 512 == 0:
+                # A busy strategy still yields, so the feed and others keep their turn.
+                await trio.lowlevel.checkpoint()
+
+    def _go_off_loop(self, why: str | None = None) -> None:
+        if why is None and self._overrun is not None:
+            why = f"{self._overrun[0]} held the event loop for {self.stats.held:.2f} s"
+        self.stats.off_loop = why
+        self.stats.off_loop_since = self.context.clock.now()
+        self._worker = StrategyThread(self.name)
+        ThreadContext.adopt(self.context)
+        self.mailbox.stamp_with(self.context.clock.now)
+
+    async def _run_off_loop(self) -> None:
+        """Deliver events with synchronous callbacks in the worker thread, in order."""
+        s = self.strategy
+        worker, wd = self._worker, self.watchdog
+        assert worker is not None
+        assert wd is not None
+        mailbox, stats, context, now = self.mailbox, self.stats, self.context, self.context.clock.now
+        wants_bars = self._wants_bars
+        while True:
+            kind, item, queued = await mailbox.get_stamped()
+            stats.lag = max(stats.lag, now() - queued)
+            if kind == QUOTE:
+                self._where = "on_quote"
+                stats.quotes += 1
+            elif kind == BAR:
+                self._where = "on_bar"
+                stats.bars += 1
+                context.bar_closed(item)
+                if not wants_bars:
+                    continue
+            else:
+                self._where = callback_for(item)
+                stats.events += 1
+            where = self._where
+            fn = getattr(s, where)
+            if self._async[where]:
+                wd.who = self
+                await fn(item)
+                wd.who = None
+            else:
+                await worker.call(where, fn, item)
+            stats.slowest = worker.slowest
 
     async def stop(self) -> None:
         if self.stats.stopped or self.stats.error:
             return
         self.stats.stopped = True
+        worker = self._worker
+        if worker is not None:
+            oldest = self.mailbox.oldest()
+            self.stats.behind = self.context.clock.now() - oldest if oldest is not None else 0.0
         self.mailbox.close()
+        where = self._where = "on_stop"  # read by the watchdog thread from this frame
+        wd = self.watchdog
         try:
-            with trio.move_on_after(5):
-                await _call(self.strategy.on_stop, self._async["on_stop"])
+            with trio.move_on_after(STOP_BUDGET):
+                if worker is None or self._async[where]:
+                    if wd is not None:
+                        wd.who = self
+                    await _call(self.strategy.on_stop, self._async[where])
+                    if wd is not None:
+                        wd.who = None
+                else:
+                    await worker.wait_idle()
+                    await worker.call("on_stop", self.strategy.on_stop)
+                    self.stats.slowest = worker.slowest
+        except KeyboardInterrupt:
+            if wd is None or wd.interrupting is not self:
+                raise
+            wd.who = None
+            self.stats.error = f"{self.name}.on_stop was interrupted: it held the event loop"
+            log.error("strategy %s: %s", self.name, self.stats.error)
+            return
         except Exception as exc:
+            if wd is not None:
+                wd.who = None
             self._fail("on_stop", exc)
+            return
+        if worker is not None and worker.busy is not None:
+            where, since = worker.busy
+            self.stats.stuck = where
+            self.stats.error = (f"{self.name}.{where} was still running in its worker thread "
+                                f"after {time.monotonic() - since:.1f} s when the run ended; "
+                                f"abandoned" + ("" if where == "on_stop" else ", on_stop not run"))
+            log.error("strategy %s: %s", self.name, self.stats.error)
 
 
 def make_runner(strategy: Strategy, *, symbols: list[str], timeframe: int, bars: dict,
-                quotes: dict, clock: Clock, router: OrderRouter, capacity: int = 1024
-                ) -> StrategyRunner:
-    """Build a runner whose context reads the feed's bars and quotes in place."""
+                quotes: dict, clock: Clock, router: OrderRouter, capacity: int = 1024,
+                watchdog: Watchdog | None = None) -> StrategyRunner:
+    """Build a runner whose context reads the feed's bars and quotes in place; `watchdog`
+    (shared by a run's runners) watches its callbacks on the loop."""
     ctx = Context(symbols=symbols, timeframe=timeframe, bars=bars, quotes=quotes, clock=clock,
                   router=router, strategy_name=strategy.name)
     ctx.lot_sizes = dict(type(strategy).lot_sizes)
-    return StrategyRunner(strategy=strategy, context=ctx, mailbox=Mailbox(capacity))
+    return StrategyRunner(strategy=strategy, context=ctx, mailbox=Mailbox(capacity),
+                          watchdog=watchdog)

@@ -28,7 +28,8 @@ from engine.shm import ShmArray
 
 __all__ = ["Strategy", "Context", "StrategyError", "load_strategy", "OrderRouter", "IntentLog"]
 
-_RESERVED = {"symbols", "timeframe", "ctx", "name", "params", "lot_sizes", "warmup"}
+_RESERVED = {"symbols", "timeframe", "ctx", "name", "params", "lot_sizes", "warmup",
+             "blocking"}
 CALLBACKS = ("on_start", "on_quote", "on_bar", "on_fill", "on_order_rejected", "on_order",
              "on_feed_status", "on_stop")
 
@@ -44,15 +45,18 @@ class Strategy:
 
     Class attributes: `symbols` (default symbols), `timeframe` (default bar period, e.g. "1m"),
     `lot_sizes` (units per lot by symbol, for orders sized by value; default 1 unit), `warmup`
-    (closed bars its signals need; default: derived from its indicators, engine.warmup), and any
-    annotated attribute (`fast: int = 10`) becomes a typed parameter, validated and overridable
-    from the command line with `-p fast=5`.
+    (closed bars its signals need; default: derived from its indicators, engine.warmup),
+    `blocking` (True: live runs call its synchronous callbacks in its own worker thread from
+    the start, for strategies that wait on I/O or compute for long), and any annotated attribute
+    (`fast: int = 10`) becomes a typed parameter, validated and overridable from the command
+    line with `-p fast=5`.
     """
 
     symbols: ClassVar[tuple[str, ...] | list[str]] = ()
     timeframe: ClassVar[str] = "1s"
     lot_sizes: ClassVar[Mapping[str, float]] = {}
     warmup: ClassVar[int | None] = None
+    blocking: ClassVar[bool] = False
     _params_model: ClassVar[type[BaseModel]]
     ctx: Context
 
