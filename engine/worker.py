@@ -140,3 +140,35 @@ class ThreadContext(Context):
 
     def modify(self, *args: Any, **kw: Any) -> None:
         self._on_loop(Context.modify, *args, **kw)
+
+    def oco(self, first: str, second: str) -> None:
+        self._on_loop(Context.oco, first, second)
+
+    # Orders sized from the account: the account is read and the orders placed in one trip.
+    def target_value(self, *args: Any, **kw: Any) -> str | None:
+        return self._on_loop(Context.target_value, *args, **kw)
+
+    def target_percent(self, *args: Any, **kw: Any) -> str | None:
+        return self._on_loop(Context.target_percent, *args, **kw)
+
+    def rebalance(self, *args: Any, **kw: Any) -> list[str]:
+        return self._on_loop(Context.rebalance, *args, **kw)
+
+    # Account reads, on the loop: the broker changes the account there.
+    @property
+    def cash(self) -> float:
+        return self._on_loop(lambda self: Context.cash.fget(self))
+
+    @property
+    def equity(self) -> float:
+        return self._on_loop(lambda self: Context.equity.fget(self))
+
+    @property
+    def buying_power(self) -> float:
+        return self._on_loop(lambda self: Context.buying_power.fget(self))
+
+    def holding(self, symbol: str) -> Any:
+        return self._on_loop(Context.holding, symbol)
+
+    def orders(self, symbol: str | None = None) -> list[Any]:
+        return self._on_loop(Context.orders, symbol)
