@@ -378,7 +378,8 @@ class _Root:
         for slot in plan.slots:
             st = slot.stats()
             reports.append(StrategyReport(slot.name, st["quotes"], st["bars"], st["coalesced"],
-                                          st["orders"], slot.error, dict(slot.positions)))
+                                          st["orders"], slot.error,
+                                          positions=dict(slot.positions)))
             orders.extend(SubmitOrder.model_validate(o) for o in slot.orders)
         clearing = self.results.get("clearing actor") or {}
         return ActorRunResult(
