@@ -360,6 +360,7 @@ def run(
     record: bool = False,
     live: Any = None,
     callback_budget: float = DEFAULT_BUDGET,
+    spec: Any = None,
 ) -> RunResult:
     """Run a strategy live on `provider` (default: the simulated market) and return the result.
 
@@ -370,8 +371,19 @@ def run(
     tick in the history store (engine.store) for tick-level replays. `live` (an
     engine.live_trading.LiveSettings) trades a real account at `provider`'s venue instead. A
     synchronous callback that holds the event loop over `callback_budget` seconds moves its
-    strategy to a thread.
+    strategy to a thread. `spec` (an `engine.RunSpec`, the description backtests read) gives
+    the provider, symbols and timeframe its data names, and a paper account its cash, costs
+    and leverage.
     """
+    if spec is not None:
+        provider = spec.data.provider or provider
+        symbols = spec.data.symbols or symbols
+        timeframe = spec.data.timeframe or timeframe
+        if paper is not None and not hasattr(paper, "account"):
+            args = {"name": paper} if isinstance(paper, str) else dict(paper)
+            args.setdefault("cash", spec.account.cash)
+            args.setdefault("config", spec.broker_config())
+            paper = args
     strat = resolve_strategy(strategy, params)
     syms = list(symbols or type(strat).symbols or [])
     if not syms:
