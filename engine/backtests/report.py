@@ -411,10 +411,6 @@ def write_report(result: Any, path: str | Path) -> Path:
     pnl, return_pct in percent, fees, bars), `equity` (rows with time in epoch s, equity and
     drawdown_pct <= 0) and `stats` (name -> number or text; `*_pct` in percent).
     """
-    from bokeh.embed import file_html
-    from bokeh.resources import INLINE
-    from jinja2 import Template
-
     path = Path(path)
     charts = _charts(result)
     trades = list(getattr(result, "trades", None) or [])
@@ -429,8 +425,18 @@ def write_report(result: Any, path: str | Path) -> Path:
         from bokeh.models import Div
 
         charts = Div(text="<p class='note'>No bars and no equity to chart.</p>", name="charts")
-    page = file_html(charts, INLINE, title=f"{result.strategy} backtest",
-                     template=Template(_TEMPLATE.strip()), template_variables=variables)
+    return write_page(charts, f"{result.strategy} backtest", variables, path)
+
+
+def write_page(charts: Any, title: str, variables: dict, path: Path) -> Path:
+    """Render `charts` into the report's page template with `variables` and write it to
+    `path` atomically (a reader never sees half a file)."""
+    from bokeh.embed import file_html
+    from bokeh.resources import INLINE
+    from jinja2 import Template
+
+    page = file_html(charts, INLINE, title=title, template=Template(_TEMPLATE.strip()),
+                     template_variables=variables)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(page, encoding="utf-8")

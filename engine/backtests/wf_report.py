@@ -13,7 +13,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine.backtests.report import _CSS, _TEMPLATE, _charts, _esc, _num, _stats_html, _trades_html
+from engine.backtests.report import (
+    _CSS,
+    _charts,
+    _esc,
+    _num,
+    _stats_html,
+    _trades_html,
+    write_page,
+)
 
 __all__ = ["write_wf_report"]
 
@@ -56,10 +64,7 @@ def _windows_html(result: Any) -> str:
 def write_wf_report(result: Any, path: str | Path) -> Path:
     """Write the HTML report of a walk-forward `result` (a `WalkForwardResult`) to `path` and
     return the path."""
-    from bokeh.embed import file_html
     from bokeh.models import Div
-    from bokeh.resources import INLINE
-    from jinja2 import Template
 
     path = Path(path)
     charts = _charts(result.oos)
@@ -75,10 +80,4 @@ def write_wf_report(result: Any, path: str | Path) -> Path:
             "<h2>Statistics</h2>", "<h2>Out-of-sample statistics (stitched)</h2>")
             + _trades_html(list(oos.trades or []))),
     }
-    page = file_html(charts, INLINE, title=f"{result.strategy} walk-forward",
-                     template=Template(_TEMPLATE.strip()), template_variables=variables)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_page(charts, f"{result.strategy} walk-forward", variables, path)
