@@ -227,7 +227,7 @@ async def open_quote_stream(ctx: Any, symbols: list[str] | None = None,
     token, slot = state.lanes.expect() if lane else (None, None)
     try:
         snapshot = dict(_describe(feed), symbols=wanted,
-                        visible={s: feed.bars[s].last for s in wanted},
+                        visible={s: feed.bars[s].last_index for s in wanted},
                         quotes=plain({s: feed.quotes[s] for s in wanted if s in feed.quotes}))
         if slot is not None:
             snapshot["lane"] = [*state.lanes.address, token]

@@ -123,16 +123,16 @@ def _make_runner(strategy: Any, sub: Subscription, bars: dict[str, ShmArray],
     """A runner whose context reads the attached bars, and per symbol how many of the bar
     events on their way announce bars its context already shows.
 
-    The daemon read each array's `last` when it subscribed us; the context reads the bars it
+    The daemon read each array's `last_index` (absolute: rolls keep it) when it subscribed us; the context reads the bars it
     shows when it is built, a little later, while the daemon keeps writing. Bars closed in
     between are part of the strategy's starting history, so their events are skipped: the
     strategy never sees a bar before its on_bar, nor an on_bar for a bar it saw at start.
     """
     while True:
-        before = {s: shm.last for s, shm in bars.items()}
+        before = {s: shm.last_index for s, shm in bars.items()}
         runner = make_runner(strategy, symbols=symbols, timeframe=timeframe, bars=bars,
                              quotes=quotes, clock=LiveClock(), router=router, capacity=mailbox)
-        if all(shm.last == before[s] for s, shm in bars.items()):
+        if all(shm.last_index == before[s] for s, shm in bars.items()):
             break  # no bar closed while the context read the bounds: `before` is what it saw
     return runner, {s: max(0, before[s] - int(sub.visible.get(s, before[s]))) for s in bars}
 
