@@ -26,7 +26,6 @@ import logging
 import math
 import random
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 import trio
 from trio_websocket import (
@@ -34,16 +33,16 @@ from trio_websocket import (
     ConnectionRejected,
     ConnectionTimeout,
     HandshakeError,
-    wrap_client_stream,
 )
 
 from .backoff import Backoff
 from .errors import UNFORESEEN, MalformedFrame, VenueError, describe
 from .events import Book, Control, Trade, book_msg, trade_msg
-from .http import HttpClient, default_ssl_context
+from .http import HttpClient
 from .malformed import MalformedLog
 from .options import StreamSettings
 from .venue import SymbolState, Venue
+from .ws import open_ws
 
 __all__ = ["ResilientStream", "StreamStats"]
 
@@ -141,38 +140,12 @@ class ResilientStream:
                                       f"{_describe(group.exceptions[0])}")
 
     async def _connect_and_serve(self, url: str) -> None:
-        # The stream is opened here and wrapped, rather than through open_websocket_url, so that
-        # it is closed whatever happens: trio-websocket 0.12 leaves the socket of a connection
-        # the peer dropped unclosed (until garbage collection).
-        parts = urlsplit(url)
-        tls = parts.scheme == "wss"
-        host = parts.hostname or ""
-        port = parts.port or (443 if tls else 80)
-        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        host_header = host if port == (443 if tls else 80) else f"{host}:{port}"
-        stream: trio.abc.Stream | None = None
-        try:
-            async with trio.open_nursery() as nursery:
-                try:
-                    with trio.fail_after(self.settings.connect_timeout):
-                        if tls:
-                            stream = await trio.open_ssl_over_tcp_stream(
-                                host, port, ssl_context=default_ssl_context(),
-                                https_compatible=True)
-                        else:
-                            stream = await trio.open_tcp_stream(host, port)
-                        ws = await wrap_client_stream(nursery, stream, host_header, resource,
-                                                      max_message_size=MAX_FRAME)
-                    self.stats.connections += 1
-                    await self._serve(ws)
-                    # A normal end (stale, rejected): say goodbye, briefly.
-                    with trio.move_on_after(self.settings.close_timeout):
-                        await ws.aclose()
-                finally:
-                    nursery.cancel_scope.cancel()
-        finally:
-            if stream is not None:
-                await trio.aclose_forcefully(stream)
+        async with open_ws(url, self.settings.connect_timeout, MAX_FRAME) as ws:
+            self.stats.connections += 1
+            await self._serve(ws)
+            # A normal end (stale, rejected): say goodbye, briefly.
+            with trio.move_on_after(self.settings.close_timeout):
+                await ws.aclose()
 
     async def _serve(self, ws) -> None:
         for frame in self.venue.subscribe_frames(self.states):

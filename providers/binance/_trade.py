@@ -40,7 +40,8 @@ from engine.clearing.venue_api import (
 )
 from providers._net import HttpClient, InstrumentTable, RateLimited, VenueUnreachable
 from providers._net.http import RequestLost, Response
-from providers._net.trading import open_private_ws, rules_of, step_str
+from providers._net.trading import rules_of, step_str
+from providers._net.ws import open_ws
 
 from ._sign import Signer, ws_payload
 
@@ -272,7 +273,7 @@ class BinanceTrading:
 
     async def private_stream(self, hooks: StreamHooks) -> None:
         try:
-            async with open_private_ws(self.ws_api_url, self.connect_timeout) as ws:
+            async with open_ws(self.ws_api_url, self.connect_timeout) as ws:
                 await self._subscribe(ws)
                 await hooks.on_connected()
                 while True:
