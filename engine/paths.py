@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 
 __all__ = ["data_dir", "account_dir", "list_accounts"]
@@ -51,3 +52,33 @@ def list_accounts() -> list[str]:
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if p.is_dir() and _ACCOUNT_NAME.fullmatch(p.name))
+
+
+class PrivateFileError(ValueError):
+    """A file that must be private (keys, secrets) is missing, unreadable, or open to others;
+    the message names the file and what to do, never its content."""
+
+
+def read_private_file(path: Path, what: str, limit: int = -1) -> bytes:
+    """The bytes of `path` (at most `limit`; -1: all), a regular file of this user's that no
+    one else may read or write (mode 0600 or tighter), checked on the descriptor it is read
+    from (a link is refused). `what` names it in errors ("sweep secret file")."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise PrivateFileError(f"{what} {path}: no such file") from None
+    except OSError as exc:
+        raise PrivateFileError(f"{what} {path}: cannot open it ({exc.strerror})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise PrivateFileError(f"{what} {path} is not a regular file")
+        if st.st_mode & 0o077:
+            raise PrivateFileError(f"{what} {path} is readable by others (mode "
+                                   f"{stat.S_IMODE(st.st_mode):04o}): run chmod 600 {path}")
+        if st.st_uid != os.getuid():
+            raise PrivateFileError(f"{what} {path} belongs to another user")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read(limit)
+    finally:
+        os.close(fd)

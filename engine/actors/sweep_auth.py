@@ -24,7 +24,6 @@ import ipaddress
 import logging
 import os
 import secrets
-import stat
 import struct
 import sys
 from collections.abc import Iterable, Iterator
@@ -35,6 +34,7 @@ from typing import Any
 import trio
 
 from engine.actors._runtime import tractor
+from engine.paths import PrivateFileError, read_private_file
 
 __all__ = ["SecretError", "AuthError", "load_secret", "derive_key", "new_key", "keyed",
            "is_authenticated", "DEFAULT_SECRET_ENV", "MIN_SECRET"]
@@ -77,20 +77,9 @@ def load_secret(*, file: str | Path | None = None, env: str | None = None) -> by
     if file is not None:
         path = Path(file)
         try:
-            st = path.stat()
-        except OSError as exc:
-            raise SecretError(f"sweep secret file {path}: {exc.strerror or exc}") from None
-        if not stat.S_ISREG(st.st_mode):
-            raise SecretError(f"sweep secret file {path} is not a regular file")
-        if st.st_mode & 0o077:
-            raise SecretError(f"sweep secret file {path} is readable by others (mode "
-                              f"{stat.S_IMODE(st.st_mode):04o}): run chmod 600 {path}")
-        if st.st_uid != os.getuid():
-            raise SecretError(f"sweep secret file {path} belongs to another user")
-        try:
-            value = path.read_bytes().strip()
-        except OSError as exc:
-            raise SecretError(f"sweep secret file {path}: {exc.strerror or exc}") from None
+            value = read_private_file(path, "sweep secret file").strip()
+        except PrivateFileError as exc:
+            raise SecretError(str(exc)) from None
         where = f"sweep secret file {path}"
     else:
         name = env or DEFAULT_SECRET_ENV

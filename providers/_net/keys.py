@@ -15,12 +15,12 @@ never a value. Nothing here sends anything.
 from __future__ import annotations
 
 import os
-import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.paths import PrivateFileError, read_private_file
 from engine.provider import ProviderFailure
 
 __all__ = ["Secret", "ApiKeys", "KeysError", "load_keys"]
@@ -95,24 +95,9 @@ def load_keys(venue: str, path: str | os.PathLike[str] | None = None,
 
 def _from_file(venue: str, path: Path) -> ApiKeys:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        raise KeysError(f"{venue} keys file {path}: no such file") from None
-    except OSError as exc:
-        raise KeysError(f"{venue} keys file {path}: cannot open it ({exc.strerror})") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise KeysError(f"{venue} keys file {path}: not a regular file")
-        if st.st_mode & 0o077:
-            raise KeysError(f"{venue} keys file {path}: mode {stat.S_IMODE(st.st_mode):04o} lets "
-                            f"others read it; run `chmod 600 {path}` (refused until then)")
-        if st.st_uid != os.getuid():
-            raise KeysError(f"{venue} keys file {path}: owned by another user")
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            raw = fh.read(1 << 16)
-    finally:
-        os.close(fd)
+        raw = read_private_file(path, f"{venue} keys file", 1 << 16)
+    except PrivateFileError as exc:
+        raise KeysError(str(exc)) from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError):
