@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -77,3 +79,29 @@ def shared_data() -> Path:
     if path is None:
         pytest.skip("../shared/data is not present")
     return path
+
+
+class Overruns(logging.Handler):
+    """Sets `flagged` when the watchdog reports a callback holding the event loop, and keeps
+    those messages."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flagged = threading.Event()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "has held the event loop" in message:
+            self.messages.append(message)
+            self.flagged.set()
+
+
+@pytest.fixture
+def overruns():
+    """The watchdog's reports of callbacks holding the event loop, while the test runs."""
+    handler = Overruns()
+    logger = logging.getLogger("engine.scheduler")
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)

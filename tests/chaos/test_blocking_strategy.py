@@ -7,7 +7,6 @@ overrun is released only once the watchdog has logged it, so nothing here races 
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import subprocess
@@ -15,7 +14,6 @@ import sys
 import threading
 from pathlib import Path
 
-import pytest
 import trio
 
 from engine import LiveClock, Strategy, run_live
@@ -54,30 +52,6 @@ def assert_every_bar_on_time(quick: Quick, every: float) -> None:
     assert len(quick.stored) - len(ends) <= 1
     late = [(end, now - end) for end, now in quick.bars if not end <= now <= end + every]
     assert not late, f"bars delivered late (end, seconds late): {late[:5]}"
-
-
-class Overruns(logging.Handler):
-    """Sets `flagged` when the watchdog reports a callback holding the event loop."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.flagged = threading.Event()
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if "has held the event loop" in message:
-            self.messages.append(message)
-            self.flagged.set()
-
-
-@pytest.fixture
-def overruns():
-    handler = Overruns()
-    logger = logging.getLogger("engine.scheduler")
-    logger.addHandler(handler)
-    yield handler
-    logger.removeHandler(handler)
 
 
 async def test_a_strategy_stuck_in_its_thread_costs_the_quick_one_no_bar(autojump_clock):

@@ -3,7 +3,6 @@ own worker thread, the context it trades through, and the runner's watchdog."""
 
 from __future__ import annotations
 
-import logging
 import threading
 
 import pytest
@@ -110,27 +109,6 @@ async def test_a_thread_context_trades_and_reads_the_clock_on_the_loop(autojump_
     loop = threading.current_thread().name
     assert set(router.threads) == {loop}  # never the worker's
     assert ctx.buy("aaa", 1.0) == "S.1700000000.3"  # and still usable on the loop itself
-
-
-class Overruns(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.flagged = threading.Event()
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if "has held the event loop" in record.getMessage():
-            self.messages.append(record.getMessage())
-            self.flagged.set()
-
-
-@pytest.fixture
-def overruns():
-    handler = Overruns()
-    logger = logging.getLogger("engine.scheduler")
-    logger.addHandler(handler)
-    yield handler
-    logger.removeHandler(handler)
 
 
 def runner_of(strategy: Strategy, watchdog: Watchdog | None = None) -> StrategyRunner:
