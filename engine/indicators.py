@@ -29,14 +29,15 @@ class _Source:
     """
 
     def __init__(self, ctx: Any, symbol: str, indicator: Any, fields: tuple[str, ...],
-                 lines: tuple[Line, ...] = ()) -> None:
+                 lines: tuple[Line, ...] = (), key: Any = None) -> None:
         self.ctx = ctx
         self.symbol = symbol
+        self.key = symbol if key is None else key  # the series: symbol, or (symbol, seconds)
         self.indicator = indicator
         self.fields = fields
         self.lines = lines  # input lines, when the kernel reads indicators instead of fields
-        self.shm = ctx._bars[symbol]
-        self.origin = ctx._origin[symbol]
+        self.shm = ctx._bars[self.key]
+        self.origin = ctx._origin[self.key]
         self.cap = max(2, self.shm.size)
         self.out = tuple(np.full(self.cap, np.nan) for _ in indicator.outputs)
         self.done = 0  # bars fed to the kernel
@@ -114,7 +115,7 @@ class Line:
     def __init__(self, source: _Source, k: int) -> None:
         self._src = source
         self._k = k
-        self._seen = source.ctx._seen[source.symbol]
+        self._seen = source.ctx._seen[source.key]
         self._sym = source.symbol
         self._out = source.out[k]
 
@@ -153,10 +154,11 @@ class Line:
 
 
 def make_lines(ctx: Any, kind: str, params: tuple, symbol: str | None,
-               fields: tuple[str, ...] | None, options: dict | None = None
-               ) -> Line | tuple[Line, ...]:
-    """The lines of indicator `kind` over `symbol`'s bar `fields`, or, when its inputs are given
-    as lines among `params` (`ctx.indicator("cross", fast, slow)`), over those lines."""
+               fields: tuple[str, ...] | None, options: dict | None = None,
+               timeframe: str | None = None) -> Line | tuple[Line, ...]:
+    """The lines of indicator `kind` over `symbol`'s bar `fields` on `timeframe` (None: the
+    finest), or, when its inputs are given as lines among `params`
+    (`ctx.indicator("cross", fast, slow)`), over those lines (and their timeframe)."""
     from engine.kernels import KINDS
 
     try:
@@ -175,16 +177,22 @@ def make_lines(ctx: Any, kind: str, params: tuple, symbol: str | None,
         if len(symbols) > 1 or (symbol is not None and symbol not in symbols):
             raise ValueError(f"{kind}: input lines must be over one symbol, the indicator's "
                              f"(got {', '.join(sorted(symbols | {symbol} - {None}))})")
+        keys = {line._src.key for line in lines}
+        if len(keys) > 1:
+            raise ValueError(f"{kind}: input lines must be on one timeframe")
         symbol = lines[0]._sym
-    symbol = symbol or ctx.symbols[0]
-    if symbol not in ctx._bars:
-        raise KeyError(f"no bars for {symbol!r}; this run has {ctx.symbols}")
+        key = lines[0]._src.key
+    else:
+        symbol = symbol or ctx.symbols[0]
+        if symbol not in ctx._bars:
+            raise KeyError(f"no bars for {symbol!r}; this run has {ctx.symbols}")
+        key = ctx._key(symbol, timeframe)
     indicator = cls(*params, **(options or {}))
     fields = tuple(fields) if fields else tuple(cls.inputs)
     if not lines and len(fields) != len(cls.inputs):
         raise ValueError(f"{kind} reads {len(cls.inputs)} fields ({', '.join(cls.inputs)}), "
                          f"got {fields}")
-    source = _Source(ctx, symbol, indicator, fields, lines)
+    source = _Source(ctx, symbol, indicator, fields, lines, key)
     ctx._sources.append(source)  # what the strategy declared: its warm-up reads them
     out = tuple(Line(source, k) for k in range(len(cls.outputs)))
     return out[0] if len(out) == 1 else out

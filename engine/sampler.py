@@ -17,7 +17,7 @@ from engine.dtypes import TRADE, UTRADE, ohlc_dtype
 from engine.shm import ShmArray
 
 __all__ = ["Sampler", "parse_timeframe", "format_timeframe", "fold_ticks", "close_until",
-           "resample_bars"]
+           "resample_bars", "period_start", "period_offset"]
 
 # Float state per symbol: open, high, low, close, volume, price*volume of the forming bar, and
 # the last close (kept after the bar closes, for flat bars).
@@ -26,11 +26,26 @@ _F_OPEN, _F_HIGH, _F_LOW, _F_CLOSE, _F_VOL, _F_PV, _F_LAST = range(7)
 # (-1: none), late ticks dropped.
 _I_BAR, _I_COUNT, _I_CLOSED, _I_LATE = range(4)
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+WEEK = 604800
+# The epoch fell on a Thursday: periods of whole weeks start on Monday 00:00 UTC, four days on.
+_WEEK_OFFSET = 4 * 86400
+
+
+def period_offset(period: int) -> int:
+    """Where periods of `period` seconds start, past multiples of it: weeks on Mondays."""
+    return _WEEK_OFFSET if period % WEEK == 0 else 0
+
+
+def period_start(t: int, period: int) -> int:
+    """The start of the UTC wall-clock period of `period` seconds holding time `t`."""
+    off = _WEEK_OFFSET if period % WEEK == 0 else 0
+    return (t - off) // period * period + off
 
 
 def parse_timeframe(text: str | int) -> int:
-    """Parse `1s`, `5s`, `1m`, `15m`, `1h`, `1d` (or plain seconds) into a period in seconds."""
+    """Parse `1s`, `5s`, `1m`, `15m`, `1h`, `1d`, `1w` (or plain seconds) into a period in
+    seconds."""
     if isinstance(text, int) and not isinstance(text, bool):
         seconds = text
     else:
@@ -41,7 +56,8 @@ def parse_timeframe(text: str | int) -> int:
             seconds = int(number) * _UNITS[unit]
         except ValueError:
             raise ValueError(
-                f"bad timeframe {text!r}: use a whole number of s, m, h or d, like 1s, 5m, 1h, 1d"
+                f"bad timeframe {text!r}: use a whole number of s, m, h, d or w, like 1s, 5m, "
+                "1h, 1d, 1w"
             ) from None
     if seconds <= 0:
         raise ValueError(f"bad timeframe {text!r}: must be at least one second")
@@ -49,7 +65,7 @@ def parse_timeframe(text: str | int) -> int:
 
 
 def format_timeframe(seconds: int) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+    for unit, size in (("w", WEEK), ("d", 86400), ("h", 3600), ("m", 60)):
         if seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
@@ -171,11 +187,11 @@ def close_until(now, period, fs, ist, held, out):
 
 
 @njit(cache=True)
-def _resample(times, o, h, lo, c, v, cnt, wap, period, out):
+def _resample(times, o, h, lo, c, v, cnt, wap, period, offset, out):
     n = -1
     pv = 0.0
     for i in range(times.shape[0]):
-        t = (times[i] // period) * period
+        t = ((times[i] - offset) // period) * period + offset
         if n < 0 or t != out[n]["time"]:
             if n >= 0:
                 out[n]["bar_wap"] = pv / out[n]["volume"] if out[n]["volume"] > 0 else out[n]["close"]
@@ -206,7 +222,8 @@ def resample_bars(bars: np.ndarray, period: int) -> np.ndarray:
     if len(bars) == 0:
         return out
     n = _resample(bars["time"], bars["open"], bars["high"], bars["low"], bars["close"],
-                  bars["volume"], bars["count"], bars["bar_wap"], period, out)
+                  bars["volume"], bars["count"], bars["bar_wap"], period, period_offset(period),
+                  out)
     return out[:n]
 
 

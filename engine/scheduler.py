@@ -24,7 +24,17 @@ from typing import Any
 import trio
 
 from engine.clock import Clock
-from engine.strategy import Context, OrderRouter, Strategy, strategy_traceback
+from engine.sampler import format_timeframe, parse_timeframe
+from engine.strategy import (
+    Context,
+    OrderRouter,
+    Strategy,
+    StrategyError,
+    overrides,
+    strategy_traceback,
+)
+from engine.timeframes import BarDispatch, add_timeframes, declared_timeframes, fold_history
+from engine.warmup import strategy_warmup
 from engine.watchdog import Watchdog
 from engine.worker import StrategyThread, ThreadContext
 
@@ -44,11 +54,6 @@ EVENT_CALLBACKS = {
     "OrderModified": "on_order",
     "OrderTriggered": "on_order",
 }
-
-
-def overrides(cls: type, name: str) -> bool:
-    """Whether a Strategy subclass defines callback `name` (the base class's do nothing)."""
-    return getattr(cls, name) is not getattr(Strategy, name)
 
 
 def callback_for(event: Any) -> str:
@@ -234,11 +239,16 @@ class StrategyRunner:
         self.strategy.ctx = self.context
         self.source = self.source or getattr(type(self.strategy), "__source_path__", None)
         self._async = {name: inspect.iscoroutinefunction(getattr(self.strategy, name))
-                       for name in ("on_start", "on_quote", "on_bar", "on_stop", *set(EVENT_CALLBACKS.values()))}
+                       for name in ("on_start", "on_quote", "on_bar", "on_bars", "on_stop",
+                                    *set(EVENT_CALLBACKS.values()))}
         cls = type(self.strategy)
         # Skip delivering what the strategy ignores: the base class's callbacks do nothing.
         self._wants_quotes = overrides(cls, "on_quote")
-        self._wants_bars = overrides(cls, "on_bar")
+        self._dispatch = BarDispatch(self.strategy, self.context)
+        # Per-symbol on_bar on one timeframe: called straight from the loop, the fast path.
+        self._wants_bars = self._dispatch.active and self._dispatch.simple
+        self._bar_where = "on_bars" if self._dispatch.grouped else "on_bar"
+        self._grace_at: float | None = None  # when a gathered on_bars step is called anyway
         self._overrun: tuple[str, float] | None = None  # set by the watchdog thread
         self._worker: StrategyThread | None = None
         self._where = "on_quote"  # the callback being run off the loop
@@ -345,6 +355,9 @@ class StrategyRunner:
             await _call(on_start, self._async[where])
             wd.who = None
         self._where = "on_quote"
+        # History already visible builds the higher timeframes; callbacks wait until warm.
+        fold_history(self.context, self.context.symbols)
+        self._dispatch.warm = strategy_warmup(self.strategy)
 
     def _overran(self) -> str | None:
         """The synchronous callback that overran its budget, if one did (then the strategy moves
@@ -369,16 +382,21 @@ class StrategyRunner:
         s = self.strategy
         wd = self.watchdog
         assert wd is not None
-        mailbox, stats, context = self.mailbox, self.stats, self.context
+        stats, context = self.stats, self.context
         on_quote, on_bar = s.on_quote, s.on_bar
         aq, ab = self._async["on_quote"], self._async["on_bar"]
         wants_bars = self._wants_bars
+        dispatch = None if self._dispatch.simple else self._dispatch
         where = "on_quote"
         n = 0
         # The watchdog reads `wd.who` (and this runner's counters) from its thread: a callback
         # that keeps the same mark for a budget has held the loop that long.
         while True:
-            kind, item = await mailbox.get()
+            got = await self._next()
+            if got is None:  # an on_bars step's grace ran out
+                await self._bar_calls(self._dispatch.flush())
+                continue
+            kind, item = got
             if kind == QUOTE:
                 where = "on_quote"
                 stats.quotes += 1
@@ -392,15 +410,16 @@ class StrategyRunner:
                 where = "on_bar"
                 stats.bars += 1
                 context.bar_closed(item)
-                if not wants_bars:
-                    pass
-                else:
+                if wants_bars and context._seen[item][0] >= self._dispatch.warm:
                     wd.who = self
                     if ab:
                         await on_bar(item)
                     else:
                         on_bar(item)
                     wd.who = None
+                elif dispatch is not None:
+                    where = self._bar_where
+                    await self._bar_calls(self._bar_closed(item))
             else:
                 where = callback_for(item)
                 stats.events += 1
@@ -429,10 +448,15 @@ class StrategyRunner:
         worker, wd = self._worker, self.watchdog
         assert worker is not None
         assert wd is not None
-        mailbox, stats, context, now = self.mailbox, self.stats, self.context, self.context.clock.now
+        stats, context, now = self.stats, self.context, self.context.clock.now
         wants_bars = self._wants_bars
+        dispatch = None if self._dispatch.simple else self._dispatch
         while True:
-            kind, item, queued = await mailbox.get_stamped()
+            got = await self._next(stamped=True)
+            if got is None:  # an on_bars step's grace ran out
+                await self._bar_calls(self._dispatch.flush())
+                continue
+            kind, item, queued = got
             stats.lag = max(stats.lag, now() - queued)
             if kind == QUOTE:
                 self._where = "on_quote"
@@ -441,7 +465,11 @@ class StrategyRunner:
                 self._where = "on_bar"
                 stats.bars += 1
                 context.bar_closed(item)
-                if not wants_bars:
+                if dispatch is not None:
+                    self._where = self._bar_where
+                    await self._bar_calls(self._bar_closed(item))
+                    continue
+                if not wants_bars or context._seen[item][0] < self._dispatch.warm:
                     continue
             else:
                 self._where = callback_for(item)
@@ -455,6 +483,47 @@ class StrategyRunner:
             else:
                 await worker.call(where, fn, item)
             stats.slowest = worker.slowest
+
+    async def _next(self, stamped: bool = False) -> Any:
+        """The next mailbox item, or None when a gathered on_bars step's grace runs out first."""
+        get = self.mailbox.get_stamped if stamped else self.mailbox.get
+        if self._grace_at is None:
+            return await get()
+        with trio.move_on_at(self._grace_at):
+            return await get()
+        self._grace_at = None
+        return None
+
+    def _bar_closed(self, symbol: str) -> list:
+        """The bar calls due now that `symbol`'s bar closed; an on_bars step is called as soon
+        as every symbol closed it, or when its grace runs out (engine.timeframes)."""
+        d = self._dispatch
+        calls = d.closed(symbol)
+        if d.grouped:
+            if d.complete:
+                calls += d.flush()
+                self._grace_at = None
+            elif d.pending and (calls or self._grace_at is None):
+                self._grace_at = trio.current_time() + d.grace
+        return calls
+
+    async def _bar_calls(self, calls: list) -> None:
+        """Run bar callbacks (on the loop, or in the worker thread once there)."""
+        wd = self.watchdog
+        assert wd is not None
+        where = self._bar_where
+        for fn, args in calls:
+            if self._async[where]:
+                wd.who = self
+                await fn(*args)
+                wd.who = None
+            elif self._worker is not None:
+                await self._worker.call(where, fn, *args)
+                self.stats.slowest = self._worker.slowest
+            else:
+                wd.who = self
+                fn(*args)
+                wd.who = None
 
     async def stop(self) -> None:
         if self.stats.stopped or self.stats.error:
@@ -500,6 +569,13 @@ class StrategyRunner:
             log.error("strategy %s: %s", self.name, self.stats.error)
 
 
+def _parses_to(label: Any, seconds: int) -> bool:
+    try:
+        return parse_timeframe(label) == seconds
+    except ValueError:
+        return False
+
+
 def make_runner(strategy: Strategy, *, symbols: list[str], timeframe: int, bars: dict,
                 quotes: dict, clock: Clock, router: OrderRouter, capacity: int = 1024,
                 watchdog: Watchdog | None = None) -> StrategyRunner:
@@ -508,5 +584,12 @@ def make_runner(strategy: Strategy, *, symbols: list[str], timeframe: int, bars:
     ctx = Context(symbols=symbols, timeframe=timeframe, bars=bars, quotes=quotes, clock=clock,
                   router=router, strategy_name=strategy.name)
     ctx.lot_sizes = dict(type(strategy).lot_sizes)
+    cls = type(strategy)
+    try:
+        higher = declared_timeframes(cls, timeframe)
+    except ValueError as exc:
+        raise StrategyError(str(exc)) from None
+    label = cls.timeframe if _parses_to(cls.timeframe, timeframe) else format_timeframe(timeframe)
+    add_timeframes(ctx, higher, lambda s: bars[s].size, label)
     return StrategyRunner(strategy=strategy, context=ctx, mailbox=Mailbox(capacity),
                           watchdog=watchdog)

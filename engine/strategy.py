@@ -28,9 +28,9 @@ from engine.shm import ShmArray
 
 __all__ = ["Strategy", "Context", "StrategyError", "load_strategy", "OrderRouter", "IntentLog"]
 
-_RESERVED = {"symbols", "timeframe", "ctx", "name", "params", "lot_sizes", "warmup",
-             "blocking"}
-CALLBACKS = ("on_start", "on_quote", "on_bar", "on_fill", "on_order_rejected", "on_order",
+_RESERVED = {"symbols", "timeframe", "timeframes", "bar_grace", "ctx", "name", "params",
+             "lot_sizes", "warmup", "blocking"}
+CALLBACKS = ("on_start", "on_quote", "on_bar", "on_bars", "on_fill", "on_order_rejected", "on_order",
              "on_feed_status", "on_stop")
 
 log = logging.getLogger("engine.strategy")
@@ -44,6 +44,10 @@ class Strategy:
     """Base class of user strategies.
 
     Class attributes: `symbols` (default symbols), `timeframe` (default bar period, e.g. "1m"),
+    `timeframes` (higher timeframes built from it, e.g. ("1h", "1d"): `ctx.ohlcv(symbol, "1h")`,
+    indicators with `timeframe="1h"`, and a bar callback taking a second argument hears which
+    timeframe closed; engine.timeframes), `bar_grace` (seconds a live `on_bars` step waits for
+    its last symbols before it is called with those that closed; default 2),
     `lot_sizes` (units per lot by symbol, for orders sized by value; default 1 unit), `warmup`
     (closed bars its signals need; default: derived from its indicators, engine.warmup),
     `blocking` (True: live runs call its synchronous callbacks in its own worker thread from
@@ -54,6 +58,8 @@ class Strategy:
 
     symbols: ClassVar[tuple[str, ...] | list[str]] = ()
     timeframe: ClassVar[str] = "1s"
+    timeframes: ClassVar[tuple[str, ...] | list[str]] = ()
+    bar_grace: ClassVar[float] = 2.0
     lot_sizes: ClassVar[Mapping[str, float]] = {}
     warmup: ClassVar[int | None] = None
     blocking: ClassVar[bool] = False
@@ -128,11 +134,17 @@ class Strategy:
     def on_start(self) -> None: ...
     def on_quote(self, quote: dict) -> None: ...
     def on_bar(self, symbol: str) -> None: ...
+    def on_bars(self, symbols: list[str]) -> None: ...
     def on_fill(self, fill: Any) -> None: ...
     def on_order_rejected(self, rejection: Any) -> None: ...
     def on_feed_status(self, event: Any) -> None: ...
     def on_order(self, event: Any) -> None: ...
     def on_stop(self) -> None: ...
+
+
+def overrides(cls: type, name: str) -> bool:
+    """Whether a Strategy subclass defines callback `name` (the base class's do nothing)."""
+    return getattr(cls, name) is not getattr(Strategy, name)
 
 
 class OrderRouter(Protocol):
@@ -177,7 +189,7 @@ class Context(AccountAccess):
                  strategy_name: str = "") -> None:
         self.symbols = list(symbols)
         self.timeframe = timeframe
-        self._bars = bars
+        self._bars = dict(bars)  # its own: higher timeframes add series to it
         self._quotes = quotes
         self.clock = clock
         self.router = router
@@ -199,6 +211,10 @@ class Context(AccountAccess):
             self._seen[s] = [last - first]
         self.lot_sizes: dict[str, float] = {}
         self._sources: list[Any] = []  # indicator sources declared through `indicator`
+        # Higher timeframes (engine.timeframes): per symbol, their bars folded from the finest;
+        # their series sit in _bars/_origin/_seen under (symbol, seconds).
+        self._higher: dict[str, list[Any]] = {}
+        self._tf_labels: dict[int, str] = {}
 
     def set_id_prefix(self, prefix: str) -> None:
         self._id_prefix = prefix
@@ -231,37 +247,60 @@ class Context(AccountAccess):
             raise ValueError(f"lot size of {symbol!r} must be positive, got {lot!r}")
         return float(lot)
 
-    def bar_time(self, symbol: str, ago: int = 0) -> float:
+    def bar_time(self, symbol: str, ago: int = 0, timeframe: str | None = None) -> float:
         """The open time (epoch s) of the newest closed bar of `symbol` (`ago=1`: the one
-        before): the period the bar covers, unlike `now`, which reads its close."""
-        bars = self.ohlcv(symbol)
+        before) on `timeframe` (default: the finest): the period the bar covers, unlike `now`,
+        which reads its close."""
+        bars = self.ohlcv(symbol, timeframe)
         if ago < 0 or ago >= len(bars):
             raise IndexError(f"{symbol!r} has {len(bars)} closed bars; no bar {ago} ago")
         return float(bars["time"][len(bars) - 1 - ago])
 
-    def bar_date(self, symbol: str, ago: int = 0) -> datetime.date:
-        """The UTC date of `bar_time(symbol, ago)`: a daily bar's trading day.
+    def bar_date(self, symbol: str, ago: int = 0, timeframe: str | None = None
+                 ) -> datetime.date:
+        """The UTC date of `bar_time(symbol, ago, timeframe)`: a daily bar's trading day.
         `ctx.bar_date(s).month != ctx.bar_date(s, 1).month` is the month's first bar."""
-        return datetime.datetime.fromtimestamp(self.bar_time(symbol, ago), datetime.UTC).date()
+        return datetime.datetime.fromtimestamp(self.bar_time(symbol, ago, timeframe),
+                                               datetime.UTC).date()
 
-    def ohlcv(self, symbol: str) -> np.ndarray:
-        """Closed bars of `symbol` (ohlc_dtype rows, oldest first), read-only, without a copy.
+    def _key(self, symbol: str, timeframe: str | int | None) -> Any:
+        """The series of `symbol` on `timeframe` (None: the finest), checked as declared."""
+        if timeframe is None:
+            return symbol
+        from engine.sampler import format_timeframe, parse_timeframe
+
+        seconds = parse_timeframe(timeframe)
+        if seconds == self.timeframe:
+            return symbol
+        if seconds not in self._tf_labels:
+            have = ", ".join(format_timeframe(s) for s in sorted(self._tf_labels)) or \
+                format_timeframe(self.timeframe)
+            raise KeyError(f"timeframe {timeframe!r} is not declared: add it to the strategy's "
+                           f"timeframes (this run has {have})")
+        return (symbol, seconds)
+
+    def ohlcv(self, symbol: str, timeframe: str | None = None) -> np.ndarray:
+        """Closed bars of `symbol` (ohlc_dtype rows, oldest first), read-only, without a copy,
+        on `timeframe` (one the strategy declares in `timeframes`; default the finest).
 
         The bar still forming is never included, so a strategy cannot look ahead. A live bar
         segment keeps its newest rows (it rolls when full): take a fresh view in each callback.
         """
+        key = self._key(symbol, timeframe)
         try:
-            shm = self._bars[symbol]
+            shm = self._bars[key]
         except KeyError:
             raise KeyError(f"no bars for {symbol!r}; this run has {self.symbols}") from None
-        view = shm.window(self._origin[symbol] + self._seen[symbol][0]).view()
+        view = shm.window(self._origin[key] + self._seen[key][0]).view()
         view.flags.writeable = False
         return view
 
     def indicator(self, kind: str, *params: Any, symbol: str | None = None,
-                  fields: tuple[str, ...] | None = None, **options: Any) -> Any:
-        """Declare an indicator over a symbol's closed bars (default: the first symbol) and
-        return its Line, or a tuple of Lines for several outputs (MACD, Bollinger bands).
+                  fields: tuple[str, ...] | None = None, timeframe: str | None = None,
+                  **options: Any) -> Any:
+        """Declare an indicator over a symbol's closed bars (default: the first symbol) on
+        `timeframe` (a declared one; default the finest) and return its Line, or a tuple of
+        Lines for several outputs (MACD, Bollinger bands).
 
         `kind` is a kernel name (`sma`, `ema`, `rsi`, `macd`, `bbands`, `atr`, `cross`, ...),
         `params` its parameters (periods in bars), `fields` the bar fields it reads (default:
@@ -272,7 +311,7 @@ class Context(AccountAccess):
         """
         from engine.indicators import make_lines
 
-        return make_lines(self, kind, params, symbol, fields, options)
+        return make_lines(self, kind, params, symbol, fields, options, timeframe)
 
     def quote(self, symbol: str) -> dict | None:
         """The latest quote message of `symbol`."""

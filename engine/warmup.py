@@ -1,5 +1,7 @@
 """How many closed bars a strategy's signals need before they stop depending on how much history
-came before them: declared by the strategy (`warmup = 200`) or derived from its indicators.
+came before them: declared by the strategy (`warmup = 200`) or derived from its indicators, in
+bars of the run's finest timeframe (an indicator on a declared higher timeframe counts its
+bars' worth of finest bars).
 
 A windowed indicator (SMA, highest, Bollinger bands, ...) is exact once its window is full. A
 recursive one (EMA, MACD, and Wilder's RSI and ATR) never forgets its seed entirely: it is
@@ -59,4 +61,15 @@ def strategy_warmup(strategy: Any) -> int:
     sources = {id(s): s for s in getattr(ctx, "_sources", [])}
     if not sources:
         return 0
-    return max(_source_warmup(s, ctx.timeframe) for s in sources.values())
+    return max(_in_finest(s, ctx.timeframe) for s in sources.values())
+
+
+def _in_finest(source: Any, finest: int) -> int:
+    """A source's warm-up in bars of the run's finest timeframe: an indicator on a higher
+    timeframe needs its bars' worth of finest bars, plus a period's worth for the first higher
+    bar, which may start partway through its period."""
+    key = getattr(source, "key", None)
+    seconds = key[1] if isinstance(key, tuple) else finest
+    need = _source_warmup(source, seconds)
+    ratio = max(1, seconds // max(finest, 1))
+    return need * ratio + (ratio - 1)

@@ -56,6 +56,7 @@ from engine.sampler import format_timeframe, parse_timeframe, resample_bars
 from engine.scheduler import EVENT_CALLBACKS, callback_for, make_runner, overrides
 from engine.shm import ShmArray
 from engine.strategy import Strategy, StrategyError, strategy_traceback
+from engine.timeframes import fold_history
 from engine.warmup import strategy_warmup
 
 __all__ = ["BacktestResult", "BacktestError", "run_backtest", "load_data", "evaluate_params",
@@ -382,13 +383,21 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
     bars, shms, period, broker, clock, skip = (run.bars, run.shms, run.period, run.broker,
                                                run.clock, run.skip)
     symbols = list(bars)
-    runner = make_runner(strat, symbols=symbols, timeframe=period, bars=shms, quotes={},
-                         clock=clock, router=broker)
+    try:
+        runner = make_runner(strat, symbols=symbols, timeframe=period, bars=shms, quotes={},
+                             clock=clock, router=broker)
+    except StrategyError as exc:
+        raise BacktestError(str(exc)) from None
     ctx = runner.context
     ctx.set_id_prefix("o")
     for s in symbols:
         # Nothing is visible before its bar closes; warm-up bars are history from the start.
         ctx._seen[s][0] = skip[s]
+    # Several timeframes or on_bars: bar calls go through the dispatch live runs use.
+    dispatch = runner._dispatch
+    fold_history(ctx, symbols)
+    general = not dispatch.simple
+    grouped = dispatch.grouped
     pending: list = []
     broker.attach(None, pending.extend)
     fills: list[tuple[int, OrderFilled]] = []
@@ -444,6 +453,16 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
             r = handler(e)
             if r is not None and inspect.isawaitable(r):
                 await r
+
+    async def bar_calls(calls: list) -> None:
+        nonlocal where
+        for fn, args in calls:
+            where = fn.__name__
+            r = fn(*args)
+            if r is not None and inspect.isawaitable(r):
+                await r
+            if pending:
+                await call(take(k_now))
 
     which, steps = _steps(bars, skip, period)
     total = len(which)
@@ -510,8 +529,9 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
         if inspect.isawaitable(r):
             await r
         # Warm-up: not called before its signals stop depending on the history before them.
-        warm = strategy_warmup(strat)
+        warm = dispatch.warm = strategy_warmup(strat)
         where = "on_bar"
+        k_now = 0
         for first in range(0, total, every):
             if progress is not None:
                 progress(first, total)
@@ -523,6 +543,10 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
             ends = (st_t[first:stop] + st_span[first:stop]).tolist()
             for k, j, end in zip(range(first, stop), which[first:stop].tolist(), ends,
                                  strict=True):
+                if grouped and dispatch.step_time is not None \
+                        and st_t.item(k) != dispatch.step_time:
+                    await bar_calls(dispatch.flush())  # the step before is complete
+                k_now = k
                 if wants_quote:
                     await through_quotes(k, j)
                 elif account.n_orders > account._start:
@@ -534,13 +558,19 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
                 if wants_quote:
                     marks[sym_index[j]] = st_c.item(k)
                 seen[j][0] += 1
-                if wants_bar and seen[j][0] >= warm:
+                if general:
+                    calls = dispatch.closed(symbols[j], st_t.item(k))
+                    if calls:
+                        await bar_calls(calls)
+                elif wants_bar and seen[j][0] >= warm:
                     r = on_bar(symbols[j])
                     if r is not None:
                         await r
                 if pending:
                     await call(take(k))
                     where = "on_bar"
+        if grouped:
+            await bar_calls(dispatch.flush())
         where = "on_stop"
         r = strat.on_stop()
         if inspect.isawaitable(r):
