@@ -161,7 +161,8 @@ class AccountAccess:
         working = getattr(self.router, "working_position", None)
         plan = []
         for s in self.symbols:
-            want = self._units(s, weights.get(s, 0.0) * equity)
+            w = weights.get(s, 0.0)
+            want = self._units(s, w * equity) if w else 0.0  # flat needs no price
             have = self.router.position(s) + (working(s) if working is not None else 0.0)
             if abs(want - have) > 1e-12 * max(1.0, abs(want)):
                 plan.append((abs(want) >= abs(have) and want * have >= 0, s, want))
