@@ -6,6 +6,8 @@ form body that starts with a strictly increasing `nonce`, signed in the `API-Sig
 (_sign.py). `AddOrder` carries the engine's client order id as `cl_ord_id` and a `deadline`
 (`order_deadline` seconds ahead on the venue's clock) after which Kraken refuses it, so an
 order whose answer was lost can be declared never-arrived once the deadline has passed.
+A refusal for a passed deadline (`EService:Deadline elapsed`: our clock behind Kraken's) measures
+the clock offset again from `/0/public/Time` and signs the order anew, once.
 `CancelOrder`, `OpenOrders` and `ClosedOrders` name orders by `cl_ord_id` (Kraken's txid once
 known: `QueryOrders`), `TradesHistory` gives the fills, `BalanceEx` the balances and holds.
 Kraken answers HTTP 200 with an `error` list: `EOrder:Insufficient funds`, `EOrder:Order minimum
@@ -64,6 +66,8 @@ _TYPE = {"market": "market", "limit": "limit", "stop": "stop-loss",
          "stop_limit": "stop-loss-limit"}
 _RATE = ("EAPI:Rate limit exceeded", "EOrder:Rate limit exceeded", "EGeneral:Too many requests")
 _NONCE = "EAPI:Invalid nonce"
+# AddOrder refused because its deadline had passed on Kraken's clock: our clock is behind.
+_DEADLINE = "EService:Deadline elapsed"
 _UNKNOWN = ("EOrder:Unknown order", "EOrder:Invalid order")
 # The matching engine's own failure: it may have acted on the request before failing.
 _UNSURE = ("EGeneral:Internal error",)
@@ -152,6 +156,10 @@ class KrakenTrading:
         for attempt in (1, 2):
             for _ in range(cost):
                 await bucket.acquire()
+            if method == "AddOrder":
+                # Signed anew on each attempt, on the venue's clock as last measured.
+                params = {**params, "deadline": _rfc3339(self.now() + self.offset
+                                                         + self.deadline)}
             async with self._lock:
                 nonce = self.nonces.next()
                 body = urlencode({"nonce": nonce, **params})
@@ -192,6 +200,11 @@ class KrakenTrading:
             if first.startswith(_NONCE) and attempt == 1:
                 log.warning("kraken: %s refused its nonce (%s); signing again with a new one",
                             method, first)
+                continue
+            if first.startswith(_DEADLINE) and attempt == 1:
+                offset = await self.sync_time()
+                log.warning("kraken: %s arrived past its deadline (%s); clock offset now "
+                            "%+.1f s, signing again", method, first, offset)
                 continue
             if first.startswith(_RATE):
                 try:
@@ -234,7 +247,6 @@ class KrakenTrading:
             params["timeinforce"] = spec.tif
         if spec.post_only and spec.order_type == "limit":
             params["oflags"] = "post"
-        params["deadline"] = _rfc3339(self.now() + self.offset + self.deadline)
         result = await self._call("AddOrder", params, changes_state=True)
         try:
             txid = str(result["txid"][0])
