@@ -5,6 +5,9 @@ documents them."""
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -316,3 +319,24 @@ async def test_no_key_signature_or_token_reaches_a_log_a_ledger_or_an_error(tmp_
     for text in (logs, ledger, "\n".join(errors)):
         for secret in (API_KEY, SECRET, *signatures, *tokens):
             assert secret not in text
+
+
+def test_cli_live_at_kraken_refuses_without_usable_keys(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGINE_")}
+    env["ENGINE_HOME"] = str(tmp_path)
+    strat = Path(__file__).parents[2] / "strategies" / "sma_cross.py"
+    args = [sys.executable, "-m", "engine.cli", "run", str(strat), "--live", "--venue", "kraken",
+            "--account", "k1", "--yes"]
+    out = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "engine run: error: no kraken API keys: set ENGINE_KRAKEN_API_KEY and "
+        "ENGINE_KRAKEN_API_SECRET, or write them to a mode-0600 keys file and pass --keys FILE "
+        "(or ENGINE_KRAKEN_KEYS_FILE)"]
+    env.update(ENGINE_KRAKEN_API_KEY=API_KEY, ENGINE_KRAKEN_API_SECRET="not-base64!")
+    out = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "engine run: error: kraken: the API secret is not base64 (copy the private key exactly "
+        "as Kraken shows it)"]
+    assert "not-base64!" not in out.stderr + out.stdout
