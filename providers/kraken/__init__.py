@@ -22,16 +22,24 @@ small h11 client over trio streams (providers/_net/http.py): httpx's async clien
 anyio, whose current release wants a newer trio than the 0.23.2 the engine pins for tractor, and
 its sync client in a worker thread cannot be cancelled promptly. certifi supplies the CA bundle.
 
+Order entry: `open_trading(...)` (see its docstring and the README's "Going live") signs
+private REST requests with the account's key (`API-Sign`, strictly increasing nonces) and follows
+the account's orders on the websocket v2 `executions` channel. Kraken has no spot test network.
+
 Symbols: `btcusd`, `xbtusd`, `btc/usd`, `XBT/USD` or `XXBTZUSD` all name Kraken's BTC/USD (v2
 calls XBT "BTC" and XDG "DOGE"); messages echo the symbol exactly as requested. Options
 (`-o name=value`): rest_url, ws_url (also ENGINE_KRAKEN_REST_URL / _WS_URL), stale_after,
 connect_timeout, close_timeout, request_timeout, reconnect_min, reconnect_max, max_gap,
-max_retry_wait, jitter_seed, request_rate, bar_interval (minutes). This provider never writes
+max_retry_wait, jitter_seed, request_rate, bar_interval (minutes); for order entry ws_auth_url
+(ENGINE_KRAKEN_WS_AUTH_URL), order_deadline, private_rate, private_burst, order_rate,
+order_burst. This provider never writes
 the tick buffer it is given and never reads the wall clock.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -45,7 +53,7 @@ if TYPE_CHECKING:
     from engine.shm import ShmArray
 
 __all__ = ["ohlc_dtype", "stream_quotes", "backfill_bars", "symbol_info", "search_symbols",
-           "configure", "reset", "UnknownSymbol", "VenueError"]
+           "configure", "reset", "open_trading", "UnknownSymbol", "VenueError"]
 
 _provider = VenueProvider(KrakenVenue)
 
@@ -99,3 +107,33 @@ async def backfill_bars(
     into `shm`, newest pushed, never past its bounds. `count` is accepted for the spec, but
     Kraken has no older history to page through."""
     await _provider.backfill_bars(sym, shm, count, task_status)
+
+
+@asynccontextmanager
+async def open_trading(symbols: list[str], *, now: Callable[[], float], keys: Any = None,
+                       keys_file: str | None = None) -> AsyncIterator[Any]:
+    """Open a signed trading session on the configured endpoints for `symbols`.
+
+    `now` is the engine clock (epoch seconds) that makes nonces and order deadlines; `keys` an
+    ApiKeys, or they are loaded from `keys_file` / the environment (providers._net.keys).
+    Public calls share this provider's pacing with the market data; private calls keep to
+    the account's REST and trading counters. Raise KeysError without keys (or with a secret
+    that is not base64), UnknownSymbol for a pair Kraken does not list.
+    """
+    from providers._net import HttpClient, RateLimiter
+    from providers._net.keys import load_keys
+
+    from ._sign import Signer
+    from ._trade import KrakenTrading
+
+    signer = Signer(keys if keys is not None else load_keys("kraken", keys_file))
+    o = _provider.venue.options
+    private = HttpClient(o["rest_url"], venue="kraken", timeout=o["request_timeout"],
+                         limiter=RateLimiter("kraken", max_wait=o["max_retry_wait"]))
+    async with _provider.http() as http, private:
+        table = await _provider.instruments(http)
+        yield KrakenTrading(http, private, table, list(symbols), signer, o["ws_auth_url"], now,
+                            deadline=o["order_deadline"], private_rate=o["private_rate"],
+                            private_burst=int(o["private_burst"]), order_rate=o["order_rate"],
+                            order_burst=int(o["order_burst"]),
+                            connect_timeout=o["connect_timeout"], stale_after=o["stale_after"])

@@ -231,7 +231,10 @@ def parse_asset_pairs(result: dict) -> InstrumentTable:
             quote=quote, tick_size=tick, lot_size=lot, min_size=ordermin, min_notional=costmin,
             status=status, trading=status != "delisted",
             aliases=(symbol_key(pair), symbol_key(altname), symbol_key(wsname)),
-            extra={"rest_pair": pair, "wsname": wsname}))
+            extra={"rest_pair": pair, "wsname": wsname,
+                   # Kraken's own asset codes ("XXBT", "ZUSD"): what Balance answers name.
+                   "base_asset": str(entry.get("base", base))[:20],
+                   "quote_asset": str(entry.get("quote", quote))[:20]}))
     return InstrumentTable("kraken", instruments)
 
 

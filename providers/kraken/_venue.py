@@ -28,7 +28,7 @@ from providers._net import (
     common_options,
 )
 from providers._net.events import Event
-from providers._net.options import choice, number
+from providers._net.options import choice, number, url
 
 from ._parse import (
     INTERVALS,
@@ -63,6 +63,21 @@ class KrakenVenue(Venue):
         "request_rate": Option(1.0, number(), "REST requests per second (bursts of 3)"),
         "bar_interval": Option("1", choice(*INTERVALS), "OHLC interval of backfilled bars, "
                                "minutes"),
+        # Order entry (engine run --live): the authenticated websocket carries `executions`.
+        "ws_auth_url": Option("wss://ws-auth.kraken.com/v2", url("ws", "wss"),
+                              "authenticated websocket v2 URL (the executions stream)",
+                              env="ENGINE_KRAKEN_WS_AUTH_URL"),
+        # AddOrder's `deadline` takes now + 2 s .. now + 60 s.
+        "order_deadline": Option(5.0, number(2.0, open_lo=False, hi=60.0),
+                                 "seconds after which Kraken refuses an order still on its way"),
+        # The Starter tier's REST counter: at most 15, decaying by 0.33 a second.
+        "private_rate": Option(0.33, number(), "private REST calls per second (the account "
+                               "counter's decay)"),
+        "private_burst": Option(15.0, number(), "private REST calls back to back (the account "
+                                "counter's maximum)"),
+        # The Starter tier's trading counter: at most 60, decaying by 1 a second.
+        "order_rate": Option(1.0, number(), "AddOrder/CancelOrder calls per second"),
+        "order_burst": Option(60.0, number(), "AddOrder/CancelOrder calls back to back"),
     }
 
     def make_limiter(self) -> RateLimiter:

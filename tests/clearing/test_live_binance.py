@@ -7,61 +7,32 @@ import logging
 import os
 import subprocess
 import sys
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import trio
 
-import providers.binance as binance
 from engine.clearing.ledger import read_events
-from engine.clearing.venue_broker import LiveLimits, VenueBroker, open_live_account
+from engine.clearing.venue_broker import LiveLimits, VenueBroker
 from engine.clock import LiveClock
 from engine.orders import CancelOrder, ModifyOrder, OrderFilled, OrderRejected, SubmitOrder
-from providers._net.keys import ApiKeys, Secret
+from tests.clearing.live_kit import BINANCE, T0
+from tests.clearing.live_kit import live as kit_live
 from tests.providers.fake_trading import API_KEY, SECRET, FakeBinanceTrading, HttpReply
 
-T0 = 1_723_161_300.0
-KEYS = ApiKeys("binance", Secret(API_KEY), Secret(SECRET), "test")
+KEYS = BINANCE.keys
 
 
 def order(side: str = "buy", size: float = 0.01, **kw) -> SubmitOrder:
     return SubmitOrder(symbol="btcusdt", side=side, size=size, **kw)
 
 
-@asynccontextmanager
-async def live(path: Path, venue: FakeBinanceTrading | None = None,
-               limits: LiveLimits | None = None, clock: LiveClock | None = None,
-               account: str = "live1", wait_stream: bool = True):
-    clock = clock or LiveClock(start=T0)
-    venue = venue or FakeBinanceTrading(clock)
-    async with venue.running() as (rest, ws):
-        binance.configure(rest_url=rest, ws_url=ws, ws_api_url=ws + "/ws-api/v3")
-        try:
-            async with binance.open_trading(["btcusdt"], now=clock.now, keys=KEYS) as session:
-                broker = await open_live_account(account, session, clock, symbols=["btcusdt"],
-                                                 limits=limits or LiveLimits(poll_every=0.05),
-                                                 path=path / account)
-                events: list = []
-                broker.attach(None, events.extend)
-                broker.on_batch([{"symbol": "btcusdt", "bid": venue.books["BTCUSDT"].bid,
-                                  "ask": venue.books["BTCUSDT"].ask}], [], [])
-                try:
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(broker.run)
-                        if wait_stream:
-                            await venue.subscribed.wait()
-                            await broker.wait_until(lambda: broker.reconciled >= 2)  # start, stream
-                        yield venue, broker, events
-                        nursery.cancel_scope.cancel()
-                finally:
-                    broker.ledger.close()
-        finally:
-            binance.reset()
+def live(path: Path, venue: FakeBinanceTrading | None = None, **kw):
+    return kit_live(BINANCE, path, venue, **kw)
 
 
 def placed(venue: FakeBinanceTrading) -> list:
-    return [r for r in venue.requests if r.method == "POST" and r.path == "/api/v3/order"]
+    return BINANCE.placed(venue)
 
 
 async def test_round_trip(tmp_path):

@@ -150,21 +150,19 @@ class Book:
 
 
 @dataclass
-class FakeBinanceTrading:
-    """See the module docstring. `clock` is the engine Clock both sides read (epoch seconds)."""
+class FakeExchange:
+    """What every fake trading venue shares: balances, books, orders matched against the top of
+    book and against prints, fees in the quote asset, the private-stream peers and the faults
+    (`lose_answers`, `silent`, `skew`, queued `replies`). A venue subclass adds its auth,
+    endpoints, formats and `_report` (one private-stream event). Order fields keep Binance's
+    spellings (BUY/SELL, LIMIT/MARKET, NEW/PARTIALLY_FILLED/FILLED/CANCELED/EXPIRED) inside;
+    a subclass shows them in its venue's words. `clock` is the engine Clock both sides read."""
 
     clock: Any
-    secret: str = SECRET
-    public_key: Any = None  # an Ed25519 public key: verify Ed25519 signatures instead of HMAC
-    balances: dict[str, float] = field(default_factory=lambda: {"USDT": 10_000.0, "BTC": 0.0,
-                                                                 "ETH": 0.0})
     fee_rate: float = 0.001
     skew: float = 0.0  # the venue's clock minus the engine's, seconds
     lose_answers: int = 0
     silent: bool = False
-    md: FakeBinance = field(default_factory=FakeBinance)
-    books: dict[str, Book] = field(default_factory=lambda: {"BTCUSDT": Book(61_800.0, 61_800.5),
-                                                            "ETHUSDT": Book(2650.0, 2650.1)})
     orders: dict[int, Order] = field(default_factory=dict)
     fills: list[Fill] = field(default_factory=list)
     requests: list[RawRequest] = field(default_factory=list)
@@ -173,10 +171,166 @@ class FakeBinanceTrading:
     subscribed: trio.Event = field(default_factory=trio.Event)
     _next_id: int = 1000
 
-    # -- time and auth -------------------------------------------------------------------------
-
     def server_ms(self) -> int:
         return int((self.clock.now() + self.skew) * 1000)
+
+    def assets(self, symbol: str) -> tuple[str, str]:
+        """(base, quote) asset of a symbol, as the venue's balances name them."""
+        raise NotImplementedError
+
+    def queued_reply(self, req: RawRequest) -> HttpReply | None:
+        for k, (method, path, reply) in enumerate(self.replies):
+            if req.method == method and req.path == path:
+                del self.replies[k]
+                return reply
+        return None
+
+    def free(self, asset: str) -> float:
+        return self.balances.get(asset, 0.0) - self.locked(asset)
+
+    def locked(self, asset: str) -> float:
+        out = 0.0
+        for o in self.orders.values():
+            if o.status not in ("NEW", "PARTIALLY_FILLED"):
+                continue
+            base, quote = self.assets(o.symbol)
+            if o.side == "BUY" and asset == quote:
+                out += (o.qty - o.filled) * (o.price or self.books[o.symbol].ask)
+            elif o.side == "SELL" and asset == base:
+                out += o.qty - o.filled
+        return out
+
+    def working(self, client_id: str) -> Order | None:
+        return next((o for o in self.orders.values() if o.client_id == client_id
+                     and o.status in ("NEW", "PARTIALLY_FILLED")), None)
+
+    def affordable(self, symbol: str, side: str, qty: float, ref: float) -> bool:
+        base, quote = self.assets(symbol)
+        need = qty * ref if side == "BUY" else qty
+        return self.free(quote if side == "BUY" else base) >= need - 1e-9
+
+    async def open_order(self, order: Order) -> None:
+        """Book a new order, report it, match it as a taker, and drop the connection instead
+        of answering when `lose_answers` says so."""
+        self.orders[order.order_id] = order
+        await self._report(order, "NEW")
+        await self.match(order, taker=True)
+        if self.lose_answers:
+            self.lose_answers -= 1
+            raise DropConnection
+
+    def next_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    # -- matching ------------------------------------------------------------------------------
+
+    async def match(self, order: Order, *, taker: bool) -> None:
+        book = self.books[order.symbol]
+        if order.status not in ("NEW", "PARTIALLY_FILLED"):
+            return
+        if order.side == "BUY":
+            crosses = order.type == "MARKET" or order.price >= book.ask
+            px, avail = book.ask, book.ask_qty
+        else:
+            crosses = order.type == "MARKET" or order.price <= book.bid
+            px, avail = book.bid, book.bid_qty
+        if crosses and avail > 0:
+            qty = min(order.qty - order.filled, avail)
+            await self._fill(order, px, qty, maker=not taker)
+            if order.side == "BUY":
+                book.ask_qty -= qty
+            else:
+                book.bid_qty -= qty
+        if order.status in ("NEW", "PARTIALLY_FILLED") and (
+                order.type == "MARKET" or order.tif in ("IOC", "FOK")):
+            order.status = "EXPIRED"
+            await self._report(order, "EXPIRED")
+
+    async def _fill(self, order: Order, price: float, qty: float, *, maker: bool) -> None:
+        base, quote = self.assets(order.symbol)
+        fee = qty * price * self.fee_rate
+        sign = 1 if order.side == "BUY" else -1
+        self.balances[base] = self.balances.get(base, 0.0) + sign * qty
+        self.balances[quote] = self.balances.get(quote, 0.0) - sign * qty * price - fee
+        order.filled += qty
+        order.quote_filled += qty * price
+        order.status = "FILLED" if order.qty - order.filled < 1e-12 else "PARTIALLY_FILLED"
+        fill = Fill(self.next_id(), order, price, qty, fee, maker, self.server_ms())
+        self.fills.append(fill)
+        await self._report(order, "TRADE", fill)
+
+    async def set_book(self, symbol: str, bid: float, ask: float, qty: float = 10.0) -> None:
+        """Move the top of book; resting orders it crosses fill (as makers)."""
+        self.books[symbol] = Book(bid, ask, qty, qty)
+        for o in list(self.orders.values()):
+            if o.symbol == symbol and o.type != "MARKET":
+                await self.match(o, taker=False)
+
+    async def trade(self, symbol: str, price: float, qty: float) -> None:
+        """A print at `price` of `qty`: resting orders at that price or better fill, oldest
+        first, up to `qty` in total (a partial fill when it is less than they want)."""
+        left = qty
+        for o in list(self.orders.values()):
+            if left <= 0 or o.symbol != symbol or o.status not in ("NEW", "PARTIALLY_FILLED"):
+                continue
+            if (o.side == "BUY" and o.price >= price) or (o.side == "SELL" and o.price <= price):
+                take = min(left, o.qty - o.filled)
+                await self._fill(o, o.price, take, maker=True)
+                left -= take
+
+    async def broadcast(self, frame: str) -> None:
+        """Send `frame` to every subscribed private-stream peer (unless `silent`)."""
+        if self.silent:
+            return
+        for peer, lock in list(self.peers):
+            try:
+                async with lock:
+                    await peer.send(frame)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self.peers = [(p, lk) for p, lk in self.peers if p is not peer]
+
+    async def _report(self, o: Order, execution: str, fill: Fill | None = None) -> None:
+        raise NotImplementedError
+
+    async def drop_streams(self) -> None:
+        """Drop every private stream connection (no close frame)."""
+        peers, self.peers = self.peers, []
+        self.subscribed = trio.Event()
+        for peer, _ in peers:
+            await peer.drop()
+
+    async def http(self, req: RawRequest) -> HttpReply:
+        raise NotImplementedError
+
+    async def ws(self, peer: WsPeer) -> None:
+        raise NotImplementedError
+
+    @asynccontextmanager
+    async def running(self):
+        async with serve_raw(self.http, self.ws) as urls:
+            yield urls
+
+    def open_count(self) -> int:
+        return sum(o.status in ("NEW", "PARTIALLY_FILLED") for o in self.orders.values())
+
+
+@dataclass
+class FakeBinanceTrading(FakeExchange):
+    """See the module docstring."""
+
+    secret: str = SECRET
+    public_key: Any = None  # an Ed25519 public key: verify Ed25519 signatures instead of HMAC
+    balances: dict[str, float] = field(default_factory=lambda: {"USDT": 10_000.0, "BTC": 0.0,
+                                                                 "ETH": 0.0})
+    md: FakeBinance = field(default_factory=FakeBinance)
+    books: dict[str, Book] = field(default_factory=lambda: {"BTCUSDT": Book(61_800.0, 61_800.5),
+                                                            "ETHUSDT": Book(2650.0, 2650.1)})
+
+    def assets(self, symbol: str) -> tuple[str, str]:
+        return symbol[:-4], symbol[-4:]
+
+    # -- time and auth -------------------------------------------------------------------------
 
     def _verify(self, payload: str, signature: str) -> bool:
         if self.public_key is not None:
@@ -213,10 +367,9 @@ class FakeBinanceTrading:
 
     async def http(self, req: RawRequest) -> HttpReply:
         self.requests.append(req)
-        for k, (method, path, reply) in enumerate(self.replies):
-            if req.method == method and req.path == path:
-                del self.replies[k]
-                return reply
+        reply = self.queued_reply(req)
+        if reply is not None:
+            return reply
         if req.path == "/api/v3/time":
             return HttpReply(200, {"serverTime": self.server_ms()})
         if req.path in ("/api/v3/order", "/api/v3/openOrders", "/api/v3/myTrades",
@@ -260,21 +413,6 @@ class FakeBinanceTrading:
                 return o
         return None
 
-    def free(self, asset: str) -> float:
-        return self.balances.get(asset, 0.0) - self.locked(asset)
-
-    def locked(self, asset: str) -> float:
-        out = 0.0
-        for o in self.orders.values():
-            if o.status not in ("NEW", "PARTIALLY_FILLED"):
-                continue
-            base, quote = o.symbol[:-4], o.symbol[-4:]
-            if o.side == "BUY" and asset == quote:
-                out += (o.qty - o.filled) * (o.price or self.books[o.symbol].ask)
-            elif o.side == "SELL" and asset == base:
-                out += o.qty - o.filled
-        return out
-
     async def new_order(self, p: dict[str, str]) -> HttpReply:
         symbol, side, kind = p["symbol"], p["side"], p["type"]
         qty, price = float(p["quantity"]), float(p.get("price", 0) or 0)
@@ -287,80 +425,16 @@ class FakeBinanceTrading:
         ref = price or (book.ask if side == "BUY" else book.bid)
         if qty * ref < 5.0:
             return self._err(400, -1013, "Filter failure: NOTIONAL")
-        if any(o.client_id == p.get("newClientOrderId") and o.status in ("NEW",
-               "PARTIALLY_FILLED") for o in self.orders.values()):
+        if self.working(p.get("newClientOrderId", "")):
             return self._err(400, -2010, "Duplicate order sent.")
-        need = qty * ref if side == "BUY" else qty
-        if self.free(quote if side == "BUY" else base) < need - 1e-9:
+        if not self.affordable(symbol, side, qty, ref):
             return self._err(400, -2010, "Account has insufficient balance for requested action.")
-        self._next_id += 1
-        order = Order(self._next_id, p.get("newClientOrderId") or f"x{self._next_id}", symbol,
+        n = self.next_id()
+        order = Order(n, p.get("newClientOrderId") or f"x{n}", symbol,
                       side, kind, qty, price, float(p.get("stopPrice", 0) or 0),
                       p.get("timeInForce", "GTC"), time=self.server_ms())
-        self.orders[order.order_id] = order
-        await self._report(order, "NEW")
-        await self.match(order, taker=True)
-        if self.lose_answers:
-            self.lose_answers -= 1
-            raise DropConnection
+        await self.open_order(order)
         return HttpReply(200, self._view(order))
-
-    # -- matching ------------------------------------------------------------------------------
-
-    async def match(self, order: Order, *, taker: bool) -> None:
-        book = self.books[order.symbol]
-        if order.status not in ("NEW", "PARTIALLY_FILLED"):
-            return
-        if order.side == "BUY":
-            crosses = order.type == "MARKET" or order.price >= book.ask
-            px, avail = book.ask, book.ask_qty
-        else:
-            crosses = order.type == "MARKET" or order.price <= book.bid
-            px, avail = book.bid, book.bid_qty
-        if crosses and avail > 0:
-            qty = min(order.qty - order.filled, avail)
-            await self._fill(order, px, qty, maker=not taker)
-            if order.side == "BUY":
-                book.ask_qty -= qty
-            else:
-                book.bid_qty -= qty
-        if order.status in ("NEW", "PARTIALLY_FILLED") and (
-                order.type == "MARKET" or order.tif in ("IOC", "FOK")):
-            order.status = "EXPIRED"
-            await self._report(order, "EXPIRED")
-
-    async def _fill(self, order: Order, price: float, qty: float, *, maker: bool) -> None:
-        base, quote = order.symbol[:-4], order.symbol[-4:]
-        fee = qty * price * self.fee_rate
-        sign = 1 if order.side == "BUY" else -1
-        self.balances[base] = self.balances.get(base, 0.0) + sign * qty
-        self.balances[quote] = self.balances.get(quote, 0.0) - sign * qty * price - fee
-        order.filled += qty
-        order.quote_filled += qty * price
-        order.status = "FILLED" if order.qty - order.filled < 1e-12 else "PARTIALLY_FILLED"
-        self._next_id += 1
-        fill = Fill(self._next_id, order, price, qty, fee, maker, self.server_ms())
-        self.fills.append(fill)
-        await self._report(order, "TRADE", fill)
-
-    async def set_book(self, symbol: str, bid: float, ask: float, qty: float = 10.0) -> None:
-        """Move the top of book; resting orders it crosses fill (as makers)."""
-        self.books[symbol] = Book(bid, ask, qty, qty)
-        for o in list(self.orders.values()):
-            if o.symbol == symbol and o.type != "MARKET":
-                await self.match(o, taker=False)
-
-    async def trade(self, symbol: str, price: float, qty: float) -> None:
-        """A print at `price` of `qty`: resting orders at that price or better fill, oldest
-        first, up to `qty` in total (a partial fill when it is less than they want)."""
-        left = qty
-        for o in list(self.orders.values()):
-            if left <= 0 or o.symbol != symbol or o.status not in ("NEW", "PARTIALLY_FILLED"):
-                continue
-            if (o.side == "BUY" and o.price >= price) or (o.side == "SELL" and o.price <= price):
-                take = min(left, o.qty - o.filled)
-                await self._fill(o, o.price, take, maker=True)
-                left -= take
 
     # -- views ---------------------------------------------------------------------------------
 
@@ -398,15 +472,7 @@ class FakeBinanceTrading:
                  "O": o.time, "Z": f"{o.quote_filled:.8f}"}
         if execution == "CANCELED":
             event["c"] = f"cancel{o.order_id}"  # Binance: c is the cancel request's own id
-        if self.silent:
-            return
-        frame = json.dumps({"subscriptionId": 0, "event": event})
-        for peer, lock in list(self.peers):
-            try:
-                async with lock:
-                    await peer.send(frame)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self.peers = [(p, lk) for p, lk in self.peers if p is not peer]
+        await self.broadcast(json.dumps({"subscriptionId": 0, "event": event}))
 
     async def ws(self, peer: WsPeer) -> None:
         if peer.path.rstrip("/") != "/ws-api/v3":
@@ -437,18 +503,3 @@ class FakeBinanceTrading:
             if answer["status"] == 200:
                 self.peers.append((peer, lock))
                 self.subscribed.set()
-
-    async def drop_streams(self) -> None:
-        """Drop every user data stream connection (no close frame)."""
-        peers, self.peers = self.peers, []
-        self.subscribed = trio.Event()
-        for peer, _ in peers:
-            await peer.drop()
-
-    @asynccontextmanager
-    async def running(self):
-        async with serve_raw(self.http, self.ws) as urls:
-            yield urls
-
-    def open_count(self) -> int:
-        return sum(o.status in ("NEW", "PARTIALLY_FILLED") for o in self.orders.values())
