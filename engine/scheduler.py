@@ -358,6 +358,10 @@ class StrategyRunner:
         # History already visible builds the higher timeframes; callbacks wait until warm.
         fold_history(self.context, self.context.symbols)
         self._dispatch.warm = strategy_warmup(self.strategy)
+        # Indicators compute over the history now, as part of start-up: their kernels load (or
+        # compile) here, not in the first on_bar, which would overrun its budget doing so.
+        for source in self.context._sources:
+            source.catch_up(self.context._seen[source.key][0])
 
     def _overran(self) -> str | None:
         """The synchronous callback that overran its budget, if one did (then the strategy moves
