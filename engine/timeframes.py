@@ -269,14 +269,17 @@ class BarDispatch:
 
 def add_timeframes(ctx: Any, higher: dict[int, str], size_of: Callable[[str], int],
                    finest_label: str) -> None:
-    """Give `ctx` a series per symbol and higher timeframe (`higher`: seconds to label), each
-    holding up to `size_of(symbol) // ratio` closed bars."""
+    """Give `ctx` a series per symbol and higher timeframe (`higher`: seconds to label), sized
+    from the finest series' `size_of(symbol)` rows."""
     ctx._tf_labels = {ctx.timeframe: finest_label, **higher}
     for sym in ctx.symbols:
         hbs = []
+        n = size_of(sym)
         for seconds in higher:
-            ratio = seconds // ctx.timeframe
-            hb = HigherBars(seconds, ctx.timeframe, size_of(sym) // ratio + 4)
+            # Data with gaps (trading days, sessions) has more higher bars than n / ratio:
+            # up to a million rows hold one per finest bar, more hold four times n / ratio.
+            size = n if n <= 1 << 20 else max(1 << 16, n // (seconds // ctx.timeframe) * 4)
+            hb = HigherBars(seconds, ctx.timeframe, size)
             key = (sym, seconds)
             ctx._bars[key] = hb.log
             ctx._origin[key] = 0

@@ -79,13 +79,18 @@ def _snapshot_class(cls: type[Strategy], window: int, sink: dict) -> type[Strate
         ctx = self.ctx
         lines = []
         for src in ctx._sources:
-            n = ctx._seen[src.symbol][0]
+            n = ctx._seen[src.key][0]
             src.catch_up(n)
             ind = src.indicator
             params = ", ".join(map(str, ind._params()))
+            on, w = src.symbol, window
+            if src.key != src.symbol:  # a higher timeframe: its bars in the window
+                on = f"{src.symbol} {ctx._tf_labels[src.key[1]]}"
+                w = max(1, window // (src.key[1] // ctx.timeframe))
             for k, name in enumerate(ind.outputs):
-                label = f"{ind.kind}({params}) {name} on {src.symbol}"
-                lines.append((label, np.array(src.out[k][max(0, n - window):n], dtype=float)))
+                label = f"{ind.kind}({params}) {name} on {on}"
+                lo = max(n - w, src.drop)
+                lines.append((label, np.array(src.values_of(lo, n, k), dtype=float)))
         sink["lines"] = lines
         sink["warmup"] = strategy_warmup(self)
         return cls.on_stop(self)
@@ -100,7 +105,8 @@ def _replay(strategy: Any, params: dict | None, bars: dict[str, np.ndarray], fir
     snap = _snapshot_class(base, window, sink)
     snap.__source_path__ = getattr(base, "__source_path__", None)  # type: ignore[attr-defined]
     strat = snap(**(params or {}))
-    part = {s: b[b["time"] >= first] for s, b in bars.items()}
+    # A symbol whose data ends before the window is left out (nothing of it is compared).
+    part = {s: p for s, b in bars.items() if len(p := b[b["time"] >= first])}
     run_backtest(strat, part, trade_from=trade_from, bootstrap=False, log_level="error")
     return sink
 
