@@ -10,7 +10,9 @@ account is matched by the same numba kernel as paper trading. Conventions:
 - Inside a bar the price path is open, the nearer of high/low, the other, close. Limit and stop
   orders fill where the path reaches them: at the order price, or at the open if the bar gaps
   through it.
-- Equity is marked at each bar's close. Several symbols replay merged in time order.
+- Equity is marked at each bar's close. Several symbols replay merged in time order; at a
+  time they share, every symbol's open is met before any bar's path, the symbols in the order
+  their oldest working orders were placed (a rebalance's sells fill before its buys).
 - Quote-driven strategies get four quotes per bar synthesized from that path (bid = ask =
   last = the point's price), or recorded ticks replayed through the live feed (`replay_ticks`).
 - Same inputs, same results, byte for byte (`to_json`).
