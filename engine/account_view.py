@@ -112,22 +112,35 @@ class AccountAccess:
             return float(last)
         raise ValueError(f"no price known for {symbol!r} yet: size orders once a bar closed")
 
-    def _units(self, symbol: str, value: float) -> float:
-        """`value` (currency) of `symbol` at its latest price in whole lots, toward zero."""
+    def _have(self, symbol: str) -> float:
+        """The position in `symbol` plus what its working orders will add (signed units)."""
+        working = getattr(self.router, "working_position", None)
+        return self.router.position(symbol) + (working(symbol) if working is not None else 0.0)
+
+    def _units(self, symbol: str, value: float, have: float) -> float:
+        """The position (units) that moves `have` toward `value` (currency) of `symbol` at its
+        latest price by whole lots and never past it: the order, not the target, is truncated
+        toward zero (backtrader's order_target_value), so a position within a lot of its
+        target is left alone instead of sold a lot short and bought back."""
+        if value == 0.0:
+            return 0.0
         lot = self.lot_size(symbol)  # type: ignore[attr-defined]
-        lots = math.trunc(value / self._price(symbol) / lot + 1e-9 * math.copysign(1.0, value))
-        return lots * lot
+        price = self._price(symbol)
+        gap = (value - have * price) / price / lot
+        return have + math.trunc(gap + 1e-9 * math.copysign(1.0, gap)) * lot
 
     def target_value(self, symbol: str, value: float, **kw: Any) -> str | None:
         """One order to the position in `symbol` worth `value` in account currency (negative:
-        short), sized at the latest close and truncated toward zero to whole lots, counting the
-        orders still working. Returns the order's client id, or None when nothing is to do."""
+        short), sized at the latest close, counting the orders still working; the order is
+        truncated toward zero to whole lots, so the position never passes the target (a value of
+        0 closes it). Returns the order's client id, or None when nothing is to do."""
         if symbol not in self.symbols:
             raise ValueError(f"target_value for {symbol!r}, which this run does not trade "
                              f"({self.symbols})")
         if not math.isfinite(value):
             raise ValueError(f"target_value for {symbol!r}: value must be finite, got {value}")
-        return self.target(symbol, self._units(symbol, value), **kw)  # type: ignore[attr-defined]
+        want = self._units(symbol, value, self._have(symbol))
+        return self.target(symbol, want, **kw)  # type: ignore[attr-defined]
 
     def _check_fraction(self, total: float, what: str) -> None:
         cap = self.leverage
@@ -158,12 +171,10 @@ class AccountAccess:
             raise ValueError(f"rebalance: weight of {bad[0]!r} is not a number")
         self._check_fraction(sum(abs(w) for w in weights.values()), "rebalance weights")
         equity = self.equity
-        working = getattr(self.router, "working_position", None)
         plan = []
         for s in self.symbols:
-            w = weights.get(s, 0.0)
-            want = self._units(s, w * equity) if w else 0.0  # flat needs no price
-            have = self.router.position(s) + (working(s) if working is not None else 0.0)
+            have = self._have(s)
+            want = self._units(s, weights.get(s, 0.0) * equity, have)  # 0: flat, no price
             if abs(want - have) > 1e-12 * max(1.0, abs(want)):
                 plan.append((abs(want) >= abs(have) and want * have >= 0, s, want))
         ids = []

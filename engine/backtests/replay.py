@@ -10,7 +10,9 @@ account is matched by the same numba kernel as paper trading. Conventions:
 - Inside a bar the price path is open, the nearer of high/low, the other, close. Limit and stop
   orders fill where the path reaches them: at the order price, or at the open if the bar gaps
   through it.
-- Equity is marked at each bar's close. Several symbols replay merged in time order.
+- Equity is marked at each bar's close. Several symbols replay merged in time order; at a
+  time they share, every symbol's open is met before any bar's path, the symbols in the order
+  their oldest working orders were placed (a rebalance's sells fill before its buys).
 - Quote-driven strategies get four quotes per bar synthesized from that path (bid = ask =
   last = the point's price), or recorded ticks replayed through the live feed (`replay_ticks`).
 - Same inputs, same results, byte for byte (`to_json`).
@@ -485,13 +487,15 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
         if log is not None and len(log) > logged:
             fills.extend((k, f) for f in log[logged:])
 
-    def through(k: int, j: int) -> list | None:
-        """Working orders meet the path through bar k until none is left working."""
+    def through(k: int, j: int, opened: bool = False) -> list | None:
+        """Working orders meet the path through bar k until none is left working (`opened`:
+        its open was met already, with the other symbols' at that time)."""
         sym = symbols[j]
         if revalue:
             refresh_marks()  # a fill's buying-power check values the other symbols at their marks
         # The open first: a market order is done there, and the rest of the path is not needed.
-        meet(k, sym, st_t.item(k), st_o.item(k), False)
+        if not opened:
+            meet(k, sym, st_t.item(k), st_o.item(k), False)
         if account.n_orders > account._start:
             for pt, px, touch in path(k)[1:]:
                 meet(k, sym, pt, px, touch)
@@ -518,6 +522,37 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
             if r is not None:
                 await r
         where = "on_bar"
+
+    # Steps k..group_end[k] share a time: at it every symbol's open comes before the path
+    # inside any bar (all of which is later than the opens).
+    group_end = None
+    if len(symbols) > 1 and total:
+        last_of = np.flatnonzero(np.r_[st_t[1:] != st_t[:-1], True])
+        group_end = np.repeat(last_of, np.diff(np.r_[-1, last_of]))
+    opened_to = -1  # the last step whose open was met with its time's others
+
+    def opens(k: int) -> list:
+        """Working orders meet the opens of every symbol with a bar at step k's time, the
+        symbols taken in the order their oldest working orders were placed: a rebalance's
+        sells, placed first, fill before its buys and free the cash those need, as on a venue
+        (and in backtrader's broker). Returns the calls the fills make, in order."""
+        end = int(group_end[k])
+        live = account.orders[account._start:account.n_orders]
+        working = (live["status"] >= 0) & (live["status"] <= 1)  # pending or working, not dormant
+        first = {}
+        for q in range(k, end + 1):
+            rows = np.flatnonzero(working & (live["sym"] == sym_index[which.item(q)]))
+            if len(rows):
+                first[q] = rows[0]
+        if revalue:
+            refresh_marks()
+        calls: list = []
+        for q in sorted(first, key=first.__getitem__):
+            # Tagged with step k, the first of their time: the fills' steps stay in order.
+            meet(k, symbols[which.item(q)], st_t.item(q), st_o.item(q), False)
+            if pending:
+                calls += take(k)
+        return calls
 
     warm = 0  # set once the strategy has started and declared its indicators
     # The per-bar path reads Python numbers (fast); the path through a bar, taken only while
@@ -550,7 +585,13 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
                 if wants_quote:
                     await through_quotes(k, j)
                 elif account.n_orders > account._start:
-                    calls = through(k, j)
+                    if group_end is not None and k > opened_to and group_end.item(k) > k:
+                        opened_to = group_end.item(k)
+                        calls = opens(k)
+                        if calls:
+                            await call(calls)
+                            where = "on_bar"
+                    calls = through(k, j, k <= opened_to)
                     if calls:
                         await call(calls)
                         where = "on_bar"

@@ -359,7 +359,10 @@ class PaperBroker:
             if not math.isnan(mid):
                 account.mark(sym, mid)
             if account.n_orders:
-                out.extend(account.match(sym, q.get("time") or self.clock.now(), *book))
+                # A trade on a path (a replay's trade inside a bar): the price went through every
+                # level since the last one, so stops and limits fill at their own price.
+                out.extend(account.match(sym, q.get("time") or self.clock.now(), *book,
+                                         touch=q.get("path") is True))
         self._record(out)
         if bars:
             self.equity_curve.append((self.clock.now(), account.equity()))

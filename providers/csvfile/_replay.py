@@ -2,7 +2,9 @@
 
 Each bar becomes four trades of a quarter of its volume: the open at the bar's start, then the
 extreme nearer the open (on a tie, the one away from the close), then the other extreme, then the
-close just before the bar ends; the extremes fall at a third and two thirds of the bar. The VWAP
+close just before the bar ends; the extremes fall at a third and two thirds of the bar. The three
+trades after the open say `"path": True`: the price moved continuously to them from the trade
+before. The VWAP
 of these trades is (open+high+low+close)/4, the `bar_wap` that backfill writes for the same bar.
 Pacing reads only `trio.current_time()`, never the wall clock, so a MockClock drives it in tests.
 """
@@ -81,19 +83,23 @@ async def replay(
     merged = heapq.merge(*(_trades(k, history) for k, (_, history) in enumerate(streams)))
     t0 = min(float(history.bars["time"][0]) for _, history in streams)
     start = trio.current_time()
-    for t, k, _, price, size in merged:
+    for t, k, seq, price, size in merged:
         if math.isinf(speed):
             await trio.lowlevel.checkpoint()
         else:
             await trio.sleep_until(start + (t - t0) / speed)
-        await send_chan.send(
-            {
-                "symbol": streams[k][0],
-                "last": price,
-                "time": t,
-                "ticks": [{"type": "trade", "price": price, "size": size, "time": t}],
-            }
-        )
+        msg = {
+            "symbol": streams[k][0],
+            "last": price,
+            "time": t,
+            "ticks": [{"type": "trade", "price": price, "size": size, "time": t}],
+        }
+        if seq % 4:
+            # Inside the bar the price went through every level between two of its trades (the
+            # bar's range says so): a paper broker fills stops and limits crossed on the way at
+            # their own price, as a backtest does, not at the trade that crossed them.
+            msg["path"] = True
+        await send_chan.send(msg)
     # The data ends where each file's last bar ends: one quote without ticks says so, so an
     # engine closing bars by data time closes the last bar too.
     ends = sorted((float(_bar_ends(history)[-1]), k) for k, (_, history) in enumerate(streams))
