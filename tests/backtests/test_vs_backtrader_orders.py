@@ -103,11 +103,8 @@ class Rotation(Strategy):
     def on_start(self):
         self.k = 0
 
-    def on_bar(self, symbol):
-        if symbol == self.ctx.symbols[-1]:  # every symbol's bar of this step has closed
-            self._step(symbol)
-
-    def _step(self, symbol):
+    def on_bars(self, symbols):  # once per day, every symbol's bar closed
+        symbol = symbols[-1]
         ctx = self.ctx
         if self.monthly and len(ctx.ohlcv(symbol)) > 1 and (
                 ctx.bar_date(symbol).month == ctx.bar_date(symbol, 1).month):
@@ -214,9 +211,9 @@ def test_a_rebalances_sells_fill_before_its_buys_whatever_the_symbols_order(orde
     or the purchase finds no cash (leverage 1) and is refused."""
 
     class Swap(Strategy):
-        def on_bar(self, symbol):
-            n = len(self.ctx.ohlcv(symbol))
-            if symbol == self.ctx.symbols[-1] and n in (1, 3):
+        def on_bars(self, symbols):
+            n = len(self.ctx.ohlcv(symbols[0]))
+            if n in (1, 3):
                 self.ctx.rebalance({"a": 0.95} if n == 1 else {"b": 0.95})
 
     bar = (100.0, 100.0, 100.0, 100.0)
