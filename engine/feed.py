@@ -1,7 +1,7 @@
 """The feed layer: run a provider, keep its ticks and bars in shared memory, fan quotes out.
 
-`open_feed` performs the provider start-up sequence, loads history through `backfill_bars`,
-writes every tick into a tick ShmArray and keeps one OHLCV ShmArray per symbol, closed bars only,
+`open_feed` performs the provider start-up sequence, loads history through `backfill_bars`
+(paged until it covers the run's warm-up: engine.feed_history), writes every tick into a tick ShmArray and keeps one OHLCV ShmArray per symbol, closed bars only,
 built by the sampler from live trades and closed by the clock in quiet periods. Both kinds of
 segment roll (`ShmArray(rolling=True)`): when full they keep their newest half, so a feed runs
 for ever. A provider that replays history (its symbol info says `"replay": True`) has its bars
@@ -24,9 +24,10 @@ import trio
 
 from engine.clock import Clock, current_clock, use_clock
 from engine.dtypes import TICK_TYPES, ohlc_dtype, tick_dtype
+from engine.feed_history import HISTORY_CAP, HistoryLoad, HistoryTooLarge, load_history
 from engine.provider import Provider, load_provider
 from engine.quotes import FEED_STATUSES, FeedStatusChanged, QuoteError, validate_quote
-from engine.sampler import Sampler, resample_bars
+from engine.sampler import Sampler
 from engine.shm import ShmArray
 
 __all__ = ["Feed", "FeedError", "open_feed"]
@@ -63,6 +64,7 @@ class Feed:
     sampler: Sampler
     init_msgs: dict[str, Any] = field(default_factory=dict)
     quotes: dict[str, dict] = field(default_factory=dict)
+    history: dict[str, HistoryLoad] = field(default_factory=dict)  # what each backfill gave
     stats: FeedStats = field(default_factory=FeedStats)
     is_live: trio.Event = field(default_factory=trio.Event)
     _subscribers: list[Subscriber] = field(default_factory=list)
@@ -248,43 +250,6 @@ class Feed:
         self.data_time = -math.inf  # newest quote time seen, when bars close by data time
 
 
-def _raw_period(times: np.ndarray) -> int | None:
-    diffs = np.diff(times)
-    diffs = diffs[diffs > 0]
-    return int(diffs.min()) if len(diffs) else None
-
-
-async def _load_history(provider: Provider, sym: str, count: int, capacity: int, timeframe: int,
-                        bars: ShmArray, sampler: Sampler, s: int) -> int:
-    """Backfill one symbol at the provider's resolution, resampled to the feed's timeframe."""
-    with ShmArray.create(provider.ohlc_dtype, capacity) as raw:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(provider.backfill_bars, sym, raw, count)
-        hist = raw.array
-        if len(hist) == 0:
-            return 0
-        period = _raw_period(hist["time"]) or timeframe
-        if timeframe % period:
-            log.warning("history of %s comes in %d s bars, which do not divide the %d s timeframe;"
-                        " starting without history", sym, period, timeframe)
-            return 0
-        fields = [n for n in ohlc_dtype.names if n in hist.dtype.names]
-        base = np.zeros(len(hist), dtype=ohlc_dtype)
-        for name in fields:
-            base[name] = hist[name]
-    out = resample_bars(base, timeframe) if period != timeframe else base
-    # The newest resampled bar may cover time after the history ends: it is still forming.
-    history_end = int(base["time"][-1]) + period
-    if len(out) and int(out["time"][-1]) + timeframe > history_end:
-        sampler.seed_forming(s, out[-1])
-        out = out[:-1]
-    out = out[-bars.room_before:] if bars.room_before < len(out) else out
-    if len(out):
-        bars.prepend(out)
-        sampler.seed(s, out[-1])
-    return len(out)
-
-
 @asynccontextmanager
 async def open_feed(
     provider: Provider | str,
@@ -292,7 +257,9 @@ async def open_feed(
     *,
     timeframe: int = 1,
     history: int = 10,
+    warmup: int = 0,
     history_rows: int = 200_000,
+    history_cap: int = HISTORY_CAP,
     live_bars: int = 1_000_000,
     tick_rows: int = 1 << 22,
     clock: Clock | None = None,
@@ -300,8 +267,12 @@ async def open_feed(
 ) -> AsyncIterator[Feed]:
     """Start a provider's stream for `symbols` and keep ticks and `timeframe`-second bars in shm.
 
-    `history` is how many frames `backfill_bars` fetches per symbol (0: none), into a buffer of
-    `history_rows` rows at the provider's resolution; `live_bars` rows of room follow it. Bar
+    `history` is how many frames `backfill_bars` fetches per symbol at first, into a buffer of
+    `history_rows` rows at the provider's resolution; when that gives fewer than `warmup`
+    closed bars of `timeframe`, the feed asks again for enough frames, until it has them or the
+    provider has no more, in a buffer of up to `history_cap` rows (engine.feed_history). With
+    `history` and `warmup` both 0 nothing is backfilled. The bar segments hold
+    `max(history_rows, warmup)` bars of history and `live_bars` rows of room after them. Bar
     and tick segments roll when full, keeping their newest half (`history_rows + live_bars`
     and `tick_rows` are their capacities). Exits cancel the provider and unlink every segment
     the feed created.
@@ -316,17 +287,22 @@ async def open_feed(
     async with AsyncExitStack() as stack:
         ticks = stack.enter_context(ShmArray.create(tick_dtype, tick_rows, start=0,
                                                     rolling=True))
-        bars = {s: stack.enter_context(ShmArray.create(ohlc_dtype, history_rows + live_bars,
-                                                       start=history_rows, rolling=True))
+        room = max(history_rows, warmup + 2)
+        bars = {s: stack.enter_context(ShmArray.create(ohlc_dtype, room + live_bars,
+                                                       start=room, rolling=True))
                 for s in symbols}
         sampler = Sampler(timeframe, [bars[s] for s in symbols])
         feed = Feed(provider=provider, symbols=list(symbols), timeframe=timeframe, clock=clock,
                     ticks=ticks, bars=bars, sampler=sampler)
-        if history > 0:
+        if history > 0 or warmup > 0:
             for s, sym in enumerate(symbols):
                 try:
-                    await _load_history(provider, sym, history, history_rows, timeframe,
-                                        bars[sym], sampler, s)
+                    feed.history[sym] = await load_history(
+                        provider, sym, frames=history, need=warmup, capacity=history_rows,
+                        timeframe=timeframe, bars=bars[sym], sampler=sampler, s=s,
+                        cap=history_cap)
+                except HistoryTooLarge as exc:
+                    raise FeedError(f"provider {provider.name!r}: {exc}") from None
                 except Exception as exc:
                     raise FeedError(f"provider {provider.name!r}: backfill of {sym!r} failed: "
                                     f"{type(exc).__name__}: {exc}") from exc

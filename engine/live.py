@@ -21,17 +21,22 @@ import trio
 from engine.books import distinct_names, open_book
 from engine.clock import Clock, LiveClock
 from engine.feed import Feed, open_feed
+from engine.feed_history import HistoryLoad
 from engine.orders import SubmitOrder
 from engine.provider import DEFAULT_PROVIDER, Provider, load_provider
 from engine.sampler import format_timeframe, parse_timeframe
 from engine.scheduler import StrategyRunner, make_runner
 from engine.strategy import IntentLog, OrderRouter, Strategy, StrategyError, load_strategy
 from engine.timefmt import iso
+from engine.warming import WarmupNeed, probe_warmup
 from engine.watchdog import DEFAULT_BUDGET, Watchdog
 
 __all__ = ["run", "run_live", "RunResult", "StatusSnapshot"]
 
 log = logging.getLogger("engine.live")
+
+# Frames of history a run backfills per symbol at least, when not told (`history=None`).
+DEFAULT_HISTORY = 10
 
 
 @dataclass
@@ -82,6 +87,8 @@ class RunResult:
     last_prices: dict[str, float]
     interrupted: bool = False
     account: dict[str, Any] | None = None  # the paper account at the end, with --paper
+    warmup: list[WarmupNeed] = field(default_factory=list)  # each strategy's, found at start
+    history: dict[str, HistoryLoad] = field(default_factory=dict)  # what each backfill gave
 
     @property
     def errors(self) -> list[str]:
@@ -99,6 +106,7 @@ class RunResult:
             f"{self.rejected} bad quotes skipped, {self.late_ticks} late ticks",
             "  last: " + "  ".join(f"{s} {p:g}" for s, p in self.last_prices.items()),
         ]
+        lines.extend(history_lines(self.warmup, self.history, self.timeframe))
         for s in self.strategies:
             state = "FAILED" if s.error else "ok"
             holds = "".join(f", holds {q:g} {sym}" for sym, q in s.positions.items())
@@ -139,6 +147,17 @@ class StatusSnapshot:
                 + (f" | FAILED {self.errors}" if self.errors else ""))
 
 
+def history_lines(warmup: Sequence[WarmupNeed], history: dict[str, HistoryLoad],
+                  timeframe: int) -> list[str]:
+    """The summary's lines on warm-up: what each strategy needs and what each symbol loaded."""
+    lines = []
+    if warmup:
+        lines.append("  warm-up: " + "; ".join(w.describe() for w in warmup))
+    if history:
+        lines.append("  history: " + "; ".join(h.describe(timeframe) for h in history.values()))
+    return lines
+
+
 def _last_price(quote: dict | None) -> float:
     return float(quote.get("last") or 0.0) if quote else float("nan")
 
@@ -164,7 +183,7 @@ async def run_live(
     symbols: Sequence[str],
     timeframe: int | str = 1,
     duration: float | None = None,
-    history: int = 10,
+    history: int | None = None,
     clock: Clock | None = None,
     router: OrderRouter | None = None,
     mailbox: int = 1024,
@@ -180,7 +199,14 @@ async def run_live(
     The strategies share `router` (one account); each one's `ctx.position` and `ctx.target`
     count only its own orders and fills (`engine.books`), and two of one class trade as
     `Name` and `Name#2`. A synchronous callback that holds the event loop longer than `callback_budget` seconds
-    moves its strategy's callbacks to a worker thread of its own (engine.watchdog)."""
+    moves its strategy's callbacks to a worker thread of its own (engine.watchdog).
+
+    Before the feed opens, each strategy's warm-up is found (engine.warming: its `warmup`, or
+    its indicators from a dry on_start of a copy) and the feed backfills at least that many
+    closed bars of `timeframe` per symbol, paging the provider's history, on top of `history`
+    frames (None: 10). A strategy is not called for a symbol before it has its warm-up's bars
+    there; when the provider has too little history, live bars complete it. `history=0`
+    backfills nothing: the strategies warm up on live bars alone."""
     period = parse_timeframe(timeframe)
     clock = clock or LiveClock()
     router = router or IntentLog()
@@ -191,7 +217,16 @@ async def run_live(
     books = []
     name_strategies(strategies)
     main = handle_signals and threading.current_thread() is threading.main_thread()
-    async with open_feed(provider, symbols, timeframe=period, history=history, clock=clock) as feed:
+    needs = [await probe_warmup(s, symbols=symbols, timeframe=period, clock=clock)
+             for s in strategies]
+    frames = DEFAULT_HISTORY if history is None else history
+    need = max((w.bars for w in needs), default=0) if frames else 0
+    for w in needs:
+        log.info("warm-up of %s", w.describe())
+    async with open_feed(provider, symbols, timeframe=period, history=frames, warmup=need,
+                         clock=clock) as feed:
+        for load in feed.history.values():
+            log.info("history loaded: %s", load.describe(period))
         # A callback stuck on the loop can only be escaped by ending the process (in the main
         # thread, with signals handled: the CLI's run); the feed's segments are unlinked first.
         watchdog = Watchdog(callback_budget, hard_exit=main, cleanup=lambda: _unlink(feed))
@@ -277,6 +312,7 @@ async def run_live(
             interrupted=interrupted,
             account=(dict(router.summary(), fills=len(router.fills))
                      if hasattr(router, "summary") else None),
+            warmup=needs, history=dict(feed.history),
         )
 
 
@@ -352,7 +388,7 @@ def run(
     duration: float | None = None,
     params: dict[str, Any] | None = None,
     provider_options: dict[str, Any] | None = None,
-    history: int = 10,
+    history: int | None = None,
     status: Callable[[StatusSnapshot], None] | None = None,
     status_every: float = 1.0,
     handle_signals: bool = False,
@@ -366,6 +402,8 @@ def run(
 
     `strategy` is a `.py` path, a Strategy subclass or an instance; `symbols` and `timeframe`
     default to the strategy's class attributes; `duration` is in seconds (None: until stopped).
+    The feed backfills the strategy's warm-up (see `run_live`) and at least `history` frames
+    of the provider's history (None: 10; 0: nothing, the strategy warms up on live bars).
     `paper` trades a paper account: an account name, or a dict of `open_account` arguments
     (`name`, `cash`, `config`, `path`); without it, orders are only logged. `record` stores every
     tick in the history store (engine.store) for tick-level replays. `live` (an

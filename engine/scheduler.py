@@ -34,7 +34,7 @@ from engine.strategy import (
     strategy_traceback,
 )
 from engine.timeframes import BarDispatch, add_timeframes, declared_timeframes, fold_history
-from engine.warmup import strategy_warmup
+from engine.warming import WarmGate
 from engine.watchdog import Watchdog
 from engine.worker import StrategyThread, ThreadContext
 
@@ -252,6 +252,8 @@ class StrategyRunner:
         self._overrun: tuple[str, float] | None = None  # set by the watchdog thread
         self._worker: StrategyThread | None = None
         self._where = "on_quote"  # the callback being run off the loop
+        # Warm-up (engine.warming): set after on_start; not called for a cold symbol.
+        self._gate: WarmGate | None = None
 
     @property
     def name(self) -> str:
@@ -355,9 +357,11 @@ class StrategyRunner:
             await _call(on_start, self._async[where])
             wd.who = None
         self._where = "on_quote"
-        # History already visible builds the higher timeframes; callbacks wait until warm.
+        # History already visible builds the higher timeframes; callbacks wait until warm
+        # (the gate for quotes and per-symbol bars, the dispatch for the rest).
         fold_history(self.context, self.context.symbols)
-        self._dispatch.warm = strategy_warmup(self.strategy)
+        self._gate = WarmGate.after_start(self.strategy, self.context)
+        self._dispatch.warm = self._gate.bars if self._gate is not None else 0
         # Indicators compute over the history now, as part of start-up: their kernels load (or
         # compile) here, not in the first on_bar, which would overrun its budget doing so.
         for source in self.context._sources:
@@ -391,6 +395,7 @@ class StrategyRunner:
         aq, ab = self._async["on_quote"], self._async["on_bar"]
         wants_bars = self._wants_bars
         dispatch = None if self._dispatch.simple else self._dispatch
+        gate = self._gate
         where = "on_quote"
         n = 0
         # The watchdog reads `wd.who` (and this runner's counters) from its thread: a callback
@@ -402,6 +407,8 @@ class StrategyRunner:
                 continue
             kind, item = got
             if kind == QUOTE:
+                if gate is not None and gate.cold(item["symbol"]):
+                    continue  # warm-up
                 where = "on_quote"
                 stats.quotes += 1
                 wd.who = self
@@ -414,7 +421,7 @@ class StrategyRunner:
                 where = "on_bar"
                 stats.bars += 1
                 context.bar_closed(item)
-                if wants_bars and context._seen[item][0] >= self._dispatch.warm:
+                if wants_bars and (gate is None or not gate.cold(item)):
                     wd.who = self
                     if ab:
                         await on_bar(item)
@@ -453,7 +460,7 @@ class StrategyRunner:
         assert worker is not None
         assert wd is not None
         stats, context, now = self.stats, self.context, self.context.clock.now
-        wants_bars = self._wants_bars
+        wants_bars, gate = self._wants_bars, self._gate
         dispatch = None if self._dispatch.simple else self._dispatch
         while True:
             got = await self._next(stamped=True)
@@ -463,6 +470,8 @@ class StrategyRunner:
             kind, item, queued = got
             stats.lag = max(stats.lag, now() - queued)
             if kind == QUOTE:
+                if gate is not None and gate.cold(item["symbol"]):
+                    continue  # warm-up
                 self._where = "on_quote"
                 stats.quotes += 1
             elif kind == BAR:
@@ -473,7 +482,7 @@ class StrategyRunner:
                     self._where = self._bar_where
                     await self._bar_calls(self._bar_closed(item))
                     continue
-                if not wants_bars or context._seen[item][0] < self._dispatch.warm:
+                if not wants_bars or (gate is not None and gate.cold(item)):
                     continue
             else:
                 self._where = callback_for(item)

@@ -17,7 +17,7 @@ import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import msgspec
@@ -82,7 +82,8 @@ def _state() -> _Daemon:
 
 def _describe(feed: Feed) -> dict[str, Any]:
     return {"pid": os.getpid(), "provider": feed.provider.name, "symbols": list(feed.symbols),
-            "timeframe": feed.timeframe, "tokens": feed.tokens()}
+            "timeframe": feed.timeframe, "tokens": feed.tokens(),
+            "history": {s: asdict(h) for s, h in feed.history.items()}}
 
 
 def _stats(feed: Feed) -> dict[str, Any]:
@@ -102,14 +103,17 @@ async def _wait_feed() -> Feed:
 
 @tractor.context
 async def serve_feed(ctx: Any, provider: str, symbols: list[str], timeframe: int,
-                     history: int = 10, options: dict[str, Any] | None = None,
+                     history: int = 10, warmup: int = 0,
+                     options: dict[str, Any] | None = None,
                      log_level: str = "info") -> dict[str, Any] | None:
     """Open the provider's feed in this actor and keep it until the caller sends "stop" on
     the context's stream (or cancels it); then end every subscriber's stream, close the feed
     (its segments are unlinked) and return the feed's final counters.
 
-    Sends `started` with the pid, symbols, timeframe and shm tokens, or `{"error": ...}` when
-    the provider or feed cannot start.
+    `history` frames are backfilled at least, and `warmup` closed bars of `timeframe` (the most
+    a strategy of the run needs), paging the provider's history (engine.feed_history).
+    Sends `started` with the pid, symbols, timeframe, shm tokens and what each backfill gave,
+    or `{"error": ...}` when the provider or feed cannot start.
     """
     configure_child_logging(log_level)
     async with trio.open_nursery() as guard:
@@ -118,7 +122,7 @@ async def serve_feed(ctx: Any, provider: str, symbols: list[str], timeframe: int
             prov = load_provider(provider)
             prov.configure(**(options or {}))
             async with open_feed(prov, symbols, timeframe=timeframe, history=history,
-                                 clock=LiveClock()) as feed:
+                                 warmup=warmup, clock=LiveClock()) as feed:
                 state = _state()
                 await guard.start(state.lanes.serve, tractor.current_actor().accept_addr[0])
                 state.feed = feed

@@ -33,6 +33,7 @@ from engine.actors._runtime import (
 from engine.actors.clearing_actor import serve_clearing
 from engine.actors.daemon import SILENCE, serve_feed, watch_feed
 from engine.actors.plan import ActorRunResult, ClearingError, Plan, accounts_for, plan_run
+from engine.actors.strategy_actor import warmup_of
 from engine.actors.supervise import (
     Backoff,
     StrategySlot,
@@ -42,9 +43,11 @@ from engine.actors.supervise import (
 )
 from engine.clock import LiveClock
 from engine.feed import FeedError
-from engine.live import StatusSnapshot, StrategyReport
+from engine.feed_history import HistoryLoad
+from engine.live import DEFAULT_HISTORY, StatusSnapshot, StrategyReport
 from engine.orders import SubmitOrder
 from engine.provider import DEFAULT_PROVIDER
+from engine.warming import WarmupNeed
 
 __all__ = ["run_actors", "run", "ActorRunResult", "ClearingError", "Plan", "plan_run"]
 
@@ -52,14 +55,16 @@ log = logging.getLogger("engine.actors")
 
 
 class _Root:
-    def __init__(self, plan: Plan, *, history: int, paper: Any, restart: bool,
+    def __init__(self, plan: Plan, *, history: int | None, paper: Any, restart: bool,
                  backoff: Backoff | None, registry: tuple[str, int], mailbox: int,
                  duration: float | None, status: Callable[[StatusSnapshot], None] | None,
                  status_every: float, handle_signals: bool,
                  on_event: Callable[[dict], None] | None, log_level: str,
                  stop_timeout: float, lanes: bool) -> None:
         self.plan = plan
-        self.history = history
+        self.history = DEFAULT_HISTORY if history is None else history
+        self.warmup: list[WarmupNeed] = []
+        self.loaded: dict[str, HistoryLoad] = {}
         self.account, self.accounts = accounts_for(paper)
         self.restart = restart
         self.backoff = backoff
@@ -200,16 +205,20 @@ class _Root:
             with self.startup:
                 await self._spawn(an, portals)
                 portal = found or portals["feed"]
+                if self.history:
+                    await self._find_warmups(portals)
                 if found is None:
                     info = await tasks.start(self._hold, portal, serve_feed, {
                         "provider": plan.provider, "symbols": plan.symbols,
                         "timeframe": plan.timeframe, "history": self.history,
+                        "warmup": max((w.bars for w in self.warmup), default=0),
                         "options": plan.options, "log_level": self.log_level}, feed_stop,
                         "feed daemon")
                     if "error" in info:
                         raise FeedError(info["error"])
                     self._watch_process(tasks, an, portal, "feed daemon")
                 self.feed_info = await tasks.start(self._watch_feed, portal)
+                self._note_history()
                 self.notify({"event": "feed", "name": name, "pid": self.feed_info["pid"],
                              "shared": self.shared, "tokens": self.feed_info["tokens"]})
                 info = await tasks.start(self._hold, portals["clearing"], serve_clearing, {
@@ -240,6 +249,44 @@ class _Root:
                         await self.finished[what].wait()
             tasks.cancel_scope.cancel()
         return self._result(seconds)
+
+    async def _find_warmups(self, portals: dict[str, Any]) -> None:
+        """Each strategy's warm-up, found in its own actor (the root runs no strategy code)
+        before the feed backfills."""
+        needs: dict[str, WarmupNeed] = {}
+
+        async def ask(slot: StrategySlot) -> None:
+            try:
+                found = await portals[slot.name].run(
+                    warmup_of, path=slot.path, params=slot.params, symbols=slot.symbols,
+                    timeframe=self.plan.timeframe, name=slot.name, log_level=self.log_level)
+                needs[slot.name] = WarmupNeed(**found)
+            except Exception as exc:  # noqa: BLE001 - its own start reports the failure
+                needs[slot.name] = WarmupNeed(slot.name, 0, "none",
+                                              f"not found: {remote_error_text(exc)}")
+
+        async with trio.open_nursery() as nursery:
+            for slot in self.plan.slots:
+                nursery.start_soon(ask, slot)
+        self.warmup = [needs[slot.name] for slot in self.plan.slots]
+        for w in self.warmup:
+            log.info("warm-up of %s", w.describe())
+
+    def _note_history(self) -> None:
+        """What the feed's backfill gave (a shared daemon's was loaded for the run that started
+        it: a strategy needing more waits for live bars, as the runner's gate has it)."""
+        self.loaded = {s: HistoryLoad(**h)
+                       for s, h in (self.feed_info.get("history") or {}).items()}
+        for load in self.loaded.values():
+            log.info("history loaded: %s", load.describe(self.plan.timeframe))
+        if self.shared:
+            for w in self.warmup:
+                short = [h for h in self.loaded.values() if h.bars < w.bars]
+                if short:
+                    log.warning("the shared feed daemon loaded %s; %s needs %d bars: it is "
+                                "called once live bars complete them", ", ".join(
+                                    h.describe(self.plan.timeframe) for h in short),
+                                w.strategy, w.bars)
 
     async def _spawn(self, an: Any, portals: dict[str, Any]) -> None:
         """Start every process the run needs at once, so their imports overlap."""
@@ -392,7 +439,7 @@ class _Root:
             feed=plan.feed_name, feed_pid=self.feed_info.get("pid"), shared_feed=self.shared,
             restarts={slot.name: max(0, slot.lives - 1) for slot in plan.slots},
             failures={slot.name: list(slot.failures) for slot in plan.slots},
-            problems=list(self.problems))
+            problems=list(self.problems), warmup=list(self.warmup), history=dict(self.loaded))
 
 
 async def run_actors(
@@ -404,7 +451,7 @@ async def run_actors(
     timeframe: int | str | None = None,
     params: dict[str, Any] | None = None,
     duration: float | None = None,
-    history: int = 10,
+    history: int | None = None,
     paper: Any = None,
     restart: bool = False,
     backoff: Backoff | None = None,
@@ -425,7 +472,9 @@ async def run_actors(
     `registry` is tractor's registry address (`HOST:PORT`, default 127.0.0.1:1616): a feed
     daemon registered there for the same provider, symbols, timeframe and options is shared.
     `restart` restarts a failed strategy actor after `backoff` (default 0.5 s doubling to 30 s).
-    `paper` is as for `engine.run`. `on_event` hears each actor event as a dict (feed,
+    `paper` and `history` are as for `engine.run`: the feed backfills the most any strategy's
+    warm-up needs (each found in its own actor) on top of `history` frames (None: 10).
+    `on_event` hears each actor event as a dict (feed,
     strategy_started, strategy_stats, strategy_failed, strategy_stopped); setting `stop` stops
     the run as Ctrl-C does. `stop_timeout` (seconds) bounds each strategy's on_stop.
     `lanes` (the default) sends quote batches to the actors over direct sockets paired through

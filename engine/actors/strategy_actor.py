@@ -30,8 +30,9 @@ from engine.orders import CancelOrder, ModifyOrder, SubmitOrder
 from engine.scheduler import StrategyRunner, make_runner
 from engine.shm import ShmArray
 from engine.strategy import StrategyError, load_strategy
+from engine.warming import probe_warmup
 
-__all__ = ["run_strategy", "ActorRouter"]
+__all__ = ["run_strategy", "warmup_of", "ActorRouter"]
 
 log = logging.getLogger("engine.actors.strategy")
 
@@ -115,6 +116,19 @@ async def _run(ctx: Any, path: str, params: dict[str, Any], feed: str, clearing:
             error = await _drive(runner, router, link, sub, flow, control, quotes, skip,
                                  stats_every)
         return _report(runner, router, error, strategy.name)
+
+
+async def warmup_of(path: str, params: dict[str, Any], symbols: list[str], timeframe: int,
+                    name: str | None = None, log_level: str = "info") -> dict[str, Any]:
+    """The closed bars of `timeframe` the strategy in `path` needs before it is called
+    (`engine.warming.probe_warmup`: its `warmup`, or a dry on_start of it in this process), as
+    the fields of a `WarmupNeed`; asked by the root before the feed backfills."""
+    configure_child_logging(log_level)
+    strategy = load_strategy(path)(**params)
+    if name:
+        strategy.name = name
+    need = await probe_warmup(strategy, symbols=symbols, timeframe=timeframe, clock=LiveClock())
+    return {"strategy": need.strategy, "bars": need.bars, "how": need.how, "note": need.note}
 
 
 def _make_runner(strategy: Any, sub: Subscription, bars: dict[str, ShmArray],

@@ -23,8 +23,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", type=float, help="stop after this many seconds (default: Ctrl-C)")
     p.add_argument("-p", "--param", action="append", metavar="NAME=VALUE", default=[],
                    help="strategy parameter override (repeatable), e.g. -p fast=5")
-    p.add_argument("--history", type=int, default=10,
-                   help="frames of history to backfill per symbol (default 10; 0: none)")
+    p.add_argument("--history", type=int, default=None, metavar="FRAMES",
+                   help="frames of the provider's history to backfill per symbol at least "
+                        "(default 10); the strategy's warm-up is loaded on top, paging as "
+                        "needed; 0: none, the strategy warms up on live bars")
     p.add_argument("--record", action="store_true",
                    help="store every tick in the history store, for tick-level replays")
     paper = p.add_argument_group("paper trading (--paper)")

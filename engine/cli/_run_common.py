@@ -39,7 +39,7 @@ def check_run_args(args: argparse.Namespace) -> None:
 
     if args.duration is not None and args.duration <= 0:
         raise UsageError(f"--duration must be positive, got {args.duration:g}")
-    if args.history < 0:
+    if args.history is not None and args.history < 0:
         raise UsageError(f"--history must be 0 or more, got {args.history}")
     check_timeframe(args.timeframe)
 
