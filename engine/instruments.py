@@ -87,7 +87,7 @@ def _rules(symbol: str, value: Any) -> Instrument:
     if isinstance(value, Instrument):
         return value if value.symbol == symbol else value.model_copy(update={"symbol": symbol})
     if not isinstance(value, Mapping):
-        raise InstrumentError(f"instrument {symbol!r}: give its rules as a dict such as "
+        raise InstrumentError(f"instruments[{symbol!r}]: give its rules as a dict such as "
                               f"{{'lot_size': 1, 'tick_size': 0.01}}, got {value!r}")
     try:
         return Instrument(**{"symbol": symbol, **value})
@@ -99,7 +99,7 @@ def _rules(symbol: str, value: Any) -> Instrument:
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         if err.get("type") == "extra_forbidden":
             msg = f"unknown rule (rules: {known})"
-        raise InstrumentError(f"instrument {symbol!r}: {where}: {msg} (got {got!r})") from None
+        raise InstrumentError(f"instruments[{symbol!r}]: {where}: {msg} (got {got!r})") from None
 
 
 def instrument_table(settings: Mapping[str, Any] | None) -> dict[str, Instrument]:
