@@ -241,7 +241,7 @@ def match_quote(orders, bounds, sym, now, bid, ask, bid_size, ask_size, trade, c
             # Sized as a fraction of equity: resolved now, at the price it fills at.
             price = _fill_price(cfg, o, buy, is_market, touch, quote, tick, have_book, bid, ask)
             pct = cfg[C_FEE_TAKER_PCT] if (first or is_market) else cfg[C_FEE_MAKER_PCT]
-            units, avail = fraction_units(account, positions, marks, sym, 1.0 if buy else -1.0,
+            units, free = fraction_units(account, positions, marks, sym, 1.0 if buy else -1.0,
                                           price, cfg[C_FEE_PER_UNIT] + pct * price,
                                           cfg[C_FEE_FIXED], o["frac"], lev, lot)
             why = -1
@@ -252,7 +252,7 @@ def match_quote(orders, bounds, sym, now, bid, ask, bid_size, ask_size, trade, c
             if why >= 0:
                 o["status"] = CANCELLED
                 n = _emit(events, n, EV_CANCEL, i, why, price, units, 0.0, 0.0)
-                events[n - 1]["equity"] = avail
+                events[n - 1]["equity"] = free
                 n = drop_dormant(orders, i, events, n)
                 continue
             o["size"] = units

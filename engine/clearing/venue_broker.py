@@ -264,7 +264,7 @@ class VenueBroker:
         return Instrument(symbol=symbol, lot_size=rules.lot_size or None,
                           tick_size=rules.tick_size or None, min_notional=rules.min_notional)
 
-    def _resolve(self, order: SubmitOrder) -> SubmitOrder | str:
+    def _sized(self, order: SubmitOrder) -> SubmitOrder | str:
         """An equity-fraction order with its size (see the module docstring), or why not."""
         frac = order.equity_fraction
         cap = self.account.config.risk.leverage or 1.0
@@ -291,7 +291,7 @@ class VenueBroker:
     def submit(self, order: SubmitOrder) -> None:
         self.orders.append(order)
         if order.size is None:
-            resolved = self._resolve(order)
+            resolved = self._sized(order)
             if isinstance(resolved, str):
                 self._reject(order, resolved)
                 return
