@@ -131,7 +131,7 @@ def test_a_fraction_that_buys_no_whole_lot_is_cancelled_with_the_reason():
     assert "less than one lot of 1 x at 500" in cancel[2]
 
 
-@pytest.mark.parametrize("size, message", [
+@pytest.mark.parametrize(("size", "message"), [
     ("150%", "beyond the account's leverage of 1"),
     ("0%", "a percent of equity above 0"),
     ("-5%", "a percent of equity above 0"),

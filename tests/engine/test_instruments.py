@@ -73,7 +73,7 @@ def test_cli_values_set_every_symbol_or_one():
                    "GOOG": {"lot_size": 1.0, "tick_size": 0.01}}
 
 
-@pytest.mark.parametrize("values, message", [
+@pytest.mark.parametrize(("values", "message"), [
     (["abc"], "--lot 'abc': 'abc' is not a number (expected NUMBER or SYMBOL=NUMBER)"),
     (["GOOG=x"], "--lot 'GOOG=x': 'x' is not a number (expected NUMBER or SYMBOL=NUMBER)"),
     (["=1"], "--lot '=1': expected NUMBER or SYMBOL=NUMBER"),
@@ -151,4 +151,5 @@ def test_the_ledger_keeps_the_fraction(tmp_path):
     ledger.append([AccountOpened(time=0.0, cash=1.0), OrderAccepted(time=1.0, order=order)])
     ledger.close()
     events = [e for _, e in read_events(tmp_path)]
-    assert isinstance(events[1], OrderAccepted) and events[1].order == order
+    assert isinstance(events[1], OrderAccepted)
+    assert events[1].order == order
