@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from engine import Strategy
-from engine.backtests.replay import run_backtest
+from engine.backtests.replay import BacktestError, run_backtest
 from engine.clearing.broker import open_account
 from engine.clearing.config import BrokerConfig, Fees, RiskLimits
 from engine.clearing.ledger import read_events
@@ -139,7 +139,7 @@ def test_a_fraction_that_buys_no_whole_lot_is_cancelled_with_the_reason():
     ("x%", "not a percent"),
 ])
 def test_a_bad_fraction_is_refused_before_anything_is_sent(size, message):
-    with pytest.raises(Exception, match="raised") as info:
+    with pytest.raises(BacktestError, match="raised") as info:
         run({1: [("buy", ("x", size), {})]}, {"x": flat([100.0] * 3)}, cash=10_000, leverage=1)
     assert message in str(info.value)
     assert "ValueError" in str(info.value)
