@@ -21,7 +21,7 @@ import numpy as np
 import trio
 
 from engine.clearing import _core
-from engine.clearing.account import SHORT_OF_POWER, Account, rebuild
+from engine.clearing.account import NO_WHOLE_LOT, SHORT_OF_POWER, Account, rebuild
 from engine.clearing.config import BrokerConfig, RiskLimits
 from engine.clock import Clock
 from engine.instruments import Instrument, instrument_table
@@ -62,6 +62,10 @@ def _book(quote: dict) -> tuple[float, float, float, float, float]:
     return (math.nan if bid is None else bid, math.nan if ask is None else ask, bsz, asz, trade)
 
 
+# How the reasons of orders cancelled at their fill for the account's sake begin: counted with
+# the rejected ones.
+_REFUSED_AT_FILL = (SHORT_OF_POWER, NO_WHOLE_LOT)
+
 # A configuration whose risk limits are all off, for a short path through `_risk`.
 _NO_LIMITS = RiskLimits(leverage=None)
 
@@ -77,7 +81,8 @@ class PaperBroker:
         self._limits_off = self.config.risk == _NO_LIMITS
         self._cfg_leverage = self.config.risk.leverage or 0.0
         self.orders: list[SubmitOrder] = []  # what strategies submitted this run (accepted or not)
-        # Orders refused: rejected before the book, or cancelled at a fill for buying power.
+        # Orders refused: rejected before the book, or cancelled at a fill for buying power or
+        # (sized as a fraction of equity) for want of a whole lot or of the minimum notional.
         self.rejections: list[OrderRejected | OrderCancelled] = []
         self.fills: list[OrderFilled] = []
         self.equity_curve: list[tuple[float, float]] = []
@@ -124,7 +129,7 @@ class PaperBroker:
             if kind is OrderFilled:
                 self.fills.append(e)
             elif kind is OrderRejected or (kind is OrderCancelled
-                                           and e.reason.startswith(SHORT_OF_POWER)):
+                                           and e.reason.startswith(_REFUSED_AT_FILL)):
                 self.rejections.append(e)
         if not self._deliver:
             return

@@ -129,6 +129,8 @@ def test_a_fraction_that_buys_no_whole_lot_is_cancelled_with_the_reason():
     (cancel,) = [h for h in heard if h[0] == "cancelled"]
     assert "sized as a fraction of equity (1% of 10,000.00 available)" in cancel[2]
     assert "less than one lot of 1 x at 500" in cancel[2]
+    # Listed with the orders the account refused, as backtesting.py's broker cancels it.
+    assert [r.client_id for r in result.rejected] == ["o1"]
 
 
 @pytest.mark.parametrize(("size", "message"), [
