@@ -169,6 +169,15 @@ class BookRouter:
     def refresh_marks(self) -> Callable[[], None] | None:
         return getattr(self.router, "refresh_marks", None)
 
+    @property
+    def instrument(self) -> Callable[[str], Any] | None:
+        """The shared router's instruments (the account's rules by symbol), or None."""
+        return getattr(self.router, "instrument", None)
+
+    @property
+    def declare_lots(self) -> Callable[[Any], None] | None:
+        return getattr(self.router, "declare_lots", None)
+
     def submit(self, order: SubmitOrder) -> None:
         self.orders.append(order)
         self.book.submitted(order)  # before the router: it may answer at once
