@@ -40,6 +40,8 @@ _EXPORTS = {
     "Tick": "engine.quotes",
     "current_clock": "engine.clock",
     "list_indicators": "engine.kernels.catalog",
+    "Instrument": "engine.instruments",
+    "InstrumentError": "engine.instruments",
     "RunSpec": "engine.run_spec",
     "RunSpecError": "engine.run_spec",
     "load_provider": "engine.provider",

@@ -61,10 +61,11 @@ class StrategyBook:
     def submitted(self, order: SubmitOrder) -> None:
         """Count an order the strategy just sent."""
         side = 1.0 if order.side == "buy" else -1.0
+        # An order sized as a fraction of equity counts 0 until its first fill sizes it.
         if self.fills_on_submit:
-            self._add(order.symbol, side * order.size)
+            self._add(order.symbol, side * order.units)
         else:
-            self._working[order.client_id] = [order.symbol, side, order.size, order.size]
+            self._working[order.client_id] = [order.symbol, side, order.units, order.units]
 
     def apply(self, events: Iterable[Any]) -> None:
         """Take the broker events of the strategy's orders, in the order they happened."""
@@ -75,6 +76,8 @@ class StrategyBook:
                 self._add(event.symbol, event.signed_size)
                 entry = working.get(event.client_id)
                 if entry is not None:
+                    if entry[2] == 0.0:
+                        entry[2] = event.size + event.remaining
                     if event.remaining > 0.0:
                         entry[3] = event.remaining
                     else:
@@ -165,6 +168,15 @@ class BookRouter:
     @property
     def refresh_marks(self) -> Callable[[], None] | None:
         return getattr(self.router, "refresh_marks", None)
+
+    @property
+    def instrument(self) -> Callable[[str], Any] | None:
+        """The shared router's instruments (the account's rules by symbol), or None."""
+        return getattr(self.router, "instrument", None)
+
+    @property
+    def declare_lots(self) -> Callable[[Any], None] | None:
+        return getattr(self.router, "declare_lots", None)
 
     def submit(self, order: SubmitOrder) -> None:
         self.orders.append(order)

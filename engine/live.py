@@ -421,6 +421,7 @@ def run(
             args = {"name": paper} if isinstance(paper, str) else dict(paper)
             args.setdefault("cash", spec.account.cash)
             args.setdefault("config", spec.broker_config())
+            args.setdefault("instruments", spec.account.instruments)
             paper = args
     strat = resolve_strategy(strategy, params)
     syms = list(symbols or type(strat).symbols or [])

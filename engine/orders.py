@@ -33,6 +33,12 @@ def new_client_id(prefix: str = "o") -> str:
 class SubmitOrder(BaseModel):
     """Place an order. Sizes are in units of the instrument; prices in its quote currency.
 
+    The size is `size` units, or, with `equity_fraction` in its place, that fraction of the
+    equity available (equity less the margin its positions use), resolved when the order first
+    fills: whole lots at the fill price with the fee included (backtesting.py's
+    `buy(size=0.95)`). Until then `size` is None; a broker that must send a size (a live venue)
+    resolves it when placing the order and records both.
+
     Protection for an entry (each optional): a stop-loss at `stop_loss` (a price) or
     `stop_loss_pct` (a fraction of the average entry price away from it), a take-profit at
     `take_profit` or `take_profit_pct`, or, in place of the stop-loss, a trailing stop `trail`
@@ -46,7 +52,8 @@ class SubmitOrder(BaseModel):
     client_id: str = Field(default_factory=new_client_id)
     symbol: str = Field(min_length=1)
     side: OrderSide
-    size: float = Field(gt=0, allow_inf_nan=False)
+    size: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    equity_fraction: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     order_type: OrderType = "market"
     limit_price: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     stop_price: float | None = Field(default=None, gt=0, allow_inf_nan=False)
@@ -67,8 +74,18 @@ class SubmitOrder(BaseModel):
         return any(v is not None for v in (self.stop_loss, self.stop_loss_pct, self.take_profit,
                                            self.take_profit_pct, self.trail, self.trail_pct))
 
+    @property
+    def units(self) -> float:
+        """The size in units: 0 while an equity-fraction order is unresolved."""
+        return self.size or 0.0
+
     @model_validator(mode="after")
     def _one_stop(self) -> SubmitOrder:
+        if self.size is None and self.equity_fraction is None:
+            raise ValueError("an order needs a size (units) or an equity_fraction")
+        if self.equity_fraction is not None and self.reduce_only:
+            raise ValueError("a reduce-only order closes a position: size it in units, not as "
+                             "a fraction of equity")
         stops = [n for n in ("stop_loss", "stop_loss_pct", "trail", "trail_pct")
                  if getattr(self, n) is not None]
         if len(stops) > 1:
@@ -100,7 +117,9 @@ class SubmitOrder(BaseModel):
             price = f"stop {self.stop_price:g}"
         if self.limit_price is not None:
             price = f"{price} limit {self.limit_price:g}" if self.stop_price else f"limit {self.limit_price:g}"
-        return f"{self.side.upper()} {self.size:g} {self.symbol} {price} {self.tif} [{self.client_id}]"
+        size = (f"{self.size:g}" if self.size is not None
+                else f"{self.equity_fraction * 100:.4g}% of equity in")
+        return f"{self.side.upper()} {size} {self.symbol} {price} {self.tif} [{self.client_id}]"
 
 
 class CancelOrder(BaseModel):

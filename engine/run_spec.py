@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from engine.clearing.config import BrokerConfig, Fees, RiskLimits, Slippage
+from engine.instruments import Instrument, instrument_table
 
 __all__ = ["AccountSpec", "CostSpec", "DataSpec", "MeasureSpec", "RunSpec", "RunSpecError"]
 
@@ -94,8 +95,10 @@ class CostSpec(BaseModel):
 
 class AccountSpec(BaseModel):
     """The account: starting `cash`, `leverage` (gross exposure cap as a multiple of equity;
-    None: no cap), `allow_short`, and `shrink_to_fit` (a fill beyond buying power fills what
-    fits instead of cancelling the order)."""
+    None: no cap), `allow_short`, `shrink_to_fit` (a fill beyond buying power fills what
+    fits instead of cancelling the order), and `instruments`, the trading rules of the
+    symbols it trades by symbol (`{"GOOG": {"lot_size": 1, "tick_size": 0.01}}`; "*" for
+    every symbol without its own; see engine.instruments)."""
 
     model_config = _FROZEN
 
@@ -103,6 +106,12 @@ class AccountSpec(BaseModel):
     leverage: float | None = None
     allow_short: bool = True
     shrink_to_fit: bool = False
+    instruments: dict[str, Instrument] = {}
+
+    @field_validator("instruments", mode="before")
+    @classmethod
+    def _instruments(cls, v: Any) -> Any:
+        return instrument_table(v)
 
     @field_validator("cash")
     @classmethod
@@ -199,7 +208,7 @@ class RunSpec(BaseModel):
             return cls(**{p: _PARTS[p](**kw) for p, kw in parts.items()})
         except ValidationError as exc:
             raise RunSpecError(_first_error(exc)) from None
-        except ValueError as exc:  # a fee preset's own message
+        except ValueError as exc:  # a fee preset's or an instrument's own message
             raise RunSpecError(str(exc)) from None
 
     def replace(self, **options: Any) -> RunSpec:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from engine.account_view import AccountAccess
 from engine.clock import Clock
+from engine.instruments import Instrument
 from engine.orders import CancelOrder, LinkOrders, ModifyOrder, SubmitOrder
 from engine.shm import ShmArray
 
@@ -48,7 +49,8 @@ class Strategy:
     indicators with `timeframe="1h"`, and a bar callback taking a second argument hears which
     timeframe closed; engine.timeframes), `bar_grace` (seconds a live `on_bars` step waits for
     its last symbols before it is called with those that closed; default 2),
-    `lot_sizes` (units per lot by symbol, for orders sized by value; default 1 unit), `warmup`
+    `lot_sizes` (units per lot by symbol, for symbols whose instrument the run does not give a
+    lot: see engine.instruments), `warmup`
     (closed bars its signals need; default: derived from its indicators, engine.warmup),
     `blocking` (True: live runs call its synchronous callbacks in its own worker thread from
     the start, for strategies that wait on I/O or compute for long), and any annotated attribute
@@ -165,7 +167,8 @@ class IntentLog:
     def submit(self, order: SubmitOrder) -> None:
         self.orders.append(order)
         sign = 1.0 if order.side == "buy" else -1.0
-        self._positions[order.symbol] = self._positions.get(order.symbol, 0.0) + sign * order.size
+        # An order sized as a fraction of equity has no size without an account: none counted.
+        self._positions[order.symbol] = self._positions.get(order.symbol, 0.0) + sign * order.units
         log.warning("order intended (no broker, not sent): %s", order.describe())
 
     def cancel(self, command: CancelOrder) -> None:
@@ -209,7 +212,7 @@ class Context(AccountAccess):
             first, last = shm.span()
             self._origin[s] = first
             self._seen[s] = [last - first]
-        self.lot_sizes: dict[str, float] = {}
+        self._lot_sizes: dict[str, float] = {}
         self._sources: list[Any] = []  # indicator sources declared through `indicator`
         # Higher timeframes (engine.timeframes): per symbol, their bars folded from the finest;
         # their series sit in _bars/_origin/_seen under (symbol, seconds).
@@ -239,13 +242,36 @@ class Context(AccountAccess):
 
         return iso(self.now) or ""
 
+    @property
+    def lot_sizes(self) -> dict[str, float]:
+        """The strategy's `lot_sizes` (units per lot by symbol)."""
+        return self._lot_sizes
+
+    @lot_sizes.setter
+    def lot_sizes(self, lots: Mapping[str, float]) -> None:
+        # One source of truth: the broker's instruments take them (for symbols whose lot the
+        # run or the venue does not set); a run without a broker keeps them here.
+        for symbol, lot in lots.items():
+            if not (isinstance(lot, int | float) and lot > 0 and math.isfinite(lot)):
+                raise ValueError(f"lot size of {symbol!r} must be a positive number, "
+                                 f"got {lot!r}")
+        self._lot_sizes = dict(lots)
+        declare = getattr(self.router, "declare_lots", None)
+        if declare is not None and lots:
+            declare(self._lot_sizes)
+
+    def instrument(self, symbol: str) -> Instrument:
+        """`symbol`'s trading rules: lot size, tick size, minimum notional (engine.instruments;
+        from the venue live, from the run's settings for file data)."""
+        rules = getattr(self.router, "instrument", None)
+        if rules is not None:
+            return rules(symbol)
+        return Instrument(symbol=symbol, lot_size=self._lot_sizes.get(symbol))
+
     def lot_size(self, symbol: str) -> float:
-        """Units per lot of `symbol`: orders sized by value round toward zero to whole lots
-        (the strategy's `lot_sizes`, else 1 unit)."""
-        lot = self.lot_sizes.get(symbol, 1.0)
-        if not lot > 0:
-            raise ValueError(f"lot size of {symbol!r} must be positive, got {lot!r}")
-        return float(lot)
+        """Units per lot of `symbol`: sizes the engine computes (by value, as a fraction of
+        equity) round toward zero to whole lots; 1 unit when its instrument sets no lot."""
+        return self.instrument(symbol).sizing_lot
 
     def bar_time(self, symbol: str, ago: int = 0, timeframe: str | None = None) -> float:
         """The open time (epoch s) of the newest closed bar of `symbol` (`ago=1`: the one
@@ -321,15 +347,37 @@ class Context(AccountAccess):
         """Signed position in units (negative is short)."""
         return self.router.position(symbol)
 
-    def _order(self, symbol: str, side: str, size: float, limit: float | None,
+    def _size(self, side: str, size: float | str) -> dict[str, float]:
+        """An order's size fields: units as given, or "95%" as a fraction of the equity
+        available (refused beyond the account's leverage, or at or below zero)."""
+        if not isinstance(size, str):
+            return {"size": size}
+        text = size.strip()
+        if not text.endswith("%"):
+            raise ValueError(f"{side} size {size!r}: give units, or a percent of equity like "
+                             f"'95%'")
+        try:
+            frac = float(text[:-1]) / 100.0
+        except ValueError:
+            raise ValueError(f"{side} size {size!r}: not a percent") from None
+        if not (frac > 0 and math.isfinite(frac)):
+            raise ValueError(f"{side} size {size!r}: a percent of equity above 0")
+        account = getattr(self.router, "account", None)
+        cap = account.config.risk.leverage if hasattr(account, "config") else None
+        if cap is not None and frac > cap * (1 + 1e-12):
+            raise ValueError(f"{side} size {size!r} is beyond the account's leverage of "
+                             f"{cap:g} ({cap * 100:g}% of equity)")
+        return {"equity_fraction": frac}
+
+    def _order(self, symbol: str, side: str, size: float | str, limit: float | None,
                stop: float | None, tif: str, reduce_only: bool,
                protect: dict[str, float] | None = None) -> str:
         if symbol not in self.symbols:
             raise ValueError(f"order for {symbol!r}, which this run does not trade ({self.symbols})")
         order_type = ("stop_limit" if stop is not None and limit is not None else "stop"
                       if stop is not None else "limit" if limit is not None else "market")
-        order = SubmitOrder(client_id=self._next_id(), symbol=symbol, side=side, size=size,
-                            order_type=order_type,
+        order = SubmitOrder(client_id=self._next_id(), symbol=symbol, side=side,
+                            **self._size(side, size), order_type=order_type,
                             limit_price=limit, stop_price=stop, tif=tif, reduce_only=reduce_only,
                             time=self.now, strategy=self._name, **(protect or {}))
         self.router.submit(order)
@@ -372,24 +420,25 @@ class Context(AccountAccess):
                                  f"{side}'s take-profit goes {'above' if buy else 'below'} it")
         return out
 
-    def buy(self, symbol: str, size: float, *, limit: float | None = None,
+    def buy(self, symbol: str, size: float | str, *, limit: float | None = None,
             stop: float | None = None, tif: str = "GTC", reduce_only: bool = False,
             stop_loss: float | str | None = None, take_profit: float | str | None = None,
             trail: float | str | None = None) -> str:
-        """Buy `size` units; a market order unless `limit` and/or `stop` are given. Returns the
-        client order id. `stop_loss`, `take_profit` (a price, or a percent of the average entry
+        """Buy `size` units, or a percent of the equity available ("95%", up to the leverage:
+        resolved when it fills, in whole lots at the fill price with the fee included); a
+        market order unless `limit` and/or `stop` are given. Returns the client order id. `stop_loss`, `take_profit` (a price, or a percent of the average entry
         price such as "5%") and `trail` (a trailing stop's distance in price units, or "3%")
         protect the position it opens: they go live as it fills, cancel each other, and are
         cancelled when the position is closed another way."""
         protect = self._protect(symbol, "buy", limit, stop_loss, take_profit, trail)
         return self._order(symbol, "buy", size, limit, stop, tif, reduce_only, protect)
 
-    def sell(self, symbol: str, size: float, *, limit: float | None = None,
+    def sell(self, symbol: str, size: float | str, *, limit: float | None = None,
              stop: float | None = None, tif: str = "GTC", reduce_only: bool = False,
              stop_loss: float | str | None = None, take_profit: float | str | None = None,
              trail: float | str | None = None) -> str:
-        """Sell `size` units (opens or adds to a short when flat or short); protection as
-        `buy`'s."""
+        """Sell `size` units, or a percent of the equity available ("95%", as `buy`'s; opens
+        or adds to a short when flat or short); protection as `buy`'s."""
         protect = self._protect(symbol, "sell", limit, stop_loss, take_profit, trail)
         return self._order(symbol, "sell", size, limit, stop, tif, reduce_only, protect)
 

@@ -55,7 +55,7 @@ def _open_router(name: str, spec: dict | None, symbols: list[str], clock: LiveCl
 
     config = BrokerConfig.model_validate(spec["config"]) if spec.get("config") else None
     return open_account(name, symbols, cash=spec.get("cash"), config=config, clock=clock,
-                        path=spec.get("path"))
+                        path=spec.get("path"), instruments=spec.get("instruments"))
 
 
 def _summary(router: Any) -> dict[str, Any] | None:

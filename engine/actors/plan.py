@@ -128,4 +128,5 @@ def accounts_for(paper: Any) -> tuple[str, dict[str, dict | None]]:
     config = args.get("config")
     return name, {name: {"cash": args.get("cash"),
                          "config": config.model_dump() if config is not None else None,
-                         "path": str(args["path"]) if args.get("path") else None}}
+                         "path": str(args["path"]) if args.get("path") else None,
+                         "instruments": args.get("instruments") or None}}

@@ -676,7 +676,8 @@ def run_backtest(strategy: str | Path | type[Strategy] | Strategy, data: Any = N
     is not called for, `ticks`: replay recorded ticks), the costs (`commission` and `slippage`
     as fractions, or `fees`: a venue preset such as "binance"), the account (`cash`,
     `leverage`: a cap on gross exposure as a multiple of equity, `allow_short`,
-    `shrink_to_fit`) and the measures (`periods_per_year`, `risk_free`, `bootstrap`,
+    `shrink_to_fit`, `instruments`: lot size, tick size and minimum notional by symbol, as
+    `{"GOOG": {"lot_size": 1, "tick_size": 0.01}}`) and the measures (`periods_per_year`, `risk_free`, `bootstrap`,
     `close_at_end`: close open positions at each symbol's last close as counted trades,
     `lots`: "fifo" or "average", `log_level`: the strategy's log lines kept in `result.log`).
     `data`: a CSV/Parquet path or a symbol (several, comma-separated), the history store's
@@ -771,7 +772,8 @@ def _load(strat: Strategy, spec: RunSpec) -> _Run:
         if all(skip[s] == len(b) for s, b in bars.items()):
             raise BacktestError(f"no bars at or after trade_from={d.trade_from}")
     config = spec.broker_config()
-    account = Account("backtest", list(bars), cash=spec.account.cash, config=config)
+    account = Account("backtest", list(bars), cash=spec.account.cash, config=config,
+                      instruments=spec.account.instruments)
     first = float(min(b["time"][skip[s]] for s, b in bars.items() if skip[s] < len(b)))
     clock = ReplayClock(first)
     broker = PaperBroker(account, clock)
@@ -891,7 +893,8 @@ def _run_ticks(strat: Strategy, spec: RunSpec) -> BacktestResult:
         ticks[match[0].symbol] = rows
     period = parse_timeframe(d.timeframe) if d.timeframe else 1
     config = spec.broker_config()
-    account = Account("backtest", list(ticks), cash=cash, config=config)
+    account = Account("backtest", list(ticks), cash=cash, config=config,
+                      instruments=spec.account.instruments)
     clock = ReplayClock(float(min(t["time"][0] for t in ticks.values())))
     # Ticks carry the live book: an order meets it at once, as in paper trading.
     broker = PaperBroker(account, clock)

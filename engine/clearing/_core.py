@@ -54,6 +54,9 @@ order_dtype = np.dtype([
     ("trail", np.float64),
     ("trail_pct", np.float64),
     ("filled_value", np.float64),  # sum of price x size of the fills so far
+    # An order sized as this fraction of the equity available, resolved at its first fill
+    # (size 0 until then; NaN: sized in units). See fraction_units.
+    ("frac", np.float64),
 ])
 
 # -- events the matcher emits ---------------------------------------------------------------------
@@ -62,6 +65,8 @@ EV_FILL, EV_TRIGGER, EV_CANCEL, EV_MOVED = 0, 1, 2, 3  # EV_MOVED: a trailing st
 # Why an order stopped working without filling (EV_CANCEL's `reason`).
 R_IOC, R_FOK, R_EXPIRED, R_REDUCE_ONLY, R_BUYING_POWER = 0, 1, 2, 3, 4
 R_OCO, R_PARENT, R_FLAT = 5, 6, 7  # the linked order filled; the entry ended; position flat
+# An equity-fraction order resolved to no whole lot, or to less than the minimum notional.
+R_NO_UNITS, R_MIN_NOTIONAL = 8, 9
 MAKER, TAKER = 0, 1
 
 event_dtype = np.dtype([
@@ -72,7 +77,8 @@ event_dtype = np.dtype([
     ("size", np.float64),    # unsigned fill size
     ("fee", np.float64),
     ("remaining", np.float64),
-    # EV_CANCEL for R_BUYING_POWER: the account after the fill that did not fit (for the reason).
+    # EV_CANCEL for R_BUYING_POWER: the account after the fill that did not fit (for the reason);
+    # for R_NO_UNITS: the equity available (in `equity`).
     ("equity", np.float64),
     ("exposure", np.float64),
 ])
@@ -149,7 +155,7 @@ def _fee(cfg, o, price, size, liquidity):
 
 @njit(cache=True)
 def match_quote(orders, bounds, sym, now, bid, ask, bid_size, ask_size, trade, cfg, tick,
-                account, positions, marks, events, touch=False):
+                account, positions, marks, events, touch=False, lot=0.0, min_notional=0.0):
     """Match the working orders of `sym` against one quote at `now` (epoch s).
 
     `bid`/`ask` are the top of book (NaN when unknown), sizes NaN or 0 when not displayed,
@@ -164,6 +170,11 @@ def match_quote(orders, bounds, sym, now, bid, ask, bid_size, ask_size, trade, c
     grow the position is checked first, at its price with its fee, against the gross exposure
     after it (other symbols valued at `marks`): one that does not fit cancels the order
     (R_BUYING_POWER) or, with `cfg[C_SHRINK]`, fills the size that fits and cancels the rest.
+    An order sized as a fraction of equity gets its size when it first meets a price it fills
+    at (`fraction_units`, whole lots of `lot` units, 1 when 0): no whole lot cancels it
+    (R_NO_UNITS), and so does a size worth less than `min_notional` (R_MIN_NOTIONAL). `tick`
+    (price units, 0: none) is the step of slippage in ticks and of the prices computed here
+    (protective children priced off their entry, trailing stops).
     `bounds` holds (first row that may still work, rows in use);
     the first is moved past the orders this call finishes, saving the caller a second kernel
     call. Returns the number of events written to `events` (stops early if full).
@@ -202,7 +213,7 @@ def match_quote(orders, bounds, sym, now, bid, ask, bid_size, ask_size, trade, c
                 px = ask if buy else bid
             if not math.isnan(px) and not (math.isnan(o["trail"])
                                            and math.isnan(o["trail_pct"])):
-                moved = trail_stop(o, px)
+                moved = trail_stop(o, px, tick)
                 if moved and n + 3 <= cap:
                     n = _emit(events, n, EV_MOVED, i, 0, o["stop"], 0.0, 0.0, o["remaining"])
             if math.isnan(px) or (buy and px < o["stop"]) or (not buy and px > o["stop"]):
@@ -226,6 +237,26 @@ def match_quote(orders, bounds, sym, now, bid, ask, bid_size, ask_size, trade, c
             avail = 0.0
         marketable = not math.isnan(quote) and avail > 0 and (
             is_market or (buy and quote <= o["limit"]) or (not buy and quote >= o["limit"]))
+        if marketable and o["size"] == 0.0 and not math.isnan(o["frac"]):
+            # Sized as a fraction of equity: resolved now, at the price it fills at.
+            price = _fill_price(cfg, o, buy, is_market, touch, quote, tick, have_book, bid, ask)
+            pct = cfg[C_FEE_TAKER_PCT] if (first or is_market) else cfg[C_FEE_MAKER_PCT]
+            units, free = fraction_units(account, positions, marks, sym, 1.0 if buy else -1.0,
+                                          price, cfg[C_FEE_PER_UNIT] + pct * price,
+                                          cfg[C_FEE_FIXED], o["frac"], lev, lot)
+            why = -1
+            if units <= 0.0:
+                why = R_NO_UNITS
+            elif min_notional > 0.0 and units * price < min_notional * (1.0 - 1e-9):
+                why = R_MIN_NOTIONAL
+            if why >= 0:
+                o["status"] = CANCELLED
+                n = _emit(events, n, EV_CANCEL, i, why, price, units, 0.0, 0.0)
+                events[n - 1]["equity"] = free
+                n = drop_dormant(orders, i, events, n)
+                continue
+            o["size"] = units
+            o["remaining"] = units
         size = o["remaining"]
         if marketable and o["reduce_only"]:
             pos = positions[sym, P_QTY]
@@ -242,17 +273,7 @@ def match_quote(orders, bounds, sym, now, bid, ask, bid_size, ask_size, trade, c
             n = _emit(events, n, EV_CANCEL, i, R_FOK, np.nan, 0.0, 0.0, o["remaining"])
             continue
         if fill > _EPS * o["size"]:  # a dust-sized displayed quantity is no liquidity
-            if is_market:
-                # On a path, a stop fills where the price crossed it, not at the next point.
-                base = o["stop"] if (touch and otype == STOP) else quote
-                slip = cfg[C_SLIP_TICKS] * tick + cfg[C_SLIP_PCT] * base
-                if have_book:
-                    slip += cfg[C_SLIP_SPREAD] * (ask - bid)
-                price = base + slip if buy else base - slip
-            elif touch:
-                price = o["limit"]
-            else:
-                price = min(o["limit"], quote) if buy else max(o["limit"], quote)
+            price = _fill_price(cfg, o, buy, is_market, touch, quote, tick, have_book, bid, ask)
             liquidity = TAKER if (first or is_market) else MAKER
             shrunk = False
             if lev > 0.0:
@@ -274,6 +295,7 @@ def match_quote(orders, bounds, sym, now, bid, ask, bid_size, ask_size, trade, c
                                   o["remaining"])
                         events[n - 1]["equity"] = eq
                         events[n - 1]["exposure"] = ex
+                        n = drop_dormant(orders, i, events, n)
                         continue
             fee = _fee(cfg, o, price, fill, liquidity)
             q0 = positions[sym, P_QTY]
@@ -283,7 +305,7 @@ def match_quote(orders, bounds, sym, now, bid, ask, bid_size, ask_size, trade, c
                 o["remaining"] = 0.0
                 o["status"] = FILLED
             n = _emit(events, n, EV_FILL, i, liquidity, price, fill, fee, o["remaining"])
-            linked = filled_links(orders, i, fill, price, q0, positions[sym, P_QTY], now)
+            linked = filled_links(orders, i, fill, price, q0, positions[sym, P_QTY], now, tick)
             if linked >= 0 and orders[linked]["status"] <= WORKING:
                 # An OCO partner, or a bracket child with nothing left to protect, stops.
                 orders[linked]["status"] = CANCELLED
@@ -321,13 +343,81 @@ def match_quote(orders, bounds, sym, now, bid, ask, bid_size, ask_size, trade, c
 
 
 @njit(cache=True)
-def trail_stop(o, px):
-    """Ratchet a trailing stop toward price `px` (never away); whether it moved."""
+def _fill_price(cfg, o, buy, is_market, touch, quote, tick, have_book, bid, ask):
+    """The price order `o` fills at against `quote` (see match_quote)."""
+    if is_market:
+        # On a path, a stop fills where the price crossed it, not at the next point.
+        base = o["stop"] if (touch and o["otype"] == STOP) else quote
+        slip = cfg[C_SLIP_TICKS] * tick + cfg[C_SLIP_PCT] * base
+        if have_book:
+            slip += cfg[C_SLIP_SPREAD] * (ask - bid)
+        return base + slip if buy else base - slip
+    if touch:
+        return o["limit"]
+    return min(o["limit"], quote) if buy else max(o["limit"], quote)
+
+
+@njit(cache=True)
+def fraction_units(account, positions, marks, sym, side, price, rate, fixed, frac, leverage,
+                   lot):
+    """The size (units) an order of `side` (+1 buy, -1 sell) in `sym` sized as `frac` of the
+    equity available resolves to when it fills at `price`, paying `rate` currency per unit
+    plus `fixed` once; and that equity available. backtesting.py's `buy(size=f)`:
+
+        available = max(0, equity - gross exposure / leverage)
+        units     = floor(frac x available / (price + fee per unit)), in whole `lot`s
+
+    with `sym` valued at `price` and other symbols at `marks` (their entry price where NaN),
+    `leverage` the account's cap (0: none, margin counted at 1x) and `lot` the size step (0:
+    1 unit). `frac` runs up to the leverage (2 at 2x: all the buying power), where
+    backtesting.py's fraction runs to 1 and is multiplied by it. The fixed fee comes off the
+    budget once (backtesting.py spreads it over the fraction instead). Under a leverage cap
+    the size never exceeds what the cap lets the fill add (`fill_room`)."""
+    eq = account[A_CASH]
+    gross = 0.0
+    for s in range(positions.shape[0]):
+        q = positions[s, P_QTY]
+        if q != 0.0:
+            m = price if s == sym else (marks[s] if not math.isnan(marks[s])
+                                        else positions[s, P_AVG])
+            eq += q * m
+            gross += abs(q * m)
+    lev = leverage if leverage > 0.0 else 1.0
+    avail = max(0.0, eq - gross / lev)
+    step = lot if lot > 0.0 else 1.0
+    budget = avail * frac - fixed
+    unit = (price + rate) * step
+    if budget <= 0.0 or not unit > 0.0:
+        return 0.0, avail
+    n = budget // unit
+    if (n + 1.0) * unit <= budget * (1.0 + 1e-12):  # an exact multiple lost to float noise
+        n += 1.0
+    if leverage > 0.0:
+        room = fill_room(account, positions, marks, sym, side, price, rate, fixed, leverage)
+        if n * step > room * (1.0 + 1e-12):
+            n = math.floor(room / step + 1e-9)
+    return n * step, avail
+
+
+@njit(cache=True)
+def round_tick(px, tick, up):
+    """`px` on the price grid of `tick` (0: as is), rounded up or down."""
+    if not tick > 0.0:
+        return px
+    n = math.ceil(px / tick - 1e-9) if up else math.floor(px / tick + 1e-9)
+    return round(n * tick, 10)
+
+
+@njit(cache=True)
+def trail_stop(o, px, tick=0.0):
+    """Ratchet a trailing stop toward price `px` (never away); whether it moved. The stop is
+    kept on the `tick` grid, rounded away from the price (a sell stop down, a buy stop up)."""
     buy = o["side"] > 0
     if not math.isnan(o["trail"]):
         new = px + o["trail"] if buy else px - o["trail"]
     else:
         new = px * (1.0 + o["trail_pct"]) if buy else px * (1.0 - o["trail_pct"])
+    new = round_tick(new, tick, buy)
     if math.isnan(o["stop"]) or (buy and new < o["stop"]) or (not buy and new > o["stop"]):
         o["stop"] = new
         return True
@@ -335,28 +425,31 @@ def trail_stop(o, px):
 
 
 @njit(cache=True)
-def _child_price(orders, c, avg, long):
-    """Price child `c` off its entry's average fill `avg` (for a `long` entry or a short)."""
+def _child_price(orders, c, avg, long, tick):
+    """Price child `c` off its entry's average fill `avg` (for a `long` entry or a short), on
+    the `tick` grid, rounded away from the entry (a take-profit never asks less than its
+    percent, a stop never triggers sooner)."""
     ch = orders[c]
     if not math.isnan(ch["rel"]):
         up = (ch["otype"] == LIMIT) == long  # a long's take-profit and a short's stop sit above
         px = avg * (1.0 + ch["rel"]) if up else avg * (1.0 - ch["rel"])
+        px = round_tick(px, tick, up)
         if ch["otype"] == LIMIT:
             ch["limit"] = px
         else:
             ch["stop"] = px
     elif not (math.isnan(ch["trail"]) and math.isnan(ch["trail_pct"])) and ch["status"] == DORMANT:
         ch["stop"] = np.nan
-        trail_stop(ch, avg)
+        trail_stop(ch, avg, tick)
 
 
 @njit(cache=True)
-def filled_links(orders, i, fill, price, q0, q1, now):
+def filled_links(orders, i, fill, price, q0, q1, now, tick=0.0):
     """What a fill of `fill` units of order `i` at `price` does to the orders linked to it,
     from position `q0` to `q1`: an entry's children grow by the part of the fill that grew the
     position its way (and wake up, priced off the average fill); a bracket child shrinks its
     sibling by the fill. Returns a linked row to cancel (-1: none). Ledger replays call it too,
-    so a restored account has the same protection."""
+    so a restored account has the same protection. `tick`: the price step (0: none)."""
     o = orders[i]
     o["filled_value"] += price * fill
     side = 1.0 if o["side"] > 0 else -1.0
@@ -367,7 +460,7 @@ def filled_links(orders, i, fill, price, q0, q1, now):
         for c in (o["sl_row"], o["tp_row"]):
             if c < 0 or orders[c]["status"] > WORKING:
                 continue
-            _child_price(orders, c, avg, side > 0)
+            _child_price(orders, c, avg, side > 0, tick)
             orders[c]["size"] += grew
             orders[c]["remaining"] += grew
             if orders[c]["status"] == DORMANT:
@@ -449,6 +542,7 @@ def place_order(orders, row, sym, side, otype, tif, size, limit, stop, now, late
     o["trail"] = np.nan
     o["trail_pct"] = np.nan
     o["filled_value"] = 0.0
+    o["frac"] = np.nan
 
 
 @njit(cache=True)

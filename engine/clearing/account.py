@@ -19,6 +19,7 @@ import numpy as np
 
 from engine.clearing import _core
 from engine.clearing.config import BrokerConfig
+from engine.instruments import Instrument, resolve_instrument
 from engine.orders import (
     AccountOpened,
     LedgerEvent,
@@ -45,6 +46,8 @@ _REASON = {_core.R_IOC: "IOC: not filled at once", _core.R_FOK: "FOK: could not 
            _core.R_OCO: "one-cancels-the-other: the linked order filled",
            _core.R_PARENT: "protection of an entry that ended without a fill",
            _core.R_FLAT: "protection: the position is flat"}
+# How the reason of an equity-fraction order cancelled at its fill begins.
+NO_WHOLE_LOT = "sized as a fraction of equity"
 
 
 _NAN, _INF = math.nan, math.inf
@@ -97,13 +100,18 @@ class OrderView:
     stop_price: float | None
     tif: str
     triggered: bool
+    # An order sized as a fraction of equity (size and remaining 0 until it first fills).
+    equity_fraction: float | None = None
 
 
 class Account:
-    """Cash, positions and working orders of one account over a fixed list of symbols."""
+    """Cash, positions and working orders of one account over a fixed list of symbols, and the
+    instruments it trades (`instruments`: rules by symbol, "*" for every symbol; see
+    engine.instruments)."""
 
     def __init__(self, name: str, symbols: list[str], cash: float = 0.0,
-                 config: BrokerConfig | None = None, ticks: dict[str, float] | None = None,
+                 config: BrokerConfig | None = None,
+                 instruments: dict[str, Instrument] | None = None,
                  capacity: int = 1024) -> None:
         self.name = name
         self.config = config or BrokerConfig()
@@ -115,6 +123,9 @@ class Account:
         self.positions = np.zeros((0, 4))
         self.marks = np.zeros(0)
         self.ticks = np.zeros(0)
+        self.lots = np.zeros(0)
+        self.min_notionals = np.zeros(0)
+        self.instruments: dict[str, Instrument] = dict(instruments or {})
         self.orders = np.zeros(capacity, dtype=_core.order_dtype)
         self.n_orders = 0
         self._start = 0  # rows before it are done
@@ -129,19 +140,39 @@ class Account:
         # for a replay nobody hears fills from (no ledger, no on_fill), which reads it after.
         self.fill_log: list[FillRecord] | None = None
         for s in symbols:
-            self.add_symbol(s, (ticks or {}).get(s, 0.0))
+            self.add_symbol(s)
 
-    # -- symbols and marks ---------------------------------------------------------------------
+    # -- symbols, instruments and marks --------------------------------------------------------
 
-    def add_symbol(self, symbol: str, tick: float = 0.0) -> int:
+    def add_symbol(self, symbol: str) -> int:
         if symbol in self._index:
             return self._index[symbol]
         self._index[symbol] = len(self.symbols)
         self.symbols.append(symbol)
         self.positions = np.vstack([self.positions, np.zeros((1, 4))])
         self.marks = np.append(self.marks, np.nan)
-        self.ticks = np.append(self.ticks, tick)
+        self.ticks = np.append(self.ticks, 0.0)
+        self.lots = np.append(self.lots, 0.0)
+        self.min_notionals = np.append(self.min_notionals, 0.0)
+        self._load_rules(self._index[symbol])
         return self._index[symbol]
+
+    def _load_rules(self, i: int) -> None:
+        inst = self.instrument(self.symbols[i])
+        self.ticks[i] = inst.tick_size or 0.0
+        self.lots[i] = inst.lot_size or 0.0
+        self.min_notionals[i] = inst.min_notional or 0.0
+
+    def instrument(self, symbol: str) -> Instrument:
+        """`symbol`'s trading rules (lot, tick, minimum notional; none set when not given)."""
+        return resolve_instrument(self.instruments, symbol)
+
+    def set_instrument(self, instrument: Instrument) -> None:
+        """Set (or replace) one symbol's rules; orders already working keep their sizes."""
+        self.instruments[instrument.symbol] = instrument
+        i = self._index.get(instrument.symbol)
+        if i is not None:
+            self._load_rules(i)
 
     def last_mark(self, symbol: str) -> float:
         """The price positions in `symbol` are valued at (NaN when none is known)."""
@@ -200,7 +231,7 @@ class Account:
                                  float(o["size"]), float(o["remaining"]),
                                  None if math.isnan(o["limit"]) else float(o["limit"]),
                                  None if math.isnan(o["stop"]) else float(o["stop"]),
-                                 sub.tif, bool(o["triggered"])))
+                                 sub.tif, bool(o["triggered"]), sub.equity_fraction))
         return out
 
     def working(self, client_id: str) -> bool:
@@ -265,11 +296,12 @@ class Account:
         self.orders[row] = (
             self.add_symbol(order.symbol) if sym is None else sym, 1 if order.side == "buy" else -1,
             _OTYPE[order.order_type], _TIF[order.tif], order.reduce_only, _core.PENDING,
-            False, False, False, order.size, order.size,
+            False, False, False, order.units, order.units,
             _NAN if order.limit_price is None else order.limit_price,
             _NAN if order.stop_price is None else order.stop_price,
             now, now + latency, _day_end(now) if order.tif == "DAY" else _INF,
-            -1, -1, -1, -1, _core.LINK_NONE, _NAN, _NAN, _NAN, 0.0)
+            -1, -1, -1, -1, _core.LINK_NONE, _NAN, _NAN, _NAN, 0.0,
+            _NAN if order.equity_fraction is None else order.equity_fraction)
         self.n_orders += 1
         self._ids.append(order.client_id)
         self._row[order.client_id] = row
@@ -292,7 +324,7 @@ class Account:
         for tag, kind, price in children:
             child = SubmitOrder(
                 client_id=f"{entry.client_id}.{tag}", symbol=entry.symbol, side=exit_side,
-                size=entry.size, order_type=kind, reduce_only=True,
+                size=entry.size or 1.0, order_type=kind, reduce_only=True,
                 stop_price=price if kind == "stop" else None,
                 limit_price=price if kind == "limit" else None,
                 time=entry.time, strategy=entry.strategy)
@@ -366,6 +398,9 @@ class Account:
         o = self.orders[row]
         filled = o["size"] - o["remaining"]
         if cmd.size is not None:
+            if o["size"] == 0.0 and not math.isnan(o["frac"]):
+                raise ValueError("the size of an order sized as a fraction of equity is set "
+                                 "when it fills: cancel it and place another")
             if cmd.size <= filled:
                 raise ValueError(f"new size {cmd.size:g} is not above the {filled:g} already filled")
             o["remaining"] = cmd.size - filled
@@ -401,7 +436,8 @@ class Account:
             bounds[1] = self.n_orders
             n = _core.match_quote(self.orders, bounds, i, now, bid, ask, bid_size, ask_size, trade,
                                   self._cfg, self.ticks[i], self.account, self.positions,
-                                  self.marks, self._events, touch)
+                                  self.marks, self._events, touch, self.lots[i],
+                                  self.min_notionals[i])
             self._start = int(bounds[0])
             if n:
                 out.extend(self._convert(self._events[:n], now))
@@ -433,12 +469,26 @@ class Account:
                 # A trailing stop ratcheted: recorded, so a restart resumes from it.
                 out.append(OrderModified(time=now, account=name, client_id=cid,
                                          size=float(self.orders[row]["size"]), stop_price=price))
+            elif reason == _core.R_NO_UNITS or reason == _core.R_MIN_NOTIONAL:
+                out.append(OrderCancelled(time=now, account=name, client_id=cid,
+                                          symbol=sub.symbol, remaining=0.0,
+                                          reason=self._unsized(sub, reason, price, size, equity)))
             else:
                 why = (_REASON[reason] if reason != _core.R_BUYING_POWER else
                        self._short_of_power(sub, price, size, equity, exposure))
                 out.append(OrderCancelled(time=now, account=name, client_id=cid,
                                           symbol=sub.symbol, remaining=remaining, reason=why))
         return out
+
+    def _unsized(self, order: SubmitOrder, reason: int, price: float, size: float,
+                 available: float) -> str:
+        """The reason of an equity-fraction order cancelled at its fill (see match_quote)."""
+        inst = self.instrument(order.symbol)
+        asked = f"{NO_WHOLE_LOT} ({order.equity_fraction * 100:.4g}% of {available:,.2f} available)"
+        if reason == _core.R_NO_UNITS:
+            return (f"{asked}: less than one lot of {inst.sizing_lot:g} {order.symbol} at "
+                    f"{price:g} with its fee")
+        return f"{asked}: {inst.notional_violation(size, price)}"
 
     def _short_of_power(self, order: SubmitOrder, price: float, size: float, equity: float,
                         exposure: float) -> str:
@@ -469,6 +519,9 @@ class Account:
             row = self._row[event.client_id]
             o = self.orders[row]
             sym = int(o["sym"])
+            if o["size"] == 0.0 and not math.isnan(o["frac"]):
+                # An equity-fraction order's first fill: its size was resolved then.
+                o["size"] = event.size + event.remaining
             q0 = float(self.positions[sym, _core.P_QTY])
             _core.apply_fill(self.account, self.positions, sym, event.signed_size,
                              event.price, event.fee)
@@ -479,7 +532,8 @@ class Account:
             # The fill's effect on linked orders, as the matcher had it (cancels follow as
             # their own events).
             _core.filled_links(self.orders, row, event.size, event.price, q0,
-                               float(self.positions[sym, _core.P_QTY]), event.time)
+                               float(self.positions[sym, _core.P_QTY]), event.time,
+                               self.ticks[sym])
         elif isinstance(event, OrdersLinked):
             a, b = (self._row[c] for c in event.client_ids)
             self._link(a, b, _core.LINK_CANCEL)

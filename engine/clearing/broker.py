@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,10 @@ import numpy as np
 import trio
 
 from engine.clearing import _core
-from engine.clearing.account import SHORT_OF_POWER, Account, rebuild
+from engine.clearing.account import NO_WHOLE_LOT, SHORT_OF_POWER, Account, rebuild
 from engine.clearing.config import BrokerConfig, RiskLimits
 from engine.clock import Clock
+from engine.instruments import Instrument, instrument_table
 from engine.orders import (
     AccountOpened,
     CancelOrder,
@@ -61,6 +62,10 @@ def _book(quote: dict) -> tuple[float, float, float, float, float]:
     return (math.nan if bid is None else bid, math.nan if ask is None else ask, bsz, asz, trade)
 
 
+# How the reasons of orders cancelled at their fill for the account's sake begin: counted with
+# the rejected ones.
+_REFUSED_AT_FILL = (SHORT_OF_POWER, NO_WHOLE_LOT)
+
 # A configuration whose risk limits are all off, for a short path through `_risk`.
 _NO_LIMITS = RiskLimits(leverage=None)
 
@@ -74,8 +79,10 @@ class PaperBroker:
         self.ledger = ledger
         self.config = account.config
         self._limits_off = self.config.risk == _NO_LIMITS
+        self._cfg_leverage = self.config.risk.leverage or 0.0
         self.orders: list[SubmitOrder] = []  # what strategies submitted this run (accepted or not)
-        # Orders refused: rejected before the book, or cancelled at a fill for buying power.
+        # Orders refused: rejected before the book, or cancelled at a fill for buying power or
+        # (sized as a fraction of equity) for want of a whole lot or of the minimum notional.
         self.rejections: list[OrderRejected | OrderCancelled] = []
         self.fills: list[OrderFilled] = []
         self.equity_curve: list[tuple[float, float]] = []
@@ -122,7 +129,7 @@ class PaperBroker:
             if kind is OrderFilled:
                 self.fills.append(e)
             elif kind is OrderRejected or (kind is OrderCancelled
-                                           and e.reason.startswith(SHORT_OF_POWER)):
+                                           and e.reason.startswith(_REFUSED_AT_FILL)):
                 self.rejections.append(e)
         if not self._deliver:
             return
@@ -155,6 +162,15 @@ class PaperBroker:
 
     def position(self, symbol: str) -> float:
         return self.account.position(symbol)
+
+    def instrument(self, symbol: str) -> Instrument:
+        """`symbol`'s trading rules on this account (engine.instruments)."""
+        return self.account.instrument(symbol)
+
+    def declare_lots(self, lots: Mapping[str, float]) -> None:
+        """A strategy's `lot_sizes`: the lot of each symbol whose instrument sets none (one set
+        by the run, or by a venue, stays; a different one is logged)."""
+        declare_lots(self.account, lots)
 
     def working_position(self, symbol: str) -> float:
         """Signed size still to fill of the working orders in `symbol`."""
@@ -268,8 +284,46 @@ class PaperBroker:
                     f"{ref:g}: a {order.side}'s take-profit goes {'above' if buy else 'below'} it")
         return None
 
+    def _rules(self, order: SubmitOrder) -> str | None:
+        """Why `order` breaks its instrument's rules (lot, tick, minimum notional) or sizes
+        itself beyond the leverage; None if it does not."""
+        frac = order.equity_fraction
+        if frac is not None and order.size is None:
+            cap = self.config.risk.leverage
+            if cap is not None and frac > cap * (1 + 1e-12):
+                return (f"sized as {frac * 100:.4g}% of equity, beyond the account's leverage "
+                        f"of {cap:g}")
+        inst = self.account.instrument(order.symbol)
+        if order.size is not None:
+            lot = inst.lot_violation(order.size)
+            if lot:
+                return lot
+        for name, px in (("limit", order.limit_price), ("stop", order.stop_price),
+                         ("stop-loss", order.stop_loss), ("take-profit", order.take_profit)):
+            off = inst.tick_violation(name, px)
+            if off:
+                return off
+        if order.size is not None and inst.min_notional:
+            price = self._reference_price(order)
+            if math.isnan(price):
+                return f"no price known for {order.symbol} yet"
+            return inst.notional_violation(order.size, price)
+        return None
+
+    def _estimate(self, order: SubmitOrder, price: float) -> float:
+        """The size an equity-fraction order would resolve to if it filled now at `price`
+        with the taker fee (the fill resolves it again at its own price)."""
+        a = self.account
+        sym = a.add_symbol(order.symbol)
+        fees = self.config.fees
+        units, _ = _core.fraction_units(
+            a.account, a.positions, a.marks, sym, 1.0 if order.side == "buy" else -1.0, price,
+            fees.per_unit + fees.taker_pct * price, fees.fixed, order.equity_fraction,
+            self._cfg_leverage, a.lots[sym])
+        return float(units)
+
     def _risk(self, order: SubmitOrder) -> str | None:
-        wrong = self._protection(order)
+        wrong = self._rules(order) or self._protection(order)
         if wrong:
             return wrong
         risk = self.config.risk
@@ -280,15 +334,22 @@ class PaperBroker:
             return None
         side = 1 if order.side == "buy" else -1
         pos = self.account.position(order.symbol)
-        reducing = pos * side < 0 and order.size <= abs(pos)
+        size = order.size
+        if size is None:
+            # Sized at its fill: checked at the size it would have now.
+            price = self._reference_price(order)
+            if math.isnan(price):
+                return f"no price known for {order.symbol} yet"
+            size = self._estimate(order, price)
+        reducing = pos * side < 0 and size <= abs(pos)
         if order.reduce_only and not reducing:
-            return (f"reduce-only {order.side} of {order.size:g} would not reduce the position "
+            return (f"reduce-only {order.side} of {size:g} would not reduce the position "
                     f"of {pos:g}")
-        if risk.max_order_size is not None and order.size > risk.max_order_size:
-            return f"order size {order.size:g} is above the limit of {risk.max_order_size:g}"
+        if risk.max_order_size is not None and size > risk.max_order_size:
+            return f"order size {size:g} is above the limit of {risk.max_order_size:g}"
         if (risk.max_position is not None or not risk.allow_short) and not reducing:
             working = self.account.working_size(order.symbol, side)
-            after = pos + side * (order.size + working)
+            after = pos + side * (size + working)
             if risk.max_position is not None and abs(after) > risk.max_position:
                 return (f"position would reach {after:g} {order.symbol}, above the limit of "
                         f"{risk.max_position:g}")
@@ -297,10 +358,11 @@ class PaperBroker:
         price = self._reference_price(order)
         if math.isnan(price):
             return f"no price known for {order.symbol} yet"
-        notional = order.size * price
+        notional = size * price
         if risk.max_notional is not None and notional > risk.max_notional:
             return f"notional {notional:,.2f} is above the limit of {risk.max_notional:,.2f}"
-        if risk.leverage is not None:
+        if risk.leverage is not None and order.size is not None:
+            # (An equity-fraction order is sized to fit when it fills.)
             return self._buying_power(order, side, price, risk.leverage)
         return None
 
@@ -377,10 +439,26 @@ class PaperBroker:
         }
 
 
+def declare_lots(account: Account, lots: Mapping[str, float]) -> None:
+    """Give each symbol of `lots` (units per lot) that lot where its instrument sets none."""
+    for symbol, lot in lots.items():
+        if not (isinstance(lot, int | float) and lot > 0 and math.isfinite(lot)):
+            raise ValueError(f"lot size of {symbol!r} must be a positive number, got {lot!r}")
+        inst = account.instrument(symbol)
+        if inst.lot_size is None:
+            account.set_instrument(inst.model_copy(update={"lot_size": float(lot)}))
+        elif inst.lot_size != lot:
+            log.warning("%s: the strategy's lot size %g is not the instrument's %g; the "
+                        "instrument's applies", symbol, lot, inst.lot_size)
+
+
 def open_account(name: str, symbols: list[str], *, cash: float | None = None,
                  config: BrokerConfig | None = None, path: Path | None = None,
-                 clock: Clock, durable: bool = True) -> PaperBroker:
+                 clock: Clock, durable: bool = True,
+                 instruments: Mapping[str, Any] | None = None) -> PaperBroker:
     """Open (or create with `cash`) a paper account and rebuild it from its ledger.
+    `instruments`: the symbols' trading rules (engine.instruments.instrument_table's input);
+    they are settings of the run, not of the ledger.
 
     Raise LedgerError (one line naming the file and what to do) when the ledger cannot be
     used: locked by another process, unreadable, empty, damaged, or not one account's history.
@@ -389,7 +467,7 @@ def open_account(name: str, symbols: list[str], *, cash: float | None = None,
     from engine.clearing.ledger import Ledger
     from engine.paths import account_dir
 
-    account = Account(name, symbols, config=config)
+    account = Account(name, symbols, config=config, instruments=instrument_table(instruments))
     if not durable:
         account.apply(AccountOpened(time=clock.now(), account=name, cash=cash or 0.0))
         return PaperBroker(account, clock)

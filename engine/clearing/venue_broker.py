@@ -9,6 +9,13 @@ names the venue. The rules it keeps:
   enforces it: spot venues have none), the venue's filters (lot, tick, minimum size and
   notional) and the risk limits (`LiveLimits`). A refused order gets an OrderRejected with the
   reason, and never reaches the venue.
+- An order sized as a fraction of equity (`ctx.buy(s, "95%")`) is resolved when placed, since a
+  venue takes only sizes: the account's equity (positions at the latest mid) and the latest
+  ask (buys) or bid (sells), the venue's published entry-tier taker fee
+  (engine.clearing.fee_presets) included, whole lots of the venue's lot size, by the clearing
+  core's `fraction_units`. Backtests and paper accounts resolve it at the fill instead: the
+  price it fills at may differ from the one it was sized at here. The ledger records both the
+  fraction and the size sent.
 - An order is in the ledger (OrderAccepted) before its request is sent. Its client order id at
   the venue comes from the ledger: `<tag><n>` for the n-th order of the account (`r<m>` added
   for the m-th replacement of a modify), so a restart knows every id it may have sent. The
@@ -42,7 +49,9 @@ from typing import Any, Literal
 import trio
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.clearing.account import Account
+from engine.clearing import _core
+from engine.clearing.account import NO_WHOLE_LOT, Account
+from engine.clearing.fee_presets import fee_preset
 from engine.clearing.venue_api import (
     AnswerLost,
     Execution,
@@ -54,6 +63,7 @@ from engine.clearing.venue_api import (
     VenueRejected,
 )
 from engine.clock import Clock
+from engine.instruments import Instrument
 from engine.orders import (
     AccountOpened,
     CancelOrder,
@@ -248,8 +258,44 @@ class VenueBroker:
                               client_id=order.client_id, symbol=order.symbol, reason=reason)
         self._commit([event])
 
+    def instrument(self, symbol: str) -> Instrument:
+        """`symbol`'s trading rules, as the venue publishes them."""
+        rules = self.session.rules(symbol)
+        return Instrument(symbol=symbol, lot_size=rules.lot_size or None,
+                          tick_size=rules.tick_size or None, min_notional=rules.min_notional)
+
+    def _sized(self, order: SubmitOrder) -> SubmitOrder | str:
+        """An equity-fraction order with its size (see the module docstring), or why not."""
+        frac = order.equity_fraction
+        cap = self.account.config.risk.leverage or 1.0
+        if frac is not None and frac > cap * (1 + _STEP_TOL):
+            return f"sized as {frac * 100:.4g}% of equity, beyond the account's leverage of {cap:g}"
+        price = self._price(order)
+        if math.isnan(price):
+            return f"no price known for {order.symbol} yet"
+        a = self.account
+        sym = a.add_symbol(order.symbol)
+        try:
+            fees = fee_preset(self.venue)
+        except ValueError:
+            fees = a.config.fees
+        lot = self.session.rules(order.symbol).lot_size
+        units, available = _core.fraction_units(
+            a.account, a.positions, a.marks, sym, 1.0 if order.side == "buy" else -1.0, price,
+            fees.per_unit + fees.taker_pct * price, fees.fixed, frac, cap, lot)
+        if units <= 0:
+            return (f"{NO_WHOLE_LOT} ({frac * 100:.4g}% of {available:,.2f} available): less "
+                    f"than one lot of {lot:g} {order.symbol} at {price:g} with its fee")
+        return order.model_copy(update={"size": float(units)})
+
     def submit(self, order: SubmitOrder) -> None:
         self.orders.append(order)
+        if order.size is None:
+            resolved = self._sized(order)
+            if isinstance(resolved, str):
+                self._reject(order, resolved)
+                return
+            order = resolved
         reason = self.check(order)
         if reason:
             self._reject(order, reason)

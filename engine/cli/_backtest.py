@@ -41,14 +41,19 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lots", choices=("fifo", "average"), default="fifo",
                    help="how fills make trades: oldest lot closes first (fifo, default) or "
                    "one lot per position at its average cost")
+    from engine.cli._instruments import add_instrument_arguments
+
+    add_instrument_arguments(p)
 
 
 def run_spec(args: argparse.Namespace) -> RunSpec:
     """The run's description from those options, built once for `engine backtest` and
     `engine sweep` (a bad value is one line)."""
     from engine.cli._common import UsageError
+    from engine.cli._instruments import instruments_from
     from engine.run_spec import RunSpec, RunSpecError
 
+    instruments = instruments_from(args)
     try:
         return RunSpec.build(
             data=args.data, provider=args.provider, timeframe=args.timeframe, start=args.start,
@@ -56,6 +61,7 @@ def run_spec(args: argparse.Namespace) -> RunSpec:
             leverage=args.leverage, allow_short=not args.no_short, fees=args.fees,
             periods_per_year=args.periods_per_year, risk_free=args.risk_free,
             close_at_end=args.close_at_end, lots=args.lots,
+            instruments=instruments,
             ticks=getattr(args, "ticks", False), log_level=getattr(args, "log_level", "info"))
     except RunSpecError as exc:
         raise UsageError(str(exc)) from None

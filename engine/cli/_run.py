@@ -43,6 +43,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help="order latency in milliseconds of the clock (default 0)")
     paper.add_argument("--leverage", type=float, default=1.0,
                        help="buying power as a multiple of equity (default 1)")
+    from engine.cli._instruments import add_instrument_arguments
+
+    add_instrument_arguments(paper)
     from engine.cli._live import add_live_arguments
 
     add_live_arguments(p)

@@ -30,7 +30,10 @@ def paper_args(args: argparse.Namespace) -> dict:
         raise UsageError(f"--account: {exc}") from None
     if args.cash is not None and args.cash <= 0:
         raise UsageError(f"--cash must be positive, got {args.cash:g}")
-    return {"name": args.account, "cash": args.cash, "config": config}
+    from engine.cli._instruments import instruments_from
+
+    return {"name": args.account, "cash": args.cash, "config": config,
+            "instruments": instruments_from(args)}
 
 
 def check_run_args(args: argparse.Namespace) -> None:

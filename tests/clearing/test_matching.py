@@ -9,13 +9,14 @@ import pytest
 
 from engine.clearing.account import Account
 from engine.clearing.config import BrokerConfig, Fees, RiskLimits, Slippage
+from engine.instruments import Instrument
 from engine.orders import ModifyOrder, OrderCancelled, OrderFilled, OrderTriggered, SubmitOrder
 
 T = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
 
 
 def account(cash=100_000.0, **config) -> Account:
-    return Account("test", ["x"], cash=cash, config=BrokerConfig(**config), ticks={"x": 0.5})
+    return Account("test", ["x"], cash=cash, config=BrokerConfig(**config), instruments={"x": Instrument(symbol="x", tick_size=0.5)})
 
 
 def order(side="buy", size=10.0, **kw) -> SubmitOrder:

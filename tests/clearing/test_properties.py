@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from engine.clearing.account import Account
 from engine.clearing.config import BrokerConfig, Fees, Slippage
+from engine.instruments import Instrument
 from engine.orders import (
     AccountOpened,
     CancelOrder,
@@ -45,7 +46,7 @@ actions = st.lists(st.one_of(orders.map(lambda o: ("order", o)),
 
 
 def run(actions_, config: BrokerConfig):
-    a = Account("p", SYMS, cash=10_000.0, config=config, ticks={"x": 0.01, "y": 0.01})
+    a = Account("p", SYMS, cash=10_000.0, config=config, instruments={"*": Instrument(symbol="*", tick_size=0.01)})
     log = [AccountOpened(time=T, account="p", cash=10_000.0)]
     ids: list[str] = []
     for k, (kind, payload) in enumerate(actions_):
@@ -88,7 +89,7 @@ def test_fills_conserve_cash_plus_position_value_except_fees(actions_, costly):
 def test_replaying_the_ledger_reproduces_the_account_exactly(actions_):
     config = BrokerConfig(fees=Fees(taker_pct=0.001, fixed=0.25))
     live, log = run(actions_, config)
-    replayed = Account("p", SYMS, config=config, ticks={"x": 0.01, "y": 0.01})
+    replayed = Account("p", SYMS, config=config, instruments={"*": Instrument(symbol="*", tick_size=0.01)})
     for event in log:
         replayed.apply(event)
     assert replayed.account.tolist() == live.account.tolist()

@@ -64,12 +64,13 @@ def test_daily_bars_are_built_from_hourly_and_seen_only_once_closed():
         np.testing.assert_allclose(seen["volume"], daily["volume"][:n])
         want = daily["close"][n - 3:n].mean() if n >= 3 else np.nan
         np.testing.assert_allclose(sma, want, equal_nan=True)
-    for now, tf, seen, _ in strat.calls:
+    for now, _tf, seen, _ in strat.calls:
         # No look-ahead: every visible daily bar ended by now.
         assert len(seen) == 0 or seen["time"][-1] + 86400 <= now
     # The day's own on_bar comes after the hour that completes it, in one step.
     i = next(i for i, c in enumerate(strat.calls) if c[1] == "1d")
-    assert strat.calls[i - 1][1] == "1h" and strat.calls[i - 1][0] == strat.calls[i][0]
+    assert strat.calls[i - 1][1] == "1h"
+    assert strat.calls[i - 1][0] == strat.calls[i][0]
 
 
 class Weekly(Strategy):
@@ -149,7 +150,7 @@ class Undeclared(Strategy):
         self.ctx.ohlcv(symbol, "4h")
 
 
-@pytest.mark.parametrize("timeframes, message", [
+@pytest.mark.parametrize(("timeframes", "message"), [
     (("90m",), "'90m' is not a multiple of the finest timeframe 1h"),
     (("1m",), "'1m' is finer than the run's bars (1h)"),
     (("1x",), "bad timeframe '1x'"),
