@@ -4,7 +4,8 @@ only while its weekly trend is up.
 On the first trading day of each month (the daily bar's own date, not the clock's), rank the
 symbols by their return over `lookback` daily bars, keep the `top` strongest whose last weekly
 close is above their `trend_weeks`-week average, and rebalance the account to equal weights of
-them (the rest go flat). The weekly bars are built by the engine from the daily ones. Run it:
+them (`invested` of equity in all; the rest go flat). The weekly bars are built by the engine
+from the daily ones. Run it:
 
     engine backtest strategies/momentum_rotation.py \\
         --data ../shared/data/GOOG.csv,../shared/data/NVDA.csv,../shared/data/ORCL.csv \\
@@ -39,6 +40,9 @@ class MomentumRotation(Strategy):
     top: int = 2  # how many of the strongest to hold
     trend_weeks: int = 10  # weekly average a symbol's weekly close must be above
     trend_filter: bool = True
+    # Of equity: the rest pays commission and price moves between sizing and the fill, which
+    # a cash account at leverage 1 would otherwise refuse.
+    invested: float = 0.98
     rebalance: Literal["month", "week", "bar"] = "month"
 
     def on_start(self) -> None:
@@ -58,7 +62,7 @@ class MomentumRotation(Strategy):
                 continue
             scores[s] = closes[-1] / closes[-1 - self.lookback] - 1.0
         best = sorted(scores, key=scores.get, reverse=True)[: self.top]
-        weights = {s: 1.0 / self.top for s in best}
+        weights = {s: self.invested / self.top for s in best}
         self.log("rebalance %s: %s", self.ctx.bar_date(symbols[0]).isoformat(),
                  ", ".join(f"{s} {scores[s]:+.1%}" for s in best) or "all flat")
         self.ctx.rebalance(weights)
