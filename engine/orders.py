@@ -59,6 +59,7 @@ class SubmitOrder(BaseModel):
     stop_price: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     tif: TimeInForce = "GTC"
     reduce_only: bool = False
+    post_only: bool = False  # a limit order that only rests (maker); refused if it would take
     time: float | None = None  # epoch seconds when the strategy placed it (engine clock)
     strategy: str | None = None
     stop_loss: float | None = Field(default=None, gt=0, allow_inf_nan=False)
@@ -94,6 +95,9 @@ class SubmitOrder(BaseModel):
             raise ValueError("take_profit and take_profit_pct: give one")
         if self.protected and self.reduce_only:
             raise ValueError("a reduce-only order closes a position: it takes no protection")
+        if self.post_only and (self.order_type != "limit" or self.tif in ("IOC", "FOK")):
+            raise ValueError("post_only is for a resting limit order (GTC or DAY), got a "
+                             f"{self.tif} {self.order_type} order")
         return self
 
     @model_validator(mode="before")

@@ -371,7 +371,7 @@ class Context(AccountAccess):
 
     def _order(self, symbol: str, side: str, size: float | str, limit: float | None,
                stop: float | None, tif: str, reduce_only: bool,
-               protect: dict[str, float] | None = None) -> str:
+               protect: dict[str, float] | None = None, post_only: bool = False) -> str:
         if symbol not in self.symbols:
             raise ValueError(f"order for {symbol!r}, which this run does not trade ({self.symbols})")
         order_type = ("stop_limit" if stop is not None and limit is not None else "stop"
@@ -379,7 +379,8 @@ class Context(AccountAccess):
         order = SubmitOrder(client_id=self._next_id(), symbol=symbol, side=side,
                             **self._size(side, size), order_type=order_type,
                             limit_price=limit, stop_price=stop, tif=tif, reduce_only=reduce_only,
-                            time=self.now, strategy=self._name, **(protect or {}))
+                            post_only=post_only, time=self.now, strategy=self._name,
+                            **(protect or {}))
         self.router.submit(order)
         return order.client_id
 
@@ -423,24 +424,28 @@ class Context(AccountAccess):
     def buy(self, symbol: str, size: float | str, *, limit: float | None = None,
             stop: float | None = None, tif: str = "GTC", reduce_only: bool = False,
             stop_loss: float | str | None = None, take_profit: float | str | None = None,
-            trail: float | str | None = None) -> str:
+            trail: float | str | None = None, post_only: bool = False) -> str:
         """Buy `size` units, or a percent of the equity available ("95%", up to the leverage:
         resolved when it fills, in whole lots at the fill price with the fee included); a
-        market order unless `limit` and/or `stop` are given. Returns the client order id. `stop_loss`, `take_profit` (a price, or a percent of the average entry
-        price such as "5%") and `trail` (a trailing stop's distance in price units, or "3%")
-        protect the position it opens: they go live as it fills, cancel each other, and are
-        cancelled when the position is closed another way."""
+        market order unless `limit` and/or `stop` are given. Returns the client order id.
+        `stop_loss`, `take_profit` (a price, or a percent of the average entry price such as
+        "5%") and `trail` (a trailing stop's distance in price units, or "3%") protect the
+        position it opens: they go live as it fills, cancel each other, and are cancelled when
+        the position is closed another way. `post_only` (a GTC or DAY limit): the order only
+        rests on the book; one that would take liquidity when it arrives is rejected."""
         protect = self._protect(symbol, "buy", limit, stop_loss, take_profit, trail)
-        return self._order(symbol, "buy", size, limit, stop, tif, reduce_only, protect)
+        return self._order(symbol, "buy", size, limit, stop, tif, reduce_only, protect,
+                           post_only)
 
     def sell(self, symbol: str, size: float | str, *, limit: float | None = None,
              stop: float | None = None, tif: str = "GTC", reduce_only: bool = False,
              stop_loss: float | str | None = None, take_profit: float | str | None = None,
-             trail: float | str | None = None) -> str:
+             trail: float | str | None = None, post_only: bool = False) -> str:
         """Sell `size` units, or a percent of the equity available ("95%", as `buy`'s; opens
-        or adds to a short when flat or short); protection as `buy`'s."""
+        or adds to a short when flat or short); protection and `post_only` as `buy`'s."""
         protect = self._protect(symbol, "sell", limit, stop_loss, take_profit, trail)
-        return self._order(symbol, "sell", size, limit, stop, tif, reduce_only, protect)
+        return self._order(symbol, "sell", size, limit, stop, tif, reduce_only, protect,
+                           post_only)
 
     def oco(self, first: str, second: str) -> None:
         """Make two working orders one-cancels-the-other: the first fill of either cancels

@@ -284,6 +284,23 @@ class PaperBroker:
                     f"{ref:g}: a {order.side}'s take-profit goes {'above' if buy else 'below'} it")
         return None
 
+    def _takes(self, order: SubmitOrder) -> str | None:
+        """Why a post-only order would take liquidity: its limit crosses the best opposite
+        price known now (the quote's ask or bid, else the latest mark); None if it rests."""
+        if not order.post_only or order.limit_price is None:
+            return None
+        book = self._books.get(order.symbol)
+        buy = order.side == "buy"
+        far = (book[1] if buy else book[0]) if book is not None else math.nan
+        if math.isnan(far):
+            far = self.account.last_mark(order.symbol)
+        if math.isnan(far):
+            return None
+        if (order.limit_price >= far) if buy else (order.limit_price <= far):
+            return (f"post-only {order.side} at {order.limit_price:g} would take liquidity: "
+                    f"the best {'ask' if buy else 'bid'} is {far:g}")
+        return None
+
     def _rules(self, order: SubmitOrder) -> str | None:
         """Why `order` breaks its instrument's rules (lot, tick, minimum notional) or sizes
         itself beyond the leverage; None if it does not."""
@@ -323,7 +340,7 @@ class PaperBroker:
         return float(units)
 
     def _risk(self, order: SubmitOrder) -> str | None:
-        wrong = self._rules(order) or self._protection(order)
+        wrong = self._rules(order) or self._protection(order) or self._takes(order)
         if wrong:
             return wrong
         risk = self.config.risk

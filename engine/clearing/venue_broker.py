@@ -525,7 +525,7 @@ class VenueBroker:
         return OrderSpec(venue_id=venue_id, symbol=order.symbol, side=order.side,
                          size=order.size, order_type=order.order_type,
                          limit_price=order.limit_price, stop_price=order.stop_price,
-                         tif=order.tif)
+                         tif=order.tif, post_only=order.post_only)
 
     async def _place(self, client_id: str, accepted: OrderAccepted | None,
                      order: SubmitOrder | None = None) -> None:

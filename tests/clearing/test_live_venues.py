@@ -207,3 +207,44 @@ async def test_engine_killed_with_sigkill_reconciles_on_restart(tmp_path, kit: K
     assert venue.open_count() == 1  # the half-filled order still works
     assert "happened while the engine was not listening" in \
         await trio.Path(second_log).read_text()
+
+
+@pytest.mark.parametrize("kit", KITS, ids=IDS)
+async def test_a_post_only_order_rests_or_is_refused_alike_on_paper_and_at_the_venue(tmp_path,
+                                                                                   kit: Kit):
+    clock = LiveClock(start=T0)
+    paper = open_account("paper1", [kit.symbol], cash=10_000.0, path=tmp_path / "paper1",
+                         clock=clock)
+    try:
+        async with live(kit, tmp_path, clock=clock) as (venue, broker, events):
+            book = kit.book(venue)
+            paper.on_batch([book], [], [])
+            rests = SubmitOrder(symbol=kit.symbol, side="buy", size=0.01, order_type="limit",
+                                limit_price=round(book["bid"] - 100, 1), post_only=True)
+            takes = SubmitOrder(symbol=kit.symbol, side="buy", size=0.01, order_type="limit",
+                                limit_price=round(book["ask"] + 0.1, 1), post_only=True)
+            for b in (paper, broker):
+                b.submit(rests)
+                b.submit(takes)
+            await broker.drain()
+            sent = kit.placed(venue)
+            # Both reached the venue as post-only orders; it refused the one that would take.
+            assert len(sent) == 2
+            flag = "LIMIT_MAKER" if kit.name == "binance" else "oflags=post"
+            assert all(flag in r.query + r.body for r in sent)
+            for b in (paper, broker):
+                assert [r.client_id for r in b.rejections] == [takes.client_id]
+                assert [o.client_id for o in b.account.open_orders()] == [rests.client_id]
+            assert "would take liquidity" in paper.rejections[0].reason
+            assert ("immediately match" if kit.name == "binance" else "Post only") in \
+                broker.rejections[0].reason
+    finally:
+        paper.ledger.close()
+
+
+def test_post_only_is_for_resting_limit_orders():
+    with pytest.raises(ValueError, match="post_only is for a resting limit order"):
+        SubmitOrder(symbol="x", side="buy", size=1, post_only=True)
+    with pytest.raises(ValueError, match="post_only is for a resting limit order"):
+        SubmitOrder(symbol="x", side="buy", size=1, order_type="limit", limit_price=1.0,
+                    tif="IOC", post_only=True)

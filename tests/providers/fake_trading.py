@@ -429,6 +429,10 @@ class FakeBinanceTrading(FakeExchange):
             return self._err(400, -2010, "Duplicate order sent.")
         if not self.affordable(symbol, side, qty, ref):
             return self._err(400, -2010, "Account has insufficient balance for requested action.")
+        if kind == "LIMIT_MAKER":  # post-only: refused if it would take at once
+            if price >= book.ask if side == "BUY" else price <= book.bid:
+                return self._err(400, -2010, "Order would immediately match and take.")
+            kind = "LIMIT"
         n = self.next_id()
         order = Order(n, p.get("newClientOrderId") or f"x{n}", symbol,
                       side, kind, qty, price, float(p.get("stopPrice", 0) or 0),

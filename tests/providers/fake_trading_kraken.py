@@ -165,6 +165,9 @@ class FakeKrakenTrading(FakeExchange):
             return self._err("EOrder:Duplicate order")
         if not self.affordable(symbol, side, qty, ref):
             return self._err("EOrder:Insufficient funds")
+        if "post" in p.get("oflags", "").split(",") and (
+                limit >= book.ask if side == "BUY" else limit <= book.bid):
+            return self._err("EOrder:Post only order")
         n = self.next_id()
         order = Order(n, p.get("cl_ord_id", ""), symbol, side, kind, qty, limit,
                       px if kind.startswith("STOP") else 0.0, p.get("timeinforce", "GTC"),
