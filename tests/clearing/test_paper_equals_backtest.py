@@ -50,7 +50,8 @@ COMMISSION = 0.001
 
 class Guarded(Strategy):
     """SMA(10/30) cross on closes read from `ctx.ohlcv`. A cross up when flat and idle buys 95 %
-    of equity; entries take turns at their protection: a stop-loss and a take-profit as percents
+    of equity, in turn by `target_percent` (sized at the close) and by "95%" (sized at the
+    fill); entries take turns at their protection: a stop-loss and a take-profit as percents
     of the entry, a trailing stop with a take-profit at a price, and a trailing stop alone. A
     cross down closes what is held at market (the protection goes with it)."""
 
@@ -73,7 +74,10 @@ class Guarded(Strategy):
                           {"trail": "3%", "take_profit": float(close[-1]) * 1.12},
                           {"trail": float(close[-1]) * 0.05})[self.entries % 3]
             self.entries += 1
-            ctx.target_percent(symbol, 0.95, **protection)
+            if self.entries % 2:
+                ctx.target_percent(symbol, 0.95, **protection)  # sized at the last close
+            else:
+                ctx.buy(symbol, "95%", **protection)  # sized at the fill
         elif fast < slow and was_fast >= was_slow and held > 0:
             ctx.close(symbol)
 
