@@ -27,7 +27,6 @@ import trio
 from trio_websocket import ConnectionClosed, HandshakeError
 
 from engine.clearing.venue_api import (
-    AnswerLost,
     Balance,
     Execution,
     OrderSpec,
@@ -38,9 +37,9 @@ from engine.clearing.venue_api import (
     VenueOrder,
     VenueRejected,
 )
-from providers._net import HttpClient, InstrumentTable, RateLimited, VenueUnreachable
-from providers._net.http import RequestLost, Response
-from providers._net.trading import rules_of, step_str
+from providers._net import HttpClient, InstrumentTable
+from providers._net.http import Response
+from providers._net.trading import rules_of, send_private, step_str
 from providers._net.ws import open_ws
 
 from ._sign import Signer, ws_payload
@@ -121,27 +120,15 @@ class BinanceTrading:
                                  "timestamp": self._timestamp()})
             signed = self.signer.signed_query(payload)
             headers = (("X-MBX-APIKEY", self.signer.api_key.reveal()),)
-            try:
-                if method == "POST":
-                    resp = await self.http.send(
-                        method, path, body=signed.encode(), weight=weight,
-                        headers=(*headers, ("Content-Type", "application/x-www-form-urlencoded")))
-                else:
-                    resp = await self.http.send(method, path, query=signed, headers=headers,
-                                                weight=weight)
-            except RequestLost as exc:
-                if changes_state:
-                    raise AnswerLost(str(exc)) from None
-                raise TradingError(str(exc)) from None
-            except RateLimited as exc:
-                raise VenueRejected("binance", str(exc).removeprefix("binance ")) from None
-            except VenueUnreachable as exc:
-                raise TradingError(str(exc)) from None
-            if resp.status >= 500:
-                if changes_state:
-                    raise AnswerLost(f"binance: {method} {path} answered HTTP {resp.status}; "
-                                     "the outcome is unknown")
-                raise TradingError(f"binance: {method} {path} answered HTTP {resp.status}")
+            if method == "POST":
+                request = self.http.send(
+                    method, path, body=signed.encode(), weight=weight,
+                    headers=(*headers, ("Content-Type", "application/x-www-form-urlencoded")))
+            else:
+                request = self.http.send(method, path, query=signed, headers=headers,
+                                         weight=weight)
+            resp = await send_private("binance", f"{method} {path}", request,
+                                      changes_state=changes_state)
             body = _json(resp)
             if resp.status in (418, 429):
                 wait = resp.headers.get("retry-after")

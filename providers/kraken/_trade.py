@@ -50,9 +50,8 @@ from engine.clearing.venue_api import (
     VenueOrder,
     VenueRejected,
 )
-from providers._net import HttpClient, InstrumentTable, RateLimited, RateLimiter, VenueUnreachable
-from providers._net.http import RequestLost
-from providers._net.trading import rules_of, step_str
+from providers._net import HttpClient, InstrumentTable, RateLimited, RateLimiter
+from providers._net.trading import rules_of, send_private, step_str
 from providers._net.ws import open_ws
 
 from ._private import TXID, balances, execution, order_view, trade_fill
@@ -166,22 +165,10 @@ class KrakenTrading:
                 headers = (("API-Key", self.signer.api_key.reveal()),
                            ("API-Sign", self.signer.sign(path, nonce, body)),
                            ("Content-Type", "application/x-www-form-urlencoded"))
-                try:
-                    resp = await self.private.send("POST", path, body=body.encode(),
-                                                   headers=headers)
-                except RequestLost as exc:
-                    if changes_state:
-                        raise AnswerLost(str(exc)) from None
-                    raise TradingError(str(exc)) from None
-                except RateLimited as exc:
-                    raise VenueRejected("kraken", str(exc).removeprefix("kraken ")) from None
-                except VenueUnreachable as exc:
-                    raise TradingError(str(exc)) from None
-            if resp.status >= 500:
-                if changes_state:
-                    raise AnswerLost(f"kraken: {method} answered HTTP {resp.status}; the "
-                                     "outcome is unknown")
-                raise TradingError(f"kraken: {method} answered HTTP {resp.status}")
+                resp = await send_private(
+                    "kraken", method, self.private.send("POST", path, body=body.encode(),
+                                                        headers=headers),
+                    changes_state=changes_state)
             try:
                 payload = json.loads(resp.body)
             except ValueError:
