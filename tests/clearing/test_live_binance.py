@@ -15,7 +15,7 @@ import trio
 from engine.clearing.ledger import read_events
 from engine.clearing.venue_broker import LiveLimits, VenueBroker
 from engine.clock import LiveClock
-from engine.orders import CancelOrder, ModifyOrder, OrderFilled, OrderRejected, SubmitOrder
+from engine.orders import CancelOrder, OrderFilled, OrderRejected, SubmitOrder
 from tests.clearing.live_kit import BINANCE, T0
 from tests.clearing.live_kit import live as kit_live
 from tests.providers.fake_trading import API_KEY, SECRET, FakeBinanceTrading, HttpReply
@@ -188,20 +188,6 @@ async def test_clock_skew_beyond_recv_window_resyncs(tmp_path, caplog):
         assert len(broker.rejections) == 0
 
 
-async def test_kill_switch_cancels_everything_and_refuses_new_orders(tmp_path):
-    async with live(tmp_path) as (venue, broker, _):
-        for px in (60_000.0, 60_500.0, 61_000.0):
-            broker.submit(order(order_type="limit", limit_price=px))
-        await broker.drain()
-        assert venue.open_count() == 3
-        await broker.kill_switch()
-        assert venue.open_count() == 0
-        assert not broker.account.open_orders()
-        broker.submit(order())
-        assert "halted" in broker.rejections[-1].reason
-        assert (tmp_path / "live1" / "HALT").exists()
-
-
 async def test_halt_file_from_engine_account_halt_stops_a_running_broker(tmp_path):
     async with live(tmp_path) as (venue, broker, _):
         broker.submit(order(order_type="limit", limit_price=60_000.0))
@@ -238,22 +224,6 @@ async def test_daily_loss_limit_halts(tmp_path):
         assert "daily loss" in broker.halted
         await broker.drain()
         assert venue.open_count() == 0
-
-
-async def test_modify_is_cancel_replace_under_the_same_client_id(tmp_path):
-    async with live(tmp_path) as (venue, broker, _):
-        o = order(size=0.02, order_type="limit", limit_price=60_000.0)
-        broker.submit(o)
-        await broker.drain()
-        broker.modify(ModifyOrder(client_id=o.client_id, limit_price=60_100.0))
-        await broker.drain()
-        live_orders = [v for v in venue.orders.values() if v.status == "NEW"]
-        assert [v.price for v in live_orders] == [60_100.0]
-        assert live_orders[0].client_id == broker.venue_id(o.client_id)
-        assert live_orders[0].client_id.endswith("r1")
-        await venue.trade("BTCUSDT", 60_100.0, 0.02)
-        await broker.wait_until(lambda: broker.fills)
-        assert broker.fills[0].client_id == o.client_id
 
 
 async def test_unknown_venue_orders_are_reported_or_adopted(tmp_path):

@@ -18,7 +18,7 @@ from engine.clearing.ledger import read_events
 from engine.clearing.venue_api import VenueRejected
 from engine.clearing.venue_broker import LiveLimits
 from engine.clock import LiveClock
-from engine.orders import CancelOrder, ModifyOrder, OrderFilled, OrderRejected, SubmitOrder
+from engine.orders import CancelOrder, OrderFilled, OrderRejected, SubmitOrder
 from providers._net.keys import ApiKeys, Secret
 from tests.clearing.live_kit import KRAKEN, T0
 from tests.clearing.live_kit import live as kit_live
@@ -223,36 +223,6 @@ async def test_clock_behind_the_venue_resyncs_and_signs_the_order_again(tmp_path
         assert len(placed(venue)) == 2
         assert len(venue.orders) == 1
         assert not broker.rejections
-
-
-async def test_kill_switch_cancels_everything_and_refuses_new_orders(tmp_path):
-    async with live(tmp_path) as (venue, broker, _):
-        for px in (60_000.0, 60_500.0, 61_000.0):
-            broker.submit(order(order_type="limit", limit_price=px))
-        await broker.drain()
-        assert venue.open_count() == 3
-        await broker.kill_switch()
-        assert venue.open_count() == 0
-        assert not broker.account.open_orders()
-        broker.submit(order())
-        assert "halted" in broker.rejections[-1].reason
-        assert (tmp_path / "live1" / "HALT").exists()
-
-
-async def test_modify_is_cancel_replace_under_the_same_client_id(tmp_path):
-    async with live(tmp_path) as (venue, broker, _):
-        o = order(size=0.02, order_type="limit", limit_price=60_000.0)
-        broker.submit(o)
-        await broker.drain()
-        broker.modify(ModifyOrder(client_id=o.client_id, limit_price=60_100.0))
-        await broker.drain()
-        working = [v for v in venue.orders.values() if v.status == "NEW"]
-        assert [v.price for v in working] == [60_100.0]
-        assert working[0].client_id == broker.venue_id(o.client_id)
-        assert working[0].client_id.endswith("r1")
-        await venue.trade(BTC, 60_100.0, 0.02)
-        await broker.wait_until(lambda: broker.fills)
-        assert broker.fills[0].client_id == o.client_id
 
 
 async def test_unknown_venue_orders_are_reported_and_adopted(tmp_path):

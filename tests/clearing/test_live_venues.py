@@ -20,7 +20,7 @@ from engine.clearing.broker import open_account
 from engine.clearing.config import BrokerConfig, Fees
 from engine.clearing.ledger import read_events
 from engine.clock import LiveClock
-from engine.orders import OrderAccepted, OrderFilled, SubmitOrder
+from engine.orders import ModifyOrder, OrderAccepted, OrderFilled, SubmitOrder
 from tests.clearing.live_kit import KITS, T0, Kit, live
 
 IDS = [k.name for k in KITS]
@@ -248,3 +248,37 @@ def test_post_only_is_for_resting_limit_orders():
     with pytest.raises(ValueError, match="post_only is for a resting limit order"):
         SubmitOrder(symbol="x", side="buy", size=1, order_type="limit", limit_price=1.0,
                     tif="IOC", post_only=True)
+
+
+@pytest.mark.parametrize("kit", KITS, ids=IDS)
+async def test_kill_switch_cancels_everything_and_refuses_new_orders(tmp_path, kit: Kit):
+    async with live(kit, tmp_path) as (venue, broker, _):
+        for px in (60_000.0, 60_500.0, 61_000.0):
+            broker.submit(SubmitOrder(symbol=kit.symbol, side="buy", size=0.01,
+                                      order_type="limit", limit_price=px))
+        await broker.drain()
+        assert venue.open_count() == 3
+        await broker.kill_switch()
+        assert venue.open_count() == 0
+        assert not broker.account.open_orders()
+        broker.submit(SubmitOrder(symbol=kit.symbol, side="buy", size=0.01))
+        assert "halted" in broker.rejections[-1].reason
+        assert (tmp_path / "live1" / "HALT").exists()
+
+
+@pytest.mark.parametrize("kit", KITS, ids=IDS)
+async def test_modify_is_cancel_replace_under_the_same_client_id(tmp_path, kit: Kit):
+    async with live(kit, tmp_path) as (venue, broker, _):
+        o = SubmitOrder(symbol=kit.symbol, side="buy", size=0.02, order_type="limit",
+                        limit_price=60_000.0)
+        broker.submit(o)
+        await broker.drain()
+        broker.modify(ModifyOrder(client_id=o.client_id, limit_price=60_100.0))
+        await broker.drain()
+        working = [v for v in venue.orders.values() if v.status == "NEW"]
+        assert [v.price for v in working] == [60_100.0]
+        assert working[0].client_id == broker.venue_id(o.client_id)
+        assert working[0].client_id.endswith("r1")
+        await venue.trade(kit.pair, 60_100.0, 0.02)
+        await broker.wait_until(lambda: broker.fills)
+        assert broker.fills[0].client_id == o.client_id
