@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,8 +35,7 @@ __all__ = ["WarmGate", "WarmupNeed", "probe_warmup"]
 
 log = logging.getLogger("engine.warmup")
 
-# Seconds an async on_start may take in the dry pass before it is abandoned (a sync one cannot
-# be interrupted; it runs to its end).
+# Seconds (real time) an on_start may take in the dry pass before it is left behind.
 DRY_BUDGET = 10.0
 
 
@@ -88,6 +88,26 @@ _SILENT = logging.Logger("engine.warmup.dry")
 _SILENT.disabled = True
 
 
+async def _in_a_thread(fn: Any) -> bool:
+    """Run synchronous `fn` in a thread of its own, waiting up to DRY_BUDGET seconds of real
+    time (a start stuck on I/O or in a loop is left behind, never holding the event loop);
+    whether it returned. Its exception, if it raised, is raised here."""
+    box: dict[str, BaseException] = {}
+
+    def target() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+            box["exc"] = exc
+
+    thread = threading.Thread(target=target, name="dry on_start", daemon=True)
+    thread.start()
+    await trio.to_thread.run_sync(thread.join, DRY_BUDGET, abandon_on_cancel=True)
+    if "exc" in box:
+        raise box["exc"]
+    return not thread.is_alive()
+
+
 async def probe_warmup(strategy: Strategy, *, symbols: Sequence[str], timeframe: int,
                        clock: Clock | None = None) -> WarmupNeed:
     """Find the closed bars of `timeframe` seconds `strategy` needs before it is called: its
@@ -117,16 +137,13 @@ async def probe_warmup(strategy: Strategy, *, symbols: Sequence[str], timeframe:
         raise StrategyError(str(exc)) from None
     note = None
     try:
-        if getattr(cls, "blocking", False) and not inspect.iscoroutinefunction(dry.on_start):
-            # Off the loop; a synchronous on_start cannot be interrupted, so it has no budget.
-            await trio.to_thread.run_sync(dry.on_start)
-        else:
+        if inspect.iscoroutinefunction(dry.on_start):
             with trio.move_on_after(DRY_BUDGET) as scope:
-                r = dry.on_start()
-                if inspect.isawaitable(r):
-                    await r
+                await dry.on_start()
             if scope.cancelled_caught:
                 note = f"on_start took over {DRY_BUDGET:g} s in the dry pass"
+        elif not await _in_a_thread(dry.on_start):
+            note = f"on_start took over {DRY_BUDGET:g} s in the dry pass"
     except Exception as exc:  # noqa: BLE001 - a dry start without bars may fail; said below
         note = f"on_start raised {type(exc).__name__}: {exc} in the dry pass (no bars there)"
     bars_needed = strategy_warmup(dry)

@@ -28,6 +28,9 @@ WAIT = 60.0  # seconds a blocked callback waits for the test before giving up (a
 
 class Quick(Strategy):
     symbols = ("aaa",)
+    # Declared: no dry on_start in a thread, whose wait would let the autojump clock leap to
+    # the test's own deadlines.
+    warmup = 0
 
     def on_start(self):
         self.seqs, self.bars = [], []
@@ -109,6 +112,8 @@ async def test_an_overrunning_strategy_moves_to_a_thread_and_still_trades(autoju
     count = 40
 
     class Slow(Strategy):
+        warmup = 0  # as Quick's
+
         def on_start(self):
             self.log, self.fill_threads = [], set()
             self.quote_threads: list[str] = []
@@ -181,6 +186,7 @@ async def test_cancelling_a_run_stops_waiting_for_a_stuck_thread(autojump_clock)
 
     class Stuck(Strategy):
         blocking = True
+        warmup = 0  # as Quick's
 
         def on_start(self):
             self.stopped = False
