@@ -217,7 +217,8 @@ async def run_live(
     books = []
     name_strategies(strategies)
     main = handle_signals and threading.current_thread() is threading.main_thread()
-    needs = [await probe_warmup(s, symbols=symbols, timeframe=period, clock=clock)
+    needs = [await probe_warmup(s, symbols=symbols, timeframe=period, clock=clock,
+                                threaded=main)
              for s in strategies]
     frames = DEFAULT_HISTORY if history is None else history
     need = max((w.bars for w in needs), default=0) if frames else 0

@@ -109,10 +109,13 @@ async def _in_a_thread(fn: Any) -> bool:
 
 
 async def probe_warmup(strategy: Strategy, *, symbols: Sequence[str], timeframe: int,
-                       clock: Clock | None = None) -> WarmupNeed:
+                       clock: Clock | None = None, threaded: bool = False) -> WarmupNeed:
     """Find the closed bars of `timeframe` seconds `strategy` needs before it is called: its
     class's `warmup`, or the warm-up of the indicators a dry `on_start` of a copy of it
-    declares over `symbols`. Never calls `strategy`'s own callbacks."""
+    declares over `symbols`. Never calls `strategy`'s own callbacks. `threaded`: a synchronous
+    on_start runs in a thread of its own and is left behind after DRY_BUDGET seconds of real
+    time, so a start stuck before the run's watchdog exists cannot hang the process (the CLI's
+    runs); otherwise it runs on the loop, as the real start would."""
     cls = type(strategy)
     name = strategy.name
     declared = getattr(cls, "warmup", None)
@@ -142,8 +145,11 @@ async def probe_warmup(strategy: Strategy, *, symbols: Sequence[str], timeframe:
                 await dry.on_start()
             if scope.cancelled_caught:
                 note = f"on_start took over {DRY_BUDGET:g} s in the dry pass"
-        elif not await _in_a_thread(dry.on_start):
-            note = f"on_start took over {DRY_BUDGET:g} s in the dry pass"
+        elif threaded:
+            if not await _in_a_thread(dry.on_start):
+                note = f"on_start took over {DRY_BUDGET:g} s in the dry pass"
+        else:
+            dry.on_start()
     except Exception as exc:  # noqa: BLE001 - a dry start without bars may fail; said below
         note = f"on_start raised {type(exc).__name__}: {exc} in the dry pass (no bars there)"
     bars_needed = strategy_warmup(dry)

@@ -127,7 +127,8 @@ async def warmup_of(path: str, params: dict[str, Any], symbols: list[str], timef
     strategy = load_strategy(path)(**params)
     if name:
         strategy.name = name
-    need = await probe_warmup(strategy, symbols=symbols, timeframe=timeframe, clock=LiveClock())
+    need = await probe_warmup(strategy, symbols=symbols, timeframe=timeframe, clock=LiveClock(),
+                              threaded=True)
     return {"strategy": need.strategy, "bars": need.bars, "how": need.how, "note": need.note}
 
 

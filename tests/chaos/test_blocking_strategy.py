@@ -28,9 +28,6 @@ WAIT = 60.0  # seconds a blocked callback waits for the test before giving up (a
 
 class Quick(Strategy):
     symbols = ("aaa",)
-    # Declared: no dry on_start in a thread, whose wait would let the autojump clock leap to
-    # the test's own deadlines.
-    warmup = 0
 
     def on_start(self):
         self.seqs, self.bars = [], []
@@ -112,8 +109,6 @@ async def test_an_overrunning_strategy_moves_to_a_thread_and_still_trades(autoju
     count = 40
 
     class Slow(Strategy):
-        warmup = 0  # as Quick's
-
         def on_start(self):
             self.log, self.fill_threads = [], set()
             self.quote_threads: list[str] = []
@@ -147,7 +142,9 @@ async def test_an_overrunning_strategy_moves_to_a_thread_and_still_trades(autoju
     with trio.move_on_after(10_000):  # the run ends when the slow strategy has every quote
         async with trio.open_nursery() as nursery:
             nursery.start_soon(lambda: run_live(
-                [quick, slow], provider=make_provider(symbols=("aaa",), every=0.05, count=count),
+                # Quotes keep coming: while the loop waits on the strategy's thread, the
+                # autojump clock moves to the next quote, never to the test's far deadline.
+                [quick, slow], provider=make_provider(symbols=("aaa",), every=0.05),
                 symbols=["aaa"], timeframe="1s", clock=clock, router=broker))
             await all_seen.wait()
             nursery.cancel_scope.cancel()
@@ -156,8 +153,9 @@ async def test_an_overrunning_strategy_moves_to_a_thread_and_still_trades(autoju
     assert "its callbacks run in its own worker thread from now on" in overruns.messages[0]
     # Every quote, in order, the first on the loop and the rest in its thread.
     quotes = [seq for kind, seq in slow.log if kind == "quote"]
-    assert quotes == list(range(1, count + 1))
-    assert slow.quote_threads == [loop_thread] + ["strategy Slow"] * (count - 1)
+    assert quotes == list(range(1, len(quotes) + 1))
+    assert len(quotes) >= count
+    assert slow.quote_threads == [loop_thread] + ["strategy Slow"] * (len(quotes) - 1)
     # A bar is heard in order and never before it closed.
     bars = [t for kind, t in slow.log if kind == "bar"]
     assert bars == sorted(set(bars))
@@ -174,7 +172,7 @@ async def test_an_overrunning_strategy_moves_to_a_thread_and_still_trades(autoju
     assert fills[0][0] > buy
     assert fills[1][0] > slow.log.index(("quote", 20))
     assert broker.account.position("aaa") == -1.0
-    assert quick.seqs == list(range(1, count + 1))
+    assert quick.seqs[:count] == list(range(1, count + 1))  # the quick one heard them all
     ends = [end for end, _ in quick.bars]
     assert ends == sorted(set(ends))
     assert len(ends) >= 1
@@ -186,7 +184,6 @@ async def test_cancelling_a_run_stops_waiting_for_a_stuck_thread(autojump_clock)
 
     class Stuck(Strategy):
         blocking = True
-        warmup = 0  # as Quick's
 
         def on_start(self):
             self.stopped = False
