@@ -72,7 +72,10 @@ class _Source:
             ins = tuple(line._src.values_of(self.done, upto, line._k) for line in self.lines)
         else:
             bars = self.shm.rows(self.origin + self.done, self.origin + upto)
-            ins = tuple(bars[f] for f in self.fields)
+            # Contiguous copies: numba compiles a kernel once per array layout, and a field of
+            # one row is contiguous where one of many is strided; one layout means the kernel
+            # compiled (or loaded) at start-up serves every later bar.
+            ins = tuple(np.ascontiguousarray(bars[f]) for f in self.fields)
         lo, hi = self.done - self.drop, upto - self.drop
         if hi <= self.cap:
             outs = tuple(o[lo:hi] for o in self.out)
