@@ -285,7 +285,8 @@ def add_timeframes(ctx: Any, higher: dict[int, str], size_of: Callable[[str], in
             ctx._origin[key] = 0
             ctx._seen[key] = hb.seen
             hbs.append(hb)
-        ctx._higher[sym] = hbs
+        if hbs:  # none: the replay's fast path stays open (`BarDispatch.simple`)
+            ctx._higher[sym] = hbs
 
 
 def fold_history(ctx: Any, symbols: Sequence[str]) -> None:

@@ -236,3 +236,20 @@ def test_a_strategy_with_timeframes_fails_to_start_live_with_the_reason():
                                                                         match="bad timeframe"):
         make_runner(cls(), symbols=["A"], timeframe=1, bars={"A": shm}, quotes={},
                     clock=ReplayClock(0.0), router=IntentLog())
+
+
+def test_a_strategy_without_timeframes_or_on_bars_keeps_the_direct_bar_path():
+    class Plain(Strategy):
+        timeframe = "1s"
+
+        def on_bar(self, symbol): ...
+
+    with ShmArray.create(ohlc_dtype, 8, start=0) as a, ShmArray.create(ohlc_dtype, 8,
+                                                                       start=0) as b:
+        plain = make_runner(Plain(), symbols=["A", "B"], timeframe=1, bars={"A": a, "B": b},
+                            quotes={}, clock=ReplayClock(0.0), router=IntentLog())
+        daily = make_runner(Watcher(), symbols=["A"], timeframe=3600, bars={"A": a},
+                            quotes={}, clock=ReplayClock(0.0), router=IntentLog())
+    # The replay's and the live runner's fast path: on_bar straight from the loop.
+    assert plain._dispatch.simple
+    assert not daily._dispatch.simple
