@@ -39,7 +39,7 @@ def period_offset(period: int) -> int:
 
 def period_start(t: int, period: int) -> int:
     """The start of the UTC wall-clock period of `period` seconds holding time `t`."""
-    off = _WEEK_OFFSET if period % WEEK == 0 else 0
+    off = period_offset(period)
     return (t - off) // period * period + off
 
 
