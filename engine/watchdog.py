@@ -59,6 +59,7 @@ class Watchdog:
         self.interrupting: Any = None  # the runner whose callback is being interrupted
         self._sent = False  # a SIGINT the watchdog sent is on its way
         self._flagged: Any = None  # the runner whose current call overran
+        self._flagged_call: tuple | None = None  # that call: (runner, its counts when it began)
         self._loop_thread = threading.get_ident()
         self._quit = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="engine watchdog", daemon=True)
@@ -93,7 +94,14 @@ class Watchdog:
 
     def holding(self) -> bool:
         """Whether the loop is inside a call that has overrun (read in the loop thread)."""
-        return self.who is not None and self.who is self._flagged
+        who = self.who
+        if who is None or who is not self._flagged:
+            return False
+        # The same call still: the runner counts each call before making it, so a later call
+        # of a runner flagged once (an on_start that overran) is not taken for the stuck one
+        # before this thread next looks.
+        s = who.stats
+        return self._flagged_call == (who, s.quotes, s.bars, s.events)
 
     # -- the thread ------------------------------------------------------------------------------
 
@@ -120,6 +128,7 @@ class Watchdog:
                     since = now  # an async callback awaiting: it does not hold the loop
                     continue
                 self._flagged = who
+                self._flagged_call = seen
                 who.overran(where, now - since)
             if self._flagged is None:
                 continue
