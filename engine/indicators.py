@@ -120,7 +120,9 @@ class Line:
         self._k = k
         self._seen = source.ctx._seen[source.key]
         self._sym = source.symbol
-        self._out = source.out[k]
+        # A memoryview of the values: indexing it gives a Python float without a method call
+        # (the arrays are only ever rewritten in place, so the view stays valid).
+        self._out = memoryview(source.out[k])
 
     def __len__(self) -> int:
         return self._seen[0]
@@ -137,10 +139,11 @@ class Line:
                 raise IndexError(f"bar {i - n} is before the first of {n} closed bars")
         elif i >= n:
             raise IndexError(f"bar {i} is not visible yet ({n} closed bars)")
-        if i < src.drop:
-            raise IndexError(f"bar {i} rolled out: this line keeps bars {src.drop} to "
+        drop = src.drop
+        if i < drop:
+            raise IndexError(f"bar {i} rolled out: this line keeps bars {drop} to "
                              f"{src.done - 1}, and the strategy is at bar {n - 1}")
-        return self._out.item(i - src.drop)
+        return self._out[i - drop]
 
     @property
     def values(self) -> np.ndarray:

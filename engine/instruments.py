@@ -9,6 +9,7 @@ instrument nobody described takes any positive size and price, and sizes the eng
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -113,13 +114,24 @@ def instrument_table(settings: Mapping[str, Any] | None) -> dict[str, Instrument
     return {str(s): _rules(str(s), v) for s, v in settings.items()}
 
 
+@functools.lru_cache(maxsize=4096)
+def _bare(symbol: str) -> Instrument:
+    # Instruments are frozen: the rule-less one of a symbol is built once, not per order.
+    return Instrument(symbol=symbol)
+
+
+@functools.lru_cache(maxsize=4096)
+def _renamed(every: Instrument, symbol: str) -> Instrument:
+    return every.model_copy(update={"symbol": symbol})
+
+
 def resolve_instrument(table: Mapping[str, Instrument], symbol: str) -> Instrument:
     """`symbol`'s rules: its own where set, else those of "*", else none."""
     own, every = table.get(symbol), table.get(EVERY)
     if every is None:
-        return own or Instrument(symbol=symbol)
+        return own or _bare(symbol)
     if own is None:
-        return every.model_copy(update={"symbol": symbol})
+        return _renamed(every, symbol)
     merged = {r: getattr(own, r) if getattr(own, r) is not None else getattr(every, r)
               for r in _RULES}
     return Instrument(symbol=symbol, **merged)

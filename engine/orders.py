@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
-    "SubmitOrder", "CancelOrder", "ModifyOrder", "OrderSide", "OrderType", "TimeInForce",
+    "SubmitOrder", "market_order", "CancelOrder", "ModifyOrder", "OrderSide", "OrderType", "TimeInForce",
     "new_client_id", "AccountOpened", "OrderAccepted", "OrderRejected", "OrderTriggered",
     "OrderFilled", "OrderModified", "OrderCancelled", "LinkOrders", "OrdersLinked",
     "LedgerEvent",
@@ -124,6 +124,32 @@ class SubmitOrder(BaseModel):
         size = (f"{self.size:g}" if self.size is not None
                 else f"{self.equity_fraction * 100:.4g}% of equity in")
         return f"{self.side.upper()} {size} {self.symbol} {price} {self.tif} [{self.client_id}]"
+
+
+_SUBMIT_FIELDS_SET = frozenset({"client_id", "symbol", "side", "size", "order_type",
+                                 "limit_price", "stop_price", "tif", "reduce_only", "post_only",
+                                 "time", "strategy"})
+_new_object = object.__new__
+_set_attr = object.__setattr__
+
+
+def market_order(client_id: str, symbol: str, side: OrderSide, size: float, reduce_only: bool,
+                 time: float | None, strategy: str | None) -> SubmitOrder:
+    """A GTC market order for `size` units, built without validation: for orders the engine
+    composes itself from checked parts (`side` "buy" or "sell", `size` a finite float above 0,
+    `symbol` one the run trades). Equal, field for field, to `SubmitOrder(...)` of the same
+    arguments, for a fifth of the cost on a replay's order path."""
+    order = _new_object(SubmitOrder)
+    _set_attr(order, "__dict__", {
+        "type": "submit_order", "client_id": client_id, "symbol": symbol, "side": side,
+        "size": size, "equity_fraction": None, "order_type": "market", "limit_price": None,
+        "stop_price": None, "tif": "GTC", "reduce_only": reduce_only, "post_only": False,
+        "time": time, "strategy": strategy, "stop_loss": None, "stop_loss_pct": None,
+        "take_profit": None, "take_profit_pct": None, "trail": None, "trail_pct": None})
+    _set_attr(order, "__pydantic_fields_set__", set(_SUBMIT_FIELDS_SET))
+    _set_attr(order, "__pydantic_extra__", None)
+    _set_attr(order, "__pydantic_private__", None)
+    return order
 
 
 class CancelOrder(BaseModel):

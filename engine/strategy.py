@@ -13,6 +13,7 @@ import inspect
 import logging
 import math
 import sys
+import time
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from engine.account_view import AccountAccess
 from engine.clock import Clock
 from engine.instruments import Instrument
-from engine.orders import CancelOrder, LinkOrders, ModifyOrder, SubmitOrder
+from engine.orders import CancelOrder, LinkOrders, ModifyOrder, SubmitOrder, market_order
 from engine.shm import ShmArray
 
 __all__ = ["Strategy", "Context", "StrategyError", "load_strategy", "OrderRouter", "IntentLog"]
@@ -35,6 +36,8 @@ CALLBACKS = ("on_start", "on_quote", "on_bar", "on_bars", "on_fill", "on_order_r
              "on_feed_status", "on_stop")
 
 log = logging.getLogger("engine.strategy")
+
+_YEAR_10000 = 253402300800  # epoch s: the first instant ISO 8601's four-digit years cannot name
 
 
 class StrategyError(Exception):
@@ -123,6 +126,19 @@ class Strategy:
 
     def log(self, message: str, *args: Any) -> None:
         """Log a line tagged with the strategy's name and the engine clock."""
+        sink = self.__dict__.get("_log_sink")
+        if sink is not None:
+            # A backtest keeping the lines, with no other handler or filter to hear them: the
+            # line as the logging record would render it, without building the record.
+            ctx = getattr(self, "ctx", None)
+            text = f"{ctx.now_str() if ctx else ''} {message}"
+            if len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
+                args = args[0]  # as logging takes a lone mapping
+            try:
+                sink(text % args if args else text)
+                return
+            except (TypeError, ValueError, KeyError):
+                pass  # a bad format: let logging report it as it does
         logger = self.__dict__.get("_logger")
         if logger is None:
             logger = self.__dict__["_logger"] = logging.getLogger(f"strategy.{self.name}")
@@ -218,6 +234,7 @@ class Context(AccountAccess):
         # their series sit in _bars/_origin/_seen under (symbol, seconds).
         self._higher: dict[str, list[Any]] = {}
         self._tf_labels: dict[int, str] = {}
+        self._now_cache: tuple[float, str] = (math.nan, "")
 
     def set_id_prefix(self, prefix: str) -> None:
         self._id_prefix = prefix
@@ -238,9 +255,18 @@ class Context(AccountAccess):
 
     def now_str(self) -> str:
         """The engine clock as ISO 8601 UTC (what `Strategy.log` stamps its lines with)."""
+        t = self.now
+        if t == self._now_cache[0]:
+            return self._now_cache[1]
+        if type(t) is int or (isinstance(t, float) and t.is_integer()):
+            # Whole seconds since 1970 (every bar close of a replay): the C formatter.
+            if 0 <= t < _YEAR_10000:
+                text = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+                self._now_cache = (t, text)
+                return text
         from engine.timefmt import iso
 
-        return iso(self.now) or ""
+        return iso(t) or ""
 
     @property
     def lot_sizes(self) -> dict[str, float]:
@@ -374,6 +400,17 @@ class Context(AccountAccess):
                protect: dict[str, float] | None = None, post_only: bool = False) -> str:
         if symbol not in self.symbols:
             raise ValueError(f"order for {symbol!r}, which this run does not trade ({self.symbols})")
+        if limit is None and stop is None and not protect and tif == "GTC" and not post_only \
+                and type(size) is float and 0.0 < size < math.inf \
+                and type(reduce_only) is bool:
+            # A plain market order in units, every part checked here: built without the
+            # model's validation (what the replay pays for each of its orders).
+            now = self.now
+            order = market_order(self._next_id(), symbol, side, size, reduce_only,
+                                 None if now is None else float(now),
+                                 self._name)
+            self.router.submit(order)
+            return order.client_id
         order_type = ("stop_limit" if stop is not None and limit is not None else "stop"
                       if stop is not None else "limit" if limit is not None else "market")
         order = SubmitOrder(client_id=self._next_id(), symbol=symbol, side=side,

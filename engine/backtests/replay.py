@@ -567,7 +567,33 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
         warm = dispatch.warm = strategy_warmup(strat)
         where = "on_bar"
         k_now = 0
+        # One symbol's bars to on_bar, nothing else per bar: a loop that only moves its index.
+        simple = (len(symbols) == 1 and wants_bar and not wants_quote and not general
+                  and not grouped)
         for first in range(0, total, every):
+            if simple:
+                if progress is not None:
+                    progress(first, total)
+                gc.freeze()
+                stop = min(total, first + every)
+                cell, sym = seen[0], symbols[0]
+                ends = (st_t[first:stop] + st_span[first:stop]).tolist()
+                for k, end in zip(range(first, stop), ends, strict=True):
+                    if account.n_orders > account._start:
+                        calls = through(k, 0)
+                        if calls:
+                            await call(calls)
+                            where = "on_bar"
+                    clock._now = end
+                    cell[0] += 1
+                    if cell[0] >= warm:
+                        r = on_bar(sym)
+                        if r is not None:
+                            await r
+                        if pending:
+                            await call(take(k))
+                            where = "on_bar"
+                continue
             if progress is not None:
                 progress(first, total)
             # What survived the last chunk (orders, fills) lives to the end of the run: out
@@ -860,11 +886,28 @@ def _captured_log(strat: Strategy, level: str | int) -> Iterator[list[str]]:
     logger.setLevel(level)
     logger.addHandler(handler)
     strat.__dict__.pop("_logger", None)
+    if _only_handler(logger, handler):
+        strat.__dict__["_log_sink"] = lines.append  # Strategy.log appends its lines directly
     try:
         yield lines
     finally:
+        strat.__dict__.pop("_log_sink", None)
         logger.removeHandler(handler)
         logger.setLevel(before)
+
+
+def _only_handler(logger: logging.Logger, handler: logging.Handler) -> bool:
+    """Whether `handler` is the only one an INFO record of `logger` reaches, with no filter
+    on the way: then a line appended directly is what the handler would have kept."""
+    if handler.level > logging.INFO or logging.root.manager.disable >= logging.INFO \
+            or not logger.isEnabledFor(logging.INFO) or logger.filters:
+        return False
+    node: logging.Logger | None = logger
+    while node is not None:
+        if any(h is not handler for h in node.handlers):
+            return False
+        node = node.parent if node.propagate else None
+    return True
 
 
 def _run_ticks(strat: Strategy, spec: RunSpec) -> BacktestResult:
