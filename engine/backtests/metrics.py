@@ -198,10 +198,17 @@ def compute_stats(times: np.ndarray, equity: np.ndarray, exposure: np.ndarray, t
     skew, kurt = _moments(rets)
     lo, hi = sharpe_interval(rets, per_year, risk_free) if bootstrap else (math.nan, math.nan)
     max_dd = float(dd.min()) if len(dd) else 0.0
-    closed = [t for t in trades if not t.get("open")]
-    still = [t for t in trades if t.get("open")]
-    pnls = np.array([t["pnl"] for t in closed])
-    rets_t = np.array([t["return_pct"] for t in closed])
+    columns = getattr(trades, "columns", None)  # `Trades`: read its columns, not dicts
+    if columns is not None:
+        is_open = columns["open"]
+        pnls = columns["pnl"][~is_open]
+        rets_t = columns["return_pct"][~is_open]
+        still_pnl = columns["pnl"][is_open].tolist()
+    else:
+        closed = [t for t in trades if not t.get("open")]
+        still_pnl = [t["pnl"] for t in trades if t.get("open")]
+        pnls = np.array([t["pnl"] for t in closed])
+        rets_t = np.array([t["return_pct"] for t in closed])
     wins = pnls[pnls > 0].sum() if len(pnls) else 0.0
     losses = -pnls[pnls < 0].sum() if len(pnls) else 0.0
     first = int(times[0]) if len(times) else None
@@ -231,9 +238,9 @@ def compute_stats(times: np.ndarray, equity: np.ndarray, exposure: np.ndarray, t
         "max_drawdown_pct": max_dd,
         "max_drawdown_duration_days": _max_duration(times, dd) / 86400 if len(dd) else 0.0,
         "exposure_pct": float(np.mean(exposure) * 100.0) if len(exposure) else 0.0,
-        "num_trades": len(closed),
-        "open_trades": len(still),
-        "unrealized_pnl": float(sum(t["pnl"] for t in still)),
+        "num_trades": len(pnls),
+        "open_trades": len(still_pnl),
+        "unrealized_pnl": float(sum(still_pnl)),
         "win_rate_pct": float((pnls > 0).mean() * 100.0) if len(pnls) else math.nan,
         "profit_factor": float(wins / losses) if losses > 0 else math.nan,
         "avg_trade_pct": float(rets_t.mean()) if len(rets_t) else math.nan,

@@ -8,18 +8,87 @@ backtest or changes a result.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from engine.backtests.trades import TRADE_FIELDS
+from engine.backtests.trades import TRADE_FIELDS, Trades
 from engine.clearing import _core
+from engine.clearing.account import FillRecord
 from engine.timefmt import iso_array
 
-__all__ = ["OrderLog", "STATUSES", "trade_columns", "fill_columns", "order_columns",
-           "equity_columns", "rows", "frame"]
+__all__ = ["OrderLog", "FillLog", "FILL_DTYPE", "STATUSES", "trade_columns", "fill_columns",
+           "order_columns", "equity_columns", "rows", "frame"]
+
+# A fill as one row: the replay step it happened at, then the fields of `OrderFilled` (the
+# symbol as its index in `FillLog.symbols`, side +1 buy / -1 sell, maker True for a maker fill;
+# client ids are kept beside the rows, as references to the account's own strings).
+FILL_DTYPE = np.dtype([("step", np.int64), ("time", np.float64), ("fill_id", np.int64),
+                       ("sym", np.int32), ("side", np.int8), ("maker", np.bool_),
+                       ("price", np.float64), ("size", np.float64), ("fee", np.float64),
+                       ("remaining", np.float64)])
+
+
+class FillLog:
+    """A run's fills in a growable columnar buffer (`FILL_DTYPE` rows, doubling as it fills),
+    in the order they happened. Iterating gives each as a `FillRecord` (the attributes of an
+    `OrderFilled`), built when read: a run keeps one 64-byte row per fill, not an object."""
+
+    def __init__(self, symbols: Sequence[str]) -> None:
+        self.symbols = list(symbols)
+        self._index = {s: j for j, s in enumerate(self.symbols)}
+        self._buf = np.zeros(256, dtype=FILL_DTYPE)
+        self.n = 0
+        self.client_ids: list[str] = []
+
+    def add(self, step: int, fills: Iterable) -> None:
+        """Append `fills` (`FillRecord`s or `OrderFilled` events) as happening at `step`."""
+        index = self._index
+        rows = []
+        for f in fills:
+            j = index.get(f.symbol)
+            if j is None:
+                j = index[f.symbol] = len(self.symbols)
+                self.symbols.append(f.symbol)
+            rows.append((step, f.time, f.fill_id, j, 1 if f.side == "buy" else -1,
+                         f.liquidity == "maker", f.price, f.size, f.fee, f.remaining))
+            self.client_ids.append(f.client_id)
+        if not rows:
+            return
+        end = self.n + len(rows)
+        if end > len(self._buf):
+            grown = np.zeros(max(end, 2 * len(self._buf)), dtype=FILL_DTYPE)
+            grown[:self.n] = self._buf[:self.n]
+            self._buf = grown
+        self._buf[self.n:end] = rows
+        self.n = end
+
+    @property
+    def rows(self) -> np.ndarray:
+        """The fills' rows (a view)."""
+        return self._buf[:self.n]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def record(self, i: int) -> FillRecord:
+        """Fill `i` as a `FillRecord`."""
+        (_, t, fid, j, side, maker, px, size, fee, rem) = self._buf[i].tolist()
+        return FillRecord(t, fid, self.client_ids[i], self.symbols[j],
+                          "buy" if side > 0 else "sell", px, size, fee,
+                          "maker" if maker else "taker", rem)
+
+    def __iter__(self) -> Iterator[FillRecord]:
+        symbols, ids = self.symbols, self.client_ids
+        r = self.rows
+        for i, (t, fid, j, side, maker, px, size, fee, rem) in enumerate(zip(
+                r["time"].tolist(), r["fill_id"].tolist(), r["sym"].tolist(),
+                r["side"].tolist(), r["maker"].tolist(), r["price"].tolist(),
+                r["size"].tolist(), r["fee"].tolist(), r["remaining"].tolist(), strict=True)):
+            yield FillRecord(t, fid, ids[i], symbols[j], "buy" if side > 0 else "sell", px, size,
+                             fee, "maker" if maker else "taker", rem)
 
 Columns = dict[str, list]
 
@@ -76,6 +145,8 @@ def _with_iso(columns: Columns, period: float | None) -> Columns:
 def trade_columns(trades: Sequence[dict], period: float | None) -> Columns:
     """Trades (see `engine.backtests.trades`) as columns, `entry_time_iso` and `exit_time_iso`
     beside their times."""
+    if isinstance(trades, Trades):
+        return _with_iso(trades.lists(), period)
     return _with_iso({k: [t[k] for t in trades] for k in TRADE_FIELDS}, period)
 
 

@@ -37,6 +37,7 @@ import trio
 from engine.backtests._closeout import close_positions
 from engine.backtests.metrics import compute_stats, drawdowns
 from engine.backtests.records import (
+    FillLog,
     OrderLog,
     equity_columns,
     fill_columns,
@@ -45,8 +46,7 @@ from engine.backtests.records import (
     rows,
     trade_columns,
 )
-from engine.backtests.trades import build_trades
-from engine.clearing.account import FillRecord
+from engine.backtests.trades import build_trades, trade_table
 from engine.clearing.broker import PaperBroker
 from engine.clearing.config import BrokerConfig
 from engine.clock import ReplayClock, use_clock
@@ -79,23 +79,29 @@ class BacktestError(RuntimeError):
 
 
 class Fills(Sequence):
-    """A run's fills as `OrderFilled` events, built from its fill records when first read."""
+    """A run's fills as `OrderFilled` events, built from its columnar fill log when read (one
+    when indexed, all of them, kept, when iterated)."""
 
-    def __init__(self, items: list, account: str) -> None:
+    def __init__(self, items: FillLog, account: str) -> None:
         self._items = items
         self._account = account
         self._events: list[OrderFilled] | None = None
 
     def _all(self) -> list[OrderFilled]:
         if self._events is None:
-            self._events = [f.event(self._account) if isinstance(f, FillRecord) else f
-                            for f in self._items]
+            self._events = [f.event(self._account) for f in self._items]
         return self._events
 
     def __len__(self) -> int:
         return len(self._items)
 
     def __getitem__(self, i: Any) -> Any:
+        if self._events is None and not isinstance(i, slice):
+            n = len(self._items)
+            k = int(i) + n if int(i) < 0 else int(i)
+            if not 0 <= k < n:
+                raise IndexError(f"fill {i} of {n}")
+            return self._items.record(k).event(self._account)
         return self._all()[i]
 
     def __iter__(self) -> Iterator[OrderFilled]:
@@ -378,7 +384,7 @@ def _steps(bars: dict[str, np.ndarray], skip: dict[str, int], period: int
 
 
 async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], None] | None
-                  ) -> tuple[list[tuple[int, OrderFilled]], np.ndarray, np.ndarray, list]:
+                  ) -> tuple[FillLog, np.ndarray, np.ndarray, list]:
     """The middle stages: start the strategy, warm it up (bars before it is warm are history
     it is not called for), step through every bar (orders meet each bar's path, then the
     strategy hears the close) and stop it."""
@@ -402,7 +408,7 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
     grouped = dispatch.grouped
     pending: list = []
     broker.attach(None, pending.extend)
-    fills: list[tuple[int, OrderFilled]] = []
+    fills = FillLog(symbols)
     cancels: list[OrderCancelled] = []
     account = broker.account
     sym_index = [account.add_symbol(s) for s in symbols]
@@ -440,7 +446,7 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
         calls = []
         for e in events:
             if type(e) is OrderFilled:
-                fills.append((k, e))
+                fills.add(k, (e,))
             elif type(e) is OrderCancelled:
                 cancels.append(e)
             handler = handlers.get(callback_for(e))
@@ -485,7 +491,8 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
         logged = len(log) if log is not None else 0
         broker._record(account.match(sym, pt, px, px, math.nan, math.nan, px, touch))
         if log is not None and len(log) > logged:
-            fills.extend((k, f) for f in log[logged:])
+            fills.add(k, log[logged:])
+            del log[logged:]  # kept as columns from here
 
     def through(k: int, j: int, opened: bool = False) -> list | None:
         """Working orders meet the path through bar k until none is left working (`opened`:
@@ -656,14 +663,12 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
 
 
 def _equity(bars: dict[str, np.ndarray], step_sym: np.ndarray, step_times: np.ndarray,
-            fills: list[tuple[int, OrderFilled]], cash: float
-            ) -> tuple[np.ndarray, np.ndarray]:
+            fills: FillLog, cash: float) -> tuple[np.ndarray, np.ndarray]:
     """Equity at every step's bar close, stamped with the bar's open time (the period it
     covers), and whether any position was open then."""
     from engine.backtests._equity import equity_curve
 
     symbols = list(bars)
-    index = {s: j for j, s in enumerate(symbols)}
     which = np.asarray(step_sym, dtype=np.int64)
     if len(symbols) == 1:
         closes = np.ascontiguousarray(bars[symbols[0]]["close"], dtype=np.float64)
@@ -671,14 +676,13 @@ def _equity(bars: dict[str, np.ndarray], step_sym: np.ndarray, step_times: np.nd
         closes = np.empty(len(which))
         for j, s in enumerate(symbols):
             closes[which == j] = bars[s]["close"]
-    f_step = np.array([k for k, _ in fills], dtype=np.int64)
-    f_sym = np.array([index[f.symbol] for _, f in fills], dtype=np.int64)
-    f_px = np.array([f.price for _, f in fills], dtype=np.float64)
-    f_fee = np.array([f.fee for _, f in fills], dtype=np.float64)
-    f_qty = np.array([f.size for _, f in fills], dtype=np.float64)
-    f_qty[np.array([f.side == "sell" for _, f in fills], dtype=bool)] *= -1.0
-    equity, exposed = equity_curve(which, closes, len(symbols), f_step, f_sym, f_qty, f_px,
-                                   f_fee, float(cash))
+    f = fills.rows
+    # The log's symbols start with the run's, in order: its indices are the curve's.
+    f_qty = f["size"] * f["side"]
+    equity, exposed = equity_curve(which, closes, len(symbols), f["step"].copy(),
+                                   f["sym"].astype(np.int64), f_qty, f["price"].copy(),
+                                   f["fee"].copy(), float(cash))
+    del closes
     times = step_times
     # One point per time: with several symbols, the last step of a time holds every close.
     last = np.r_[times[1:] != times[:-1], True]
@@ -811,18 +815,19 @@ def _load(strat: Strategy, spec: RunSpec) -> _Run:
     return _Run(bars, period, skip, shms, reuse, clock, broker, config)
 
 
-def _collect(strat: Strategy, spec: RunSpec, run: _Run, fills: list, step_sym: np.ndarray,
+def _collect(strat: Strategy, spec: RunSpec, run: _Run, fills: FillLog, step_sym: np.ndarray,
              step_times: np.ndarray, cancels: Any, lines: list[str]) -> BacktestResult:
     """The last stages: settle what is still open (`close_at_end`), then collect the equity
     curve, trades, orders and statistics into the result."""
     broker, period, cash = run.broker, run.period, spec.account.cash
     bars = {s: b[run.skip[s]:] for s, b in run.bars.items()}  # the traded part
     if spec.measure.close_at_end:
-        last = len(step_sym) - 1
-        fills += [(last, f) for f in close_positions(broker, _last_closes(bars, period))]
+        fills.add(len(step_sym) - 1, close_positions(broker, _last_closes(bars, period)))
     curve, exposed = _equity(bars, step_sym, step_times, fills, cash)
-    raw = [f for _, f in fills]
-    trades = build_trades(raw, bars, spec.measure.lots)
+    f = fills.rows
+    trades = trade_table(f["sym"].astype(np.int64), f["size"] * f["side"], f["price"].copy(),
+                         f["fee"].copy(), f["time"].copy(), fills.symbols, bars,
+                         spec.measure.lots)
     m = spec.measure
     stats = compute_stats(curve["time"], curve["equity"], exposed, trades, broker.account.fees,
                           cash, period=period, costs=spec.costs.describe(),
@@ -830,7 +835,7 @@ def _collect(strat: Strategy, spec: RunSpec, run: _Run, fills: list, step_sym: n
                           bootstrap=m.bootstrap)
     return BacktestResult(strategy=strat.name, params=strat.params.model_dump(),
                           symbols=list(bars), timeframe=period, stats=stats, trades=trades,
-                          equity=curve, fills=Fills(raw, broker.account.name), bars=bars,
+                          equity=curve, fills=Fills(fills, broker.account.name), bars=bars,
                           rejected=list(broker.rejections), log=lines,
                           orders=OrderLog.of(broker, cancels), lots=m.lots,
                           close_at_end=m.close_at_end)

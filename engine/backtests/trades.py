@@ -15,12 +15,13 @@ ranges trades span); `build_trades` gathers the fills and shapes the records.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from numba import njit
 
-__all__ = ["LOTS", "TRADE_FIELDS", "build_trades", "match_lots", "excursions", "unrealized_pnl"]
+__all__ = ["LOTS", "TRADE_FIELDS", "Trades", "build_trades", "trade_table", "match_lots", "excursions", "unrealized_pnl"]
 
 LOTS = ("fifo", "average")
 
@@ -52,6 +53,21 @@ def build_trades(fills: Iterable, bars: Mapping[str, np.ndarray], lots: str = "f
         if f.symbol not in index:
             index[f.symbol] = len(symbols)
             symbols.append(f.symbol)
+    # One pass over the fills, then whole columns.
+    numbers = np.array([(index[f.symbol], f.size if f.side == "buy" else -f.size, f.price,
+                         f.fee, f.time) for f in fills], dtype=np.float64).reshape(-1, 5)
+    sym = numbers[:, 0].astype(np.int64)
+    qty, price, fee, when = (np.ascontiguousarray(numbers[:, i]) for i in range(1, 5))
+    return list(trade_table(sym, qty, price, fee, when, symbols, bars, lots))
+
+
+def trade_table(sym: np.ndarray, qty: np.ndarray, price: np.ndarray, fee: np.ndarray,
+                when: np.ndarray, symbols: list[str], bars: Mapping[str, np.ndarray],
+                lots: str = "fifo") -> Trades:
+    """`build_trades` from fills as columns: symbol index (into `symbols`, which start with
+    those of `bars`), signed units, price, fee and time; the trades as columns (`Trades`)."""
+    if lots not in LOTS:
+        raise ValueError(f"lots must be one of {', '.join(LOTS)}, got {lots!r}")
     columns = {f: [np.asarray(bars[s][f], dtype=np.float64) if s in bars else np.zeros(0)
                    for s in symbols] for f in ("time", "low", "high")}
     offsets = np.zeros(len(symbols) + 1, dtype=np.int64)
@@ -60,19 +76,17 @@ def build_trades(fills: Iterable, bars: Mapping[str, np.ndarray], lots: str = "f
                           for c in columns.values())
     marks = np.array([float(bars[s]["close"][-1]) if s in bars and len(bars[s]) else math.nan
                       for s in symbols])
-    # One pass over the fills, then whole columns.
-    numbers = np.array([(index[f.symbol], f.size if f.side == "buy" else -f.size, f.price,
-                         f.fee, f.time) for f in fills], dtype=np.float64).reshape(-1, 5)
-    sym = numbers[:, 0].astype(np.int64)
-    qty, price, fee, when = (np.ascontiguousarray(numbers[:, i]) for i in range(1, 5))
     (t_sym, t_dir, t_size, t_et, t_ep, t_eb, t_xt, t_xp, t_xb, t_fees, t_open) = match_lots(
-        sym, qty, price, fee, when, times, offsets, marks, lots == "average")
+        np.ascontiguousarray(sym, dtype=np.int64), np.ascontiguousarray(qty),
+        np.ascontiguousarray(price), np.ascontiguousarray(fee), np.ascontiguousarray(when),
+        times, offsets, marks, lots == "average")
     # An exit at a bar's open ends the trade there: that bar's range came after it.
     at_open = (t_xb > t_eb) & (t_xt <= times[np.minimum(offsets[t_sym] + t_xb,
                                                         max(len(times) - 1, 0))]
                                if len(times) else np.zeros(len(t_sym), dtype=np.bool_))
     worst, best = excursions(lows, highs, offsets, t_sym, t_eb, t_xb - at_open, t_dir, t_ep,
                              t_xp)
+    del times, lows, highs
     gross = t_size * (t_xp - t_ep) * t_dir
     net = gross - t_fees
     cost = t_size * t_ep
@@ -80,18 +94,70 @@ def build_trades(fills: Iterable, bars: Mapping[str, np.ndarray], lots: str = "f
         ret = np.where(cost != 0, net / cost * 100.0, 0.0)
         mae_pct = np.where(t_ep != 0, (worst / t_ep - 1.0) * 100.0 * t_dir, 0.0)
         mfe_pct = np.where(t_ep != 0, (best / t_ep - 1.0) * 100.0 * t_dir, 0.0)
-    exit_time = [None if o else t for t, o in zip(t_xt.tolist(), t_open.tolist(), strict=True)]
-    return [{"symbol": symbols[j], "side": "long" if d > 0 else "short", "size": size,
-             "entry_time": et, "entry_price": ep, "exit_time": xt, "exit_price": xp,
-             "pnl": pnl, "gross_pnl": g, "fees": fe, "return_pct": r, "bars_held": held,
-             "mae_price": lo, "mfe_price": hi, "mae_pct": lo_pct, "mfe_pct": hi_pct,
-             "open": o}
-            for j, d, size, et, ep, xt, xp, pnl, g, fe, r, held, lo, hi, lo_pct, hi_pct, o
-            in zip(t_sym.tolist(), t_dir.tolist(), t_size.tolist(), t_et.tolist(),
-                   t_ep.tolist(), exit_time, t_xp.tolist(), net.tolist(), gross.tolist(),
-                   t_fees.tolist(), ret.tolist(), (t_xb - t_eb).tolist(), worst.tolist(),
-                   best.tolist(), mae_pct.tolist(), mfe_pct.tolist(), t_open.tolist(),
-                   strict=True)]
+    return Trades(symbols, {
+        "symbol": t_sym, "side": t_dir, "size": t_size, "entry_time": t_et,
+        "entry_price": t_ep, "exit_time": t_xt, "exit_price": t_xp, "pnl": net,
+        "gross_pnl": gross, "fees": t_fees, "return_pct": ret, "bars_held": t_xb - t_eb,
+        "mae_price": worst, "mfe_price": best, "mae_pct": mae_pct, "mfe_pct": mfe_pct,
+        "open": t_open})
+
+
+class Trades(Sequence):
+    """A run's trades as columns (numpy arrays by `TRADE_FIELDS` name: `symbol` an index into
+    `symbols`, `side` +1 long / -1 short, `exit_time` NaN while open), read as a list of dicts:
+    `trades[i]`, iteration and slices build the dicts when read, so a run with a million trades
+    keeps a few arrays, not a million dicts. Equal to a list of the same dicts."""
+
+    def __init__(self, symbols: list[str], columns: dict[str, np.ndarray]) -> None:
+        self.symbols = symbols
+        self.columns = columns
+
+    def __len__(self) -> int:
+        return len(self.columns["size"])
+
+    def lists(self, lo: int = 0, hi: int | None = None) -> dict[str, list]:
+        """Trades lo..hi as lists by field, the values the dicts hold."""
+        c = {k: v[lo:hi].tolist() for k, v in self.columns.items()}
+        c["symbol"] = [self.symbols[j] for j in c["symbol"]]
+        c["side"] = ["long" if d > 0 else "short" for d in c["side"]]
+        c["exit_time"] = [None if o else t for t, o in zip(c["exit_time"], c["open"],
+                                                           strict=True)]
+        return c
+
+    def _rows(self, lo: int, hi: int) -> list[dict]:
+        c = self.lists(lo, hi)
+        return [dict(zip(TRADE_FIELDS, row, strict=True))
+                for row in zip(*(c[k] for k in TRADE_FIELDS), strict=True)]
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            lo, hi, step = i.indices(len(self))
+            if step == 1:
+                return self._rows(lo, max(lo, hi))
+            return [self[k] for k in range(lo, hi, step)]
+        n = len(self)
+        k = int(i) + n if int(i) < 0 else int(i)
+        if not 0 <= k < n:
+            raise IndexError(f"trade {i} of {n}")
+        return self._rows(k, k + 1)[0]
+
+    def __iter__(self) -> Iterator[dict]:
+        step = 65536  # dicts built a block at a time
+        for lo in range(0, len(self), step):
+            yield from self._rows(lo, lo + step)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str):
+            return NotImplemented
+        return len(self) == len(other) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __add__(self, other: Any) -> list[dict]:
+        return list(self) + list(other)
+
+    def __repr__(self) -> str:
+        return f"Trades({len(self)} trades)"
 
 
 @njit(cache=True)
