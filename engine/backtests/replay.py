@@ -35,6 +35,8 @@ import numpy as np
 import trio
 
 from engine.backtests._closeout import close_positions
+from engine.backtests._equity import Curve
+from engine.backtests._held import HeldBars, numbered
 from engine.backtests.metrics import compute_stats, drawdowns
 from engine.backtests.records import (
     FillLog,
@@ -197,6 +199,23 @@ class BacktestResult:
         if self.stats.get("costs") == "none":
             head += "  (no commission, no slippage: trading costs nothing here)"
         return f"{head}\n{self.table()}"
+
+
+def _get_equity(self: BacktestResult) -> np.ndarray:
+    curve = self.__dict__["_equity"]
+    if isinstance(curve, Curve):
+        curve = self.__dict__["_equity"] = curve.build()
+    return curve
+
+
+def _set_equity(self: BacktestResult, curve: Any) -> None:
+    self.__dict__["_equity"] = curve
+
+
+# `equity` is built from the run's one float per bar when first read (see `Curve`).
+BacktestResult.equity = property(_get_equity, _set_equity,  # type: ignore[assignment]
+                                 doc="fields time (the bar's open, epoch s), equity at its "
+                                     "close, drawdown_pct")
 
 
 def _records(fills: Sequence) -> Sequence:
@@ -363,6 +382,12 @@ def _steps(bars: dict[str, np.ndarray], skip: dict[str, int], period: int
     ends at its period or at the symbol's next bar, whichever is first (months and sessions are
     irregular): orders placed at its close meet the next open."""
     symbols = list(bars)
+    if len(symbols) == 1:
+        # Views of the bars and spans computed when read: nothing the length of the bars.
+        b = bars[symbols[0]][skip[symbols[0]]:]
+        steps = {f: b[f] for f in ("time", "open", "high", "low", "close")}
+        steps["span"] = _Spans(b["time"], period)
+        return np.broadcast_to(np.int64(0), (len(b),)), steps
     cols: dict[str, list[np.ndarray]] = {f: [] for f in ("time", "open", "high", "low", "close",
                                                         "span")}
     for s in symbols:
@@ -376,11 +401,34 @@ def _steps(bars: dict[str, np.ndarray], skip: dict[str, int], period: int
         cols["span"].append(span[skip[s]:])
     which = np.concatenate([np.full(len(bars[s]) - skip[s], j, dtype=np.int64)
                             for j, s in enumerate(symbols)])
-    if len(symbols) == 1:
-        return which, {f: parts[0] for f, parts in cols.items()}  # views: nothing to merge
     out = {f: np.concatenate(parts) for f, parts in cols.items()}
     order = np.lexsort((which, out["time"]))
     return which[order], {f: a[order] for f, a in out.items()}
+
+
+class _Spans:
+    """The spans of one symbol's bars (`_steps`), each computed when read."""
+
+    def __init__(self, times: np.ndarray, period: int) -> None:
+        self.times = times
+        self.period = period
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def item(self, k: int) -> int:
+        t = self.times
+        return min(self.period, int(t[k + 1] - t[k])) if k + 1 < len(t) else self.period
+
+    def __getitem__(self, part: slice) -> np.ndarray:
+        lo, hi, _ = part.indices(len(self.times))
+        hi = max(lo, hi)
+        span = np.full(hi - lo, self.period, dtype=np.int64)
+        ext = self.times[lo:hi + 1]
+        m = min(len(ext) - 1, hi - lo)
+        if m > 0:
+            np.minimum(self.period, ext[1:m + 1] - ext[:m], out=span[:m])
+        return span
 
 
 async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], None] | None
@@ -663,35 +711,31 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
 
 
 def _equity(bars: dict[str, np.ndarray], step_sym: np.ndarray, step_times: np.ndarray,
-            fills: FillLog, cash: float) -> tuple[np.ndarray, np.ndarray]:
-    """Equity at every step's bar close, stamped with the bar's open time (the period it
-    covers), and whether any position was open then."""
-    from engine.backtests._equity import equity_curve
+            fills: FillLog, cash: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Equity at every step's bar close, the time it is stamped with (the bar's open: the
+    period it covers), and whether any position was open then."""
+    from engine.backtests._equity import equity_curve, equity_one
 
     symbols = list(bars)
-    which = np.asarray(step_sym, dtype=np.int64)
-    if len(symbols) == 1:
-        closes = np.ascontiguousarray(bars[symbols[0]]["close"], dtype=np.float64)
-    else:
-        closes = np.empty(len(which))
-        for j, s in enumerate(symbols):
-            closes[which == j] = bars[s]["close"]
     f = fills.rows
     # The log's symbols start with the run's, in order: its indices are the curve's.
     f_qty = f["size"] * f["side"]
-    equity, exposed = equity_curve(which, closes, len(symbols), f["step"].copy(),
-                                   f["sym"].astype(np.int64), f_qty, f["price"].copy(),
-                                   f["fee"].copy(), float(cash))
+    f_step, f_px, f_fee = f["step"].copy(), f["price"].copy(), f["fee"].copy()
+    if len(symbols) == 1:
+        equity, exposed = equity_one(bars[symbols[0]]["close"], f_step, f_qty, f_px, f_fee,
+                                     float(cash))
+        return step_times, equity, exposed
+    which = np.asarray(step_sym, dtype=np.int64)
+    closes = np.empty(len(which))
+    for j, s in enumerate(symbols):
+        closes[which == j] = bars[s]["close"]
+    equity, exposed = equity_curve(which, closes, len(symbols), f_step,
+                                   f["sym"].astype(np.int64), f_qty, f_px, f_fee, float(cash))
     del closes
     times = step_times
     # One point per time: with several symbols, the last step of a time holds every close.
     last = np.r_[times[1:] != times[:-1], True]
-    curve = np.zeros(int(last.sum()), dtype=[("time", np.int64), ("equity", np.float64),
-                                              ("drawdown_pct", np.float64)])
-    curve["time"] = times[last]
-    curve["equity"] = equity[last]
-    curve["drawdown_pct"] = drawdowns(curve["equity"])
-    return curve, exposed[last]
+    return times[last], equity[last], exposed[last]
 
 
 def run_backtest(strategy: str | Path | type[Strategy] | Strategy, data: Any = None, *,
@@ -734,10 +778,6 @@ def run_backtest(strategy: str | Path | type[Strategy] | Strategy, data: Any = N
     gc.freeze()
     try:
         try:
-            for s, b in run.bars.items():
-                if s not in run.reuse:
-                    run.shms[s].push(b)
-
             async def main() -> Any:
                 use_clock(run.clock)
                 return await _replay(strat, run, progress)
@@ -810,8 +850,18 @@ def _load(strat: Strategy, spec: RunSpec) -> _Run:
     broker.match_on_submit = False
     broker.announce_accepts = overrides(type(strat), "on_order")
     reuse = {s: shm for s, shm in given.items() if s in bars and len(shm) == len(bars[s])}
-    shms = {s: reuse.get(s) or ShmArray.create(ohlc_dtype, max(len(b), 1), start=0)
-            for s, b in bars.items()}
+    # The bars replay in place, held once: numbered as a segment filled from its start would
+    # number them (arrays the run loaded itself are numbered here; a caller's array with other
+    # numbers is copied once, never written to).
+    theirs = [a for a in (data.values() if isinstance(data, Mapping) else [data])
+              if isinstance(a, np.ndarray)]
+    for s, b in bars.items():
+        if s in reuse or numbered(b):
+            continue
+        if any(np.may_share_memory(b, a) for a in theirs):
+            b = bars[s] = b.copy()
+        b["index"] = np.arange(len(b))
+    shms = {s: reuse.get(s) or HeldBars(b) for s, b in bars.items()}
     return _Run(bars, period, skip, shms, reuse, clock, broker, config)
 
 
@@ -823,19 +873,20 @@ def _collect(strat: Strategy, spec: RunSpec, run: _Run, fills: FillLog, step_sym
     bars = {s: b[run.skip[s]:] for s, b in run.bars.items()}  # the traded part
     if spec.measure.close_at_end:
         fills.add(len(step_sym) - 1, close_positions(broker, _last_closes(bars, period)))
-    curve, exposed = _equity(bars, step_sym, step_times, fills, cash)
+    times, equity, exposed = _equity(bars, step_sym, step_times, fills, cash)
     f = fills.rows
     trades = trade_table(f["sym"].astype(np.int64), f["size"] * f["side"], f["price"].copy(),
                          f["fee"].copy(), f["time"].copy(), fills.symbols, bars,
                          spec.measure.lots)
     m = spec.measure
-    stats = compute_stats(curve["time"], curve["equity"], exposed, trades, broker.account.fees,
+    stats = compute_stats(times, equity, exposed, trades, broker.account.fees,
                           cash, period=period, costs=spec.costs.describe(),
                           periods_per_year=m.periods_per_year, risk_free=m.risk_free,
                           bootstrap=m.bootstrap)
     return BacktestResult(strategy=strat.name, params=strat.params.model_dump(),
                           symbols=list(bars), timeframe=period, stats=stats, trades=trades,
-                          equity=curve, fills=Fills(fills, broker.account.name), bars=bars,
+                          equity=Curve(times, equity), fills=Fills(fills, broker.account.name),
+                          bars=bars,
                           rejected=list(broker.rejections), log=lines,
                           orders=OrderLog.of(broker, cancels), lots=m.lots,
                           close_at_end=m.close_at_end)
