@@ -1,6 +1,7 @@
 """Backtest statistics from an equity curve and a trade list: returns, risk, drawdowns, trades.
 
-Pure functions of arrays; no I/O. Every formula is written out in the README's "Statistics"
+Pure functions of arrays; no I/O. The passes over every bar are numba kernels (one pass, no
+temporary the length of the curve: a 10M-bar run's statistics add no bar-sized arrays). Every formula is written out in the README's "Statistics"
 table; the returns behind the risk figures are per period of the data's own calendar:
 
 - bars of a day or less: one return per UTC day that has bars (the last equity of each day),
@@ -17,6 +18,7 @@ import math
 from statistics import NormalDist
 
 import numpy as np
+from numba import njit
 
 __all__ = ["compute_stats", "drawdowns", "period_returns", "periods_per_year_of",
            "probabilistic_sharpe", "expected_max_sharpe", "deflated_sharpe", "sharpe_interval"]
@@ -26,9 +28,26 @@ _YEAR = 365.25 * 86400
 
 def drawdowns(equity: np.ndarray) -> np.ndarray:
     """Drawdown of each point from the running peak, as a percent (<= 0)."""
-    peak = np.maximum.accumulate(equity)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(peak > 0, (equity / peak - 1.0) * 100.0, 0.0)
+    return _drawdowns(np.asarray(equity, dtype=np.float64))
+
+
+@njit(cache=True)
+def _drawdowns(equity: np.ndarray) -> np.ndarray:
+    # The running peak as np.maximum.accumulate keeps it (a NaN stays), then
+    # (equity / peak - 1) * 100 where the peak is above 0, else 0.
+    n = len(equity)
+    out = np.empty(n)
+    peak = 0.0
+    for i in range(n):
+        e = equity[i]
+        if i == 0:
+            peak = e
+        elif math.isnan(peak):
+            pass  # a NaN peak stays NaN
+        elif math.isnan(e) or e > peak:
+            peak = e
+        out[i] = (e / peak - 1.0) * 100.0 if peak > 0 else 0.0
+    return out
 
 
 def _max_duration(times: np.ndarray, dd: np.ndarray) -> float:
@@ -36,14 +55,28 @@ def _max_duration(times: np.ndarray, dd: np.ndarray) -> float:
     equity regains it (or to the end if it never does)."""
     if not len(times):
         return 0.0
-    t = times.astype(np.float64)
-    at_peak = dd >= 0
-    # The time of the latest peak at or before each point (the first point counts as one).
-    peak_t = np.maximum.accumulate(np.where(at_peak, t, t[0]))
-    regained = np.flatnonzero(at_peak[1:] & ~at_peak[:-1]) + 1
-    longest = float((t[regained] - peak_t[regained - 1]).max()) if len(regained) else 0.0
-    if not at_peak[-1]:
-        longest = max(longest, float(t[-1] - peak_t[-1]))
+    return _longest_under(np.asarray(times), np.asarray(dd, dtype=np.float64))
+
+
+@njit(cache=True)
+def _longest_under(times: np.ndarray, dd: np.ndarray) -> float:
+    # The time of the latest peak at or before each point (the first point counts as one);
+    # a point back at a peak after one below it ends a drawdown that lasted from that peak.
+    first = float(times[0])
+    peak_t = first
+    longest = -np.inf
+    regained = False
+    for i in range(len(times)):
+        t = float(times[i])
+        at_peak = dd[i] >= 0
+        if i > 0 and at_peak and not dd[i - 1] >= 0:
+            regained = True
+            longest = max(longest, t - peak_t)
+        peak_t = max(peak_t, t if at_peak else first)
+    if not regained:
+        longest = 0.0
+    if not dd[len(dd) - 1] >= 0:
+        longest = max(longest, float(times[len(times) - 1]) - peak_t)
     return longest
 
 
@@ -62,9 +95,7 @@ def period_returns(times: np.ndarray, equity: np.ndarray, cash: float, period: i
     if not len(times):
         return np.zeros(0), np.zeros(0, dtype=np.int64)
     if period <= _DAY:
-        days = np.asarray(times, dtype=np.int64) // _DAY
-        last = np.r_[days[1:] != days[:-1], True]
-        keys, closing = days[last] * _DAY, np.asarray(equity, dtype=np.float64)[last]
+        keys, closing = _day_closes(np.asarray(times), np.asarray(equity, dtype=np.float64))
     else:
         keys, closing = np.asarray(times, dtype=np.int64), np.asarray(equity, dtype=np.float64)
     before = np.r_[float(cash), closing[:-1]]
@@ -73,19 +104,48 @@ def period_returns(times: np.ndarray, equity: np.ndarray, cash: float, period: i
     return rets, keys
 
 
+@njit(cache=True)
+def _day_closes(times: np.ndarray, equity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # The last equity of each UTC day that has bars, and the day's start (epoch s).
+    n = len(times)
+    days = 0
+    for i in range(n):
+        if i == n - 1 or np.int64(times[i]) // _DAY != np.int64(times[i + 1]) // _DAY:
+            days += 1
+    keys = np.empty(days, dtype=np.int64)
+    closing = np.empty(days)
+    k = 0
+    for i in range(n):
+        day = np.int64(times[i]) // _DAY
+        if i == n - 1 or day != np.int64(times[i + 1]) // _DAY:
+            keys[k] = day * _DAY
+            closing[k] = equity[i]
+            k += 1
+    return keys, closing
+
+
+@njit(cache=True)
+def _weekend_share(times: np.ndarray) -> float:
+    n = len(times)
+    weekend = 0
+    for i in range(n):
+        if (np.int64(times[i]) // _DAY + 3) % 7 >= 5:  # Monday is 0; 1970-01-01 a Thursday
+            weekend += 1
+    return weekend / n
+
+
 def periods_per_year_of(times: np.ndarray, period: int) -> float:
     """How many of `period_returns`' periods a year holds. Bars of a day or less: 365 when the
     market trades on weekends (over 60 % of a 7-day week's share of bars, 2/7, fall on Saturdays
     and Sundays, the rule backtesting.py uses), else 252. Longer bars: the bars a year of the
     data holds, (bars - 1) / years spanned."""
-    t = np.asarray(times, dtype=np.int64)
+    t = np.asarray(times)
     if period > _DAY:
         years = (float(t[-1]) - float(t[0])) / _YEAR if len(t) > 1 else 0.0
         return (len(t) - 1) / years if years > 0 else _YEAR / period
     if not len(t):
         return 252.0
-    weekday = (t // _DAY + 3) % 7  # Monday is 0; 1970-01-01 was a Thursday
-    return 365.0 if (weekday >= 5).mean() > 0.6 * 2 / 7 else 252.0
+    return 365.0 if _weekend_share(t) > 0.6 * 2 / 7 else 252.0
 
 
 def _moments(x: np.ndarray) -> tuple[float, float]:
