@@ -35,21 +35,28 @@ class Curve:
 @njit(cache=True)
 def equity_curve(which: np.ndarray, closes: np.ndarray, n_sym: int, fill_step: np.ndarray,
                  fill_sym: np.ndarray, fill_qty: np.ndarray, fill_price: np.ndarray,
-                 fill_fee: np.ndarray, cash: float) -> tuple[np.ndarray, np.ndarray]:
-    """Equity at each step's close and whether a position was open then.
+                 fill_fee: np.ndarray, cash: float, keep: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Equity at the close of each step kept (`keep[k]`: the last step of its time) and whether
+    a position was open then.
 
     Step k closes a bar of symbol `which[k]` at `closes[k]`; fills are sorted by step and
     booked with the account's own arithmetic (cash -= qty * price + fee), so the curve ends on
     the account's cash to the last bit. A symbol is valued at its latest close (not at all
-    before its first bar)."""
+    before its first bar); the symbols are summed only at the steps kept."""
     n = len(which)
-    equity = np.empty(n)
-    exposed = np.zeros(n, dtype=np.bool_)
+    n_keep = 0
+    for k in range(n):
+        if keep[k]:
+            n_keep += 1
+    equity = np.empty(n_keep)
+    exposed = np.zeros(n_keep, dtype=np.bool_)
     pos = np.zeros(n_sym)
     delta = np.zeros(n_sym)
     last = np.full(n_sym, np.nan)
     running = cash
     f = 0
+    out = 0
     n_fills = len(fill_step)
     for k in range(n):
         if f < n_fills and fill_step[f] == k:
@@ -61,13 +68,16 @@ def equity_curve(which: np.ndarray, closes: np.ndarray, n_sym: int, fill_step: n
             for j in range(n_sym):
                 pos[j] += delta[j]
         last[which[k]] = closes[k]
+        if not keep[k]:
+            continue
         value = 0.0
         for j in range(n_sym):
             if pos[j] != 0.0:
-                exposed[k] = True
+                exposed[out] = True
             if not math.isnan(last[j]):
                 value += pos[j] * last[j]
-        equity[k] = running + value
+        equity[out] = running + value
+        out += 1
     return equity, exposed
 
 

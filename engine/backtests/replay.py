@@ -388,22 +388,61 @@ def _steps(bars: dict[str, np.ndarray], skip: dict[str, int], period: int
         steps = {f: b[f] for f in ("time", "open", "high", "low", "close")}
         steps["span"] = _Spans(b["time"], period)
         return np.broadcast_to(np.int64(0), (len(b),)), steps
-    cols: dict[str, list[np.ndarray]] = {f: [] for f in ("time", "open", "high", "low", "close",
-                                                        "span")}
+    # Several symbols: each step's symbol, its row in that symbol's bars, time and span (the
+    # bars' other fields are read through those when a step needs them: no merged copies).
+    times, spans, rows = [], [], []
     for s in symbols:
         b = bars[s]
         t = b["time"]
         span = np.full(len(t), period, dtype=np.int64)
         if len(t) > 1:
             np.minimum(period, t[1:] - t[:-1], out=span[:-1])
-        for f in ("time", "open", "high", "low", "close"):
-            cols[f].append(b[f][skip[s]:])
-        cols["span"].append(span[skip[s]:])
+        times.append(t[skip[s]:])
+        spans.append(span[skip[s]:])
+        rows.append(np.arange(skip[s], len(t), dtype=np.int64))
+    if all(len(t) == len(times[0]) and np.array_equal(t, times[0]) for t in times[1:]):
+        # Every symbol on the same times (a universe of one calendar): the merge is time-major
+        # with the symbols in order, what the sort below gives, without sorting.
+        n, m = len(times[0]), len(symbols)
+        which = np.tile(np.arange(m, dtype=np.int64), n)
+        steps = {"time": np.repeat(times[0], m),
+                 "span": np.stack(spans, axis=1).reshape(-1) if n else np.zeros(0, np.int64)}
+        row = np.stack(rows, axis=1).reshape(-1) if n else np.zeros(0, np.int64)
+        for f in ("open", "high", "low", "close"):
+            steps[f] = _Gather([bars[s][f] for s in symbols], which, row)
+        return which, steps
     which = np.concatenate([np.full(len(bars[s]) - skip[s], j, dtype=np.int64)
                             for j, s in enumerate(symbols)])
-    out = {f: np.concatenate(parts) for f, parts in cols.items()}
-    order = np.lexsort((which, out["time"]))
-    return which[order], {f: a[order] for f, a in out.items()}
+    time = np.concatenate(times)
+    order = np.lexsort((which, time))
+    del times
+    which, time = which[order], time[order]
+    span = np.concatenate(spans)[order]
+    del spans
+    row = np.concatenate(rows)[order]
+    del rows, order
+    steps = {"time": time, "span": span}
+    for f in ("open", "high", "low", "close"):
+        steps[f] = _Gather([bars[s][f] for s in symbols], which, row)
+    return which, steps
+
+
+class _Gather:
+    """A field of several symbols' bars in step order, read through each step's symbol and
+    row: one value when a step needs it, the whole column only when asked (`array`)."""
+
+    def __init__(self, columns: list[np.ndarray], which: np.ndarray, row: np.ndarray) -> None:
+        self.columns = columns
+        self.which = which
+        self.row = row
+
+    def item(self, k: int) -> float:
+        return self.columns[self.which.item(k)].item(self.row.item(k))
+
+    def array(self) -> np.ndarray:
+        """The whole column in step order."""
+        offsets = np.r_[0, np.cumsum([len(c) for c in self.columns])].astype(np.int64)
+        return np.concatenate(self.columns)[offsets[self.which] + self.row]
 
 
 class _Spans:
@@ -432,7 +471,7 @@ class _Spans:
 
 
 async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], None] | None
-                  ) -> tuple[FillLog, np.ndarray, np.ndarray, list]:
+                  ) -> tuple[FillLog, np.ndarray, dict[str, Any], list]:
     """The middle stages: start the strategy, warm it up (bars before it is warm are history
     it is not called for), step through every bar (orders meet each bar's path, then the
     strategy hears the close) and stop it."""
@@ -625,7 +664,54 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
         # One symbol's bars to on_bar, nothing else per bar: a loop that only moves its index.
         simple = (len(symbols) == 1 and wants_bar and not wants_quote and not general
                   and not grouped)
-        for first in range(0, total, every):
+        # on_bars over one timeframe, bar-driven: a step's bars are counted, then one call.
+        stepwise = grouped and not dispatch.higher and not wants_quote
+        if stepwise:
+            where = "on_bars"
+            starts = np.flatnonzero(np.r_[True, st_t[1:] != st_t[:-1]]) if total else \
+                np.zeros(0, dtype=np.int64)
+            stops = np.r_[starts[1:], total].astype(np.int64)
+            fn, with_tf, label = dispatch.fn, dispatch.with_tf, dispatch.finest_label
+            report = 0
+            for g0, g1 in zip(starts.tolist(), stops.tolist(), strict=True):
+                if g0 >= report:
+                    if progress is not None:
+                        progress(g0, total)
+                    gc.freeze()
+                    report = g0 + every
+                js = which[g0:g1].tolist()
+                if account.n_orders > account._start:
+                    # Orders work: each bar as the general loop takes it (opens, path, close).
+                    for k, j in zip(range(g0, g1), js, strict=True):
+                        if group_end is not None and k > opened_to and group_end.item(k) > k:
+                            opened_to = group_end.item(k)
+                            calls = opens(k)
+                            if calls:
+                                await call(calls)
+                                where = "on_bars"
+                        calls = through(k, j, k <= opened_to)
+                        if calls:
+                            await call(calls)
+                            where = "on_bars"
+                        clock._now = st_t.item(k) + st_span.item(k)
+                        seen[j][0] += 1
+                else:
+                    # Nothing can happen between a step's bars: count them all, then call.
+                    for j in js:
+                        seen[j][0] += 1
+                    k = g1 - 1
+                    clock._now = st_t.item(k) + st_span.item(k)
+                names = [symbols[j] for j in js if seen[j][0] >= warm]
+                if len(set(js)) != len(js):
+                    names = sorted(set(names), key=symbols.index)
+                if names:
+                    r = fn(names, label) if with_tf else fn(names)
+                    if r is not None and inspect.isawaitable(r):
+                        await r
+                if pending:
+                    await call(take(g1 - 1))
+                    where = "on_bars"
+        for first in range(0, total if not stepwise else 0, every):
             if simple:
                 if progress is not None:
                     progress(first, total)
@@ -707,13 +793,13 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
                             ) from exc
     if progress is not None:
         progress(total, total)
-    return fills, which, steps["time"], cancels
+    return fills, which, steps, cancels
 
 
-def _equity(bars: dict[str, np.ndarray], step_sym: np.ndarray, step_times: np.ndarray,
+def _equity(bars: dict[str, np.ndarray], step_sym: np.ndarray, steps: dict[str, Any],
             fills: FillLog, cash: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Equity at every step's bar close, the time it is stamped with (the bar's open: the
-    period it covers), and whether any position was open then."""
+    """Equity at the close of every time's last step, the time it is stamped with (the bar's
+    open: the period it covers), and whether any position was open then."""
     from engine.backtests._equity import equity_curve, equity_one
 
     symbols = list(bars)
@@ -721,21 +807,19 @@ def _equity(bars: dict[str, np.ndarray], step_sym: np.ndarray, step_times: np.nd
     # The log's symbols start with the run's, in order: its indices are the curve's.
     f_qty = f["size"] * f["side"]
     f_step, f_px, f_fee = f["step"].copy(), f["price"].copy(), f["fee"].copy()
+    times = steps["time"]
     if len(symbols) == 1:
         equity, exposed = equity_one(bars[symbols[0]]["close"], f_step, f_qty, f_px, f_fee,
                                      float(cash))
-        return step_times, equity, exposed
+        return times, equity, exposed
     which = np.asarray(step_sym, dtype=np.int64)
-    closes = np.empty(len(which))
-    for j, s in enumerate(symbols):
-        closes[which == j] = bars[s]["close"]
-    equity, exposed = equity_curve(which, closes, len(symbols), f_step,
-                                   f["sym"].astype(np.int64), f_qty, f_px, f_fee, float(cash))
-    del closes
-    times = step_times
+    closes = steps["close"].array()
     # One point per time: with several symbols, the last step of a time holds every close.
     last = np.r_[times[1:] != times[:-1], True]
-    return times[last], equity[last], exposed[last]
+    equity, exposed = equity_curve(which, closes, len(symbols), f_step,
+                                   f["sym"].astype(np.int64), f_qty, f_px, f_fee, float(cash),
+                                   last)
+    return times[last], equity, exposed
 
 
 def run_backtest(strategy: str | Path | type[Strategy] | Strategy, data: Any = None, *,
@@ -783,14 +867,14 @@ def run_backtest(strategy: str | Path | type[Strategy] | Strategy, data: Any = N
                 return await _replay(strat, run, progress)
 
             with _captured_log(strat, spec.measure.log_level) as lines:
-                fills, step_sym, step_times, cancels = trio.run(main)
+                fills, step_sym, steps, cancels = trio.run(main)
         finally:
             for s, shm in run.shms.items():
                 if s not in run.reuse:
                     shm.close()
                     shm.unlink()
         gc.freeze()  # the run's orders and fills too, while its results are built
-        return _collect(strat, spec, run, fills, step_sym, step_times, cancels, lines)
+        return _collect(strat, spec, run, fills, step_sym, steps, cancels, lines)
     finally:
         gc.unfreeze()
 
@@ -866,14 +950,14 @@ def _load(strat: Strategy, spec: RunSpec) -> _Run:
 
 
 def _collect(strat: Strategy, spec: RunSpec, run: _Run, fills: FillLog, step_sym: np.ndarray,
-             step_times: np.ndarray, cancels: Any, lines: list[str]) -> BacktestResult:
+             steps: dict[str, Any], cancels: Any, lines: list[str]) -> BacktestResult:
     """The last stages: settle what is still open (`close_at_end`), then collect the equity
     curve, trades, orders and statistics into the result."""
     broker, period, cash = run.broker, run.period, spec.account.cash
     bars = {s: b[run.skip[s]:] for s, b in run.bars.items()}  # the traded part
     if spec.measure.close_at_end:
         fills.add(len(step_sym) - 1, close_positions(broker, _last_closes(bars, period)))
-    times, equity, exposed = _equity(bars, step_sym, step_times, fills, cash)
+    times, equity, exposed = _equity(bars, step_sym, steps, fills, cash)
     f = fills.rows
     trades = trade_table(f["sym"].astype(np.int64), f["size"] * f["side"], f["price"].copy(),
                          f["fee"].copy(), f["time"].copy(), fills.symbols, bars,

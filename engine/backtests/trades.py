@@ -68,7 +68,10 @@ def trade_table(sym: np.ndarray, qty: np.ndarray, price: np.ndarray, fee: np.nda
     those of `bars`), signed units, price, fee and time; the trades as columns (`Trades`)."""
     if lots not in LOTS:
         raise ValueError(f"lots must be one of {', '.join(LOTS)}, got {lots!r}")
-    columns = {f: [np.asarray(bars[s][f], dtype=np.float64) if s in bars else np.zeros(0)
+    # Views of the bars where they are one symbol's (times stay int64: the kernels compare
+    # them with float times exactly as float64 copies would compare).
+    columns = {f: [np.asarray(bars[s][f], dtype=np.int64 if f == "time" else np.float64)
+                   if s in bars else np.zeros(0, dtype=np.int64 if f == "time" else np.float64)
                    for s in symbols] for f in ("time", "low", "high")}
     offsets = np.zeros(len(symbols) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(t) for t in columns["time"]])
@@ -76,10 +79,14 @@ def trade_table(sym: np.ndarray, qty: np.ndarray, price: np.ndarray, fee: np.nda
                           for c in columns.values())
     marks = np.array([float(bars[s]["close"][-1]) if s in bars and len(bars[s]) else math.nan
                       for s in symbols])
-    (t_sym, t_dir, t_size, t_et, t_ep, t_eb, t_xt, t_xp, t_xb, t_fees, t_open) = match_lots(
+    matched = match_lots(
         np.ascontiguousarray(sym, dtype=np.int64), np.ascontiguousarray(qty),
         np.ascontiguousarray(price), np.ascontiguousarray(fee), np.ascontiguousarray(when),
         times, offsets, marks, lots == "average")
+    # The kernel's arrays are sized for the most trades the fills could make: keep the trades.
+    (t_sym, t_dir, t_size, t_et, t_ep, t_eb, t_xt, t_xp, t_xb, t_fees, t_open) = (
+        a.copy() for a in matched)
+    del matched
     # An exit at a bar's open ends the trade there: that bar's range came after it.
     at_open = (t_xb > t_eb) & (t_xt <= times[np.minimum(offsets[t_sym] + t_xb,
                                                         max(len(times) - 1, 0))]
