@@ -133,6 +133,8 @@ class Line:
         src = self._src
         if src.done < n:
             src.catch_up(n)
+        if i == -1 and n > src.drop:
+            return self._out[n - 1 - src.drop]  # the newest value, held and visible
         if i < 0:
             i += n
             if i < 0:

@@ -507,7 +507,9 @@ class Context(AccountAccess):
         if abs(delta) <= 1e-12 * max(1.0, abs(size)):
             return None
         side = "buy" if delta > 0 else "sell"
-        protect = self._protect(symbol, side, limit, stop_loss, take_profit, trail)
+        protect = (self._protect(symbol, side, limit, stop_loss, take_profit, trail)
+                   if stop_loss is not None or take_profit is not None or trail is not None
+                   else None)
         return self._order(symbol, side, abs(delta), limit, stop, tif, False, protect)
 
     def close(self, symbol: str) -> str | None:

@@ -43,11 +43,15 @@ class FillLog:
         self.n = 0
         self.client_ids: list[str] = []
 
-    def add(self, step: int, fills: Iterable) -> None:
-        """Append `fills` (`FillRecord`s or `OrderFilled` events) as happening at `step`."""
+    def add(self, step: int | Sequence[int], fills: Iterable) -> None:
+        """Append `fills` (`FillRecord`s or `OrderFilled` events) as happening at `step` (or
+        each at its own, `step` a sequence as long as `fills`)."""
         index = self._index
         rows = []
+        steps = iter(step) if not isinstance(step, int) else None
         for f in fills:
+            if steps is not None:
+                step = next(steps)
             j = index.get(f.symbol)
             if j is None:
                 j = index[f.symbol] = len(self.symbols)

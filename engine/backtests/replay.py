@@ -523,6 +523,14 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
     revalue = not wants_quote and len(symbols) > 1 and broker.config.risk.leverage is not None
     # Fills nobody is told of are logged as records, their events built only if asked for.
     log = account.fill_log = [] if "on_fill" not in handlers and broker.ledger is None else None
+    log_steps: list[int] = []  # the step of each fill record in `log`
+
+    def keep_fills() -> None:
+        """Move the fill records logged so far into the run's columns."""
+        if log:
+            fills.add(log_steps, log)
+            log.clear()
+            log_steps.clear()
     where = "on_start"
 
     def take(k: int) -> list:
@@ -578,8 +586,7 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
         logged = len(log) if log is not None else 0
         broker._record(account.match(sym, pt, px, px, math.nan, math.nan, px, touch))
         if log is not None and len(log) > logged:
-            fills.add(k, log[logged:])
-            del log[logged:]  # kept as columns from here
+            log_steps.extend([k] * (len(log) - logged))  # into the columns a chunk at a time
 
     def through(k: int, j: int, opened: bool = False) -> list | None:
         """Working orders meet the path through bar k until none is left working (`opened`:
@@ -677,6 +684,7 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
                 if g0 >= report:
                     if progress is not None:
                         progress(g0, total)
+                    keep_fills()
                     gc.freeze()
                     report = g0 + every
                 js = which[g0:g1].tolist()
@@ -715,6 +723,7 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
             if simple:
                 if progress is not None:
                     progress(first, total)
+                keep_fills()
                 gc.freeze()
                 stop = min(total, first + every)
                 cell, sym = seen[0], symbols[0]
@@ -739,6 +748,7 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
                 progress(first, total)
             # What survived the last chunk (orders, fills) lives to the end of the run: out
             # of the collector's full passes with the rest (young garbage is still collected).
+            keep_fills()
             gc.freeze()
             stop = min(total, first + every)
             # A chunk at a time: the Python numbers of one chunk reuse the last one's memory.
@@ -785,6 +795,7 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
             await r
         if pending:
             await call(take(total - 1))
+        keep_fills()
     except (KeyboardInterrupt, trio.Cancelled):
         raise
     except Exception as exc:
