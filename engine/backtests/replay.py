@@ -403,11 +403,11 @@ def _steps(bars: dict[str, np.ndarray], skip: dict[str, int], period: int
     if all(len(t) == len(times[0]) and np.array_equal(t, times[0]) for t in times[1:]):
         # Every symbol on the same times (a universe of one calendar): the merge is time-major
         # with the symbols in order, what the sort below gives, without sorting.
-        n, m = len(times[0]), len(symbols)
-        which = np.tile(np.arange(m, dtype=np.int64), n)
-        steps = {"time": np.repeat(times[0], m),
-                 "span": np.stack(spans, axis=1).reshape(-1) if n else np.zeros(0, np.int64)}
-        row = np.stack(rows, axis=1).reshape(-1) if n else np.zeros(0, np.int64)
+        # Same times, so the same spans and rows for every symbol.
+        m = len(symbols)
+        which = np.tile(np.arange(m, dtype=np.int64), len(times[0]))
+        steps = {"time": np.repeat(times[0], m), "span": np.repeat(spans[0], m)}
+        row = np.repeat(rows[0], m)
         for f in ("open", "high", "low", "close"):
             steps[f] = _Gather([bars[s][f] for s in symbols], which, row)
         return which, steps
@@ -519,7 +519,21 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
                 if n:
                     marks[sym_index[j]] = last_close[j][n - 1]
 
-        broker.refresh_marks = refresh_marks
+        gathered: list[np.ndarray] = []
+
+        def refresh_many() -> None:
+            # A universe: the latest closes gathered in one indexing, not a loop per symbol
+            # (the closes joined once, when the first order is checked).
+            if not gathered:
+                lengths = np.array([len(c) for c in last_close], dtype=np.int64)
+                gathered.extend((np.concatenate(last_close), np.r_[0, np.cumsum(lengths)[:-1]],
+                                 np.asarray(sym_index, dtype=np.int64)))
+            closes, offsets, rows = gathered
+            n = np.fromiter((c[0] for c in seen), dtype=np.int64, count=len(seen))
+            has = n > 0
+            marks[rows[has]] = closes[offsets[has] + n[has] - 1]
+
+        broker.refresh_marks = refresh_marks if len(symbols) <= 16 else refresh_many
     revalue = not wants_quote and len(symbols) > 1 and broker.config.risk.leverage is not None
     # Fills nobody is told of are logged as records, their events built only if asked for.
     log = account.fill_log = [] if "on_fill" not in handlers and broker.ledger is None else None
@@ -680,6 +694,7 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
             stops = np.r_[starts[1:], total].astype(np.int64)
             fn, with_tf, label = dispatch.fn, dispatch.with_tf, dispatch.finest_label
             report = 0
+            n_symbols, all_warm = len(symbols), False
             for g0, g1 in zip(starts.tolist(), stops.tolist(), strict=True):
                 if g0 >= report:
                     if progress is not None:
@@ -709,9 +724,13 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
                         seen[j][0] += 1
                     k = g1 - 1
                     clock._now = st_t.item(k) + st_span.item(k)
-                names = [symbols[j] for j in js if seen[j][0] >= warm]
-                if len(set(js)) != len(js):
-                    names = sorted(set(names), key=symbols.index)
+                if len(js) == n_symbols and all_warm:
+                    names = symbols[:]  # every symbol, in order: one bar each
+                else:
+                    names = [symbols[j] for j in js if seen[j][0] >= warm]
+                    if len(set(js)) != len(js):
+                        names = sorted(set(names), key=symbols.index)
+                    all_warm = len(js) == n_symbols and len(names) == n_symbols
                 if names:
                     r = fn(names, label) if with_tf else fn(names)
                     if r is not None and inspect.isawaitable(r):
