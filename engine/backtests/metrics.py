@@ -105,6 +105,44 @@ def period_returns(times: np.ndarray, equity: np.ndarray, cash: float, period: i
 
 
 @njit(cache=True)
+def _drawdown_summary(times: np.ndarray, equity: np.ndarray) -> tuple[float, float]:
+    # min(drawdowns(equity)) (NaN if any is) and _max_duration(times, drawdowns(equity)), each
+    # drawdown computed as `_drawdowns` does and dropped once read.
+    dd = _drawdowns(equity[:1])[0]
+    lowest = dd
+    first = float(times[0])
+    peak_t = first
+    longest = -np.inf
+    regained = False
+    peak = equity[0]
+    before = dd
+    for i in range(len(equity)):
+        e = equity[i]
+        if i > 0:
+            if math.isnan(peak):
+                pass
+            elif math.isnan(e) or e > peak:
+                peak = e
+            dd = (e / peak - 1.0) * 100.0 if peak > 0 else 0.0
+        if math.isnan(dd) or math.isnan(lowest):
+            lowest = math.nan
+        elif dd < lowest:
+            lowest = dd
+        t = float(times[i])
+        at_peak = dd >= 0
+        if i > 0 and at_peak and not before >= 0:
+            regained = True
+            longest = max(longest, t - peak_t)
+        peak_t = max(peak_t, t if at_peak else first)
+        before = dd
+    if not regained:
+        longest = 0.0
+    if not dd >= 0:
+        longest = max(longest, float(times[len(times) - 1]) - peak_t)
+    return lowest, longest
+
+
+@njit(cache=True)
 def _day_closes(times: np.ndarray, equity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # The last equity of each UTC day that has bars, and the day's start (epoch s).
     n = len(times)
@@ -238,7 +276,9 @@ def compute_stats(times: np.ndarray, equity: np.ndarray, exposure: np.ndarray, t
         d = d[d > 0]
         period = int(np.median(d)) if len(d) else _DAY
     final = float(equity[-1]) if len(equity) else cash
-    dd = drawdowns(equity) if len(equity) else np.zeros(0)
+    # The deepest drawdown and the longest time under water, in one pass (no curve-long array).
+    max_dd, under = (_drawdown_summary(np.asarray(times), np.asarray(equity, dtype=np.float64))
+                     if len(equity) else (0.0, 0.0))
     years = (float(times[-1]) - float(times[0])) / _YEAR if len(times) > 1 else 0.0
     total = final / cash - 1.0
     cagr = (final / cash) ** (1.0 / years) - 1.0 if years > 0 and final > 0 else math.nan
@@ -257,7 +297,6 @@ def compute_stats(times: np.ndarray, equity: np.ndarray, exposure: np.ndarray, t
     sortino = mean_x / downside * math.sqrt(per_year) if downside else math.nan
     skew, kurt = _moments(rets)
     lo, hi = sharpe_interval(rets, per_year, risk_free) if bootstrap else (math.nan, math.nan)
-    max_dd = float(dd.min()) if len(dd) else 0.0
     columns = getattr(trades, "columns", None)  # `Trades`: read its columns, not dicts
     if columns is not None:
         is_open = columns["open"]
@@ -296,7 +335,7 @@ def compute_stats(times: np.ndarray, equity: np.ndarray, exposure: np.ndarray, t
         "periods_per_year": per_year,
         "risk_free": risk_free,
         "max_drawdown_pct": max_dd,
-        "max_drawdown_duration_days": _max_duration(times, dd) / 86400 if len(dd) else 0.0,
+        "max_drawdown_duration_days": under / 86400,
         "exposure_pct": float(np.mean(exposure) * 100.0) if len(exposure) else 0.0,
         "num_trades": len(pnls),
         "open_trades": len(still_pnl),
