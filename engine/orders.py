@@ -72,8 +72,10 @@ class SubmitOrder(BaseModel):
     @property
     def protected(self) -> bool:
         """Whether the order carries a stop-loss, take-profit or trailing stop."""
-        return any(v is not None for v in (self.stop_loss, self.stop_loss_pct, self.take_profit,
-                                           self.take_profit_pct, self.trail, self.trail_pct))
+        # Read on every order's way to the book: plain tests, no generator.
+        return (self.stop_loss is not None or self.stop_loss_pct is not None
+                or self.take_profit is not None or self.take_profit_pct is not None
+                or self.trail is not None or self.trail_pct is not None)
 
     @property
     def units(self) -> float:

@@ -956,8 +956,12 @@ def _load(strat: Strategy, spec: RunSpec) -> _Run:
         if all(skip[s] == len(b) for s, b in bars.items()):
             raise BacktestError(f"no bars at or after trade_from={d.trade_from}")
     config = spec.broker_config()
+    # Room for an order every 16 bars before the order table grows: zeroed pages cost nothing
+    # until an order is written (a doubling copies, and holds, every row).
+    rows = sum(len(b) for b in bars.values()) // 16
     account = Account("backtest", list(bars), cash=spec.account.cash, config=config,
-                      instruments=spec.account.instruments)
+                      instruments=spec.account.instruments,
+                      capacity=max(1024, 1 << rows.bit_length()))
     first = float(min(b["time"][skip[s]] for s, b in bars.items() if skip[s] < len(b)))
     clock = ReplayClock(first)
     broker = PaperBroker(account, clock)
