@@ -20,7 +20,7 @@ from statistics import NormalDist
 import numpy as np
 from numba import njit
 
-__all__ = ["compute_stats", "drawdowns", "period_returns", "periods_per_year_of",
+__all__ = ["compute_stats", "sharpe_ci", "drawdowns", "period_returns", "periods_per_year_of",
            "probabilistic_sharpe", "expected_max_sharpe", "deflated_sharpe", "sharpe_interval"]
 
 _YEAR = 365.25 * 86400
@@ -256,18 +256,29 @@ def sharpe_interval(rets: np.ndarray, per_year: float, risk_free: float = 0.0,
     return float(lo_q), float(hi_q)
 
 
+def sharpe_ci(times: np.ndarray, equity: np.ndarray, cash: float, period: int,
+              periods_per_year: float | None = None, risk_free: float = 0.0
+              ) -> tuple[float, float]:
+    """`compute_stats`' bootstrap interval of the Sharpe ratio, on its own: a run computes it
+    before building its trades, so the bootstrap's draws and the trades are never held at once."""
+    per_year = float(periods_per_year or (periods_per_year_of(times, period)))
+    rets, _ = period_returns(times, equity, cash, period)
+    return sharpe_interval(rets[np.isfinite(rets)], per_year, risk_free)
+
+
 def compute_stats(times: np.ndarray, equity: np.ndarray, exposure: np.ndarray, trades: list,
                   fees: float, cash: float, *, period: int | None = None,
                   periods_per_year: float | None = None, risk_free: float = 0.0,
-                  bootstrap: bool = True, costs: str | None = None) -> dict:
+                  bootstrap: bool = True, costs: str | None = None,
+                  interval: tuple[float, float] | None = None) -> dict:
     """The statistics of a run (the README's "Statistics" table defines each).
 
     `times`: each bar's open time (epoch s); `equity`: the equity at its close; `exposure`:
     whether a position was open then; `trades`: trade records (`pnl`, `return_pct`, `open`);
     `period`: the bar period (s; guessed from `times` when None); `periods_per_year`: overrides
     the calendar's; `risk_free`: the annual risk-free rate as a fraction; `bootstrap`: compute
-    the Sharpe ratio's confidence interval; `costs`: the run's costs as text ("none" when it
-    paid none)."""
+    the Sharpe ratio's confidence interval (or `interval`: that interval as `sharpe_ci` gave
+    it beforehand); `costs`: the run's costs as text ("none" when it paid none)."""
     from engine.timefmt import iso
 
     times = np.asarray(times)
@@ -296,7 +307,8 @@ def compute_stats(times: np.ndarray, equity: np.ndarray, exposure: np.ndarray, t
     downside = math.sqrt(float(np.mean(np.minimum(excess, 0.0) ** 2))) if n else math.nan
     sortino = mean_x / downside * math.sqrt(per_year) if downside else math.nan
     skew, kurt = _moments(rets)
-    lo, hi = sharpe_interval(rets, per_year, risk_free) if bootstrap else (math.nan, math.nan)
+    lo, hi = interval if interval is not None else (
+        sharpe_interval(rets, per_year, risk_free) if bootstrap else (math.nan, math.nan))
     columns = getattr(trades, "columns", None)  # `Trades`: read its columns, not dicts
     if columns is not None:
         is_open = columns["open"]

@@ -37,7 +37,7 @@ import trio
 from engine.backtests._closeout import close_positions
 from engine.backtests._equity import Curve
 from engine.backtests._held import HeldBars, numbered
-from engine.backtests.metrics import compute_stats, drawdowns
+from engine.backtests.metrics import compute_stats, drawdowns, sharpe_ci
 from engine.backtests.records import (
     FillLog,
     OrderLog,
@@ -992,15 +992,17 @@ def _collect(strat: Strategy, spec: RunSpec, run: _Run, fills: FillLog, step_sym
     if spec.measure.close_at_end:
         fills.add(len(step_sym) - 1, close_positions(broker, _last_closes(bars, period)))
     times, equity, exposed = _equity(bars, step_sym, steps, fills, cash)
+    m = spec.measure
+    interval = (sharpe_ci(times, equity, cash, period, m.periods_per_year, m.risk_free)
+                if m.bootstrap and len(times) else None)
     f = fills.rows
     trades = trade_table(f["sym"].astype(np.int64), f["size"] * f["side"], f["price"].copy(),
                          f["fee"].copy(), f["time"].copy(), fills.symbols, bars,
                          spec.measure.lots)
-    m = spec.measure
     stats = compute_stats(times, equity, exposed, trades, broker.account.fees,
                           cash, period=period, costs=spec.costs.describe(),
                           periods_per_year=m.periods_per_year, risk_free=m.risk_free,
-                          bootstrap=m.bootstrap)
+                          bootstrap=m.bootstrap, interval=interval)
     return BacktestResult(strategy=strat.name, params=strat.params.model_dump(),
                           symbols=list(bars), timeframe=period, stats=stats, trades=trades,
                           equity=Curve(times, equity), fills=Fills(fills, broker.account.name),
