@@ -50,36 +50,6 @@ def _drawdowns(equity: np.ndarray) -> np.ndarray:
     return out
 
 
-def _max_duration(times: np.ndarray, dd: np.ndarray) -> float:
-    """Longest time under water, in seconds: from the peak before a drawdown to the point the
-    equity regains it (or to the end if it never does)."""
-    if not len(times):
-        return 0.0
-    return _longest_under(np.asarray(times), np.asarray(dd, dtype=np.float64))
-
-
-@njit(cache=True)
-def _longest_under(times: np.ndarray, dd: np.ndarray) -> float:
-    # The time of the latest peak at or before each point (the first point counts as one);
-    # a point back at a peak after one below it ends a drawdown that lasted from that peak.
-    first = float(times[0])
-    peak_t = first
-    longest = -np.inf
-    regained = False
-    for i in range(len(times)):
-        t = float(times[i])
-        at_peak = dd[i] >= 0
-        if i > 0 and at_peak and not dd[i - 1] >= 0:
-            regained = True
-            longest = max(longest, t - peak_t)
-        peak_t = max(peak_t, t if at_peak else first)
-    if not regained:
-        longest = 0.0
-    if not dd[len(dd) - 1] >= 0:
-        longest = max(longest, float(times[len(times) - 1]) - peak_t)
-    return longest
-
-
 _DAY = 86400
 _EULER = 0.5772156649015329  # the Euler-Mascheroni constant (expected maximum of Gumbel draws)
 
@@ -106,8 +76,10 @@ def period_returns(times: np.ndarray, equity: np.ndarray, cash: float, period: i
 
 @njit(cache=True)
 def _drawdown_summary(times: np.ndarray, equity: np.ndarray) -> tuple[float, float]:
-    # min(drawdowns(equity)) (NaN if any is) and _max_duration(times, drawdowns(equity)), each
-    # drawdown computed as `_drawdowns` does and dropped once read.
+    # min(drawdowns(equity)) (NaN if any is), and the longest time under water in seconds:
+    # from the peak before a drawdown (the latest point at a peak; the first point counts as
+    # one) to the point back at a peak, or to the end if it never gets back. Each drawdown is
+    # computed as `_drawdowns` does and dropped once read.
     dd = _drawdowns(equity[:1])[0]
     lowest = dd
     first = float(times[0])

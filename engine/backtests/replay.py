@@ -1,6 +1,7 @@
 """Backtests: replay history through the live strategy API and the same clearing core.
 
-History goes into ShmArrays exactly as a live feed keeps it; a replay clock moves bar by bar;
+History is read through the ShmArray interface a live feed keeps, in place (`_held`: the bars
+are held once); a replay clock moves bar by bar;
 the strategy's callbacks and its Context are the live ones, and orders go to a PaperBroker whose
 account is matched by the same numba kernel as paper trading. Conventions:
 
@@ -242,7 +243,7 @@ def _clean(v: Any) -> Any:
 def _as_bars(obj: Any, name: str) -> np.ndarray:
     if isinstance(obj, np.ndarray):
         if obj.dtype == ohlc_dtype:
-            return obj  # already bars; never written to (the replay copies it into shm)
+            return obj  # already bars; never written to (replayed in place, or copied once)
         if obj.dtype.names is None or not {"time", "open", "high", "low", "close"} <= set(
                 obj.dtype.names):
             raise BacktestError(f"{name}: bars need time, open, high, low, close fields")

@@ -242,3 +242,30 @@ def test_drawdowns_match_the_running_peak_formula_and_keep_nan():
     assert dd[:4].tolist() == [0.0, 0.0, (99.0 / 110.0 - 1) * 100, 0.0]
     assert dd[4:].tolist() == [0.0, 0.0]  # NaN peaks stay NaN: no drawdown is measured
     assert drawdowns(np.array([-5.0, -3.0])).tolist() == [0.0, 0.0]
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(n=st.integers(2, 400), seed=st.integers(0, 2**16), shift=st.sampled_from([0.0, -1100.0]))
+def test_drawdown_figures_match_an_independent_computation(n, seed, shift):
+    from engine.backtests.metrics import compute_stats
+
+    rng = np.random.default_rng(seed)
+    equity = 1000 * np.exp(np.cumsum(rng.normal(0, 0.02, n))) + shift
+    times = 1_600_000_000 + np.cumsum(rng.integers(1, 3 * DAY, n))
+    stats = compute_stats(times, equity, np.zeros(n, dtype=bool), [], 0.0, 1000.0,
+                          period=60, bootstrap=False)
+    # Independently: the running peak, the drawdowns from it, and the time from each peak
+    # to the first point back at one (or to the end).
+    peak = np.maximum.accumulate(equity)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dd = np.where(peak > 0, (equity / peak - 1.0) * 100.0, 0.0)
+    longest, last_peak = 0.0, times[0]
+    for i in range(n):
+        if dd[i] >= 0:
+            if i > 0 and dd[i - 1] < 0:
+                longest = max(longest, float(times[i] - last_peak))
+            last_peak = times[i]
+    if dd[-1] < 0:
+        longest = max(longest, float(times[-1] - last_peak))
+    assert stats["max_drawdown_pct"] == dd.min()
+    assert stats["max_drawdown_duration_days"] == longest / 86400
