@@ -420,6 +420,7 @@ def _parse(path: Path, tz: str) -> History:
             )
     # The VWAP of the four equal trades stream_quotes synthesizes per bar (see _replay).
     bars["bar_wap"] = (bars["open"] + bars["high"] + bars["low"] + bars["close"]) / 4
+    bars["index"] = np.arange(n)  # row numbers, as the store writes them: replays read in place
     period = int(np.median(np.diff(bars["time"]))) if n > 1 else 60
     ohlc = [columns[found[f]] for f in ("open", "high", "low", "close")]
     steps_seen = [s for s in (_step(a) for a in ohlc) if s is not None]

@@ -969,17 +969,13 @@ def _load(strat: Strategy, spec: RunSpec) -> _Run:
     broker.match_on_submit = False
     broker.announce_accepts = overrides(type(strat), "on_order")
     reuse = {s: shm for s, shm in given.items() if s in bars and len(shm) == len(bars[s])}
-    # The bars replay in place, held once: numbered as a segment filled from its start would
-    # number them (arrays the run loaded itself are numbered here; a caller's array with other
-    # numbers is copied once, never written to).
-    theirs = [a for a in (data.values() if isinstance(data, Mapping) else [data])
-              if isinstance(a, np.ndarray)]
+    # The bars replay in place, held once, when numbered as a segment filled from its start
+    # would number them (loaders and the store do); others are copied once and numbered, never
+    # written to (they may be the caller's, or a loader's cache).
     for s, b in bars.items():
-        if s in reuse or numbered(b):
-            continue
-        if any(np.may_share_memory(b, a) for a in theirs):
+        if s not in reuse and not numbered(b):
             b = bars[s] = b.copy()
-        b["index"] = np.arange(len(b))
+            b["index"] = np.arange(len(b))
     shms = {s: reuse.get(s) or HeldBars(b) for s, b in bars.items()}
     return _Run(bars, period, skip, shms, reuse, clock, broker, config)
 
