@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import trio
 
 from engine.backtests.metrics import compute_stats, drawdowns
 from engine.backtests.replay import (
@@ -153,9 +152,24 @@ def _sweep(path: str, combos: list[dict], bars: dict[str, np.ndarray], options: 
            job_options: list[dict] | None, *, workers: int | None, registry: str | None,
            hosts: int, progress: ProgressFn | None, secret: bytes | None,
            allow_hosts: Sequence[str], metric: str, minimize: bool) -> list[dict]:
-    from engine.actors.sweep import SweepError, open_history, run_sweep
+    from engine.actors.sweep_jobs import DEFAULT_EVALUATE, SweepError, default_workers
 
     try:
+        if registry is None:
+            # This host alone: plain worker processes (no actors), so a sweep runs the same
+            # from a notebook, standard input or a script without a __main__ guard.
+            from engine.actors.sweep_local import local_sweep
+            from engine.actors.sweep_shm import open_history, tokens_of
+
+            with open_history(bars) as history:
+                return local_sweep(path, combos, tokens_of(history),
+                                   workers=default_workers() if workers is None else workers,
+                                   evaluate=DEFAULT_EVALUATE, options=options,
+                                   job_options=job_options, progress=progress)
+        import trio
+
+        from engine.actors.sweep import open_history, run_sweep
+
         with open_history(bars) as history:
             return trio.run(lambda: run_sweep(
                 path, combos, history, workers=workers, options=options, registry=registry,
