@@ -73,6 +73,7 @@ class ProgressBar:
         self._drawn: float | None = None
         self._tenth = -1
         self._closed = False
+        self._stale = False
 
     def __call__(self, done: int, total: int, row: dict | None = None) -> None:
         now = self.clock()
@@ -86,6 +87,8 @@ class ProgressBar:
         if self.tty:
             if self._drawn is None or now - self._drawn >= MIN_REDRAW:
                 self._draw(now)
+            else:
+                self._stale = True  # the next refresh shows it
         elif tenth != self._tenth or self._drawn is None or now - self._drawn >= LOG_EVERY:
             self._tenth = tenth
             self._draw(now)
@@ -103,6 +106,8 @@ class ProgressBar:
             return
         now = self.clock()
         due = self.interval if self.tty else LOG_EVERY
+        if self.tty and self._stale:
+            due = MIN_REDRAW
         if self._drawn is None or now - self._drawn >= due:
             self._draw(now)
 
@@ -131,6 +136,7 @@ class ProgressBar:
         if self._closed:
             return
         self._drawn = now
+        self._stale = False
         end = "\n" if not self.tty or final else ""
         print(("\r" if self.tty else "") + self.line(now) + ("\x1b[K" if self.tty else ""),
               end=end, file=self.stream, flush=True)
