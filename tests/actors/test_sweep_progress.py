@@ -100,8 +100,8 @@ def test_without_a_terminal_a_line_per_tenth_and_a_closed_bar_after_an_interrupt
         clock.now += 1.0
         bar(done, 20, {})
     lines = out.getvalue().splitlines()
-    assert [line.split()[1] for line in lines] == [f"{d}/20" for d in range(1, 21, 2)] + [
-        "20/20"]
+    # The first result, then each new tenth (2 of 20 is the first tenth).
+    assert [line.split()[1] for line in lines] == ["1/20"] + [f"{d}/20" for d in range(2, 21, 2)]
     tty = io.StringIO()
     bar = ProgressBar(tty, clock=clock, tty=True)
     bar.begin(10)
