@@ -33,7 +33,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from engine.dtypes import ohlc_dtype
 from engine.plausible import first_bad_bar
@@ -167,6 +166,8 @@ def _first_wrong_width(path: Path, delimiter: str, width: int) -> tuple[int, lis
 
 
 def _read_parquet(path: Path) -> tuple[list[str], list[pa.Array], _Locator]:
+    import pyarrow.parquet as pq  # here: a CSV run does not pay for it
+
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
