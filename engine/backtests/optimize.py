@@ -191,6 +191,40 @@ class SweepResult:
     metric: str
     rows: list[dict]
     descending: bool = True
+    # How the sweep ran: wall time (seconds), worker processes on this host (0: unknown, e.g.
+    # hosts joined) and bars replayed per combination.
+    seconds: float = math.nan
+    workers: int = 0
+    bars: int = 0
+
+    @property
+    def efficiency(self) -> float:
+        """The share of the workers' time spent evaluating combinations: the sum of every
+        combination's own evaluation time over wall time x workers (1.0: no time lost to
+        start-up, hand-over or idle workers). NaN when the worker count is unknown."""
+        busy = sum(r["seconds"] or 0.0 for r in self.rows if r.get("seconds") is not None)
+        if not self.workers or not self.seconds > 0:
+            return math.nan
+        return busy / (self.seconds * self.workers)
+
+    def speed(self) -> str:
+        """One line: combinations, workers, wall time, bar-evaluations per second in all and
+        per core, and the efficiency per core."""
+        n = len(self.rows)
+        if not self.seconds > 0:
+            return f"{n} combinations"
+        line = f"{n} combinations in {self.seconds:.2f} s"
+        if self.workers:
+            line += f" on {self.workers} worker{'s' if self.workers > 1 else ''}"
+        if self.bars:
+            rate = n * self.bars / self.seconds
+            line += f": {_count(rate)} bar-evaluations/s"
+            if self.workers:
+                line += f", {_count(rate / self.workers)} per core"
+        if self.workers:
+            line += (f"; workers busy evaluating {self.efficiency:.0%} of the time (the rest: "
+                     "start-up, hand-over, idle)")
+        return line
 
     @property
     def ranked(self) -> list[dict]:
@@ -344,6 +378,13 @@ class WalkForwardResult:
                 f"{self.metric}\n{self.table()}\n\nout of sample, stitched:\n{self.oos.table()}")
 
 
+def _count(v: float) -> str:
+    for size, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if v >= size:
+            return f"{v / size:.1f}{unit}"
+    return f"{v:.0f}"
+
+
 def _nan(v: Any) -> bool:
     return isinstance(v, float) and math.isnan(v)
 
@@ -400,12 +441,27 @@ def optimize(
     that many before starting; such a sweep needs `secret` (the shared secret, from
     `engine.actors.sweep_auth.load_secret`) and links only the hosts on loopback, at the
     registry's address or in `allow_hosts`. `progress(done, total, row)` hears each result."""
+    import time
+
     path, combos, spec, options = _prepare(strategy, grid, metric, spec, data, options)
     bars, _ = _history(spec)
+    t0 = time.perf_counter()
     rows = _sweep(path, combos, bars, options, None, workers=workers, registry=registry,
                   hosts=hosts, progress=progress, secret=secret, allow_hosts=allow_hosts,
                   metric=metric, minimize=minimize)
-    return SweepResult(Path(path).name, metric, rows, descending=not minimize)
+    return SweepResult(Path(path).name, metric, rows, descending=not minimize,
+                       seconds=time.perf_counter() - t0,
+                       workers=_local_workers(workers, registry, len(combos)),
+                       bars=max((len(b) for b in bars.values()), default=0))
+
+
+def _local_workers(workers: int | None, registry: str | None, jobs: int) -> int:
+    """Worker processes a local sweep ran on (0 when hosts may have joined)."""
+    if registry is not None:
+        return 0
+    from engine.actors.sweep_jobs import default_workers
+
+    return max(1, min(default_workers() if workers is None else workers, jobs))
 
 
 # -- walk-forward ----------------------------------------------------------------------------
