@@ -76,6 +76,11 @@ def sharing(pool: SeriesPool) -> Iterator[SeriesPool]:
         _local.pool = before
 
 
+def in_shared_pool() -> bool:
+    """True in a thread sharing series (a sweep's worker: its cores are taken)."""
+    return getattr(_local, "pool", None) is not None
+
+
 def _part(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return ("array", id(value))
