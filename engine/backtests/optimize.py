@@ -24,7 +24,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,9 +111,32 @@ def _history(spec: RunSpec) -> tuple[dict[str, np.ndarray], int]:
                      start=d.start, end=d.end)
 
 
+@contextmanager
+def _on_disk(strategy: Any) -> Iterator[Any]:
+    """A strategy class as a file its workers load by path (written from its source when it
+    was defined in a notebook or a script: see `strategy_source`), for as long as the sweep
+    runs; a path as it is."""
+    from engine.strategy import Strategy
+
+    if not (isinstance(strategy, type) and issubclass(strategy, Strategy)):
+        yield strategy
+        return
+    import tempfile
+
+    from engine.backtests.strategy_source import StrategySourceError, strategy_file
+
+    with tempfile.TemporaryDirectory(prefix="engine_sweep_") as folder:
+        try:
+            path = strategy_file(strategy, Path(folder))
+        except StrategySourceError as exc:
+            raise BacktestError(f"strategy {strategy.__name__}: {exc}") from None
+        yield path
+
+
 def _strategy_path(strategy: str | Path) -> str:
     if not isinstance(strategy, str | Path):
-        raise BacktestError("sweeps run in worker processes: give the strategy as a file path")
+        raise BacktestError("sweeps run in worker processes: give the strategy as a file path "
+                            "or a Strategy class")
     path = Path(strategy)
     if not path.is_file():
         raise BacktestError(f"strategy file {str(strategy)!r} does not exist")
@@ -416,7 +440,7 @@ def _plain(v: Any) -> Any:
 
 
 def optimize(
-    strategy: str | Path,
+    strategy: str | Path | type,
     data: Any,
     grid: Sequence[str] | Mapping[str, Any] | Sequence[Mapping[str, Any]],
     *,
@@ -431,8 +455,9 @@ def optimize(
     spec: RunSpec | None = None,
     **options: Any,
 ) -> SweepResult:
-    """Backtest `strategy` (a file) on every combination of `grid` over a pool of worker actors
-    (`workers`, default one per core) and rank them by `metric`.
+    """Backtest `strategy` (a file, or a Strategy class: one defined in a notebook or script
+    is written out from its source for the workers) on every combination of `grid` over a
+    pool of worker processes (`workers`, default one per core) and rank them by `metric`.
 
     `data`, `spec` and the run's `options` are `engine.backtest`'s (one run description for
     every combination). The history is loaded once into shared
@@ -443,12 +468,13 @@ def optimize(
     registry's address or in `allow_hosts`. `progress(done, total, row)` hears each result."""
     import time
 
-    path, combos, spec, options = _prepare(strategy, grid, metric, spec, data, options)
-    bars, _ = _history(spec)
-    t0 = time.perf_counter()
-    rows = _sweep(path, combos, bars, options, None, workers=workers, registry=registry,
-                  hosts=hosts, progress=progress, secret=secret, allow_hosts=allow_hosts,
-                  metric=metric, minimize=minimize)
+    with _on_disk(strategy) as strategy:
+        path, combos, spec, options = _prepare(strategy, grid, metric, spec, data, options)
+        bars, _ = _history(spec)
+        t0 = time.perf_counter()
+        rows = _sweep(path, combos, bars, options, None, workers=workers, registry=registry,
+                      hosts=hosts, progress=progress, secret=secret, allow_hosts=allow_hosts,
+                      metric=metric, minimize=minimize)
     return SweepResult(Path(path).name, metric, rows, descending=not minimize,
                        seconds=time.perf_counter() - t0,
                        workers=_local_workers(workers, registry, len(combos)),
@@ -526,7 +552,7 @@ def _windows(times: np.ndarray, train: tuple[str, int], test: tuple[str, int],
 
 
 def walk_forward(
-    strategy: str | Path,
+    strategy: str | Path | type,
     data: Any,
     grid: Sequence[str] | Mapping[str, Any] | Sequence[Mapping[str, Any]],
     windows: str | tuple[Any, Any],
@@ -547,6 +573,17 @@ def walk_forward(
     `365d:90d`). Training windows roll forward by the test length (with `anchored`, every one
     starts at the first bar and grows). See the module docstring for how test windows run and
     are stitched; the other arguments are `optimize`'s."""
+    with _on_disk(strategy) as strategy:
+        return _walk_forward(strategy, data, grid, windows, anchored, metric, minimize,
+                             workers, registry, hosts, secret, allow_hosts, progress, spec,
+                             options)
+
+
+def _walk_forward(strategy: Any, data: Any, grid: Any, windows: Any, anchored: bool,
+                  metric: str, minimize: bool, workers: int | None, registry: str | None,
+                  hosts: int, secret: bytes | None, allow_hosts: Sequence[str],
+                  progress: ProgressFn | None, spec: RunSpec | None, options: dict
+                  ) -> WalkForwardResult:
     path, combos, spec, options = _prepare(strategy, grid, metric, spec, data, options)
     train, test = parse_windows(windows)
     bars, period = _history(spec)

@@ -35,6 +35,30 @@ print("errors", [r["error"] for r in result.rows], flush=True)
 wf = engine.walk_forward({STRATEGY!r}, {DATA!r}, {GRID!r}, "300:150", metric="return_pct",
                          workers=2)
 print("windows", len(wf.windows), flush=True)
+
+# A strategy class defined right here: the workers get it written out from its source.
+import importlib.util
+spec = importlib.util.spec_from_file_location("file_strategy", {STRATEGY!r})
+mod = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)
+SIZE = 10
+
+
+def half(x):
+    return x / 2
+
+
+class Local(mod.SmaCross):
+    def on_start(self):
+        self.extra = half(2 * SIZE) + SIZE  # names from the script, carried over
+        super().on_start()
+
+
+try:
+    mine = engine.optimize(Local, {DATA!r}, {GRID!r}, metric="return_pct", workers=2)
+    print("class", mine.strategy, mine.best["fast"], mine.best["slow"], flush=True)
+except engine.BacktestError as exc:
+    print("class error", exc, flush=True)
 """
 
 
@@ -46,7 +70,8 @@ def expected_best() -> tuple[int, int]:
     return max(returns, key=returns.get)
 
 
-def check_output(out: subprocess.CompletedProcess, best: tuple[int, int]) -> None:
+def check_output(out: subprocess.CompletedProcess, best: tuple[int, int], source: bool
+                 ) -> None:
     assert out.returncode == 0, out.stderr
     assert "Traceback" not in out.stderr
     assert "Warning" not in out.stderr
@@ -55,6 +80,10 @@ def check_output(out: subprocess.CompletedProcess, best: tuple[int, int]) -> Non
     assert f"best {best[0]} {best[1]}" in lines
     assert "errors [None, None, None, None]" in lines
     assert "windows 4" in lines
+    if source:
+        assert f"class Local.py {best[0]} {best[1]}" in lines
+    else:  # standard input keeps no source to write out: one clear line says so
+        assert "class error strategy Local: no source for 'Local'" in out.stdout
 
 
 @pytest.mark.parametrize("how", ["script without a main guard", "standard input"])
@@ -68,7 +97,7 @@ def test_a_sweep_runs_from_a_script_without_a_guard_and_from_standard_input(tmp_
     else:
         out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                              timeout=300, cwd=tmp_path)
-    check_output(out, best)
+    check_output(out, best, source=how != "standard input")
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # jupyter's own path migration notes
@@ -97,6 +126,7 @@ def test_a_sweep_runs_in_a_jupyter_kernel():
     text = "".join(outputs)
     assert f"best {best[0]} {best[1]}" in text
     assert "windows 4" in text
+    assert f"class Local.py {best[0]} {best[1]}" in text  # a class defined in the notebook
 
 
 def _tree(pid: int) -> set[int]:
