@@ -151,7 +151,8 @@ def run_local(strategy_path: str, jobs: list[dict], *, workers: int, evaluate: s
             w.conn.send(w.job)
 
     try:
-        live = [_spawn(setup, slot) for slot in range(max(1, min(workers, len(jobs))))]
+        for slot in range(max(1, min(workers, len(jobs)))):
+            live.append(_spawn(setup, slot))  # one by one: an interrupt stops those started
         while left > 0:
             if not live:
                 raise SweepError("every sweep worker died; see the messages above")
