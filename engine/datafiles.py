@@ -33,7 +33,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from engine.dtypes import ohlc_dtype
 from engine.plausible import first_bad_bar
@@ -167,6 +166,8 @@ def _first_wrong_width(path: Path, delimiter: str, width: int) -> tuple[int, lis
 
 
 def _read_parquet(path: Path) -> tuple[list[str], list[pa.Array], _Locator]:
+    import pyarrow.parquet as pq  # here: a CSV run does not pay for it
+
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
@@ -197,6 +198,27 @@ def _raw(arr: pa.Array, i: int) -> str:
     return value if isinstance(value, str) else str(value)
 
 
+_NUMPY_TYPES = {"double": np.float64, "float": np.float32, "int64": np.int64,
+                "int32": np.int32, "int16": np.int16, "int8": np.int8, "uint64": np.uint64,
+                "uint32": np.uint32, "uint16": np.uint16, "uint8": np.uint8}
+
+
+def _np(arr: pa.Array) -> np.ndarray:
+    """A numpy copy of an arrow array. `Array.to_numpy` imports pandas on first use (a
+    quarter of a second of `engine backtest`'s start-up) to look for extension types, so a
+    plain numeric array without nulls is read from its data buffer instead."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    dtype = _NUMPY_TYPES.get(str(arr.type))
+    if dtype is None or arr.null_count:
+        return arr.to_numpy(zero_copy_only=False)
+    size = np.dtype(dtype).itemsize
+    data = arr.buffers()[1]
+    if data is None:
+        return np.zeros(len(arr), dtype=dtype)
+    return np.frombuffer(data, dtype=dtype, count=len(arr), offset=arr.offset * size).copy()
+
+
 def _first_null(arr: pa.Array) -> int:
     return int(np.argmax(arr.is_null().to_numpy(zero_copy_only=False)))
 
@@ -207,7 +229,7 @@ def _to_float(arr: pa.Array) -> pa.Array:
 
 def _to_finite_float(arr: pa.Array) -> pa.Array:
     out = _to_float(arr)
-    if not np.isfinite(out.to_numpy(zero_copy_only=False)).all():
+    if not np.isfinite(_np(out)).all():
         raise pa.ArrowInvalid("not a finite number")
     return out
 
@@ -230,7 +252,7 @@ def _numbers(arr: pa.Array, name: str, loc: _Locator) -> np.ndarray:
     ):
         raise MalformedFileError(f"{loc.path}: column {name!r} holds {arr.type}, not numbers")
     try:
-        return _to_finite_float(arr).to_numpy(zero_copy_only=False)
+        return _np(_to_finite_float(arr))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         i = _first_failing(arr, _to_finite_float)
         raw = _raw(arr, i)
@@ -248,8 +270,8 @@ def _step(arr: pa.Array) -> float | None:
     arr = pc.utf8_trim_whitespace(arr)
     if pc.any(pc.match_substring_regex(arr, "[eE]")).as_py():
         return None
-    dot = pc.find_substring(arr, ".").to_numpy(zero_copy_only=False)
-    length = pc.utf8_length(arr).to_numpy(zero_copy_only=False)
+    dot = _np(pc.find_substring(arr, "."))
+    length = _np(pc.utf8_length(arr))
     decimals = int(np.where(dot >= 0, length - dot - 1, 0).max())
     return float(10.0**-decimals)
 
@@ -265,7 +287,7 @@ def _naive_to_seconds(ts: pa.Array, tz: str) -> np.ndarray:
     if tz != "UTC":
         # A wall time skipped by a DST change moves forward to the first valid instant.
         ts = pc.assume_timezone(ts, tz, ambiguous="earliest", nonexistent="latest")
-    ns = pc.cast(ts, pa.int64()).to_numpy(zero_copy_only=False)
+    ns = _np(pc.cast(ts, pa.int64()))
     return np.floor_divide(ns, 1_000_000_000)
 
 
@@ -283,7 +305,7 @@ def _times(arr: pa.Array, name: str, loc: _Locator, tz: str) -> np.ndarray:
     t = arr.type
     if pa.types.is_timestamp(t):
         if t.tz is not None:
-            return np.floor_divide(pc.cast(_cast_aware(arr), pa.int64()).to_numpy(), 1_000_000_000)
+            return np.floor_divide(_np(pc.cast(_cast_aware(arr), pa.int64())), 1_000_000_000)
         return _naive_to_seconds(_cast_naive(arr), tz)
     if pa.types.is_date(t):
         return _naive_to_seconds(_cast_naive(arr), tz)
@@ -295,9 +317,9 @@ def _times(arr: pa.Array, name: str, loc: _Locator, tz: str) -> np.ndarray:
     # 2024/01/31 and 2024.01.31 (MetaTrader) are ISO dates with other separators.
     arr = pc.replace_substring_regex(arr, r"^(\d{4})[./](\d\d)[./](\d\d)", r"\1-\2-\3")
     for convert, finish in (
-        (_to_finite_float, lambda a: _epoch_seconds(a.to_numpy(zero_copy_only=False))),
+        (_to_finite_float, lambda a: _epoch_seconds(_np(a))),
         (_cast_naive, lambda a: _naive_to_seconds(a, tz)),
-        (_cast_aware, lambda a: np.floor_divide(pc.cast(a, pa.int64()).to_numpy(), 1_000_000_000)),
+        (_cast_aware, lambda a: np.floor_divide(_np(pc.cast(a, pa.int64())), 1_000_000_000)),
     ):
         try:
             converted = convert(arr)

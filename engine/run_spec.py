@@ -228,9 +228,10 @@ class RunSpec(BaseModel):
         workers (`build(**options, data=...)` rebuilds the description there)."""
         out = {}
         for part in _PARTS:
-            for name, value in getattr(self, part).model_dump(mode="json").items():
-                if name != "source":
-                    out[name] = list(value) if isinstance(value, tuple) else value
+            # The source left out before dumping: arrays in memory have no JSON form.
+            for name, value in getattr(self, part).model_dump(mode="json",
+                                                              exclude={"source"}).items():
+                out[name] = list(value) if isinstance(value, tuple) else value
         return out
 
     def broker_config(self) -> BrokerConfig:

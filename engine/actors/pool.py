@@ -11,25 +11,20 @@ the evaluation computes.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
 import logging
-import math
 import os
 import socket
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import trio
 
 from engine.actors._runtime import LINK_ERRORS, child_process, describe_exit, guard_child, tractor
-from engine.actors.messages import plain
+from engine.actors.sweep_jobs import SweepError, clean_metrics, default_workers, load_evaluate
 
 __all__ = ["load_evaluate", "serve_worker", "JobQueue", "WorkerSpec", "Pool", "SweepError",
            "default_workers", "clean_metrics"]
@@ -40,57 +35,6 @@ log = logging.getLogger("engine.actors.sweep")
 MAX_ATTEMPTS = 3
 # A worker slot replaces its dead worker process at most this many times.
 MAX_RESPAWNS = 3
-
-
-class SweepError(RuntimeError):
-    """The sweep cannot run: the evaluation function does not load, no worker is left, ..."""
-
-
-def default_workers() -> int:
-    """One worker per core this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-_loaded: dict[str, Callable[..., Any]] = {}
-
-
-def load_evaluate(spec: str) -> Callable[..., Any]:
-    """Import an evaluation function named `package.module:function` or `path/file.py:function`
-    (cached per process)."""
-    if spec in _loaded:
-        return _loaded[spec]
-    module_name, sep, attr = spec.rpartition(":")
-    if not sep or not module_name or not attr:
-        raise SweepError(f"evaluate {spec!r}: expected module:function or path/file.py:function")
-    if module_name.endswith(".py"):
-        path = Path(module_name)
-        if not path.exists():
-            raise SweepError(f"evaluate {spec!r}: no file {module_name}")
-        name = f"_engine_evaluate_{path.stem}"
-        loader = importlib.util.spec_from_file_location(name, path)
-        if loader is None or loader.loader is None:
-            raise SweepError(f"evaluate {spec!r}: cannot import {module_name}")
-        module = importlib.util.module_from_spec(loader)
-        sys.modules[name] = module
-        loader.loader.exec_module(module)
-    else:
-        module = importlib.import_module(module_name)
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise SweepError(f"evaluate {spec!r}: {module_name} has no function {attr!r}")
-    _loaded[spec] = fn
-    return fn
-
-
-def clean_metrics(metrics: Any) -> dict[str, Any]:
-    """An evaluation's metrics as plain builtins, NaN and infinities as None (a sweep's
-    metrics are finite numbers or None wherever they were computed)."""
-    out = plain(dict(metrics))
-    return {k: None if isinstance(v, float) and not math.isfinite(v) else v
-            for k, v in out.items()}
 
 
 @dataclass(frozen=True)

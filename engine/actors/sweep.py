@@ -29,12 +29,9 @@ import math
 import os
 import random
 import socket
-import sys
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 import trio
@@ -66,6 +63,9 @@ from engine.actors.sweep_auth import (
     new_key,
 )
 from engine.actors.sweep_host import HEARTBEAT, HOST_PREFIX, SILENCE, serve_sweep
+from engine.actors.sweep_jobs import DEFAULT_EVALUATE
+from engine.actors.sweep_progress import ProgressBar
+from engine.actors.sweep_shm import open_history
 from engine.shm import ShmArray, ShmToken
 
 __all__ = ["parse_grid", "run_sweep", "sweep", "open_history", "rank", "format_table",
@@ -74,7 +74,6 @@ __all__ = ["parse_grid", "run_sweep", "sweep", "open_history", "rank", "format_t
 
 log = logging.getLogger("engine.actors.sweep")
 
-DEFAULT_EVALUATE = "engine.backtests.replay:evaluate_params"
 # History travels to a remote host in messages of at most this many bytes.
 CHUNK = 4 << 20
 
@@ -86,6 +85,8 @@ CheckFn = Callable[[dict, dict], None]
 VERIFY_FRACTION = 0.1
 # A remote result that would rank among this many best of its window is evaluated again here.
 VERIFY_TOP = 3
+# How often (seconds) a progress bar hears that time passed: several times per redraw.
+REDRAW = 0.25
 # Largest error text a remote host may send back (characters).
 MAX_ERROR = 10_000
 # Most worker slots one host may claim (each is a task here).
@@ -150,23 +151,6 @@ def parse_grid(specs: Sequence[str]) -> list[dict[str, Any]]:
 
 
 # -- history ---------------------------------------------------------------------------------
-
-
-@contextmanager
-def open_history(arrays: Mapping[str, np.ndarray]) -> Iterator[dict[str, ShmArray]]:
-    """Copy each symbol's rows into a shared-memory segment, once, for every worker to attach;
-    the segments are unlinked on exit."""
-    made: dict[str, ShmArray] = {}
-    try:
-        for sym, rows in arrays.items():
-            shm = ShmArray.create(rows.dtype, max(1, len(rows)), start=0)
-            shm.push(rows)
-            made[sym] = shm
-        yield made
-    finally:
-        for shm in made.values():
-            shm.close()
-            shm.unlink()
 
 
 def _token(value: ShmArray | ShmToken | dict) -> dict[str, Any]:
@@ -589,6 +573,7 @@ async def _run(coord: _Coordinator, addr: tuple[str, int], workers: int, remote:
         async with tractor.open_nursery(arbiter_addr=addr, name=f"sweep.{os.getpid()}",
                                         loglevel=tractor_loglevel()) as an:
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(_redraw, coord.progress, len(coord.rows))
                 if remote:
                     nursery.start_soon(coord.discover, addr, nursery)
                     if hosts or not workers:
@@ -602,6 +587,19 @@ async def _run(coord: _Coordinator, addr: tuple[str, int], workers: int, remote:
     except AuthError as exc:  # e.g. another keyed actor already holds the registry address
         raise SweepError(f"the registry address {addr[0]}:{addr[1]} is taken by an actor "
                          f"that does not share our key ({exc})") from None
+    finally:
+        if hasattr(coord.progress, "close"):
+            coord.progress.close()
+
+
+async def _redraw(progress: Any, total: int) -> None:
+    """Keep a progress bar moving between results (it redraws when its line is due)."""
+    if hasattr(progress, "begin"):
+        progress.begin(total)
+    refresh = getattr(progress, "refresh", None)
+    while refresh is not None:
+        await trio.sleep(REDRAW)
+        refresh()
 
 
 async def _wait_hosts(coord: _Coordinator, count: int, timeout: float) -> None:
@@ -688,28 +686,3 @@ def write_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> None:
                           *(m.get(k, "") for k in metrics), r.get("error") or "",
                           r.get("worker") or "", f"{r['seconds']:.6f}" if r.get("seconds")
                           is not None else ""])
-
-
-class ProgressBar:
-    """A `progress` callback drawing `[#####.....] 12/40  3.1/s  eta 9 s` on a terminal (a
-    line per tenth otherwise)."""
-
-    def __init__(self, stream: TextIO | None = None, width: int = 30) -> None:
-        self.stream = stream or sys.stderr
-        self.width = width
-        self.t0 = time.monotonic()
-        self.tty = self.stream.isatty()
-        self._shown = -1
-
-    def __call__(self, done: int, total: int, row: dict) -> None:
-        tenth = done * 10 // max(total, 1)
-        if not self.tty and tenth == self._shown and done != total:
-            return
-        self._shown = tenth
-        rate = done / max(time.monotonic() - self.t0, 1e-9)
-        eta = (total - done) / rate if rate else math.inf
-        filled = self.width * done // max(total, 1)
-        text = (f"[{'#' * filled}{'.' * (self.width - filled)}] {done}/{total}  "
-                f"{rate:.1f}/s  eta {eta:.0f} s")
-        end = "\n" if not self.tty or done == total else ""
-        print(("\r" if self.tty else "") + text, end=end, file=self.stream, flush=True)

@@ -30,12 +30,14 @@ position, then open the new one, both at market, filled at the next bar's open w
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import numpy as np
 from numba import njit
 
 from engine.clearing._core import A_CASH, apply_fill
+from engine.kernels._common import prefetch
 from engine.strategy import Strategy
 
 __all__ = ["VectorStrategy", "run_fast", "sweep_fast"]
@@ -76,9 +78,10 @@ class VectorStrategy(Strategy):
 
 def _make_loop(decide: Any) -> Any:
     @njit(cache=False, nogil=True)
-    def loop(open_, close, sigs, params, cash, commission, slippage, fills):
-        """Replay one series; return (final equity, fills written). fills rows: bar, signed
-        size, price, fee."""
+    def loop(open_, close, sigs, params, cash, commission, slippage, fills, record):
+        """Replay one series; return (final equity, fills made). With `record`, fills rows
+        are written: bar, signed size, price, fee. `open_` and `close` may be fields of the
+        record array in place: the loop reads open only at a fill and close only at the end."""
         account = np.zeros(3)
         account[A_CASH] = cash
         positions = np.zeros((1, 4))
@@ -86,6 +89,7 @@ def _make_loop(decide: Any) -> Any:
         pending = np.nan
         nf = 0
         for i in range(n):
+            prefetch(open_, i + _AHEAD)
             if not math.isnan(pending):
                 pos = positions[0, 0]
                 o = open_[i]
@@ -95,20 +99,22 @@ def _make_loop(decide: Any) -> Any:
                     px = o + slippage * o if q > 0 else o - slippage * o
                     fee = commission * px * abs(q)
                     apply_fill(account, positions, 0, q, px, fee)
-                    fills[nf, 0] = i
-                    fills[nf, 1] = q
-                    fills[nf, 2] = px
-                    fills[nf, 3] = fee
+                    if record:
+                        fills[nf, 0] = i
+                        fills[nf, 1] = q
+                        fills[nf, 2] = px
+                        fills[nf, 3] = fee
                     nf += 1
                 if pending != 0.0:
                     q = pending
                     px = o + slippage * o if q > 0 else o - slippage * o
                     fee = commission * px * abs(q)
                     apply_fill(account, positions, 0, q, px, fee)
-                    fills[nf, 0] = i
-                    fills[nf, 1] = q
-                    fills[nf, 2] = px
-                    fills[nf, 3] = fee
+                    if record:
+                        fills[nf, 0] = i
+                        fills[nf, 1] = q
+                        fills[nf, 2] = px
+                        fills[nf, 3] = fee
                     nf += 1
                 pending = np.nan
             target = decide(i, positions[0, 0], sigs, params)
@@ -119,37 +125,48 @@ def _make_loop(decide: Any) -> Any:
     return loop
 
 
+# Bars ahead the loop asks the cache for the open it may fill at: fills come at unpredictable
+# bars, and a miss on the record array in shared memory costs more than the loop's bar.
+_AHEAD = 16
+
 _loops: dict[Any, Any] = {}
+_loops_lock = threading.Lock()
 
 
 def _adapter(cls: type[VectorStrategy]) -> Any:
     """A jitted (i, position, sigs tuple, params tuple) -> target wrapper around cls.decide."""
-    if cls in _loops:
-        return _loops[cls]
-    decide = cls.decide
-    n_sig = cls._n_signals
-    n_par = len(cls.param_names())
-    args = ", ".join([f"s[{k}]" for k in range(n_sig)] + [f"p[{k}]" for k in range(n_par)])
-    src = f"def call(i, pos, s, p):\n    return decide(i, pos, {args})\n"
-    scope: dict[str, Any] = {"decide": decide}
-    exec(src, scope)  # noqa: S102 - a fixed-arity trampoline numba can compile
-    loop = _make_loop(njit(scope["call"]))
-    _loops[cls] = loop
-    return loop
+    with _loops_lock:
+        if cls in _loops:
+            return _loops[cls]
+        decide = cls.decide
+        n_sig = cls._n_signals
+        n_par = len(cls.param_names())
+        args = ", ".join([f"s[{k}]" for k in range(n_sig)] + [f"p[{k}]" for k in range(n_par)])
+        src = f"def call(i, pos, s, p):\n    return decide(i, pos, {args})\n"
+        scope: dict[str, Any] = {"decide": decide}
+        exec(src, scope)  # noqa: S102 - a fixed-arity trampoline numba can compile
+        loop = _make_loop(njit(scope["call"]))
+        _loops[cls] = loop
+        return loop
 
 
 class _Columns(dict):
-    """The bars as contiguous columns, made once per series: kernels run ~3x faster on them
-    than on the strided fields of the record array, and a sweep reuses them for every set."""
+    """The bars as contiguous columns, each made once per series on first use: kernels run
+    ~3x faster on them than on the strided fields of the record array, and a sweep reuses them
+    (read-only) for every set."""
 
     def __init__(self, bars: np.ndarray) -> None:
         super().__init__()
         self._bars = bars
+        self._lock = threading.Lock()
 
     def __missing__(self, name: str) -> np.ndarray:
-        col = np.ascontiguousarray(self._bars[name])
-        self[name] = col
-        return col
+        with self._lock:
+            if name not in self:
+                col = np.ascontiguousarray(self._bars[name])
+                col.setflags(write=False)
+                self[name] = col
+            return dict.__getitem__(self, name)
 
     def __len__(self) -> int:
         return len(self._bars)
@@ -157,46 +174,90 @@ class _Columns(dict):
 
 def _prepare(cls: type[VectorStrategy], bars: Any, params: dict) -> tuple:
     model = cls.validate_params(params)
-    values = tuple(float(v) if isinstance(v, int | float) else v for v in model.model_dump().values())
-    sigs = tuple(np.ascontiguousarray(s, dtype=np.float64)
-                 for s in cls.signals(bars, *model.model_dump().values()))
+    dumped = model.model_dump()
+    values = tuple(float(v) if isinstance(v, int | float) else v for v in dumped.values())
+    sigs = tuple(s if isinstance(s, np.ndarray) and s.dtype == np.float64
+                 and s.flags.c_contiguous else np.ascontiguousarray(s, dtype=np.float64)
+                 for s in cls.signals(bars, *dumped.values()))
     cls._n_signals = len(sigs)
     return sigs, values
+
+
+@njit(cache=True, nogil=True)
+def _two_columns(a, b, out_a, out_b):
+    # Both fields in one pass: they share each row's cache line, so this costs one pass over
+    # the record array where two copies cost two.
+    for i in range(a.shape[0]):
+        out_a[i] = a[i]
+        out_b[i] = b[i]
+
+
+def _prices(bars: np.ndarray, columns: _Columns | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Open and close as contiguous float64 columns (kept in `columns` for `signals`)."""
+    if bars.dtype.names is None or not {"open", "close"} <= set(bars.dtype.names):
+        raise TypeError("bars must be a record array with open and close fields")
+    if columns is not None and ("open" in columns or "close" in columns):
+        return columns["open"], columns["close"]
+    a, b = bars["open"], bars["close"]
+    if a.dtype != np.float64 or b.dtype != np.float64:
+        open_, close = a.astype(np.float64), b.astype(np.float64)
+    else:
+        open_, close = np.empty(len(bars)), np.empty(len(bars))
+        _two_columns(a, b, open_, close)
+    for col in (open_, close):
+        col.setflags(write=False)
+    if columns is not None:
+        dict.__setitem__(columns, "open", open_)
+        dict.__setitem__(columns, "close", close)
+    return open_, close
 
 
 def run_fast(cls: type[VectorStrategy], bars: np.ndarray, params: dict | None = None, *,
              cash: float = 100_000.0, commission: float = 0.0, slippage: float = 0.0
              ) -> dict:
     """Run one parameter set on the fast path; return final equity and the fills."""
-    sigs, values = _prepare(cls, _Columns(bars), params or {})
+    columns = _Columns(bars)
+    open_, close = _prices(bars, columns)
+    sigs, values = _prepare(cls, columns, params or {})
     loop = _adapter(cls)
-    fills = np.zeros((2 * len(bars) + 2, 4))
-    open_ = np.ascontiguousarray(bars["open"], dtype=np.float64)
-    close = np.ascontiguousarray(bars["close"], dtype=np.float64)
-    final, nf = loop(open_, close, sigs, values, cash, commission, slippage, fills)
+    # At most two fills a bar (close, then open the other way), and nothing touched until used.
+    fills = np.empty((2 * len(bars) + 2, 4))
+    final, nf = loop(open_, close, sigs, values, cash, commission, slippage, fills, True)
     return {"final_equity": float(final), "fills": fills[:nf].copy()}
 
 
 def sweep_fast(cls: type[VectorStrategy], bars: np.ndarray, grid: list[dict], *,
                cash: float = 100_000.0, commission: float = 0.0, slippage: float = 0.0,
-               workers: int | None = None) -> np.ndarray:
-    """Final equity of every parameter set in `grid`. Signals are computed per set; the jitted
-    loops release the GIL and run on `workers` threads (default: one per core)."""
+               workers: int | None = None, stats: dict | None = None) -> np.ndarray:
+    """Final equity of every parameter set in `grid`, in grid order.
+
+    One worker thread per core (or `workers`) takes sets from a shared queue; the jitted loops
+    and kernels release the GIL. The bars' columns are made once, and every whole-series
+    kernel call in `signals` (`kernels.sma(close, 20)`) is computed once per distinct call and
+    shared, read-only, by every set that makes it (see `engine.kernels._shared`). `stats`, when
+    given, receives how many series were computed and how many calls reused one."""
     import os
     from concurrent.futures import ThreadPoolExecutor
+
+    from engine.kernels._shared import SeriesPool, sharing
 
     if not grid:
         return np.zeros(0)
     columns = _Columns(bars)
-    open_ = np.ascontiguousarray(columns["open"], dtype=np.float64)
-    close = np.ascontiguousarray(columns["close"], dtype=np.float64)
-    _prepare(cls, columns, grid[0])
+    open_, close = _prices(bars, columns)
+    series = SeriesPool()
+    with sharing(series):
+        _prepare(cls, columns, grid[0])
     loop = _adapter(cls)
+    empty = np.empty((0, 4))
 
     def one(params: dict) -> float:
-        sigs, values = _prepare(cls, columns, params)
-        fills = np.zeros((2 * len(bars) + 2, 4))
-        return loop(open_, close, sigs, values, cash, commission, slippage, fills)[0]
+        with sharing(series):
+            sigs, values = _prepare(cls, columns, params)
+        return loop(open_, close, sigs, values, cash, commission, slippage, empty, False)[0]
 
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        return np.array(list(pool.map(one, grid)))
+        out = np.array(list(pool.map(one, grid)))
+    if stats is not None:
+        stats.update(series=series.misses, reused=series.hits)
+    return out

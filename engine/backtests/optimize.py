@@ -24,13 +24,13 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import trio
 
 from engine.backtests.metrics import compute_stats, drawdowns
 from engine.backtests.replay import (
@@ -111,9 +111,32 @@ def _history(spec: RunSpec) -> tuple[dict[str, np.ndarray], int]:
                      start=d.start, end=d.end)
 
 
+@contextmanager
+def _on_disk(strategy: Any) -> Iterator[Any]:
+    """A strategy class as a file its workers load by path (written from its source when it
+    was defined in a notebook or a script: see `strategy_source`), for as long as the sweep
+    runs; a path as it is."""
+    from engine.strategy import Strategy
+
+    if not (isinstance(strategy, type) and issubclass(strategy, Strategy)):
+        yield strategy
+        return
+    import tempfile
+
+    from engine.backtests.strategy_source import StrategySourceError, strategy_file
+
+    with tempfile.TemporaryDirectory(prefix="engine_sweep_") as folder:
+        try:
+            path = strategy_file(strategy, Path(folder))
+        except StrategySourceError as exc:
+            raise BacktestError(f"strategy {strategy.__name__}: {exc}") from None
+        yield path
+
+
 def _strategy_path(strategy: str | Path) -> str:
     if not isinstance(strategy, str | Path):
-        raise BacktestError("sweeps run in worker processes: give the strategy as a file path")
+        raise BacktestError("sweeps run in worker processes: give the strategy as a file path "
+                            "or a Strategy class")
     path = Path(strategy)
     if not path.is_file():
         raise BacktestError(f"strategy file {str(strategy)!r} does not exist")
@@ -153,9 +176,24 @@ def _sweep(path: str, combos: list[dict], bars: dict[str, np.ndarray], options: 
            job_options: list[dict] | None, *, workers: int | None, registry: str | None,
            hosts: int, progress: ProgressFn | None, secret: bytes | None,
            allow_hosts: Sequence[str], metric: str, minimize: bool) -> list[dict]:
-    from engine.actors.sweep import SweepError, open_history, run_sweep
+    from engine.actors.sweep_jobs import DEFAULT_EVALUATE, SweepError, default_workers
 
     try:
+        if registry is None:
+            # This host alone: plain worker processes (no actors), so a sweep runs the same
+            # from a notebook, standard input or a script without a __main__ guard.
+            from engine.actors.sweep_local import local_sweep
+            from engine.actors.sweep_shm import open_history, tokens_of
+
+            with open_history(bars) as history:
+                return local_sweep(path, combos, tokens_of(history),
+                                   workers=default_workers() if workers is None else workers,
+                                   evaluate=DEFAULT_EVALUATE, options=options,
+                                   job_options=job_options, progress=progress)
+        import trio
+
+        from engine.actors.sweep import open_history, run_sweep
+
         with open_history(bars) as history:
             return trio.run(lambda: run_sweep(
                 path, combos, history, workers=workers, options=options, registry=registry,
@@ -177,6 +215,40 @@ class SweepResult:
     metric: str
     rows: list[dict]
     descending: bool = True
+    # How the sweep ran: wall time (seconds), worker processes on this host (0: unknown, e.g.
+    # hosts joined) and bars replayed per combination.
+    seconds: float = math.nan
+    workers: int = 0
+    bars: int = 0
+
+    @property
+    def efficiency(self) -> float:
+        """The share of the workers' time spent evaluating combinations: the sum of every
+        combination's own evaluation time over wall time x workers (1.0: no time lost to
+        start-up, hand-over or idle workers). NaN when the worker count is unknown."""
+        busy = sum(r["seconds"] or 0.0 for r in self.rows if r.get("seconds") is not None)
+        if not self.workers or not self.seconds > 0:
+            return math.nan
+        return busy / (self.seconds * self.workers)
+
+    def speed(self) -> str:
+        """One line: combinations, workers, wall time, bar-evaluations per second in all and
+        per core, and the efficiency per core."""
+        n = len(self.rows)
+        if not self.seconds > 0:
+            return f"{n} combinations"
+        line = f"{n} combinations in {self.seconds:.2f} s"
+        if self.workers:
+            line += f" on {self.workers} worker{'s' if self.workers > 1 else ''}"
+        if self.bars:
+            rate = n * self.bars / self.seconds
+            line += f": {_count(rate)} bar-evaluations/s"
+            if self.workers:
+                line += f", {_count(rate / self.workers)} per core"
+        if self.workers:
+            line += (f"; workers busy evaluating {self.efficiency:.0%} of the time (the rest: "
+                     "start-up, hand-over, idle)")
+        return line
 
     @property
     def ranked(self) -> list[dict]:
@@ -330,6 +402,13 @@ class WalkForwardResult:
                 f"{self.metric}\n{self.table()}\n\nout of sample, stitched:\n{self.oos.table()}")
 
 
+def _count(v: float) -> str:
+    for size, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if v >= size:
+            return f"{v / size:.1f}{unit}"
+    return f"{v:.0f}"
+
+
 def _nan(v: Any) -> bool:
     return isinstance(v, float) and math.isnan(v)
 
@@ -361,7 +440,7 @@ def _plain(v: Any) -> Any:
 
 
 def optimize(
-    strategy: str | Path,
+    strategy: str | Path | type,
     data: Any,
     grid: Sequence[str] | Mapping[str, Any] | Sequence[Mapping[str, Any]],
     *,
@@ -376,8 +455,9 @@ def optimize(
     spec: RunSpec | None = None,
     **options: Any,
 ) -> SweepResult:
-    """Backtest `strategy` (a file) on every combination of `grid` over a pool of worker actors
-    (`workers`, default one per core) and rank them by `metric`.
+    """Backtest `strategy` (a file, or a Strategy class: one defined in a notebook or script
+    is written out from its source for the workers) on every combination of `grid` over a
+    pool of worker processes (`workers`, default one per core) and rank them by `metric`.
 
     `data`, `spec` and the run's `options` are `engine.backtest`'s (one run description for
     every combination). The history is loaded once into shared
@@ -386,12 +466,28 @@ def optimize(
     that many before starting; such a sweep needs `secret` (the shared secret, from
     `engine.actors.sweep_auth.load_secret`) and links only the hosts on loopback, at the
     registry's address or in `allow_hosts`. `progress(done, total, row)` hears each result."""
-    path, combos, spec, options = _prepare(strategy, grid, metric, spec, data, options)
-    bars, _ = _history(spec)
-    rows = _sweep(path, combos, bars, options, None, workers=workers, registry=registry,
-                  hosts=hosts, progress=progress, secret=secret, allow_hosts=allow_hosts,
-                  metric=metric, minimize=minimize)
-    return SweepResult(Path(path).name, metric, rows, descending=not minimize)
+    import time
+
+    with _on_disk(strategy) as strategy:
+        path, combos, spec, options = _prepare(strategy, grid, metric, spec, data, options)
+        bars, _ = _history(spec)
+        t0 = time.perf_counter()
+        rows = _sweep(path, combos, bars, options, None, workers=workers, registry=registry,
+                      hosts=hosts, progress=progress, secret=secret, allow_hosts=allow_hosts,
+                      metric=metric, minimize=minimize)
+    return SweepResult(Path(path).name, metric, rows, descending=not minimize,
+                       seconds=time.perf_counter() - t0,
+                       workers=_local_workers(workers, registry, len(combos)),
+                       bars=max((len(b) for b in bars.values()), default=0))
+
+
+def _local_workers(workers: int | None, registry: str | None, jobs: int) -> int:
+    """Worker processes a local sweep ran on (0 when hosts may have joined)."""
+    if registry is not None:
+        return 0
+    from engine.actors.sweep_jobs import default_workers
+
+    return max(1, min(default_workers() if workers is None else workers, jobs))
 
 
 # -- walk-forward ----------------------------------------------------------------------------
@@ -456,7 +552,7 @@ def _windows(times: np.ndarray, train: tuple[str, int], test: tuple[str, int],
 
 
 def walk_forward(
-    strategy: str | Path,
+    strategy: str | Path | type,
     data: Any,
     grid: Sequence[str] | Mapping[str, Any] | Sequence[Mapping[str, Any]],
     windows: str | tuple[Any, Any],
@@ -477,6 +573,17 @@ def walk_forward(
     `365d:90d`). Training windows roll forward by the test length (with `anchored`, every one
     starts at the first bar and grows). See the module docstring for how test windows run and
     are stitched; the other arguments are `optimize`'s."""
+    with _on_disk(strategy) as strategy:
+        return _walk_forward(strategy, data, grid, windows, anchored, metric, minimize,
+                             workers, registry, hosts, secret, allow_hosts, progress, spec,
+                             options)
+
+
+def _walk_forward(strategy: Any, data: Any, grid: Any, windows: Any, anchored: bool,
+                  metric: str, minimize: bool, workers: int | None, registry: str | None,
+                  hosts: int, secret: bytes | None, allow_hosts: Sequence[str],
+                  progress: ProgressFn | None, spec: RunSpec | None, options: dict
+                  ) -> WalkForwardResult:
     path, combos, spec, options = _prepare(strategy, grid, metric, spec, data, options)
     train, test = parse_windows(windows)
     bars, period = _history(spec)

@@ -119,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"{result.strategy}: {len(result.rows)} combinations, ranked by {result.metric}")
         print(result.table(args.top))
+        print(result.speed())
         dsr = result.deflated_sharpe
         if result.best is not None and dsr == dsr:
             print(f"best of {result.n_trials} trials: deflated Sharpe ratio {dsr:.3f} (the "

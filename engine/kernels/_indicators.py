@@ -11,12 +11,21 @@ that do not overlap the inputs.
 
 from __future__ import annotations
 
+import math
+import os
+import threading
 from typing import Any
 
 import numpy as np
 
 from engine.kernels import _cross, _extrema, _moving, _oscillators, _volatility, _vwap
 from engine.kernels._base import NUMBER_TYPES, Indicator, Series, as_input, check_period
+from engine.kernels._common import COUNT
+from engine.kernels._shared import in_shared_pool
+
+# A fresh SMA over at least this many bars runs as two halves on two threads: below it the
+# thread's start (~0.1 ms) is a noticeable share of the pass (2.4 ns a bar for the exact one).
+PARALLEL_MIN = 1 << 19
 
 __all__ = [
     "KINDS",
@@ -37,6 +46,13 @@ __all__ = [
     "CrossUnder",
     "Cross",
 ]
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 class _Windowed(Indicator):
@@ -74,10 +90,43 @@ class SMA(_Windowed):
         return _moving.sma_state(self.period)
 
     def _call(self, ins, outs) -> None:
+        kernel = _moving.sma_exact_update if self.exact else _moving.sma_update
+        x, out = ins[0], outs[0]
+        k = self._split(x)
+        if k is None:
+            kernel(self.state, x, out)
+            return
+        # Two halves on two threads, bit for bit the single pass: the second half starts at
+        # a bar where the single pass rebuilds its window sum from the window alone, so its
+        # state there is the last `period` inputs and nothing else.
+        tail = self.state.copy()
         if self.exact:
-            _moving.sma_exact_update(self.state, ins[0], outs[0])
+            bars, ring = _moving._SMAX_BARS, _moving._SMAX_RING
         else:
-            _moving.sma_update(self.state, ins[0], outs[0])
+            bars, ring = _moving._SMA_BARS, _moving._SMA_RING
+        tail[COUNT] = k
+        tail[COUNT + 1:ring] = 0.0  # the sums, rebuilt at once
+        tail[bars] = 1.0  # bars until the rebuild: this very bar
+        for h in range(k - self.period, k):
+            tail[ring + h % self.period] = x[h]
+        helper = threading.Thread(target=kernel, args=(tail, x[k:], out[k:]))
+        helper.start()
+        try:
+            kernel(self.state, x[:k], out[:k])
+        finally:
+            helper.join()
+        self.state = tail
+
+    def _split(self, x: np.ndarray) -> int | None:
+        """Where to split a fresh run over a long series in two (None: one pass)."""
+        n, m = self.period, x.shape[0]
+        if (m < PARALLEL_MIN or n < 2 or self.state[COUNT] != 0 or math.isnan(x[0])
+                or _cores() < 2 or in_shared_pool()):
+            return None
+        every = _moving.RESEED_PERIODS * n
+        j = max(1, round((m / 2 - (n - 1)) / every))
+        k = n - 1 + j * every
+        return k if n <= k < m else None
 
     def _params(self) -> tuple:
         return (self.period, self.exact)

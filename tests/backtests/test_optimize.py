@@ -93,6 +93,12 @@ def test_a_sweep_ranks_every_combination_with_the_backtest_s_own_numbers():
     assert result.n_trials == 4
     assert result.failed == []
     assert json.loads(result.to_json())["n_trials"] == 4
+    # How it ran: on 2 workers, each busy evaluating a share of the wall time.
+    assert (result.workers, result.bars) == (2, 756)
+    busy = sum(r["seconds"] for r in result.rows)
+    assert result.efficiency == pytest.approx(busy / (2 * result.seconds))
+    assert 0 < result.efficiency <= 1
+    assert result.speed().startswith(f"4 combinations in {result.seconds:.2f} s on 2 workers: ")
     worst = optimize(STRATEGY, DATA, grid, workers=1, metric="return_pct", minimize=True)
     returns = [r["metrics"]["return_pct"] for r in worst.rows]
     assert worst.best == worst.rows[int(np.argmin(returns))]["params"]
