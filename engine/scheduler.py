@@ -8,6 +8,11 @@ is stopped and reported with its own traceback lines; the others run on.
 Callbacks run inline on the loop. A strategy that declares `blocking = True`, or whose synchronous
 callback holds the loop past the watchdog's budget (engine.watchdog), has its synchronous
 callbacks run in its own worker thread from then on (engine.worker), events still in order.
+
+A quote for a strategy with nothing waiting in its mailbox skips the mailbox: `deliver` calls a
+synchronous `on_quote` right away, in the feed's own task, so a tick reaches the strategy
+without a task switch. Anything already queued (a bar, a fill, an earlier quote) keeps the quote
+behind it, so the order of events is the same either way.
 """
 
 from __future__ import annotations
@@ -43,6 +48,10 @@ __all__ = ["Mailbox", "StrategyRunner", "RunnerStats", "callback_for"]
 log = logging.getLogger("engine.scheduler")
 
 QUOTE, BAR, EVENT = 0, 1, 2
+# Mailbox items a runner puts for itself: an error raised by a callback `deliver` ran (the
+# runner's task re-raises it, so the strategy stops as if the call had run there), and a
+# wake-up after a callback `deliver` ran overran its budget (the runner moves to its thread).
+_RAISE, _WAKE = 3, 4
 
 # Which callback hears which event; any other order event goes to on_order.
 EVENT_CALLBACKS = {
@@ -136,6 +145,14 @@ class Mailbox:
         for event in events:
             queue.append((EVENT, event))
             times.append(t)
+        if self._lot:
+            self._lot.unpark_all()
+
+    def put_own(self, kind: int, item: Any) -> None:
+        """Queue an item of the runner's own (`_RAISE`, `_WAKE`), even when closed."""
+        self._queue.append((kind, item))
+        if self._now is not None:
+            self._times.append(self._now())
         if self._lot:
             self._lot.unpark_all()
 
@@ -254,6 +271,10 @@ class StrategyRunner:
         self._where = "on_quote"  # the callback being run off the loop
         # Warm-up (engine.warming): set after on_start; not called for a cold symbol.
         self._gate: WarmGate | None = None
+        # True while the runner's task waits for its mailbox on the loop: `deliver` may then
+        # call a synchronous on_quote itself (the mailbox being empty too).
+        self._idle = False
+        self._quote_direct = self._wants_quotes and not self._async["on_quote"]
 
     @property
     def name(self) -> str:
@@ -265,8 +286,55 @@ class StrategyRunner:
         return self._worker is not None
 
     def deliver(self, quotes: list[dict], bars: list[str], events: list | tuple = ()) -> None:
+        if not self._wants_quotes:
+            quotes = []
+        elif (quotes and self._idle and self._quote_direct and self._overrun is None
+              and not self.mailbox):
+            done = self._quotes_now(quotes)
+            if done == len(quotes) and not bars and not events:
+                return
+            quotes = quotes[done:]
         # Bar events always go through: they also move what the strategy's ohlcv() shows.
-        self.mailbox.put(quotes if self._wants_quotes else [], bars, events)
+        self.mailbox.put(quotes, bars, events)
+
+    def _quotes_now(self, quotes: list[dict]) -> int:
+        """Call on_quote for `quotes` here and now (the runner waits, its mailbox is empty);
+        return how many were taken: all, or up to one that overran its budget (the rest wait
+        in the mailbox for the runner, which moves to its thread) or raised (the rest are
+        dropped with the mailbox when the runner stops on the error)."""
+        where = "on_quote"  # read by the watchdog thread from this frame, like `self`
+        wd = self.watchdog
+        assert wd is not None
+        stats, gate, on_quote = self.stats, self._gate, self.strategy.on_quote
+        taken = 0
+        try:
+            for q in quotes:
+                taken += 1
+                if gate is not None and gate.cold(q["symbol"]):
+                    continue  # warm-up
+                stats.quotes += 1
+                wd.who = self
+                on_quote(q)
+                wd.who = None
+                if self._overrun is not None:
+                    self._idle = False
+                    self.mailbox.put_own(_WAKE, None)
+                    break
+        except KeyboardInterrupt as exc:
+            wd.who = None
+            if wd.interrupting is not self:
+                raise
+            self._raise_later(where, exc)
+            return len(quotes)
+        except Exception as exc:
+            wd.who = None
+            self._raise_later(where, exc)
+            return len(quotes)
+        return taken
+
+    def _raise_later(self, where: str, exc: BaseException) -> None:
+        self._idle = False
+        self.mailbox.put_own(_RAISE, (where, exc))
 
     def deliver_events(self, events: list) -> None:
         """Queue broker events (fills, rejections, ...) for the strategy, in order."""
@@ -401,7 +469,11 @@ class StrategyRunner:
         # The watchdog reads `wd.who` (and this runner's counters) from its thread: a callback
         # that keeps the same mark for a budget has held the loop that long.
         while True:
-            got = await self._next()
+            self._idle = True
+            try:
+                got = await self._next()
+            finally:
+                self._idle = False
             if got is None:  # an on_bars step's grace ran out
                 await self._bar_calls(self._dispatch.flush())
                 continue
@@ -431,12 +503,15 @@ class StrategyRunner:
                 elif dispatch is not None:
                     where = self._bar_where
                     await self._bar_calls(self._bar_closed(item))
-            else:
+            elif kind == EVENT:
                 where = callback_for(item)
                 stats.events += 1
                 wd.who = self
                 await _call(getattr(s, where), self._async[where], item)
                 wd.who = None
+            elif kind == _RAISE:
+                where, exc = item
+                raise exc  # from a callback `deliver` ran: the strategy stops here on it
             if self._overrun is not None and self._overran() is not None:
                 return
             n += 1
@@ -468,6 +543,11 @@ class StrategyRunner:
                 await self._bar_calls(self._dispatch.flush())
                 continue
             kind, item, queued = got
+            if kind == _WAKE:
+                continue  # already off the loop
+            if kind == _RAISE:
+                self._where, exc = item
+                raise exc
             stats.lag = max(stats.lag, now() - queued)
             if kind == QUOTE:
                 if gate is not None and gate.cold(item["symbol"]):
@@ -539,6 +619,7 @@ class StrategyRunner:
                 wd.who = None
 
     async def stop(self) -> None:
+        self._idle = False  # no quote reaches it past this point
         if self.stats.stopped or self.stats.error:
             return
         self.stats.stopped = True
