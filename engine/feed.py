@@ -84,57 +84,48 @@ class Feed:
 
     # -- the hot path --------------------------------------------------------------------------
 
-    def _msg_rows(self, msg: dict) -> list[tuple]:
+    def _msg_rows(self, msg: dict, now: float) -> list[tuple]:
+        """A quote's tick rows, checked as they are built (cheaper than array passes over a
+        handful of rows); a tick without a time gets the quote's, else `now`."""
         sym = self._index[msg["symbol"]]
         t = msg.get("time")
         last = msg.get("last")
         if last is not None and not math.isfinite(last):
             raise ValueError("last is not finite")
-        types = TICK_TYPES
+        types, isfinite = TICK_TYPES, math.isfinite
         rows = []
         for tick in msg.get("ticks", ()):
             tt = tick.get("time", t)
-            rows.append((0, math.nan if tt is None else tt, tick["price"], tick.get("size", 0.0),
-                         sym, types[tick["type"]]))
+            price = float(tick["price"])
+            size = float(tick.get("size", 0.0))
+            if not (isfinite(price) and isfinite(size) and size >= 0):
+                raise ValueError("non-finite or negative number")
+            rows.append((0, now if tt is None else float(tt), price, size, sym,
+                         types[tick["type"]]))
         return rows
-
-    @staticmethod
-    def _sane(rows: np.ndarray) -> bool:
-        return bool(np.isfinite(rows["price"]).all() and np.isfinite(rows["size"]).all()
-                    and (rows["size"] >= 0).all())
 
     def _rows(self, batch: list[dict]) -> tuple[np.ndarray, list[dict]]:
         """Tick rows of a batch and its valid quotes; a bad quote is reported and dropped."""
+        now = self.clock.now()
         try:
             tuples: list[tuple] = []
             for msg in batch:
-                tuples.extend(self._msg_rows(msg))
-            rows = np.array(tuples, dtype=tick_dtype)
-            if self._sane(rows):
-                return self._stamp(rows), batch
+                tuples.extend(self._msg_rows(msg, now))
+            return np.array(tuples, dtype=tick_dtype), batch
         except Exception:  # noqa: BLE001 - the slow path below finds and names the culprit
             pass
         good: list[dict] = []
         parts: list[np.ndarray] = []
         for msg in batch:
             try:
-                rows = np.array(self._msg_rows(msg), dtype=tick_dtype)
-                if not self._sane(rows):
-                    raise ValueError("non-finite or negative number")
+                rows = np.array(self._msg_rows(msg, now), dtype=tick_dtype)
             except Exception:  # noqa: BLE001 - _reject says exactly what is wrong
                 self._reject(msg)
                 continue
             parts.append(rows)
             good.append(msg)
         rows = np.concatenate(parts) if parts else np.empty(0, dtype=tick_dtype)
-        return self._stamp(rows), good
-
-    def _stamp(self, rows: np.ndarray) -> np.ndarray:
-        if len(rows):
-            missing = np.isnan(rows["time"])
-            if missing.any():
-                rows["time"][missing] = self.clock.now()
-        return rows
+        return rows, good
 
     def _reject(self, msg: Any) -> None:
         try:
@@ -183,8 +174,12 @@ class Feed:
     @property
     def by_data_time(self) -> bool:
         """True when bars close by the data's own time: every symbol's info says `replay`."""
-        infos = [info for info in self.init_msgs.values() if isinstance(info, dict)]
-        return bool(infos) and all(info.get("replay") is True for info in infos)
+        msgs = self.init_msgs
+        if self._by_data is None or self._by_data[0] is not msgs:
+            infos = [info for info in msgs.values() if isinstance(info, dict)]
+            self._by_data = (msgs, bool(infos) and all(info.get("replay") is True
+                                                       for info in infos))
+        return self._by_data[1]
 
     def _close_by_data(self, rows: np.ndarray, good: list[dict]) -> list[int]:
         # A replay sends in time order: once data time passes a bar's end, that bar is complete.
@@ -248,6 +243,7 @@ class Feed:
         self._wake = trio.Event()
         self.status: dict[str, str] = {}
         self.data_time = -math.inf  # newest quote time seen, when bars close by data time
+        self._by_data: tuple[dict, bool] | None = None  # by_data_time, for these init_msgs
 
 
 @asynccontextmanager
