@@ -74,8 +74,9 @@ async def run_strategy(ctx: Any, path: str, params: dict[str, Any], feed: str, c
     feed goes away; return its report (counters, orders, error with its own traceback lines).
 
     `started` carries the pid, the strategy's name and the shm segments it attached, or
-    `{"error": ...}` when the file or its parameters are wrong. With `lane`, quotes come over
-    a direct socket (`engine.actors.lane`) rather than the tractor stream. `name` is the
+    `{"error": ...}` when the file or its parameters are wrong. With `lane`, quotes come through
+    a shared-memory ring with a doorbell socket (`engine.actors.ring`) rather than the tractor
+    stream. `name` is the
     strategy's name on the account when it is not its class name (`Name#2`).
     """
     configure_child_logging(log_level)
