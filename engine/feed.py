@@ -302,6 +302,7 @@ async def open_feed(
                 except Exception as exc:
                     raise FeedError(f"provider {provider.name!r}: backfill of {sym!r} failed: "
                                     f"{type(exc).__name__}: {exc}") from exc
+        sampler.warm()
         nursery = await stack.enter_async_context(trio.open_nursery())
         send, recv = trio.open_memory_channel(queue)
         try:
