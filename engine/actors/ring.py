@@ -7,9 +7,9 @@ paired with the subscriber. The subscriber wakes on that byte and reads every ba
 holds in one go, in place: no TCP, no tractor framing, no copy through the kernel but a byte.
 
 Pairing goes through the subscriber's tractor context, which still owns the lane's lifetime:
-the daemon's `LaneServer` listens on a Unix socket in a directory only this user can enter,
-and hands the other side the socket's path, the ring's token and a one-time token in the
-context's `started` message; the other side connects and presents the token. The socket closes
+the daemon's `LaneServer` listens on a Unix socket (abstract namespace: no file) and hands the
+other side the socket's name, the ring's token and a one-time token in the context's
+`started` message; the other side connects and presents the token. The socket closes
 with the context (either end leaving, or cancellation), and the kernel closes it when a
 process dies, so a reader learns at once that the writer is gone.
 
@@ -25,9 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
 import struct
-import tempfile
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -143,6 +141,7 @@ class RingReader:
     def __init__(self, token: dict[str, Any], bell: trio.SocketStream) -> None:
         self._ring = _Ring(ShmArray.attach(token, readonly=False))
         self._bell = bell
+        self._fd = bell.socket.fileno()
         self._records: deque[bytes] = deque()
 
     def _take(self) -> None:
@@ -169,16 +168,27 @@ class RingReader:
         return self._records.popleft() if self._records else None
 
     async def receive(self) -> bytes:
+        waited = False
         while True:
             closed = self._ring.head[_CLOSED]  # before the take: records written before it
             record = self.receive_nowait()
             if record is not None:
-                await trio.lowlevel.checkpoint_if_cancelled()
+                if waited:
+                    await trio.lowlevel.checkpoint_if_cancelled()
+                else:
+                    await trio.lowlevel.checkpoint()  # a busy lane still lets others run
                 return record
             if closed:
                 raise trio.EndOfChannel
-            # Bells rung before the records above were taken wake this once for nothing.
-            if not await self._bell.receive_some(4096):
+            # The bell is read straight off the socket: a stream's receive_some would add a
+            # trip through the scheduler to every wake-up.
+            try:
+                rung = os.read(self._fd, 4096)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(self._fd)
+                waited = True
+                continue
+            if not rung:  # the writer's end closed (its process may have died)
                 self._take()
                 if not self._records:
                     raise trio.EndOfChannel
@@ -197,30 +207,28 @@ class _Slot:
 
 
 class LaneServer:
-    """The doorbell socket of one actor's lanes, in a directory of its own (mode 0700)."""
+    """The doorbell socket of one actor's lanes: a Unix socket in the abstract namespace (no
+    file to leave behind, gone with the process), answering only a token it handed out."""
 
     def __init__(self) -> None:
         self.path: str | None = None
         self._waiting: dict[str, _Slot] = {}
 
     async def serve(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Listen until cancelled; the socket and its directory go with it."""
-        folder = tempfile.mkdtemp(prefix="engine_lanes_")
-        try:
-            path = os.path.join(folder, "bell")
-            sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
-            with sock:
-                await sock.bind(path)
-                sock.listen(64)
-                self.path = path
-                listener = trio.SocketListener(sock)
+        """Listen until cancelled."""
+        path = f"\0engine_lanes_{os.getpid()}_{secrets.token_hex(8)}"
+        sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+        with sock:
+            await sock.bind(path)
+            sock.listen(64)
+            self.path = path
+            try:
                 async with trio.open_nursery() as nursery:
                     task_status.started(path)
-                    await trio.serve_listeners(self._handle, [listener],
+                    await trio.serve_listeners(self._handle, [trio.SocketListener(sock)],
                                                handler_nursery=nursery)
-        finally:
-            self.path = None
-            shutil.rmtree(folder, ignore_errors=True)
+            finally:
+                self.path = None
 
     def expect(self) -> tuple[str, _Slot]:
         """A token to hand to the connecting side, and the slot its connection will fill."""
