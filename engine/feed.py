@@ -7,7 +7,8 @@ segment roll (`ShmArray(rolling=True)`): when full they keep their newest half, 
 for ever. A provider that replays history (its symbol info says `"replay": True`) has its bars
 closed by data time instead of the clock: by its quotes' own `time`, so a replay faster than real
 time neither invents empty bars for the hours the clock runs ahead nor drops its trades as late.
-Subscribers get each batch of quotes and the bars that closed. The feed never calls user code.
+Subscribers get each batch of quotes and the bars that closed, then their `flush` hooks run
+(where a strategy runner calls a waiting strategy's on_quote, engine.scheduler).
 """
 
 from __future__ import annotations
@@ -68,14 +69,21 @@ class Feed:
     stats: FeedStats = field(default_factory=FeedStats)
     is_live: trio.Event = field(default_factory=trio.Event)
     _subscribers: list[Subscriber] = field(default_factory=list)
+    _flushes: dict[Subscriber, Callable[[], None]] = field(default_factory=dict)
 
-    def subscribe(self, fn: Subscriber) -> None:
-        """Call `fn(quotes, closed_bar_symbols)` for every batch the feed processes."""
+    def subscribe(self, fn: Subscriber, flush: Callable[[], None] | None = None) -> None:
+        """Call `fn(quotes, closed_bar_symbols, events)` for every batch the feed processes,
+        and `flush()` once every subscriber has that batch (a strategy runner queues with
+        `fn` and calls the strategy in `flush`: a broker subscribed after it still sees the
+        quotes before the strategy acts on them)."""
         self._subscribers.append(fn)
+        if flush is not None:
+            self._flushes[fn] = flush
 
     def unsubscribe(self, fn: Subscriber) -> None:
         if fn in self._subscribers:
             self._subscribers.remove(fn)
+        self._flushes.pop(fn, None)
 
     def tokens(self) -> dict[str, Any]:
         """Shared-memory tokens a process needs to read this feed's ticks and bars in place."""
@@ -237,6 +245,8 @@ class Feed:
             return
         for fn in list(self._subscribers):
             fn(quotes, names, events)
+        for flush in list(self._flushes.values()):
+            flush()
 
     def __post_init__(self) -> None:
         self._index = {s: i for i, s in enumerate(self.symbols)}

@@ -9,10 +9,10 @@ Callbacks run inline on the loop. A strategy that declares `blocking = True`, or
 callback holds the loop past the watchdog's budget (engine.watchdog), has its synchronous
 callbacks run in its own worker thread from then on (engine.worker), events still in order.
 
-A quote for a strategy with nothing waiting in its mailbox skips the mailbox: `deliver` calls a
-synchronous `on_quote` right away, in the feed's own task, so a tick reaches the strategy
-without a task switch. Anything already queued (a bar, a fill, an earlier quote) keeps the quote
-behind it, so the order of events is the same either way.
+While a strategy's task waits for its mailbox, the feed's own call takes the quotes at the head
+of it to a synchronous `on_quote` (`flush`, after every subscriber has the batch), so a tick
+reaches the strategy without a task switch. Bars, events and whatever queued behind them wait
+for the task as before, so the order of events is the same either way.
 """
 
 from __future__ import annotations
@@ -96,8 +96,10 @@ class Mailbox:
         self._times = deque([t] * len(self._queue))
         self._since = dict.fromkeys(self._pending, t)
 
-    def put(self, quotes: list[dict], bars: list[str], events: list | tuple = ()) -> None:
-        """Queue a batch (never blocks); called by the feed for every batch."""
+    def put(self, quotes: list[dict], bars: list[str], events: list | tuple = (), *,
+            wake: bool = True) -> None:
+        """Queue a batch (never blocks); called by the feed for every batch. With `wake`
+        False the reader is not woken (its runner takes the items itself, `flush`)."""
         if self.closed:
             return
         if self._now is not None:
@@ -120,8 +122,19 @@ class Mailbox:
             queue.append((BAR, sym))
         for event in events:
             queue.append((EVENT, event))
+        if wake and self._lot:
+            self._lot.unpark_all()
+
+    def wake(self) -> None:
+        """Wake the reader waiting in `get`."""
         if self._lot:
             self._lot.unpark_all()
+
+    def head(self) -> int | None:
+        """The kind of the next item, None when empty."""
+        if self._queue:
+            return self._queue[0][0]
+        return QUOTE if self._pending else None
 
     def _put_stamped(self, quotes: list[dict], bars: list[str], events: list | tuple) -> None:
         assert self._now is not None
@@ -149,10 +162,10 @@ class Mailbox:
             self._lot.unpark_all()
 
     def put_own(self, kind: int, item: Any) -> None:
-        """Queue an item of the runner's own (`_RAISE`, `_WAKE`), even when closed."""
-        self._queue.append((kind, item))
+        """Put an item of the runner's own (`_RAISE`, `_WAKE`) first, even when closed."""
+        self._queue.appendleft((kind, item))
         if self._now is not None:
-            self._times.append(self._now())
+            self._times.appendleft(self._now())
         if self._lot:
             self._lot.unpark_all()
 
@@ -286,30 +299,39 @@ class StrategyRunner:
         return self._worker is not None
 
     def deliver(self, quotes: list[dict], bars: list[str], events: list | tuple = ()) -> None:
-        if not self._wants_quotes:
-            quotes = []
-        elif (quotes and self._idle and self._quote_direct and self._overrun is None
-              and not self.mailbox):
-            done = self._quotes_now(quotes)
-            if done == len(quotes) and not bars and not events:
-                return
-            quotes = quotes[done:]
-        # Bar events always go through: they also move what the strategy's ohlcv() shows.
-        self.mailbox.put(quotes, bars, events)
+        """Queue a batch and call what can be called now (`queue`, then `flush`)."""
+        self.queue(quotes, bars, events)
+        self.flush()
 
-    def _quotes_now(self, quotes: list[dict]) -> int:
-        """Call on_quote for `quotes` here and now (the runner waits, its mailbox is empty);
-        return how many were taken: all, or up to one that overran its budget (the rest wait
-        in the mailbox for the runner, which moves to its thread) or raised (the rest are
-        dropped with the mailbox when the runner stops on the error)."""
+    def queue(self, quotes: list[dict], bars: list[str], events: list | tuple = ()) -> None:
+        """Queue a batch; a feed with several subscribers queues the batch with each of them
+        before it `flush`es any, so a broker has the quotes before a strategy acts on them
+        (and the fills they cause queue after them)."""
+        # Bar events always go through: they also move what the strategy's ohlcv() shows.
+        self.mailbox.put(quotes if self._wants_quotes else [], bars, events,
+                         wake=not self._direct_now())
+
+    def _direct_now(self) -> bool:
+        return self._idle and self._quote_direct and self._overrun is None
+
+    def flush(self) -> None:
+        """Call on_quote for the quotes at the head of the mailbox here and now, while the
+        runner's task waits on the loop (the rest wait for it: bars, events, the quotes behind
+        them, everything once a callback overran or raised)."""
+        box = self.mailbox
+        if self._direct_now() and box.head() == QUOTE:
+            self._quotes_now()
+        if box:
+            box.wake()
+
+    def _quotes_now(self) -> None:
         where = "on_quote"  # read by the watchdog thread from this frame, like `self`
         wd = self.watchdog
         assert wd is not None
-        stats, gate, on_quote = self.stats, self._gate, self.strategy.on_quote
-        taken = 0
+        stats, gate, on_quote, box = self.stats, self._gate, self.strategy.on_quote, self.mailbox
         try:
-            for q in quotes:
-                taken += 1
+            while box.head() == QUOTE:
+                q = box.get_nowait()[1]  # type: ignore[index]
                 if gate is not None and gate.cold(q["symbol"]):
                     continue  # warm-up
                 stats.quotes += 1
@@ -318,19 +340,16 @@ class StrategyRunner:
                 wd.who = None
                 if self._overrun is not None:
                     self._idle = False
-                    self.mailbox.put_own(_WAKE, None)
-                    break
+                    box.put_own(_WAKE, None)
+                    return
         except KeyboardInterrupt as exc:
             wd.who = None
             if wd.interrupting is not self:
                 raise
             self._raise_later(where, exc)
-            return len(quotes)
         except Exception as exc:
             wd.who = None
             self._raise_later(where, exc)
-            return len(quotes)
-        return taken
 
     def _raise_later(self, where: str, exc: BaseException) -> None:
         self._idle = False
