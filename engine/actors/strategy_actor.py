@@ -1,9 +1,10 @@
-"""The strategy actor: one user strategy in its own process, fed over tractor streams.
+"""The strategy actor: one user strategy in its own process, fed by the feed daemon's lane.
 
 `run_strategy` loads the strategy file in this process, attaches the feed daemon's OHLCV arrays
 read-only by token (the strategy's `ctx.ohlcv()` reads them in place: bars never travel, only
 the symbol of a closed bar does), and drives an ordinary `StrategyRunner` from the daemon's quote
-stream. Orders go to the clearing actor through `ActorRouter`; the strategy sizes them against
+batches (a shared-memory ring and a doorbell, `engine.actors.ring`, or the tractor stream with
+`lane` off): the task that wakes on a batch calls a waiting strategy's on_quote itself. Orders go to the clearing actor through `ActorRouter`; the strategy sizes them against
 its own book on the account (`engine.books.BookRouter`), kept here from its own orders and the
 events the clearing actor sends back, exactly as in one process. The root sees a `started`
 message, periodic counters on the context's stream, and the final report as its result.
