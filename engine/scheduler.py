@@ -48,9 +48,9 @@ __all__ = ["Mailbox", "StrategyRunner", "RunnerStats", "callback_for"]
 log = logging.getLogger("engine.scheduler")
 
 QUOTE, BAR, EVENT = 0, 1, 2
-# Mailbox items a runner puts for itself: an error raised by a callback `deliver` ran (the
+# Mailbox items a runner puts for itself: an error raised by an on_quote `flush` called (the
 # runner's task re-raises it, so the strategy stops as if the call had run there), and a
-# wake-up after a callback `deliver` ran overran its budget (the runner moves to its thread).
+# wake-up after an on_quote `flush` called overran its budget (the runner moves to its thread).
 _RAISE, _WAKE = 3, 4
 
 # Which callback hears which event; any other order event goes to on_order.
@@ -284,8 +284,8 @@ class StrategyRunner:
         self._where = "on_quote"  # the callback being run off the loop
         # Warm-up (engine.warming): set after on_start; not called for a cold symbol.
         self._gate: WarmGate | None = None
-        # True while the runner's task waits for its mailbox on the loop: `deliver` may then
-        # call a synchronous on_quote itself (the mailbox being empty too).
+        # True while the runner's task waits for its mailbox on the loop: `flush` may then
+        # call a synchronous on_quote itself for the quotes at the head of the mailbox.
         self._idle = False
         self._quote_direct = self._wants_quotes and not self._async["on_quote"]
 
@@ -530,7 +530,7 @@ class StrategyRunner:
                 wd.who = None
             elif kind == _RAISE:
                 where, exc = item
-                raise exc  # from a callback `deliver` ran: the strategy stops here on it
+                raise exc  # from an on_quote `flush` called: the strategy stops here on it
             if self._overrun is not None and self._overran() is not None:
                 return
             n += 1

@@ -219,7 +219,11 @@ class _RingLane:
         if self.ready and not self.holding and not self.box:
             if not (quotes or bars or events):
                 return
-            if self.writer.put(_encode(_wire(quotes, bars, events))):
+            try:
+                payload = _encode(_wire(quotes, bars, events))
+            except Exception:  # noqa: BLE001 - the pump meets it again, in this lane's task
+                payload = None
+            if payload is not None and self.writer.put(payload):
                 return
         self.box.put(quotes, bars, events)
 
