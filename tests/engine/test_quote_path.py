@@ -13,7 +13,9 @@ import trio
 import trio.testing
 
 from engine import LiveClock, Strategy
-from engine.dtypes import ohlc_dtype
+from engine.dtypes import ohlc_dtype, tick_dtype
+from engine.feed import Feed
+from engine.sampler import Sampler
 from engine.scheduler import StrategyRunner
 from engine.shm import ShmArray
 from engine.strategy import Context, IntentLog
@@ -142,3 +144,34 @@ async def test_an_on_quote_that_overruns_in_the_feeds_call_moves_the_strategy_to
     assert [e[2] for e in slow.log[2:]] == ["strategy Slow", "strategy Slow"]
     assert runner.off_loop
     assert runner.stats.held_by == "on_quote"
+
+
+async def test_every_subscriber_has_the_batch_before_a_strategy_is_called_on_it():
+    # A paper broker subscribes after the strategies: it must still have marked a quote before
+    # an order placed on that quote reaches it, and the fills it causes come after the quote.
+    seen_by_broker: list[int] = []
+
+    class Trader(Log):
+        def on_quote(self, quote):
+            super().on_quote(quote)
+            assert quote["seq"] in seen_by_broker, "the broker had not seen the quote yet"
+
+    trader = Trader()
+    with ShmArray.create(tick_dtype, 1000, start=0) as ticks, \
+            ShmArray.create(ohlc_dtype, 100, start=0) as bars, Watchdog(WAIT) as wd:
+        feed = Feed(provider=type("P", (), {"name": "test"})(), symbols=["aaa"], timeframe=1,
+                    clock=LiveClock(T0), ticks=ticks, bars={"aaa": bars}, sampler=Sampler(1, [bars]))
+        runner = runner_of(trader, bars, wd)
+        feed.subscribe(runner.queue, runner.flush)
+        feed.subscribe(lambda quotes, closed, events: seen_by_broker.extend(
+            q["seq"] for q in quotes))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(runner.run)
+            await trio.testing.wait_all_tasks_blocked()
+            for i in range(1, 4):
+                feed.process([q(i), q(i + 10)])
+                # Called within the feed's call, after the broker subscriber had the batch.
+                assert [e[1] for e in trader.log][-2:] == [i, i + 10]
+            nursery.cancel_scope.cancel()
+    assert runner.stats.error is None
+    assert [e[1] for e in trader.log] == [1, 11, 2, 12, 3, 13]
