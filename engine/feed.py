@@ -7,8 +7,12 @@ segment roll (`ShmArray(rolling=True)`): when full they keep their newest half, 
 for ever. A provider that replays history (its symbol info says `"replay": True`) has its bars
 closed by data time instead of the clock: by its quotes' own `time`, so a replay faster than real
 time neither invents empty bars for the hours the clock runs ahead nor drops its trades as late.
-Subscribers get each batch of quotes and the bars that closed, then their `flush` hooks run
-(where a strategy runner calls a waiting strategy's on_quote, engine.scheduler).
+The provider's channel is the feed's own inbox: the first quote of each provider turn is
+processed within the provider's `send_nowait` itself, and what follows it in the turn (or comes
+in a burst) waits for the pump task as one batch. Subscribers get each batch of quotes and the
+bars that closed, then their `flush` hooks run (where a strategy runner calls a waiting
+strategy's on_quote, engine.scheduler): a quiet market's tick reaches `on_quote` without a
+task switch.
 """
 
 from __future__ import annotations
@@ -314,7 +318,7 @@ async def open_feed(
                                     f"{type(exc).__name__}: {exc}") from exc
         sampler.warm()
         nursery = await stack.enter_async_context(trio.open_nursery())
-        send, recv = trio.open_memory_channel(queue)
+        send = _Inbox(feed, queue)
         try:
             init_msgs, first_quotes = await nursery.start(
                 provider.stream_quotes, send, list(symbols), ticks, feed.is_live,
@@ -331,7 +335,7 @@ async def open_feed(
                 raise FeedError(str(exc)) from None
             feed.quotes[sym] = first_quotes[sym]
         feed.init_msgs = dict(init_msgs)
-        nursery.start_soon(_pump, feed, recv)
+        nursery.start_soon(_pump, feed, send)
         if not feed.by_data_time:
             nursery.start_soon(_close_by_clock, feed)
         try:
@@ -340,21 +344,78 @@ async def open_feed(
             nursery.cancel_scope.cancel()
 
 
-async def _pump(feed: Feed, recv: trio.MemoryReceiveChannel) -> None:
-    async with recv:
-        await _pump_batches(feed, recv)
+# A provider turn that sent more quotes than this is a burst: the next turn's first quote waits
+# for the pump with the rest (one batch), so a busy feed keeps its throughput.
+_BURST = 8
+# Most quotes in one batch: one numpy write and one sampler call each.
+_BATCH = 512
 
 
-async def _pump_batches(feed: Feed, recv: trio.MemoryReceiveChannel) -> None:
-    async for msg in recv:
-        batch = [msg]
-        # Drain what is already queued: one numpy write and one sampler call per batch.
-        while len(batch) < 512:
+class _Inbox(trio.abc.SendChannel):
+    """The provider's channel into the feed. The first quote of a provider's turn is processed
+    in the provider's own `send_nowait` (no task switch between a tick and the strategies);
+    quotes sent after it in the same turn, or while the feed is busy, wait for the pump task,
+    which takes them as one batch on its next turn. Holds `size` quotes at most (then `send`
+    waits, `send_nowait` raises WouldBlock)."""
+
+    def __init__(self, feed: Feed, size: int) -> None:
+        self._feed = feed
+        self._size = size
+        self._queue: list = []
+        self._pump = trio.lowlevel.ParkingLot()
+        self._room = trio.lowlevel.ParkingLot()
+        self.open = False  # set by the pump: nothing is processed before the feed is set up
+        self._turn = False  # a quote was processed in a send since the pump last ran
+        self._burst = 0  # quotes in the pump's last batch
+        self._closed = False
+
+    def send_nowait(self, value: Any) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError
+        if self.open and not self._queue and not self._turn and self._burst <= _BURST:
+            self._turn = True
+            self._pump.unpark_all()  # it runs next turn, and the turn after this one is new
+            self._feed.process([value])
+            return
+        if len(self._queue) >= self._size:
+            raise trio.WouldBlock
+        self._queue.append(value)
+        self._pump.unpark_all()
+
+    async def send(self, value: Any) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
             try:
-                batch.append(recv.receive_nowait())
-            except trio.WouldBlock:
+                self.send_nowait(value)
                 break
-        feed.process(batch)
+            except trio.WouldBlock:
+                await self._room.park()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        await trio.lowlevel.checkpoint()
+
+    def take(self) -> list:
+        """Up to `_BATCH` queued quotes, oldest first; the turn is over."""
+        batch = self._queue[:_BATCH]
+        del self._queue[:_BATCH]
+        self._turn = False
+        self._burst = len(batch)
+        if self._room:
+            self._room.unpark_all()
+        return batch
+
+
+async def _pump(feed: Feed, inbox: _Inbox) -> None:
+    inbox.open = True
+    while True:
+        if not inbox._queue:
+            await inbox._pump.park()
+        batch = inbox.take()  # empty when woken only to end a turn
+        if batch:
+            feed.process(batch)
+            await trio.lowlevel.checkpoint()  # a long queue still lets the provider run
 
 
 async def _close_by_clock(feed: Feed) -> None:

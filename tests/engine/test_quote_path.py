@@ -175,3 +175,36 @@ async def test_every_subscriber_has_the_batch_before_a_strategy_is_called_on_it(
             nursery.cancel_scope.cancel()
     assert runner.stats.error is None
     assert [e[1] for e in trader.log] == [1, 11, 2, 12, 3, 13]
+
+
+async def test_the_first_quote_of_a_provider_turn_is_processed_in_its_send_the_rest_batched():
+    from engine.feed import _Inbox, _pump
+
+    with ShmArray.create(tick_dtype, 1000, start=0) as ticks, \
+            ShmArray.create(ohlc_dtype, 100, start=0) as bars:
+        feed = Feed(provider=type("P", (), {"name": "test"})(), symbols=["aaa"], timeframe=1,
+                    clock=LiveClock(T0), ticks=ticks, bars={"aaa": bars},
+                    sampler=Sampler(1, [bars]))
+        batches: list[list[int]] = []
+        feed.subscribe(lambda quotes, closed, events: batches.append([q["seq"] for q in quotes]))
+        inbox = _Inbox(feed, size=4)
+        inbox.send_nowait(q(1))  # before the feed is set up: it waits
+        assert batches == []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_pump, feed, inbox)
+            await trio.testing.wait_all_tasks_blocked()
+            assert batches == [[1]]
+            for turn in (range(2, 5), range(5, 8)):
+                for i in turn:
+                    inbox.send_nowait(q(i))
+                # The turn's first quote went through within its send; the rest wait.
+                assert batches[-1] == [turn[0]]
+                await trio.testing.wait_all_tasks_blocked()
+                assert batches[-1] == list(turn[1:])
+            for i in range(8, 13):  # a burst past the inbox's room: send waits, nothing lost
+                await inbox.send(q(i))
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+    seqs = [s for b in batches for s in b]
+    assert seqs == list(range(1, 13))
+    assert feed.stats.quotes == 12
