@@ -374,13 +374,15 @@ class _Inbox(trio.abc.SendChannel):
             raise trio.ClosedResourceError
         if self.open and not self._queue and not self._turn and self._burst <= _BURST:
             self._turn = True
-            self._pump.unpark_all()  # it runs next turn, and the turn after this one is new
+            if self._pump:  # it runs next turn, and the turn after this one is new
+                self._pump.unpark_all()
             self._feed.process([value])
             return
         if len(self._queue) >= self._size:
             raise trio.WouldBlock
         self._queue.append(value)
-        self._pump.unpark_all()
+        if self._pump:
+            self._pump.unpark_all()
 
     async def send(self, value: Any) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
