@@ -6,13 +6,16 @@ Run: uv run python benchmarks/actors.py [--seconds 10] [--rate 10000] [--combos 
 Latency is measured from the moment the provider hands a quote to the feed's channel (stamped
 with time.perf_counter_ns, CLOCK_MONOTONIC: one clock for every process of the machine) to the
 strategy's on_quote: in one process through feed, sampler and scheduler; across actors also
-through the feed daemon's sender and the strategy actor's mailbox, with the quote batches on
-a direct lane paired through the tractor context (the default) or on the tractor stream
-itself (`run_actors(lanes=False)`, `engine run --actors --no-lanes`).
+through the feed daemon's ring and doorbell to the strategy actor (the default lanes,
+`engine.actors.ring`) or on the tractor stream itself (`run_actors(lanes=False)`,
+`engine run --actors --no-lanes`). Beside each figure, in brackets, its distance to the floor
+of its path measured in the same run (benchmarks/floors.py): an empty trio checkpoint loop in
+one process, an eventfd ping-pong between two processes (one way) across actors.
 Sweep throughput is combinations per second from the first result to the last (the pool's
 start-up is shown apart), with the test evaluation function (an SMA cross in numpy on 2 x 20k
 bars) plus `--spin` seconds of work per combination.
-Targets (the actors issue): p99 < 1 ms across actors at 10k ticks/s; >= 1.8x with 2 workers.
+Targets (issue 20), quiet 2-core machine: p99 < 100 us in one process and < 300 us across
+actors at 10k ticks/s; (the actors issue) >= 1.8x with 2 workers.
 
 This file is also the stamping provider the feed daemon loads by path (`stream_quotes` below).
 """
@@ -186,17 +189,26 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             probe = Path(tmp) / "latency_probe.py"
             probe.write_text(textwrap.dedent(PROBE))
+            from floors import eventfd_floor, gap, trio_floor
+
+            in_one, across = trio_floor(), eventfd_floor()
             print(f"tick -> on_quote latency, sim at {args.rate:g} ticks/s, {args.seconds:g} s "
                   f"per run (first tenth dropped)")
+            for what, f in (("an empty trio checkpoint loop", in_one),
+                            ("an eventfd ping-pong between two processes, one way", across)):
+                print(f"floor, {what}: p50 {f['p50']:.1f} us, p99 {f['p99']:.1f} us, p99.9 "
+                      f"{f['p999']:.1f} us")
             print(f"{'path':28s} {'quotes/s':>9s} {'samples':>8s} {'coalesced':>9s} "
-                  f"{'p50 us':>7s} {'p99 us':>7s} {'p99.9 us':>8s}")
-            for label, fn in (
-                    ("in process", latency_in_process),
-                    ("actors (default: lane)", latency_across_actors),
-                    ("actors, --no-lanes", lambda *a: latency_across_actors(*a, lanes=False))):
+                  f"{'p50 us (+floor gap)':>20s} {'p99 us':>13s} {'p99.9 us':>13s}")
+            for label, fn, floor in (
+                    ("in process", latency_in_process, in_one),
+                    ("actors (default: lane)", latency_across_actors, across),
+                    ("actors, --no-lanes", lambda *a: latency_across_actors(*a, lanes=False),
+                     across)):
                 r = fn(args.rate, args.seconds, probe, Path(tmp) / "lat.json")
                 print(f"{label:28s} {r['quotes_s']:9.0f} {r['n']:8d} {r['coalesced']:9d} "
-                      f"{r['p50']:7.0f} {r['p99']:7.0f} {r['p999']:8.0f}", flush=True)
+                      f"{gap(r['p50'], floor['p50']):>20s} {gap(r['p99'], floor['p99']):>13s} "
+                      f"{gap(r['p999'], floor['p999']):>13s}", flush=True)
     if not args.skip_sweep:
         from engine.actors.sweep import default_workers
 

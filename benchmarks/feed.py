@@ -3,9 +3,12 @@ tick-to-on_quote latency, and the sampler kernel's throughput.
 
 Run: uv run python benchmarks/feed.py [--seconds 5]
 Latency is measured from the moment the provider hands a quote to the feed's channel to the
-strategy's on_quote (the flat-out rows carry no timestamps, so they show no latency).
-Targets (issue 3): >= 200k quotes/s delivered to one strategy, p99 latency < 200 us in one
-process, sampler >= 20M ticks/s.
+strategy's on_quote (the flat-out rows carry no timestamps, so they show no latency). Beside
+each figure, in brackets, its distance to the floor measured in the same run: an empty trio
+checkpoint loop, the time of one trip through trio's scheduler (benchmarks/floors.py).
+Targets (issue 20), quiet 2-core machine: one strategy at 10k ticks/s p99 < 100 us; ten
+strategies at 100k ticks/s p99 < 300 us; >= 200k quotes/s delivered to one strategy; sampler
+>= 20M ticks/s.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import types
 
 import numpy as np
 import trio
+from floors import gap, trio_floor
 
 from engine import Strategy, run_live
 from engine.dtypes import TRADE, ohlc_dtype, tick_dtype
@@ -124,9 +128,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=5.0)
     args = ap.parse_args()
+    floor = trio_floor()
     print("feed -> sampler -> scheduler -> strategy, sim provider, one process")
+    print(f"floor, an empty trio checkpoint loop: p50 {floor['p50']:.1f} us, p99 "
+          f"{floor['p99']:.1f} us, p99.9 {floor['p999']:.1f} us; (+N): the gap to it")
     print(f"{'load':34s} {'ticks/s in':>11s} {'quotes/s to each':>17s} {'coalesced':>9s} "
-          f"{'p50 us':>7s} {'p99 us':>7s} {'p99.9 us':>8s}")
+          f"{'p50 us':>13s} {'p99 us':>13s} {'p99.9 us':>13s}")
     for label, rate, n, stamp in (
         ("10k ticks/s, 1 strategy", 10_000, 1, True),
         ("100k ticks/s, 1 strategy", 100_000, 1, True),
@@ -135,8 +142,9 @@ def main() -> None:
         ("flat out (2M ticks/s), 10 strategies", 2_000_000, 10, False),
     ):
         r = through(rate, n, args.seconds, stamp=stamp)
+        figures = " ".join(f"{gap(r[k], floor[k], 6):>13s}" for k in ("p50", "p99", "p999"))
         print(f"{label:34s} {r['ticks_s']:11.0f} {r['quotes_s']:17.0f} {r['coalesced']:9d} "
-              f"{r['p50']:7.0f} {r['p99']:7.0f} {r['p999']:8.0f}")
+              f"{figures}", flush=True)
     rate = sampler_rate()
     print(f"sampler kernel on 10M ticks: {rate / 1e6:.0f}M ticks/s (target >= 20M)")
 

@@ -7,7 +7,12 @@ segment roll (`ShmArray(rolling=True)`): when full they keep their newest half, 
 for ever. A provider that replays history (its symbol info says `"replay": True`) has its bars
 closed by data time instead of the clock: by its quotes' own `time`, so a replay faster than real
 time neither invents empty bars for the hours the clock runs ahead nor drops its trades as late.
-Subscribers get each batch of quotes and the bars that closed. The feed never calls user code.
+The provider's channel is the feed's own inbox: the first quote of each provider turn is
+processed within the provider's `send_nowait` itself, and what follows it in the turn (or comes
+in a burst) waits for the pump task as one batch. Subscribers get each batch of quotes and the
+bars that closed, then their `flush` hooks run (where a strategy runner calls a waiting
+strategy's on_quote, engine.scheduler): a quiet market's tick reaches `on_quote` without a
+task switch.
 """
 
 from __future__ import annotations
@@ -68,14 +73,21 @@ class Feed:
     stats: FeedStats = field(default_factory=FeedStats)
     is_live: trio.Event = field(default_factory=trio.Event)
     _subscribers: list[Subscriber] = field(default_factory=list)
+    _flushes: dict[Subscriber, Callable[[], None]] = field(default_factory=dict)
 
-    def subscribe(self, fn: Subscriber) -> None:
-        """Call `fn(quotes, closed_bar_symbols)` for every batch the feed processes."""
+    def subscribe(self, fn: Subscriber, flush: Callable[[], None] | None = None) -> None:
+        """Call `fn(quotes, closed_bar_symbols, events)` for every batch the feed processes,
+        and `flush()` once every subscriber has that batch (a strategy runner queues with
+        `fn` and calls the strategy in `flush`: a broker subscribed after it still sees the
+        quotes before the strategy acts on them)."""
         self._subscribers.append(fn)
+        if flush is not None:
+            self._flushes[fn] = flush
 
     def unsubscribe(self, fn: Subscriber) -> None:
         if fn in self._subscribers:
             self._subscribers.remove(fn)
+        self._flushes.pop(fn, None)
 
     def tokens(self) -> dict[str, Any]:
         """Shared-memory tokens a process needs to read this feed's ticks and bars in place."""
@@ -84,57 +96,48 @@ class Feed:
 
     # -- the hot path --------------------------------------------------------------------------
 
-    def _msg_rows(self, msg: dict) -> list[tuple]:
+    def _msg_rows(self, msg: dict, now: float) -> list[tuple]:
+        """A quote's tick rows, checked as they are built (cheaper than array passes over a
+        handful of rows); a tick without a time gets the quote's, else `now`."""
         sym = self._index[msg["symbol"]]
         t = msg.get("time")
         last = msg.get("last")
         if last is not None and not math.isfinite(last):
             raise ValueError("last is not finite")
-        types = TICK_TYPES
+        types, isfinite = TICK_TYPES, math.isfinite
         rows = []
         for tick in msg.get("ticks", ()):
             tt = tick.get("time", t)
-            rows.append((0, math.nan if tt is None else tt, tick["price"], tick.get("size", 0.0),
-                         sym, types[tick["type"]]))
+            price = float(tick["price"])
+            size = float(tick.get("size", 0.0))
+            if not (isfinite(price) and isfinite(size) and size >= 0):
+                raise ValueError("non-finite or negative number")
+            rows.append((0, now if tt is None else float(tt), price, size, sym,
+                         types[tick["type"]]))
         return rows
-
-    @staticmethod
-    def _sane(rows: np.ndarray) -> bool:
-        return bool(np.isfinite(rows["price"]).all() and np.isfinite(rows["size"]).all()
-                    and (rows["size"] >= 0).all())
 
     def _rows(self, batch: list[dict]) -> tuple[np.ndarray, list[dict]]:
         """Tick rows of a batch and its valid quotes; a bad quote is reported and dropped."""
+        now = self.clock.now()
         try:
             tuples: list[tuple] = []
             for msg in batch:
-                tuples.extend(self._msg_rows(msg))
-            rows = np.array(tuples, dtype=tick_dtype)
-            if self._sane(rows):
-                return self._stamp(rows), batch
+                tuples.extend(self._msg_rows(msg, now))
+            return np.array(tuples, dtype=tick_dtype), batch
         except Exception:  # noqa: BLE001 - the slow path below finds and names the culprit
             pass
         good: list[dict] = []
         parts: list[np.ndarray] = []
         for msg in batch:
             try:
-                rows = np.array(self._msg_rows(msg), dtype=tick_dtype)
-                if not self._sane(rows):
-                    raise ValueError("non-finite or negative number")
+                rows = np.array(self._msg_rows(msg, now), dtype=tick_dtype)
             except Exception:  # noqa: BLE001 - _reject says exactly what is wrong
                 self._reject(msg)
                 continue
             parts.append(rows)
             good.append(msg)
         rows = np.concatenate(parts) if parts else np.empty(0, dtype=tick_dtype)
-        return self._stamp(rows), good
-
-    def _stamp(self, rows: np.ndarray) -> np.ndarray:
-        if len(rows):
-            missing = np.isnan(rows["time"])
-            if missing.any():
-                rows["time"][missing] = self.clock.now()
-        return rows
+        return rows, good
 
     def _reject(self, msg: Any) -> None:
         try:
@@ -183,8 +186,12 @@ class Feed:
     @property
     def by_data_time(self) -> bool:
         """True when bars close by the data's own time: every symbol's info says `replay`."""
-        infos = [info for info in self.init_msgs.values() if isinstance(info, dict)]
-        return bool(infos) and all(info.get("replay") is True for info in infos)
+        msgs = self.init_msgs
+        if self._by_data is None or self._by_data[0] is not msgs:
+            infos = [info for info in msgs.values() if isinstance(info, dict)]
+            self._by_data = (msgs, bool(infos) and all(info.get("replay") is True
+                                                       for info in infos))
+        return self._by_data[1]
 
     def _close_by_data(self, rows: np.ndarray, good: list[dict]) -> list[int]:
         # A replay sends in time order: once data time passes a bar's end, that bar is complete.
@@ -242,12 +249,15 @@ class Feed:
             return
         for fn in list(self._subscribers):
             fn(quotes, names, events)
+        for flush in list(self._flushes.values()):
+            flush()
 
     def __post_init__(self) -> None:
         self._index = {s: i for i, s in enumerate(self.symbols)}
         self._wake = trio.Event()
         self.status: dict[str, str] = {}
         self.data_time = -math.inf  # newest quote time seen, when bars close by data time
+        self._by_data: tuple[dict, bool] | None = None  # by_data_time, for these init_msgs
 
 
 @asynccontextmanager
@@ -306,8 +316,9 @@ async def open_feed(
                 except Exception as exc:
                     raise FeedError(f"provider {provider.name!r}: backfill of {sym!r} failed: "
                                     f"{type(exc).__name__}: {exc}") from exc
+        sampler.warm()
         nursery = await stack.enter_async_context(trio.open_nursery())
-        send, recv = trio.open_memory_channel(queue)
+        send = _Inbox(feed, queue)
         try:
             init_msgs, first_quotes = await nursery.start(
                 provider.stream_quotes, send, list(symbols), ticks, feed.is_live,
@@ -324,7 +335,7 @@ async def open_feed(
                 raise FeedError(str(exc)) from None
             feed.quotes[sym] = first_quotes[sym]
         feed.init_msgs = dict(init_msgs)
-        nursery.start_soon(_pump, feed, recv)
+        nursery.start_soon(_pump, feed, send)
         if not feed.by_data_time:
             nursery.start_soon(_close_by_clock, feed)
         try:
@@ -333,21 +344,80 @@ async def open_feed(
             nursery.cancel_scope.cancel()
 
 
-async def _pump(feed: Feed, recv: trio.MemoryReceiveChannel) -> None:
-    async with recv:
-        await _pump_batches(feed, recv)
+# A provider turn that sent more quotes than this is a burst: the next turn's first quote waits
+# for the pump with the rest (one batch), so a busy feed keeps its throughput.
+_BURST = 8
+# Most quotes in one batch: one numpy write and one sampler call each.
+_BATCH = 512
 
 
-async def _pump_batches(feed: Feed, recv: trio.MemoryReceiveChannel) -> None:
-    async for msg in recv:
-        batch = [msg]
-        # Drain what is already queued: one numpy write and one sampler call per batch.
-        while len(batch) < 512:
+class _Inbox(trio.abc.SendChannel):
+    """The provider's channel into the feed. The first quote of a provider's turn is processed
+    in the provider's own `send_nowait` (no task switch between a tick and the strategies);
+    quotes sent after it in the same turn, or while the feed is busy, wait for the pump task,
+    which takes them as one batch on its next turn. Holds `size` quotes at most (then `send`
+    waits, `send_nowait` raises WouldBlock)."""
+
+    def __init__(self, feed: Feed, size: int) -> None:
+        self._feed = feed
+        self._size = size
+        self._queue: list = []
+        self._pump = trio.lowlevel.ParkingLot()
+        self._room = trio.lowlevel.ParkingLot()
+        self.open = False  # set by the pump: nothing is processed before the feed is set up
+        self._turn = False  # a quote was processed in a send since the pump last ran
+        self._burst = 0  # quotes in the pump's last batch
+        self._closed = False
+
+    def send_nowait(self, value: Any) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError
+        if self.open and not self._queue and not self._turn and self._burst <= _BURST:
+            self._turn = True
+            if self._pump:  # it runs next turn, and the turn after this one is new
+                self._pump.unpark_all()
+            self._feed.process([value])
+            return
+        if len(self._queue) >= self._size:
+            raise trio.WouldBlock
+        self._queue.append(value)
+        if self._pump:
+            self._pump.unpark_all()
+
+    async def send(self, value: Any) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
             try:
-                batch.append(recv.receive_nowait())
-            except trio.WouldBlock:
+                self.send_nowait(value)
                 break
-        feed.process(batch)
+            except trio.WouldBlock:
+                await self._room.park()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        await trio.lowlevel.checkpoint()
+
+    def take(self) -> list:
+        """Up to `_BATCH` queued quotes, oldest first; the turn is over."""
+        batch = self._queue[:_BATCH]
+        del self._queue[:_BATCH]
+        self._turn = False
+        self._burst = len(batch)
+        if self._room:
+            self._room.unpark_all()
+        return batch
+
+
+async def _pump(feed: Feed, inbox: _Inbox) -> None:
+    inbox.open = True
+    while True:
+        if not inbox._queue:
+            await inbox._pump.park()
+        batch = inbox.take()  # empty when woken only to end a turn
+        if batch:
+            feed.process(batch)
+            await trio.lowlevel.checkpoint()  # a long queue still lets the provider run
 
 
 async def _close_by_clock(feed: Feed) -> None:

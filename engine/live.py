@@ -242,7 +242,7 @@ async def run_live(
                                  quotes=feed.quotes, clock=clock, router=own, capacity=mailbox,
                                  watchdog=watchdog)
             runner.context.set_id_prefix(prefix)
-            feed.subscribe(runner.deliver)
+            feed.subscribe(runner.queue, runner.flush)
             if hasattr(router, "attach"):
                 router.attach(strat.name, own.listen(runner.deliver_events))
             runners.append(runner)
@@ -257,7 +257,7 @@ async def run_live(
 
             async def supervise(runner: StrategyRunner) -> None:
                 await runner.run()
-                feed.unsubscribe(runner.deliver)
+                feed.unsubscribe(runner.queue)
                 if all(r.stats.error or r.stats.stopped for r in runners):
                     done.set()
 

@@ -13,7 +13,7 @@ import math
 import numpy as np
 from numba import njit
 
-from engine.dtypes import TRADE, UTRADE, ohlc_dtype
+from engine.dtypes import TRADE, UTRADE, ohlc_dtype, tick_dtype
 from engine.shm import ShmArray
 
 __all__ = ["Sampler", "parse_timeframe", "format_timeframe", "fold_ticks", "close_until",
@@ -247,6 +247,13 @@ class Sampler:
         for s, shm in enumerate(bars):
             if len(shm):
                 self.seed(s, shm.array[-1])
+
+    def warm(self) -> None:
+        """Load (or compile) the kernels now, on scratch state: a feed calls this before its
+        stream starts, so its first live batch does not wait the best part of a second."""
+        scratch_f, scratch_i = self._fs.copy(), self._is.copy()
+        fold_ticks(np.empty(0, dtype=tick_dtype), self.period, scratch_f, scratch_i, self._out)
+        close_until(-1.0, self.period, scratch_f, scratch_i, self._held, self._out)
 
     def seed(self, sym: int, last_bar: np.void) -> None:
         """Continue after a closed bar (the end of backfilled history)."""

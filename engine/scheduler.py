@@ -8,6 +8,11 @@ is stopped and reported with its own traceback lines; the others run on.
 Callbacks run inline on the loop. A strategy that declares `blocking = True`, or whose synchronous
 callback holds the loop past the watchdog's budget (engine.watchdog), has its synchronous
 callbacks run in its own worker thread from then on (engine.worker), events still in order.
+
+While a strategy's task waits for its mailbox, the feed's own call takes the quotes at the head
+of it to a synchronous `on_quote` (`flush`, after every subscriber has the batch), so a tick
+reaches the strategy without a task switch. Bars, events and whatever queued behind them wait
+for the task as before, so the order of events is the same either way.
 """
 
 from __future__ import annotations
@@ -43,6 +48,10 @@ __all__ = ["Mailbox", "StrategyRunner", "RunnerStats", "callback_for"]
 log = logging.getLogger("engine.scheduler")
 
 QUOTE, BAR, EVENT = 0, 1, 2
+# Mailbox items a runner puts for itself: an error raised by an on_quote `flush` called (the
+# runner's task re-raises it, so the strategy stops as if the call had run there), and a
+# wake-up after an on_quote `flush` called overran its budget (the runner moves to its thread).
+_RAISE, _WAKE = 3, 4
 
 # Which callback hears which event; any other order event goes to on_order.
 EVENT_CALLBACKS = {
@@ -87,8 +96,10 @@ class Mailbox:
         self._times = deque([t] * len(self._queue))
         self._since = dict.fromkeys(self._pending, t)
 
-    def put(self, quotes: list[dict], bars: list[str], events: list | tuple = ()) -> None:
-        """Queue a batch (never blocks); called by the feed for every batch."""
+    def put(self, quotes: list[dict], bars: list[str], events: list | tuple = (), *,
+            wake: bool = True) -> None:
+        """Queue a batch (never blocks); called by the feed for every batch. With `wake`
+        False the reader is not woken (its runner takes the items itself, `flush`)."""
         if self.closed:
             return
         if self._now is not None:
@@ -111,8 +122,19 @@ class Mailbox:
             queue.append((BAR, sym))
         for event in events:
             queue.append((EVENT, event))
+        if wake and self._lot:
+            self._lot.unpark_all()
+
+    def wake(self) -> None:
+        """Wake the reader waiting in `get`."""
         if self._lot:
             self._lot.unpark_all()
+
+    def head(self) -> int | None:
+        """The kind of the next item, None when empty."""
+        if self._queue:
+            return self._queue[0][0]
+        return QUOTE if self._pending else None
 
     def _put_stamped(self, quotes: list[dict], bars: list[str], events: list | tuple) -> None:
         assert self._now is not None
@@ -136,6 +158,14 @@ class Mailbox:
         for event in events:
             queue.append((EVENT, event))
             times.append(t)
+        if self._lot:
+            self._lot.unpark_all()
+
+    def put_own(self, kind: int, item: Any) -> None:
+        """Put an item of the runner's own (`_RAISE`, `_WAKE`) first, even when closed."""
+        self._queue.appendleft((kind, item))
+        if self._now is not None:
+            self._times.appendleft(self._now())
         if self._lot:
             self._lot.unpark_all()
 
@@ -254,6 +284,10 @@ class StrategyRunner:
         self._where = "on_quote"  # the callback being run off the loop
         # Warm-up (engine.warming): set after on_start; not called for a cold symbol.
         self._gate: WarmGate | None = None
+        # True while the runner's task waits for its mailbox on the loop: `flush` may then
+        # call a synchronous on_quote itself for the quotes at the head of the mailbox.
+        self._idle = False
+        self._quote_direct = self._wants_quotes and not self._async["on_quote"]
 
     @property
     def name(self) -> str:
@@ -265,8 +299,61 @@ class StrategyRunner:
         return self._worker is not None
 
     def deliver(self, quotes: list[dict], bars: list[str], events: list | tuple = ()) -> None:
+        """Queue a batch and call what can be called now (`queue`, then `flush`)."""
+        self.queue(quotes, bars, events)
+        self.flush()
+
+    def queue(self, quotes: list[dict], bars: list[str], events: list | tuple = ()) -> None:
+        """Queue a batch; a feed with several subscribers queues the batch with each of them
+        before it `flush`es any, so a broker has the quotes before a strategy acts on them
+        (and the fills they cause queue after them)."""
         # Bar events always go through: they also move what the strategy's ohlcv() shows.
-        self.mailbox.put(quotes if self._wants_quotes else [], bars, events)
+        self.mailbox.put(quotes if self._wants_quotes else [], bars, events,
+                         wake=not self._direct_now())
+
+    def _direct_now(self) -> bool:
+        return self._idle and self._quote_direct and self._overrun is None
+
+    def flush(self) -> None:
+        """Call on_quote for the quotes at the head of the mailbox here and now, while the
+        runner's task waits on the loop (the rest wait for it: bars, events, the quotes behind
+        them, everything once a callback overran or raised)."""
+        box = self.mailbox
+        if self._direct_now() and box.head() == QUOTE:
+            self._quotes_now()
+        if box:
+            box.wake()
+
+    def _quotes_now(self) -> None:
+        where = "on_quote"  # read by the watchdog thread from this frame, like `self`
+        wd = self.watchdog
+        assert wd is not None
+        stats, gate, on_quote, box = self.stats, self._gate, self.strategy.on_quote, self.mailbox
+        try:
+            while box.head() == QUOTE:
+                q = box.get_nowait()[1]  # type: ignore[index]
+                if gate is not None and gate.cold(q["symbol"]):
+                    continue  # warm-up
+                stats.quotes += 1
+                wd.who = self
+                on_quote(q)
+                wd.who = None
+                if self._overrun is not None:
+                    self._idle = False
+                    box.put_own(_WAKE, None)
+                    return
+        except KeyboardInterrupt as exc:
+            wd.who = None
+            if wd.interrupting is not self:
+                raise
+            self._raise_later(where, exc)
+        except Exception as exc:
+            wd.who = None
+            self._raise_later(where, exc)
+
+    def _raise_later(self, where: str, exc: BaseException) -> None:
+        self._idle = False
+        self.mailbox.put_own(_RAISE, (where, exc))
 
     def deliver_events(self, events: list) -> None:
         """Queue broker events (fills, rejections, ...) for the strategy, in order."""
@@ -401,7 +488,11 @@ class StrategyRunner:
         # The watchdog reads `wd.who` (and this runner's counters) from its thread: a callback
         # that keeps the same mark for a budget has held the loop that long.
         while True:
-            got = await self._next()
+            self._idle = True
+            try:
+                got = await self._next()
+            finally:
+                self._idle = False
             if got is None:  # an on_bars step's grace ran out
                 await self._bar_calls(self._dispatch.flush())
                 continue
@@ -431,12 +522,15 @@ class StrategyRunner:
                 elif dispatch is not None:
                     where = self._bar_where
                     await self._bar_calls(self._bar_closed(item))
-            else:
+            elif kind == EVENT:
                 where = callback_for(item)
                 stats.events += 1
                 wd.who = self
                 await _call(getattr(s, where), self._async[where], item)
                 wd.who = None
+            elif kind == _RAISE:
+                where, exc = item
+                raise exc  # from an on_quote `flush` called: the strategy stops here on it
             if self._overrun is not None and self._overran() is not None:
                 return
             n += 1
@@ -468,6 +562,11 @@ class StrategyRunner:
                 await self._bar_calls(self._dispatch.flush())
                 continue
             kind, item, queued = got
+            if kind == _WAKE:
+                continue  # already off the loop
+            if kind == _RAISE:
+                self._where, exc = item
+                raise exc
             stats.lag = max(stats.lag, now() - queued)
             if kind == QUOTE:
                 if gate is not None and gate.cold(item["symbol"]):
@@ -539,6 +638,7 @@ class StrategyRunner:
                 wd.who = None
 
     async def stop(self) -> None:
+        self._idle = False  # no quote reaches it past this point
         if self.stats.stopped or self.stats.error:
             return
         self.stats.stopped = True

@@ -2,8 +2,8 @@
 
 - `run_actors` (`engine run --actors a.py b.py`; `engine.actors.root.run` from sync code): a
   feed daemon actor owns the provider, feed, sampler and shared memory; each strategy runs in
-  its own supervised actor that attaches the bars read-only in place and gets quotes over a
-  tractor stream; a clearing actor owns the paper accounts. A second run on the same machine
+  its own supervised actor that attaches the bars read-only in place and gets quotes through a
+  shared-memory lane (`engine.actors.ring`); a clearing actor owns the paper accounts. A second run on the same machine
   shares the feed daemon through tractor's registry.
 - `run_sweep` (`engine.actors.sweep.sweep` from sync code): parameter combinations fanned out
   over a pool of worker actors (also on other hosts), each attaching the same history segments

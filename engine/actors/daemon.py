@@ -4,8 +4,10 @@
 and owns every segment the feed creates (ticks and one OHLCV array per symbol). Other actors,
 from this run or from another `engine run --actors` that found the daemon in tractor's
 registry, call `open_quote_stream`: they get the shm tokens (and attach the arrays read-only,
-in place), then a stream of quote batches, closed-bar symbols and feed status events. The
-daemon never runs strategy code and never copies bars to anyone.
+in place), then a stream of quote batches, closed-bar symbols and feed status events: by
+default in a shared-memory ring of their own with a doorbell socket (`engine.actors.ring`),
+written straight from the feed's batch while the subscriber keeps up. The daemon never runs
+strategy code and never copies bars to anyone.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ import numpy as np
 import trio
 
 from engine.actors._runtime import LINK_ERRORS, guard_child, open_peer, tractor
-from engine.actors.lane import LaneServer, LaneWriter, connect_lane
 from engine.actors.logs import configure_child_logging
-from engine.actors.messages import encode_items, plain
+from engine.actors.messages import BAR, EVENT, QUOTE, encode_items, plain
+from engine.actors.ring import LaneServer, RingReader, RingWriter, connect_lane
 from engine.clock import LiveClock
 from engine.feed import Feed, FeedError, open_feed
 from engine.provider import ProviderError, load_provider
@@ -45,6 +47,8 @@ HEARTBEAT = 0.25
 SILENCE = 3.0
 # Most mailbox items sent in one message.
 MAX_ITEMS = 1024
+# Seconds the pump waits before it tries again to write to a full ring (its reader is behind).
+RING_RETRY = 0.001
 
 
 class FeedGone(RuntimeError):
@@ -124,7 +128,7 @@ async def serve_feed(ctx: Any, provider: str, symbols: list[str], timeframe: int
             async with open_feed(prov, symbols, timeframe=timeframe, history=history,
                                  warmup=warmup, clock=LiveClock()) as feed:
                 state = _state()
-                await guard.start(state.lanes.serve, tractor.current_actor().accept_addr[0])
+                await guard.start(state.lanes.serve)
                 state.feed = feed
                 state.ready.set()
                 await ctx.started(_describe(feed))
@@ -193,15 +197,85 @@ async def _pump(send: Callable[[bytes], Awaitable[None]], box: Mailbox) -> None:
         await send(_encode(encode_items(items)))
 
 
+def _wire(quotes: list[dict], bars: list[str], events: list) -> list[list[Any]]:
+    """A feed batch as wire items, in the order a mailbox would hand them out."""
+    return ([[QUOTE, q] for q in quotes] + [[BAR, b] for b in bars]
+            + [[EVENT, e.model_dump() if hasattr(e, "model_dump") else e] for e in events])
+
+
+@dataclass
+class _RingLane:
+    """A subscriber's ring and what its pump holds: while the pump has items out of the
+    mailbox, or the mailbox has any, a new batch queues behind them (order is kept)."""
+
+    writer: RingWriter
+    box: Mailbox
+    ready: bool = False  # the subscriber connected its doorbell
+    holding: bool = False
+
+    def offer(self, quotes: list[dict], bars: list[str], events: list) -> None:
+        """Write a feed batch straight into the ring when nothing waits before it; else
+        queue it in the mailbox (which coalesces quotes while the subscriber is behind)."""
+        if self.ready and not self.holding and not self.box:
+            if not (quotes or bars or events):
+                return
+            try:
+                payload = _encode(_wire(quotes, bars, events))
+            except Exception:  # noqa: BLE001 - the pump meets it again, in this lane's task
+                payload = None
+            if payload is not None and self.writer.put(payload):
+                return
+        self.box.put(quotes, bars, events)
+
+    async def pump(self) -> None:
+        """Move what queued in the mailbox into the ring as room frees up; an empty record
+        every HEARTBEAT of quiet."""
+        box, writer = self.box, self.writer
+        while True:
+            item = None
+            with trio.move_on_after(HEARTBEAT):
+                item = await box.get()
+            if item is None:
+                writer.put(b"")
+                if writer.lost:
+                    raise trio.BrokenResourceError("the subscriber's doorbell closed")
+                continue
+            self.holding = True
+            items = [item]
+            while len(items) < MAX_ITEMS:
+                more = box.get_nowait()
+                if more is None:
+                    break
+                items.append(more)
+            parts = [items]
+            while parts:
+                part = parts.pop()
+                payload = _encode(encode_items(part))
+                if len(payload) > writer.capacity:
+                    if len(part) == 1:
+                        log.error("a %d-byte quote stream item does not fit a subscriber's "
+                                  "ring of %d bytes: skipped", len(payload), writer.capacity)
+                        continue
+                    half = len(part) // 2
+                    parts += [part[half:], part[:half]]
+                    continue
+                while not writer.put(payload):
+                    if writer.lost:
+                        raise trio.BrokenResourceError("the subscriber's doorbell closed")
+                    await trio.sleep(RING_RETRY)
+            self.holding = False
+
+
 @tractor.context
 async def open_quote_stream(ctx: Any, symbols: list[str] | None = None,
                             capacity: int = 4096, lane: bool = False) -> None:
     """Subscribe the caller to the feed: `started` carries the shm tokens, each symbol's first
     bar row not yet announced (`visible`) and the latest quotes; then the context's stream
     carries `[kind, payload]` batches (see `engine.actors.messages`), msgpack-encoded, until
-    the caller closes it. With `lane`, the batches take a direct socket instead (see
-    `engine.actors.lane`; `started` has its address and token) and the stream only says when
-    the caller leaves.
+    the caller closes it. With `lane`, the batches go into a shared-memory ring of the caller's
+    own with a doorbell socket instead (see `engine.actors.ring`; `started` has the socket's
+    path, the ring's token and a one-time token), written straight from the feed's batch while
+    the caller keeps up, and the stream only says when the caller leaves.
 
     A caller that falls behind gets quotes coalesced to the newest per symbol (bars and events
     are never dropped); the feed itself never waits for a subscriber.
@@ -216,34 +290,37 @@ async def open_quote_stream(ctx: Any, symbols: list[str] | None = None,
     box = Mailbox(capacity)
     every = set(wanted) == set(feed.symbols)
     keep = set(wanted)
+    lane_of = _RingLane(RingWriter(), box) if lane else None
+    put = lane_of.offer if lane_of is not None else box.put
 
     def deliver(quotes: list[dict], bars: list[str], events: list) -> None:
         if not every:
             quotes = [q for q in quotes if q["symbol"] in keep]
             bars = [b for b in bars if b in keep]
-        box.put(quotes, bars, events)
+        put(quotes, bars, events)
 
     # Subscribe and read the bar bounds in the same scheduler turn: every bar after `visible`
     # reaches the caller as a bar event, none before it does.
     feed.subscribe(deliver)
     state = _state()
     state.subscribers += 1
-    token, slot = state.lanes.expect() if lane else (None, None)
+    token, slot = state.lanes.expect() if lane_of is not None else (None, None)
     try:
         snapshot = dict(_describe(feed), symbols=wanted,
                         visible={s: feed.bars[s].last_index for s in wanted},
                         quotes=plain({s: feed.quotes[s] for s in wanted if s in feed.quotes}))
-        if slot is not None:
-            snapshot["lane"] = [*state.lanes.address, token]
+        if lane_of is not None:
+            snapshot["lane"] = {"path": state.lanes.path, "ring": lane_of.writer.token,
+                                "token": token}
         await ctx.started(snapshot)
         async with ctx.open_stream() as stream, trio.open_nursery() as nursery:
-            send = stream.send
-            if slot is not None:
+            if slot is not None and lane_of is not None:
                 with trio.move_on_after(SILENCE):
                     await slot.connected.wait()
                 if slot.stream is None:
                     return  # the caller never connected its lane: it is gone
-                send = LaneWriter(slot.stream).send
+                lane_of.writer.ring_on(slot.stream)
+                lane_of.ready = True
 
             async def until_closed() -> None:
                 async for _ in stream:
@@ -257,7 +334,10 @@ async def open_quote_stream(ctx: Any, symbols: list[str] | None = None,
             nursery.start_soon(until_closed)
             nursery.start_soon(until_feed_closes)
             try:
-                await _pump(send, box)
+                if lane_of is not None:
+                    await lane_of.pump()
+                else:
+                    await _pump(stream.send, box)
             except LINK_ERRORS:
                 # The subscriber vanished (its heartbeat send failed): just stop serving it.
                 nursery.cancel_scope.cancel()
@@ -265,6 +345,8 @@ async def open_quote_stream(ctx: Any, symbols: list[str] | None = None,
         feed.unsubscribe(deliver)
         box.close()
         state.subscribers -= 1
+        if lane_of is not None:
+            lane_of.writer.close()
         if slot is not None:
             state.lanes.forget(token, slot)
 
@@ -303,7 +385,15 @@ class Subscription:
                                    f"({type(exc).__name__})") from None
             if silent.cancelled_caught:
                 raise FeedGone(f"feed daemon {self.name} went silent for {SILENCE:g} s")
-            if payload:
+            if isinstance(self.stream, RingReader):
+                # Every batch already in the ring, in one wake-up.
+                items = _decode(payload) if payload else []
+                while (more := self.stream.receive_nowait()) is not None:
+                    if more:
+                        items += _decode(more)
+                if items:
+                    return items
+            elif payload:
                 return _decode(payload)
 
 
@@ -324,8 +414,9 @@ async def open_subscription(name: str, symbols: list[str] | None = None,
                 if "lane" not in info:
                     yield Subscription(name, info, stream)
                     return
-                *address, token = info["lane"]
-                reader = await connect_lane(address, token)
+                lane_info = info["lane"]
+                reader = await connect_lane(lane_info["path"], lane_info["ring"],
+                                            lane_info["token"])
                 try:
                     yield Subscription(name, info, reader)
                 finally:

@@ -477,9 +477,10 @@ async def run_actors(
     `on_event` hears each actor event as a dict (feed,
     strategy_started, strategy_stats, strategy_failed, strategy_stopped); setting `stop` stops
     the run as Ctrl-C does. `stop_timeout` (seconds) bounds each strategy's on_stop.
-    `lanes` (the default) sends quote batches to the actors over direct sockets paired through
-    their tractor contexts, which still own each lane's lifetime; `lanes=False` sends them over
-    the tractor streams themselves, at about 1.5x the p99 latency (`engine.actors.lane`).
+    `lanes` (the default) hands quote batches to the actors through a shared-memory ring per
+    actor with a doorbell socket, paired through their tractor contexts, which still own each
+    lane's lifetime (`engine.actors.ring`); `lanes=False` sends them over the tractor streams
+    themselves, at several times the latency.
     """
     plan = plan_run(strategies, provider=provider, provider_options=provider_options,
                     symbols=symbols, timeframe=timeframe, params=params)

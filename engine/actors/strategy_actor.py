@@ -1,9 +1,10 @@
-"""The strategy actor: one user strategy in its own process, fed over tractor streams.
+"""The strategy actor: one user strategy in its own process, fed by the feed daemon's lane.
 
 `run_strategy` loads the strategy file in this process, attaches the feed daemon's OHLCV arrays
 read-only by token (the strategy's `ctx.ohlcv()` reads them in place: bars never travel, only
 the symbol of a closed bar does), and drives an ordinary `StrategyRunner` from the daemon's quote
-stream. Orders go to the clearing actor through `ActorRouter`; the strategy sizes them against
+batches (a shared-memory ring and a doorbell, `engine.actors.ring`, or the tractor stream with
+`lane` off): the task that wakes on a batch calls a waiting strategy's on_quote itself. Orders go to the clearing actor through `ActorRouter`; the strategy sizes them against
 its own book on the account (`engine.books.BookRouter`), kept here from its own orders and the
 events the clearing actor sends back, exactly as in one process. The root sees a `started`
 message, periodic counters on the context's stream, and the final report as its result.
@@ -74,8 +75,9 @@ async def run_strategy(ctx: Any, path: str, params: dict[str, Any], feed: str, c
     feed goes away; return its report (counters, orders, error with its own traceback lines).
 
     `started` carries the pid, the strategy's name and the shm segments it attached, or
-    `{"error": ...}` when the file or its parameters are wrong. With `lane`, quotes come over
-    a direct socket (`engine.actors.lane`) rather than the tractor stream. `name` is the
+    `{"error": ...}` when the file or its parameters are wrong. With `lane`, quotes come through
+    a shared-memory ring with a doorbell socket (`engine.actors.ring`) rather than the tractor
+    stream. `name` is the
     strategy's name on the account when it is not its class name (`Name#2`).
     """
     configure_child_logging(log_level)
