@@ -61,6 +61,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     actors.add_argument("--no-lanes", action="store_true",
                         help="carry quotes on the tractor streams instead of the direct lanes "
                              "paired through them (higher latency)")
+    p.add_argument("--ui", metavar="[HOST:]PORT",
+                   help="serve the live dashboard (its URL, with its access token, is printed); "
+                        "port 0: a free one; only 127.0.0.1 unless --allow-remote")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="let --ui listen on an address other machines reach (token still needed)")
     p.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error"], help="log level (default info)")
     p.add_argument("--status-every", type=float, default=None,
@@ -81,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
     from engine.provider import ProviderError
     from engine.strategy import StrategyError
 
+    if args.actors and (args.ui is not None or args.allow_remote):
+        raise UsageError("--ui serves one process's run: run without --actors to watch it")
     if args.actors:
         from engine.cli._run_actors import run_command
 
@@ -106,12 +113,24 @@ def run(args: argparse.Namespace) -> int:
     elif args.venue or args.testnet:
         raise UsageError("--venue and --testnet go with --live")
     show, every, tty = status_printer(args)
+    board = None
+    if args.ui is not None:
+        from engine.ui import RunBoard, UiAddressError, parse_address
+
+        try:
+            host, port = parse_address(args.ui)
+            board = RunBoard(host=host, port=port, allow_remote=args.allow_remote)
+        except UiAddressError as exc:
+            raise UsageError(str(exc)) from None
+    elif args.allow_remote:
+        raise UsageError("--allow-remote goes with --ui")
     try:
         result = run_strategy(strat, provider=provider, symbols=symbols,
                               timeframe=args.timeframe, duration=args.duration,
                               provider_options=options,
                               history=args.history, status=show, status_every=every,
-                              handle_signals=True, paper=paper, record=args.record, live=live)
+                              handle_signals=True, paper=paper, record=args.record, live=live,
+                              ui=board)
     except (StrategyError, ProviderError) as exc:
         raise UsageError(str(exc)) from None
     except Exception as exc:

@@ -1,0 +1,44 @@
+"""`engine ui`: the dashboard of a running engine, paper accounts and saved results."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ui", help="open the web dashboard: a running engine, accounts, saved results",
+        description="Serve the dashboard: attach to a running `engine run --ui` (the newest by "
+                    "default) and browse paper accounts and saved backtest and sweep results "
+                    "(`--json` files). Prints the URL with its access token.")
+    p.add_argument("results", nargs="*", metavar="RESULT.json",
+                   help="saved `engine backtest --json` or `engine sweep --json` files")
+    p.add_argument("--attach", metavar="PID|latest|RUNFILE",
+                   help="the running engine to watch (default: the newest, if any)")
+    p.add_argument("--no-attach", action="store_true", help="only browse, even if engines run")
+    p.add_argument("--listen", default="127.0.0.1:0", metavar="[HOST:]PORT",
+                   help="where to serve (default 127.0.0.1 and a free port)")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="allow an address other machines reach (the token is still needed)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.cli._common import UsageError
+    from engine.ui import UiAddressError, parse_address, running_engines, serve_ui
+    from engine.ui._main import NoRunningEngine
+
+    try:
+        host, port = parse_address(args.listen)
+    except UiAddressError as exc:
+        raise UsageError(str(exc).replace("--ui", "--listen")) from None
+    attach = None if args.no_attach else args.attach
+    if attach is None and not args.no_attach and running_engines():
+        attach = "latest"
+    try:
+        serve_ui(attach=attach, results=args.results, host=host, port=port,
+                 allow_remote=args.allow_remote,
+                 ready=lambda url: print(f"dashboard: {url}", flush=True))
+    except (UiAddressError, NoRunningEngine, FileNotFoundError) as exc:
+        raise UsageError(str(exc)) from None
+    return 0

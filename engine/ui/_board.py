@@ -1,0 +1,245 @@
+"""What a run publishes for its dashboard: a run file naming its shared memory, and a board segment
+of status rows (feed health, each strategy's state, its log lines).
+
+The run's own process does only cheap things here: it writes one JSON row to shared memory every
+`EVERY` seconds and one per strategy log line, and it starts the dashboard in a process of its own
+(`python -m engine.ui attach`), which reads the feed's bar and tick segments and this board in
+place. Nothing here awaits the dashboard or blocks the feed: a dashboard that is slow, stuck or
+gone costs the run nothing but the rows it never reads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import trio
+
+from engine.shm import ShmArray
+
+__all__ = ["RunBoard", "board_dtype", "runs_dir", "running_engines"]
+
+log = logging.getLogger("engine.ui")
+
+# One row: its absolute index, the epoch seconds it was written, what it holds and its JSON.
+# 8 KiB holds a status of dozens of symbols and strategies; longer texts are cut (and say so).
+TEXT_BYTES = 8184
+board_dtype = np.dtype([("index", np.int64), ("time", np.float64), ("kind", "S8"),
+                        ("text", f"S{TEXT_BYTES}")])
+BOARD_ROWS = 1024  # rolling: the newest half stays when it fills
+EVERY = 0.2  # seconds between status rows: the dashboard's feed-health refresh
+
+
+def runs_dir() -> Path:
+    """The folder of run files, one `<pid>.json` per running engine with a dashboard."""
+    from engine.paths import data_dir
+
+    return data_dir() / "runs"
+
+
+def running_engines() -> list[dict[str, Any]]:
+    """The run files of engines still running (newest first); files of dead ones are skipped."""
+    found = []
+    folder = runs_dir()
+    if not folder.is_dir():
+        return []
+    for path in folder.glob("*.json"):
+        try:
+            info = json.loads(path.read_text())
+            os.kill(int(info["pid"]), 0)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        info["path"] = str(path)
+        found.append(info)
+    return sorted(found, key=lambda i: i.get("started", 0), reverse=True)
+
+
+def _declared(runner: Any, timeframe: int) -> list[dict[str, Any]]:
+    """The indicators a strategy declared over fields of the run's own bars (the ones a chart
+    of those bars can overlay), as SignalSet specs."""
+    out = []
+    for src in getattr(runner.context, "_sources", ()):
+        if src.lines or src.key != src.symbol:
+            continue  # over other lines, or over a higher timeframe: not a bar overlay
+        ind = src.indicator
+        out.append({"symbol": src.symbol, "kind": ind.kind, "fields": list(src.fields),
+                    "params": [p for p in ind._params() if isinstance(p, int | float)],
+                    "outputs": list(ind.outputs)})
+    return out
+
+
+class _LogRows(logging.Handler):
+    """Strategy log lines (loggers `strategy.<name>`) as board rows."""
+
+    def __init__(self, board: RunBoard) -> None:
+        super().__init__(logging.INFO)
+        self.board = board
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.board.push("log", {"t": record.created, "level": record.levelname,
+                                    "strategy": record.name.removeprefix("strategy."),
+                                    "message": record.getMessage()})
+        except Exception:  # noqa: BLE001 - a log line must never break the strategy
+            self.handleError(record)
+
+
+class RunBoard:
+    """A run's dashboard: its board segment, run file and dashboard process.
+
+    `host`/`port` is where the dashboard listens (port 0: a free one); `allow_remote` must be
+    set for an address other than loopback. `token` is the access token (default: random)."""
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, allow_remote: bool = False,
+                 token: str | None = None, account: str | None = None,
+                 announce: Any = None) -> None:
+        from engine.ui._server import check_address, new_token
+
+        check_address(host, allow_remote)
+        self.host, self.port, self.allow_remote = host, port, allow_remote
+        self.token = token or new_token()
+        self.account = account
+        self.announce = announce or (lambda url: print(f"dashboard: {url}", file=sys.stderr,
+                                                       flush=True))
+        self.url: str | None = None
+        self.shm: ShmArray | None = None
+        self.path: Path | None = None
+        self.process: subprocess.Popen | None = None
+        self.reconnects = 0
+        self.gaps = 0
+        self._lock = threading.Lock()
+        self._handler = _LogRows(self)
+
+    # -- rows ----------------------------------------------------------------------------------
+
+    def push(self, kind: str, payload: dict[str, Any]) -> None:
+        """Append one row; safe from any thread (strategies in threads log too)."""
+        shm = self.shm
+        if shm is None:
+            return
+        text = json.dumps(payload, separators=(",", ":"), default=str).encode()
+        if len(text) > TEXT_BYTES:
+            text = json.dumps({"truncated": True, "kind": kind}).encode()
+        row = np.zeros(1, dtype=board_dtype)
+        row["time"], row["kind"], row["text"] = time.time(), kind.encode(), text
+        with self._lock:
+            shm.push(row)
+
+    def on_batch(self, quotes: list, closed: list, events: list) -> None:
+        """Feed subscriber: only status changes (disconnects, reconnects, gaps) cost anything."""
+        for e in events:
+            if e.status == "reconnected":
+                self.reconnects += 1
+            elif e.status == "gap_filled":
+                self.gaps += 1
+            self.push("event", {"t": e.time, "status": e.status, "symbols": e.symbols,
+                                "reason": e.reason})
+
+    # -- lifetime ------------------------------------------------------------------------------
+
+    def attach(self, feed: Any) -> None:
+        """Create the board segment and the run file for `feed` (the run's on_feed hook)."""
+        self.feed = feed
+        self.shm = ShmArray.create(board_dtype, BOARD_ROWS, start=0, rolling=True)
+        folder = runs_dir()
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = folder / f"{os.getpid()}.json"
+        info = {"pid": os.getpid(), "started": time.time(), "provider": feed.provider.name,
+                "symbols": list(feed.symbols), "timeframe": feed.timeframe,
+                "tokens": feed.tokens(), "board": self.shm.token.model_dump(),
+                "account": self.account}
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(info, f)
+        tmp.replace(self.path)
+        logging.getLogger("strategy").addHandler(self._handler)
+        feed.subscribe(self.on_batch)
+
+    async def run(self, feed: Any, runners: list[Any]) -> None:
+        """Start the dashboard process, then write a status row every EVERY seconds until
+        cancelled; stop the process and remove the run file and segment on the way out."""
+        try:
+            self._start_process()
+            await trio.to_thread.run_sync(self._wait_ready, abandon_on_cancel=True)
+            last_q, last_t = feed.stats.quotes, time.monotonic()
+            while True:
+                now = time.monotonic()
+                rate = (feed.stats.quotes - last_q) / max(now - last_t, 1e-9)
+                last_q, last_t = feed.stats.quotes, now
+                self.push("status", self._status(feed, runners, rate))
+                await trio.sleep(EVERY)
+        finally:
+            self.close()
+
+    def _status(self, feed: Any, runners: list[Any], rate: float) -> dict[str, Any]:
+        st = feed.stats
+        strategies = []
+        for r in runners:
+            s = r.stats
+            strategies.append({
+                "name": r.name, "quotes": s.quotes, "bars": s.bars, "error": s.error,
+                "stopped": bool(s.stopped), "coalesced": r.mailbox.coalesced,
+                "off_loop": s.off_loop, "lag": s.lag,
+                "state": "failed" if s.error else "stopped" if s.stopped else
+                         "in its thread" if s.off_loop else "running",
+                "indicators": _declared(r, feed.timeframe)})
+        return {"t": time.time(), "quotes": st.quotes, "ticks": st.ticks, "bars": st.bars,
+                "rejected": st.rejected, "last_error": st.last_error, "quotes_per_s": rate,
+                "status": dict(feed.status), "reconnects": self.reconnects, "gaps": self.gaps,
+                "strategies": strategies}
+
+    def _start_process(self) -> None:
+        env = dict(os.environ, ENGINE_UI_TOKEN=self.token)
+        cmd = [sys.executable, "-m", "engine.ui", "attach", str(self.path), "--host", self.host,
+               "--port", str(self.port)]
+        if self.allow_remote:
+            cmd.append("--allow-remote")
+        # Its own session: a Ctrl-C meant for the run reaches the dashboard only through close().
+        self.process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stdin=subprocess.PIPE,
+                                        start_new_session=True)
+
+    def _wait_ready(self) -> None:
+        proc = self.process
+        assert proc is not None
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode().strip()
+        if not line.startswith("http"):
+            log.error("the dashboard did not start (exit code %s)", proc.poll())
+            return
+        self.url = line
+        self.announce(line)
+
+    def close(self) -> None:
+        """Stop the dashboard process; remove the run file and the board segment."""
+        logging.getLogger("strategy").removeHandler(self._handler)
+        feed = getattr(self, "feed", None)
+        if feed is not None:
+            feed.unsubscribe(self.on_batch)
+        proc, self.process = self.process, None
+        if proc is not None:
+            # Closing its stdin tells it to stop; a dashboard that does not is ended.
+            try:
+                proc.stdin.close()  # type: ignore[union-attr]
+                proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+            self.path = None
+        with self._lock:
+            shm, self.shm = self.shm, None
+        if shm is not None:
+            shm.close()
+            shm.unlink()
