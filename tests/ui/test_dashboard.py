@@ -1,0 +1,205 @@
+"""The dashboard in a real browser: headless Debian chromium driven by playwright opens the page of a
+running `engine run --ui` on the simulated market with `--paper`.
+
+One engine process and one browser serve every test of the module (they take seconds to start).
+Every wait is on a condition of the page or the process, with a deadline; nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.conftest import segments_of
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists()
+                                        else None)
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian "
+                                "package `chromium`; .ci/run installs it)")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ROOT = Path(__file__).resolve().parents[2]
+ACCOUNT = "uitest"
+
+
+def _engine(*args: str, env: dict[str, str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine.cli", *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, **kw)
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)  # polling a file another process writes: no event to wait on
+
+
+@pytest.fixture(scope="module")
+def engine_run(tmp_path_factory):
+    """A paper run of sma_cross on the simulated market with its dashboard; its URL."""
+    home = tmp_path_factory.mktemp("engine_home")
+    env = dict(os.environ, ENGINE_HOME=str(home), PYTHONPATH=str(ROOT))
+    log = home / "run.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", "run", "strategies/sma_cross.py",
+             "-p", "fast=2", "-p", "slow=4", "--paper", "--account", ACCOUNT,
+             "--cash", "1000000", "--ui", "0", "--status-every", "3600", "--duration", "300",
+             "-o", "seed=11"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        def url() -> str | None:
+            if proc.poll() is not None:
+                raise AssertionError(f"engine run exited: {log.read_text()[-2000:]}")
+            for line in log.read_text().splitlines():
+                if line.startswith("dashboard: "):
+                    return line.removeprefix("dashboard: ").strip()
+            return None
+
+        found = _wait_for(url, 60, "the dashboard's URL")
+        yield {"url": found, "env": env, "proc": proc, "home": home, "log": log}
+    finally:
+        ui_pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
+                   and _parent(int(p.name)) == proc.pid]
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        # The run stops its dashboard and unlinks every segment, and removes its run file.
+        for pid in ui_pids:
+            _wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists() or
+                      _zombie(pid), 10, f"dashboard process {pid} to exit")
+        assert not segments_of(proc.pid, *ui_pids)
+        assert not list((home / "runs").glob("*.json"))
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.fixture(scope="module")
+def page(engine_run):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+            pg.goto(engine_run["url"])
+            yield pg
+        finally:
+            browser.close()
+
+
+def test_candles_draw_and_then_move(page):
+    page.wait_for_function("window.engineUi.candles > 100 && window.engineUi.last !== null",
+                           timeout=20_000)
+    before = page.evaluate("JSON.stringify(window.engineUi.last)")
+    # The forming candle moves with the ticks (its close, or a new candle's time).
+    page.wait_for_function(f"JSON.stringify(window.engineUi.last) !== {json.dumps(before)}",
+                           timeout=10_000)
+    # The strategy's two declared averages are overlaid, with values.
+    page.wait_for_function("Object.keys(window.engineUi.lines).length === 2 && "
+                           "Object.values(window.engineUi.lines).every(n => n > 0)",
+                           timeout=20_000)
+    assert page.evaluate("document.querySelector('#health').textContent").count("running")
+
+
+def test_fill_appears_as_marker_within_a_second(page):
+    # Record when each fill's marker first appears on the page (the page's own clock).
+    page.evaluate("""() => { const seen = window.markerSeen = {};
+        const mark = () => { for (const m of window.engineUi.markers) if (!(m.id in seen))
+            seen[m.id] = Date.now(); requestAnimationFrame(mark); }; mark(); }""")
+    first = page.evaluate("window.engineUi.account ? window.engineUi.account.fills.length : 0")
+    page.wait_for_function(f"window.engineUi.account && window.engineUi.account.fills.length > "
+                           f"{first} && window.engineUi.markers.length > {first}",
+                           timeout=60_000)
+    fills, seen = page.evaluate("[window.engineUi.account.fills, window.markerSeen]")
+    new = [f for f in fills[first:] if str(f["fill_id"]) in seen]
+    assert new, "no new fill was marked"
+    for f in new:
+        delay = seen[str(f["fill_id"])] / 1000 - f["time"]
+        assert delay < 1.0, f"fill {f['fill_id']} marked {delay:.3f} s after it happened"
+    marker = page.evaluate("window.engineUi.markers.at(-1)")
+    assert marker["text"].startswith(("buy", "sell"))
+
+
+def test_account_panel_matches_account_show(page, engine_run):
+    page.wait_for_function("window.engineUi.account !== null", timeout=30_000)
+    for _ in range(10):  # the run may fill between the two reads: read both again
+        shown = _engine("account", "show", ACCOUNT, "--json", "--last", "100000",
+                        env=engine_run["env"])
+        assert shown.returncode == 0, shown.stderr
+        report = json.loads(shown.stdout)
+        try:
+            page.wait_for_function(
+                f"document.querySelector('#acct-fills') && "
+                f"document.querySelector('#acct-fills').textContent === "
+                f"'{len(report['fills'])}'", timeout=3_000)
+        except Exception:  # noqa: BLE001 - the account moved on: compare again
+            continue
+        equity = page.text_content("#acct-equity")
+        cash = page.text_content("#acct-cash")
+        qty = {p["symbol"]: page.text_content(f"[data-qty='{p['symbol']}']")
+               for p in report["positions"]}
+        if page.text_content("#acct-fills") != str(len(report["fills"])):
+            continue
+        assert equity == f"{report['equity']:,.2f}"
+        assert cash == f"{report['cash']:,.2f}"
+        assert qty == {p["symbol"]: f"{p['quantity']:g}" for p in report["positions"]}
+        return
+    pytest.fail("the account never held still long enough to compare")
+
+
+def test_requests_without_the_token_get_403(engine_run):
+    parts = urlsplit(engine_run["url"])
+    base = f"{parts.scheme}://{parts.netloc}"
+    for path in ("/", "/static/app.js", "/api/info", "/api/account?name=uitest",
+                 "/?token=wrong"):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(base + path, timeout=10)
+        err.value.close()
+        assert err.value.code == 403, path
+    with urllib.request.urlopen(engine_run["url"], timeout=10) as ok:
+        assert ok.status == 200
+    # The websocket too: an upgrade without the token is refused before any data flows.
+    import socket
+
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as s:
+        s.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13"
+                  b"\r\n\r\n")
+        assert s.recv(64).startswith(b"HTTP/1.1 403")
+
+
+def test_screenshot_is_written(page, tmp_path):
+    page.wait_for_function("window.engineUi.candles > 0 && window.engineUi.account !== null",
+                           timeout=20_000)
+    out = Path(os.environ.get("ENGINE_UI_SCREENSHOT") or tmp_path / "dashboard.png")
+    page.screenshot(path=str(out), full_page=True)
+    data = out.read_bytes()
+    assert data.startswith(b"\x89PNG") and len(data) > 20_000
+    print(f"dashboard screenshot: {out}")
