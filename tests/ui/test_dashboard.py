@@ -128,6 +128,20 @@ def test_candles_draw_and_then_move(page):
     assert page.evaluate("document.querySelector('#health').textContent").count("running")
 
 
+def test_pan_left_loads_older_candles_and_timeframes_switch(page):
+    page.wait_for_function("window.engineUi.first > 0", timeout=20_000)
+    shown = page.evaluate("window.engineUi.candles")
+    # Panning to the left edge fetches the candles before it, without reloading the page.
+    page.evaluate("window.engineUi.chart.timeScale().setVisibleLogicalRange({from: 0, to: 80})")
+    page.wait_for_function(f"window.engineUi.candles > {shown}", timeout=10_000)
+    page.select_option("#tf", "5")
+    page.wait_for_function("window.engineUi.view.tf === 5 && window.engineUi.candles > 0 && "
+                           "window.engineUi.last && window.engineUi.last[0] % 5 === 0",
+                           timeout=10_000)
+    page.select_option("#tf", "1")
+    page.wait_for_function("window.engineUi.view.tf === 1", timeout=10_000)
+
+
 def test_fill_appears_as_marker_within_a_second(page):
     # Record when each fill's marker first appears on the page (the page's own clock).
     page.evaluate("""() => { const seen = window.markerSeen = {};
@@ -201,5 +215,6 @@ def test_screenshot_is_written(page, tmp_path):
     out = Path(os.environ.get("ENGINE_UI_SCREENSHOT") or tmp_path / "dashboard.png")
     page.screenshot(path=str(out), full_page=True)
     data = out.read_bytes()
-    assert data.startswith(b"\x89PNG") and len(data) > 20_000
+    assert data.startswith(b"\x89PNG")
+    assert len(data) > 20_000
     print(f"dashboard screenshot: {out}")

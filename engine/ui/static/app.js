@@ -67,6 +67,7 @@
       priceFormat: { type: "volume" }, color: "#2b3a4a" });
     chart.priceScale("vol").applyOptions({ scaleMargins: { top: 0.85, bottom: 0 } });
     markersApi = LWC.createSeriesMarkers(candles, []);
+    ui.chart = chart;
     chart.timeScale().subscribeVisibleLogicalRangeChange((r) => {
       if (r && r.from < 10 && first > 0 && !loadingOlder) loadOlder();
     });
@@ -103,7 +104,7 @@
     data = m.candles.slice(); first = m.first;
     candles.setData(data.map(bar)); volume.setData(data.map(vol));
     setLines(m.lines, true);
-    ui.candles = data.length; ui.view = { symbol: m.symbol, tf: m.tf };
+    ui.candles = data.length; ui.first = first; ui.view = { symbol: m.symbol, tf: m.tf };
     q("#legend").textContent = Object.keys(m.lines).join("  ");
     drawMarkers();
   }
@@ -124,7 +125,7 @@
       }
       if (range) chart.timeScale().setVisibleLogicalRange({ from: range.from + m.candles.length,
         to: range.to + m.candles.length });
-      ui.candles = data.length;
+      ui.candles = data.length; ui.first = first;
     } finally { loadingOlder = false; }
   }
 
