@@ -39,6 +39,6 @@ def run(args: argparse.Namespace) -> int:
         serve_ui(attach=attach, results=args.results, host=host, port=port,
                  allow_remote=args.allow_remote,
                  ready=lambda url: print(f"dashboard: {url}", flush=True))
-    except (UiAddressError, NoRunningEngine, FileNotFoundError) as exc:
+    except (UiAddressError, NoRunningEngine, OSError) as exc:
         raise UsageError(str(exc)) from None
     return 0

@@ -27,8 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     def ready(url: str) -> None:
         print(url, flush=True)
 
-    serve_ui(attach=args.runfile, host=args.host, port=args.port,
-             allow_remote=args.allow_remote, token=token, ready=ready, until_stdin_closes=True)
+    try:
+        serve_ui(attach=args.runfile, host=args.host, port=args.port,
+                 allow_remote=args.allow_remote, token=token, ready=ready,
+                 until_stdin_closes=True)
+    except (OSError, LookupError, ValueError) as exc:
+        # One line on the run's stderr (a port taken, a run file gone); the run goes on.
+        print(f"engine: dashboard on {args.host}:{args.port}: {exc}", file=sys.stderr,
+              flush=True)
+        return 1
     return 0
 
 

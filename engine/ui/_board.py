@@ -213,7 +213,8 @@ class RunBoard:
         assert proc.stdout is not None
         line = proc.stdout.readline().decode().strip()
         if not line.startswith("http"):
-            log.error("the dashboard did not start (exit code %s)", proc.poll())
+            log.error("the dashboard did not start (its error is above); the run goes on "
+                      "without it")
             return
         self.url = line
         self.announce(line)
