@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import numpy as np
 import trio
 
 from engine.ui._live import Chart, LiveSource
@@ -40,6 +41,27 @@ def _static() -> dict[str, Path]:
     return {p.name: Path(str(p)) for p in folder.iterdir() if p.is_file()}
 
 
+def _result_name(item: Any) -> str:
+    if isinstance(item, Path):
+        return item.name
+    return f"{type(item).__name__} of {getattr(item, 'strategy', '?')}"
+
+
+def _price_bars(bars: dict[str, Any]) -> dict[str, list]:
+    """Each symbol's bars as candles [time s, open, high, low, close], merged as the HTML
+    report merges them (engine.backtests.report.candles) so a long run stays light."""
+    from engine.backtests.report import candles
+
+    out = {}
+    for sym, b in bars.items():
+        if not len(b):
+            continue
+        cols, _ = candles(b)
+        out[sym] = np.column_stack([cols["time"] / 1000.0, cols["open"], cols["high"],
+                                    cols["low"], cols["close"]]).tolist()
+    return out
+
+
 def _finite(x: Any) -> Any:
     return x if not isinstance(x, float) or math.isfinite(x) else None
 
@@ -47,10 +69,12 @@ def _finite(x: Any) -> Any:
 class Dashboard:
     """The pages of one dashboard: a live engine (`source`), accounts, and saved results."""
 
-    def __init__(self, source: LiveSource | None = None, results: list[Path] | None = None
+    def __init__(self, source: LiveSource | None = None, results: list[Any] | None = None
                  ) -> None:
         self.source = source
-        self.results = [Path(p) for p in results or []]
+        # Saved files (paths), or result objects of this process (a BacktestResult brings its
+        # bars, so its trades are drawn on the price).
+        self.results = [r if hasattr(r, "to_json") else Path(r) for r in results or []]
         self.static = _static()
         self.changed = trio.Event()
         self.charts: dict[tuple[str, int], Chart] = {}
@@ -183,7 +207,7 @@ class Dashboard:
                     "symbols": src.symbols, "timeframe": base, "timeframes": tfs[:6],
                     "account": src.account}
         return {"live": live, "accounts": accounts,
-                "results": [{"i": i, "name": p.name} for i, p in enumerate(self.results)]}
+                "results": [{"i": i, "name": _result_name(r)} for i, r in enumerate(self.results)]}
 
     def bars(self, q: dict[str, str]) -> dict[str, Any]:
         """Candles of a live chart before candle `before` (a position), for panning left."""
@@ -201,13 +225,18 @@ class Dashboard:
         """A saved backtest (`engine backtest --json`) or sweep (`engine sweep --json`)."""
         if not 0 <= i < len(self.results):
             raise IndexError(f"no result {i}")
-        path = self.results[i]
-        data = json.loads(path.read_text())
+        item = self.results[i]
+        name = _result_name(item)
+        if isinstance(item, Path):
+            data = json.loads(item.read_text())
+        else:
+            data = json.loads(item.to_json())
         if "rows" in data and "metric" in data:
-            return {"kind": "sweep", "name": path.name, **data}
+            return {"kind": "sweep", "name": name, **data}
         if "out_of_sample" in data:
-            return {"kind": "walk_forward", "name": path.name, **data}
-        return {"kind": "backtest", "name": path.name, **data}
+            return {"kind": "walk_forward", "name": name, **data}
+        bars = getattr(item, "bars", None) or {}
+        return {"kind": "backtest", "name": name, **data, "bars": _price_bars(bars)}
 
     # -- websocket -----------------------------------------------------------------------------
 

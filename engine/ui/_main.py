@@ -64,21 +64,23 @@ def resolve_run(attach: str | int | Path | dict | None) -> dict[str, Any] | None
                           f"{', '.join(str(i['pid']) for i in running) or 'none'})")
 
 
-def _check_results(results: Sequence[str | Path]) -> None:
+def _check_results(results: Sequence[Any]) -> None:
     for path in results:
-        if not Path(path).is_file():
+        if not hasattr(path, "to_json") and not Path(path).is_file():
             raise FileNotFoundError(f"result file {path} does not exist")
 
 
 @asynccontextmanager
 async def open_ui(*, attach: str | int | Path | dict | None = None,
-                  results: Sequence[str | Path] = (), host: str = "127.0.0.1", port: int = 0,
+                  results: Sequence[Any] = (), host: str = "127.0.0.1", port: int = 0,
                   allow_remote: bool = False, token: str | None = None
                   ) -> AsyncIterator[UiServer]:
     """Serve the dashboard in the current trio run while the block lasts; yield its UiServer.
 
     `attach` names a running engine (its run file path, its pid, or "latest"); `results` are
-    saved `engine backtest --json` / `engine sweep --json` files to browse. The server listens
+    saved `engine backtest --json` / `engine sweep --json` files to browse, or result objects
+    (`engine.backtest(...)`, `engine.optimize(...)`; a backtest's trades are then drawn on its
+    price bars). The server listens
     on `host`:`port` (port 0: a free one); a host other than loopback needs `allow_remote`.
     `token` is the access token (default: a random one)."""
     check_address(host, allow_remote)
@@ -87,7 +89,7 @@ async def open_ui(*, attach: str | int | Path | dict | None = None,
     _check_results(results)
     source = LiveSource(info) if info is not None else None
     try:
-        dashboard = Dashboard(source, [Path(p) for p in results])
+        dashboard = Dashboard(source, list(results))
         async with trio.open_nursery() as nursery:
             bound = await nursery.start(serve, host, port, token, dashboard.handle,
                                         dashboard.handle_ws)
@@ -102,7 +104,7 @@ async def open_ui(*, attach: str | int | Path | dict | None = None,
 
 
 def serve_ui(*, attach: str | int | Path | dict | None = None,
-             results: Sequence[str | Path] = (), host: str = "127.0.0.1", port: int = 0,
+             results: Sequence[Any] = (), host: str = "127.0.0.1", port: int = 0,
              allow_remote: bool = False, token: str | None = None,
              ready: Callable[[str], None] | None = None, until_stdin_closes: bool = False) -> None:
     """Serve the dashboard until Ctrl-C, or until the attached engine exits (see `open_ui` for

@@ -209,6 +209,57 @@ def test_requests_without_the_token_get_403(engine_run):
         assert s.recv(64).startswith(b"HTTP/1.1 403")
 
 
+def test_results_tab_draws_a_backtest_and_a_sweep_heatmap(page, tmp_path):
+    """`engine.serve_ui`/`open_ui` over a backtest result of this process (its trades on its
+    price bars) and a saved sweep (its heatmap)."""
+    import threading
+
+    import trio
+
+    import engine
+    from engine.ui import open_ui
+
+    daily = ROOT / "providers" / "csvfile" / "samples" / "demo_daily.csv"
+    result = engine.backtest(ROOT / "strategies" / "sma_cross.py", data=str(daily),
+                             params={"fast": 5, "slow": 20, "log_bars": False})
+    assert result.trades
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps({"strategy": "SmaCross", "metric": "sharpe", "best": {},
+                                 "n_trials": 6, "deflated_sharpe": None, "failed": [],
+                                 "rows": [{"params": {"fast": f, "slow": s}, "sharpe": f - s}
+                                          for f in (3, 5, 8) for s in (20, 30)]}))
+    ready, stop, out = threading.Event(), threading.Event(), {}
+
+    async def serve() -> None:
+        async with open_ui(results=[result, sweep]) as ui:
+            out["url"] = ui.url
+            ready.set()
+            await trio.to_thread.run_sync(stop.wait, abandon_on_cancel=True)
+
+    thread = threading.Thread(target=trio.run, args=(serve,))
+    thread.start()
+    tab = None
+    try:
+        assert ready.wait(30)
+        tab = page.context.browser.new_page()
+        tab.goto(out["url"])
+        tab.wait_for_function("window.engineUi.resultMarkers > 0", timeout=15_000)
+        assert tab.evaluate("window.engineUi.resultMarkers") == sum(
+            (t["entry_time"] is not None) + (t["exit_time"] is not None)
+            for t in result.to_dict()["trades"])
+        assert tab.text_content("#res-stats").count("sharpe")
+        tab.select_option("#result-select", "1")
+        tab.wait_for_function("window.engineUi.heatmapCells === 6", timeout=10_000)
+        first_row = tab.evaluate("[...document.querySelectorAll('#sweep-table tr')][1]"
+                                 ".textContent")
+        assert first_row.startswith("820")  # ranked by sharpe: fast 8, slow 20 first
+    finally:
+        if tab is not None:
+            tab.close()
+        stop.set()
+        thread.join(30)
+
+
 def test_screenshot_is_written(page, tmp_path):
     page.wait_for_function("window.engineUi.candles > 0 && window.engineUi.account !== null",
                            timeout=20_000)

@@ -309,6 +309,7 @@
       .sort((a, b) => a.time - b.time);
     LWC.createSeriesMarkers(resCharts.eq, marks.slice(0, 10000));
     resCharts.e.timeScale().fitContent();
+    showResultPrice(bt, r.bars || {});
     const skip = new Set(["trades", "equity", "fills", "orders", "log", "rejected", "kind", "name"]);
     kv(q("#res-stats"), Object.entries(bt).filter(([k, v]) => !skip.has(k) &&
       (typeof v !== "object" || v === null)).map(([k, v]) => [k, typeof v === "number" ? g(v)
@@ -317,6 +318,35 @@
     const cols = trades.length ? Object.keys(trades[0]) : [];
     table(q("#res-trades"), cols, trades.slice(0, 2000).map((t) => cols.map((c) =>
       typeof t[c] === "number" ? g(t[c]) : esc(t[c]))));
+  }
+  let resPrice = null;
+  function showResultPrice(bt, bars) {
+    const sym = Object.keys(bars)[0];
+    q("#res-price").hidden = !sym;
+    if (!sym) return;
+    if (!resPrice) {
+      const c = LWC.createChart(q("#res-price"), chartOpts(420));
+      const s = c.addSeries(LWC.CandlestickSeries, { upColor: UP, downColor: DOWN,
+        borderVisible: false, wickUpColor: UP, wickDownColor: DOWN });
+      resPrice = { c, s, m: LWC.createSeriesMarkers(s, []) };
+    }
+    const rows = dedupe(bars[sym].map(bar));
+    resPrice.s.setData(rows);
+    // Trades on the price, as the HTML report draws them: entries by side, exits by result.
+    const at = (t) => nearest(rows, t);
+    const marks = [];
+    for (const t of (bt.trades || []).filter((t) => !t.symbol || t.symbol === sym)) {
+      const long = t.side === "long";
+      if (t.entry_time != null) marks.push({ time: at(t.entry_time), position: long ?
+        "belowBar" : "aboveBar", color: long ? "#1565c0" : "#ff8f00", shape: long ? "arrowUp" :
+        "arrowDown", text: `${t.side} ${g(t.size)}` });
+      if (t.exit_time != null) marks.push({ time: at(t.exit_time), position: long ? "aboveBar" :
+        "belowBar", color: (t.pnl ?? 0) >= 0 ? "#2e7d32" : "#c62828", shape: "square",
+        text: `exit ${num(t.pnl)}` });
+    }
+    resPrice.m.setMarkers(marks.sort((a, b) => a.time - b.time).slice(0, 10000));
+    ui.resultMarkers = marks.length;
+    resPrice.c.timeScale().fitContent();
   }
   function dedupe(pts) {
     const out = [];
@@ -366,6 +396,7 @@
       const k = r.params[x] + "|" + r.params[y];
       cell[k] = Math.max(cell[k] ?? -Infinity, r[m]);
     }
+    ui.heatmapCells = Object.keys(cell).length;
     const vals = Object.values(cell), lo = Math.min(...vals), hi = Math.max(...vals);
     const L = 60, B = 30, w = (cv.width - L - 10) / xs.length, h = (cv.height - B - 10) / ys.length;
     ctx.font = "11px sans-serif"; ctx.textAlign = "center";
