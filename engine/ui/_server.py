@@ -179,6 +179,10 @@ async def _connection(stream: trio.SocketStream, token: str, handle: Handler,
             headers = {k.decode().lower(): v.decode("latin-1") for k, v in event.headers}
             allowed, by_query = _authorized(target, headers, token)
             if headers.get("upgrade", "").lower() == "websocket":
+                # A page of another site may not open it even in a browser holding the cookie.
+                origin = headers.get("origin")
+                if origin and urlsplit(origin).netloc != headers.get("host"):
+                    allowed = False
                 ws = WSConnection(ConnectionType.SERVER)
                 ws.receive_data(raw)
                 for wev in ws.events():

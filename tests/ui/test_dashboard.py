@@ -207,6 +207,19 @@ def test_requests_without_the_token_get_403(engine_run):
                   b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13"
                   b"\r\n\r\n")
         assert s.recv(64).startswith(b"HTTP/1.1 403")
+    # Nor may a page of another site, even from a browser that holds the token's cookie.
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as s:
+        s.sendall(f"GET /ws?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                  "Origin: http://evil.example\r\nUpgrade: websocket\r\n"
+                  "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                  "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        assert s.recv(64).startswith(b"HTTP/1.1 403")
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as s:
+        s.sendall(f"GET /ws?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                  f"Origin: http://{parts.netloc}\r\nUpgrade: websocket\r\n"
+                  "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                  "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        assert s.recv(64).startswith(b"HTTP/1.1 101")
 
 
 def test_results_tab_draws_a_backtest_and_a_sweep_heatmap(page, tmp_path):
