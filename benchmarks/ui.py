@@ -212,17 +212,27 @@ def latency(quotes: int) -> np.ndarray:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="runs of each kind, interleaved; medians are compared (a shared "
+                         "machine's load moves single runs by several percent)")
     ap.add_argument("--quotes", type=int, default=300)
     args = ap.parse_args()
     print(f"feed: {len(SYMBOLS)} symbols, {RATE:.0f} quotes/s paced, one strategy, "
-          f"{args.seconds:g} s measured")
-    base = feed_run(args.seconds, with_page=False)
-    page = feed_run(args.seconds, with_page=True)
-    for label, r in (("without dashboard", base), ("with the page open", page)):
-        print(f"  {label:20s} delivered {r['delivered']:7.0f} quotes/s; throughput "
-              f"{r['capacity']:9.0f} quotes per engine CPU-second"
-              + (f"; {r['updates']} page updates" if r["updates"] else ""))
-    ratio = page["capacity"] / base["capacity"]
+          f"{args.seconds:g} s measured per run, {args.rounds} runs of each kind")
+    runs: dict[bool, list[dict]] = {False: [], True: []}
+    for _ in range(args.rounds):
+        for with_page in (False, True):
+            runs[with_page].append(feed_run(args.seconds, with_page=with_page))
+    med = {}
+    for with_page, label in ((False, "without dashboard"), (True, "with the page open")):
+        rs = runs[with_page]
+        med[with_page] = float(np.median([r["capacity"] for r in rs]))
+        each = ", ".join(f"{r['capacity']:.0f}" for r in rs)
+        print(f"  {label:20s} delivered {np.median([r['delivered'] for r in rs]):7.0f} "
+              f"quotes/s; throughput {med[with_page]:9.0f} quotes per engine CPU-second "
+              f"(runs: {each})"
+              + (f"; {rs[0]['updates']} page updates in the first" if with_page else ""))
+    ratio = med[True] / med[False]
     print(f"  ratio with/without: {ratio:.3f} (loss {100 * (1 - ratio):.1f} %, target < 5 %)")
     lat = latency(args.quotes)
     print(f"latency, tick row pushed to shm -> page shows it ({len(lat)} quotes): "

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from importlib import resources
 from pathlib import Path
@@ -60,10 +59,6 @@ def _price_bars(bars: dict[str, Any]) -> dict[str, list]:
         out[sym] = np.column_stack([cols["time"] / 1000.0, cols["open"], cols["high"],
                                     cols["low"], cols["close"]]).tolist()
     return out
-
-
-def _finite(x: Any) -> Any:
-    return x if not isinstance(x, float) or math.isfinite(x) else None
 
 
 class Dashboard:
@@ -301,9 +296,12 @@ class Dashboard:
             if forming != sent.get("forming"):
                 msg["forming"] = forming
                 sent["forming"] = forming
-        health = src.health(time.time())
-        if health != sent.get("health"):
-            msg["health"] = sent["health"] = health
+        # Feed health with each status row the run writes (every 0.2 s), not with every tick:
+        # the page re-lays its tables for it.
+        stamp = src.status.get("t")
+        if stamp != sent.get("health_t") or "health" not in sent:
+            sent["health_t"] = stamp
+            msg["health"] = sent["health"] = src.health(time.time())
         strategies = src.status.get("strategies")
         if strategies != sent.get("strategies"):
             msg["strategies"] = sent["strategies"] = strategies
@@ -323,6 +321,4 @@ class Dashboard:
         if self.equity and sent.get("equity", 0) < len(self.equity):
             msg["equity"] = self.equity[sent.get("equity", 0):]
             sent["equity"] = len(self.equity)
-        msg["last"] = {k: _finite(v) for k, v in src.last.items()}
-        keys = set(msg) - {"type", "t", "last"}
-        return msg if keys else {}
+        return msg if len(msg) > 2 else {}

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from engine.dtypes import TRADE, UTRADE, ohlc_dtype
-from engine.sampler import period_start, resample_bars
+from engine.sampler import period_offset, period_start, resample_bars
 from engine.shm import ShmArray, ShmError
 
 __all__ = ["Chart", "LiveSource"]
@@ -109,7 +109,8 @@ class LiveSource:
                 continue
             sym = self.symbols[code]
             t = trades[trades["sym"] == code]
-            starts = np.array([period_start(int(x), tf) for x in t["time"]], dtype=np.int64)
+            off = period_offset(tf)
+            starts = (t["time"].astype(np.int64) - off) // tf * tf + off
             newest = int(starts[-1])
             cur = t[starts == newest]
             price, size = cur["price"], cur["size"]
