@@ -21,6 +21,7 @@ import numpy as np
 import trio
 
 from engine.ui._live import Chart, LiveSource
+from engine.ui._messages import WatchChart
 from engine.ui._server import Response, WebSocket
 
 __all__ = ["Dashboard"]
@@ -198,7 +199,7 @@ class Dashboard:
             base = src.timeframe
             tfs = [base] + [t for t in (5, 15, 60, 300, 900, 3600, 14400, 86400)
                             if t > base and t % base == 0]
-            live = {"pid": src.pid, "provider": src.info.get("provider"),
+            live = {"pid": src.pid, "provider": src.info.provider,
                     "symbols": src.symbols, "timeframe": base, "timeframes": tfs[:6],
                     "account": src.account}
         return {"live": live, "accounts": accounts,
@@ -211,6 +212,9 @@ class Dashboard:
         sym, tf = q["symbol"], int(q["tf"])
         if sym not in self.source.symbols:
             raise ValueError(f"unknown symbol {sym!r}")
+        if tf <= 0 or tf % self.source.timeframe:
+            raise ValueError(f"timeframe {tf} s is not a multiple of the run's "
+                             f"{self.source.timeframe} s")
         chart = self.chart(sym, tf)
         stop = min(int(q.get("before", len(chart.candles))), len(chart.candles))
         n = min(int(q.get("n", INITIAL)), 20_000)
@@ -247,10 +251,15 @@ class Dashboard:
                 msg = await ws.receive()
                 if msg is None:
                     return
-                if msg.get("type") == "watch" and msg.get("symbol") in self.source.symbols:
+                try:
+                    watch = WatchChart.model_validate(msg)
+                except ValueError:
+                    continue  # not a message this page sends: ignored
+                base = self.source.timeframe
+                tf = watch.tf or base
+                if watch.symbol in self.source.symbols and tf % base == 0:
                     view.clear()
-                    view.update(symbol=msg["symbol"], tf=int(msg.get("tf") or
-                                                             self.source.timeframe))
+                    view.update(symbol=watch.symbol, tf=tf)
                     wake.set()
 
         async with trio.open_nursery() as nursery:

@@ -10,7 +10,6 @@ gone costs the run nothing but the rows it never reads.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
@@ -24,6 +23,14 @@ import numpy as np
 import trio
 
 from engine.shm import ShmArray
+from engine.ui._messages import (
+    FeedEvent,
+    IndicatorDecl,
+    LogLine,
+    RunInfo,
+    RunStatus,
+    StrategyState,
+)
 
 __all__ = ["RunBoard", "board_dtype", "runs_dir", "running_engines"]
 
@@ -45,7 +52,7 @@ def runs_dir() -> Path:
     return data_dir() / "runs"
 
 
-def running_engines() -> list[dict[str, Any]]:
+def running_engines() -> list[RunInfo]:
     """The run files of engines still running (newest first); files of dead ones are skipped."""
     found = []
     folder = runs_dir()
@@ -53,16 +60,15 @@ def running_engines() -> list[dict[str, Any]]:
         return []
     for path in folder.glob("*.json"):
         try:
-            info = json.loads(path.read_text())
-            os.kill(int(info["pid"]), 0)
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        info["path"] = str(path)
+            info = RunInfo.model_validate_json(path.read_bytes())
+            os.kill(info.pid, 0)
+        except (OSError, ValueError):
+            continue  # a run that ended (or a file that is not a run file)
         found.append(info)
-    return sorted(found, key=lambda i: i.get("started", 0), reverse=True)
+    return sorted(found, key=lambda i: i.started, reverse=True)
 
 
-def _declared(runner: Any, timeframe: int) -> list[dict[str, Any]]:
+def _declared(runner: Any) -> list[IndicatorDecl]:
     """The indicators a strategy declared over fields of the run's own bars (the ones a chart
     of those bars can overlay), as SignalSet specs."""
     out = []
@@ -70,9 +76,10 @@ def _declared(runner: Any, timeframe: int) -> list[dict[str, Any]]:
         if src.lines or src.key != src.symbol:
             continue  # over other lines, or over a higher timeframe: not a bar overlay
         ind = src.indicator
-        out.append({"symbol": src.symbol, "kind": ind.kind, "fields": list(src.fields),
-                    "params": [p for p in ind._params() if isinstance(p, int | float)],
-                    "outputs": list(ind.outputs)})
+        out.append(IndicatorDecl(symbol=src.symbol, kind=ind.kind, fields=list(src.fields),
+                                 params=[p for p in ind._params()
+                                         if isinstance(p, bool | int | float)],
+                                 outputs=list(ind.outputs)))
     return out
 
 
@@ -85,9 +92,9 @@ class _LogRows(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.board.push("log", {"t": record.created, "level": record.levelname,
-                                    "strategy": record.name.removeprefix("strategy."),
-                                    "message": record.getMessage()})
+            self.board.push(LogLine(t=record.created, level=record.levelname,
+                                    strategy=record.name.removeprefix("strategy."),
+                                    message=record.getMessage()))
         except Exception:  # noqa: BLE001 - a log line must never break the strategy
             self.handleError(record)
 
@@ -120,16 +127,21 @@ class RunBoard:
 
     # -- rows ----------------------------------------------------------------------------------
 
-    def push(self, kind: str, payload: dict[str, Any]) -> None:
-        """Append one row; safe from any thread (strategies in threads log too)."""
+    def push(self, message: Any) -> None:
+        """Append one row (a RunStatus, LogLine or FeedEvent); safe from any thread
+        (strategies in threads log too)."""
         shm = self.shm
         if shm is None:
             return
-        text = json.dumps(payload, separators=(",", ":"), default=str).encode()
+        text = message.model_dump_json().encode()
         if len(text) > TEXT_BYTES:
-            text = json.dumps({"truncated": True, "kind": kind}).encode()
+            if isinstance(message, LogLine):
+                message = message.model_copy(update={"message": message.message[:2000] + "…"})
+                text = message.model_dump_json().encode()
+            if len(text) > TEXT_BYTES:
+                return  # a status of thousands of strategies: the page keeps the last one
         row = np.zeros(1, dtype=board_dtype)
-        row["time"], row["kind"], row["text"] = time.time(), kind.encode(), text
+        row["time"], row["kind"], row["text"] = time.time(), message.type.encode(), text
         with self._lock:
             shm.push(row)
 
@@ -140,8 +152,8 @@ class RunBoard:
                 self.reconnects += 1
             elif e.status == "gap_filled":
                 self.gaps += 1
-            self.push("event", {"t": e.time, "status": e.status, "symbols": e.symbols,
-                                "reason": e.reason})
+            self.push(FeedEvent(t=e.time, status=e.status, symbols=list(e.symbols),
+                                reason=e.reason))
 
     # -- lifetime ------------------------------------------------------------------------------
 
@@ -152,14 +164,13 @@ class RunBoard:
         folder = runs_dir()
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = folder / f"{os.getpid()}.json"
-        info = {"pid": os.getpid(), "started": time.time(), "provider": feed.provider.name,
-                "symbols": list(feed.symbols), "timeframe": feed.timeframe,
-                "tokens": feed.tokens(), "board": self.shm.token.model_dump(),
-                "account": self.account}
+        info = RunInfo(pid=os.getpid(), started=time.time(), provider=feed.provider.name,
+                       symbols=list(feed.symbols), timeframe=feed.timeframe,
+                       tokens=feed.tokens(), board=self.shm.token, account=self.account)
         tmp = self.path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump(info, f)
+            f.write(info.model_dump_json())
         tmp.replace(self.path)
         logging.getLogger("strategy").addHandler(self._handler)
         feed.subscribe(self.on_batch)
@@ -175,27 +186,26 @@ class RunBoard:
                 now = time.monotonic()
                 rate = (feed.stats.quotes - last_q) / max(now - last_t, 1e-9)
                 last_q, last_t = feed.stats.quotes, now
-                self.push("status", self._status(feed, runners, rate))
+                self.push(self._status(feed, runners, rate))
                 await trio.sleep(EVERY)
         finally:
             self.close()
 
-    def _status(self, feed: Any, runners: list[Any], rate: float) -> dict[str, Any]:
+    def _status(self, feed: Any, runners: list[Any], rate: float) -> RunStatus:
         st = feed.stats
         strategies = []
         for r in runners:
             s = r.stats
-            strategies.append({
-                "name": r.name, "quotes": s.quotes, "bars": s.bars, "error": s.error,
-                "stopped": bool(s.stopped), "coalesced": r.mailbox.coalesced,
-                "off_loop": s.off_loop, "lag": s.lag,
-                "state": "failed" if s.error else "stopped" if s.stopped else
-                         "in its thread" if s.off_loop else "running",
-                "indicators": _declared(r, feed.timeframe)})
-        return {"t": time.time(), "quotes": st.quotes, "ticks": st.ticks, "bars": st.bars,
-                "rejected": st.rejected, "last_error": st.last_error, "quotes_per_s": rate,
-                "status": dict(feed.status), "reconnects": self.reconnects, "gaps": self.gaps,
-                "strategies": strategies}
+            strategies.append(StrategyState(
+                name=r.name, quotes=s.quotes, bars=s.bars, error=s.error,
+                coalesced=r.mailbox.coalesced, off_loop=s.off_loop, lag=s.lag,
+                state="failed" if s.error else "stopped" if s.stopped else
+                      "in its thread" if s.off_loop else "running",
+                indicators=_declared(r)))
+        return RunStatus(t=time.time(), quotes=st.quotes, ticks=st.ticks, bars=st.bars,
+                         rejected=st.rejected, last_error=st.last_error, quotes_per_s=rate,
+                         status=dict(feed.status), reconnects=self.reconnects, gaps=self.gaps,
+                         strategies=strategies)
 
     def _start_process(self) -> None:
         env = dict(os.environ, ENGINE_UI_TOKEN=self.token)

@@ -10,7 +10,6 @@ engine's memory or waits on the engine.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import deque
 from typing import Any
@@ -20,6 +19,7 @@ import numpy as np
 from engine.dtypes import TRADE, UTRADE, ohlc_dtype
 from engine.sampler import period_offset, period_start, resample_bars
 from engine.shm import ShmArray, ShmError
+from engine.ui._messages import IndicatorDecl, LogLine, RunInfo, RunStatus, board_rows
 
 __all__ = ["Chart", "LiveSource"]
 
@@ -42,19 +42,25 @@ def _retry(read: Any) -> Any:
 class LiveSource:
     """A running engine's feed and board, attached read-only by its run file (`info`)."""
 
-    def __init__(self, info: dict[str, Any]) -> None:
+    def __init__(self, info: RunInfo) -> None:
         self.info = info
-        self.pid = int(info["pid"])
-        self.symbols: list[str] = list(info["symbols"])
-        self.timeframe = int(info["timeframe"])
-        self.account: str | None = info.get("account")
-        self.ticks = ShmArray.attach(info["tokens"]["ticks"])
-        self.bars = {s: ShmArray.attach(t) for s, t in info["tokens"]["bars"].items()}
-        self.board = ShmArray.attach(info["board"])
+        self.pid = info.pid
+        self.symbols: list[str] = list(info.symbols)
+        self.timeframe = info.timeframe
+        self.account: str | None = info.account
+        self.ticks = ShmArray.attach(info.tokens.ticks)
+        self.bars: dict[str, ShmArray] = {}
+        try:
+            for s, t in info.tokens.bars.items():
+                self.bars[s] = ShmArray.attach(t)
+            self.board = ShmArray.attach(info.board)
+        except ShmError:
+            self.close()
+            raise
         self.forming: dict[str, list[float] | None] = dict.fromkeys(self.symbols)
         self.last: dict[str, float] = {}
         self.last_tick_time: float | None = None
-        self.status: dict[str, Any] = {}
+        self.status: dict[str, Any] = {}  # the newest RunStatus, as a dict for the page
         self.logs: deque[dict[str, Any]] = deque(maxlen=LOG_LINES)
         self.events: deque[dict[str, Any]] = deque(maxlen=100)
         self.indicators: dict[str, list[dict[str, Any]]] = {}
@@ -72,7 +78,8 @@ class LiveSource:
         return True
 
     def close(self) -> None:
-        for shm in (self.ticks, self.board, *self.bars.values()):
+        board = getattr(self, "board", None)
+        for shm in (self.ticks, *self.bars.values(), *([board] if board else [])):
             shm.close()
 
     # -- polling -------------------------------------------------------------------------------
@@ -138,26 +145,26 @@ class LiveSource:
         rows = _retry(read)
         for row in rows:
             try:
-                payload = json.loads(bytes(row["text"]).decode())
+                msg = board_rows.validate_json(bytes(row["text"]))
             except ValueError:
-                continue
-            kind = bytes(row["kind"]).decode()
-            if kind == "status":
-                self.status = payload
-                for s in payload.get("strategies", ()):
-                    for decl in s.get("indicators", ()):
-                        self._declare(s["name"], decl)
-            elif kind == "log":
-                self.logs.append(payload)
-            elif kind == "event":
-                self.events.append(payload)
+                continue  # a row of a newer engine: skipped, the rest still read
+            if isinstance(msg, RunStatus):
+                self.status = msg.model_dump()
+                for s in msg.strategies:
+                    for decl in s.indicators:
+                        self._declare(s.name, decl)
+            elif isinstance(msg, LogLine):
+                self.logs.append(msg.model_dump())
+            else:
+                self.events.append(msg.model_dump())
         return bool(len(rows))
 
-    def _declare(self, strategy: str, decl: dict[str, Any]) -> None:
-        decls = self.indicators.setdefault(decl["symbol"], [])
-        name = f"{decl['kind']}({','.join(f'{p:g}' for p in decl['params'] if not isinstance(p, bool))})"
+    def _declare(self, strategy: str, decl: IndicatorDecl) -> None:
+        decls = self.indicators.setdefault(decl.symbol, [])
+        shown = ",".join(f"{p:g}" for p in decl.params if not isinstance(p, bool))
+        name = f"{decl.kind}({shown})"
         if all(d["name"] != name for d in decls):
-            decls.append(dict(decl, name=name, strategy=strategy))
+            decls.append(dict(decl.model_dump(), name=name, strategy=strategy))
 
     def health(self, now: float) -> dict[str, Any]:
         """Feed health for the page: rate, lag (seconds since the newest tick), gaps,

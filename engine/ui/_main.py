@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -15,6 +14,7 @@ import trio
 from engine.ui._app import Dashboard
 from engine.ui._board import running_engines
 from engine.ui._live import LiveSource
+from engine.ui._messages import RunInfo
 from engine.ui._server import check_address, new_token, serve
 
 __all__ = ["UiServer", "open_ui", "serve_ui", "resolve_run"]
@@ -40,17 +40,18 @@ class UiServer:
         return f"http://{host}:{self.port}/?token={self.token}"
 
 
-def resolve_run(attach: str | int | Path | dict | None) -> dict[str, Any] | None:
-    """The run file of the engine to attach to: a path, a pid, "latest", or a run file's dict
+def resolve_run(attach: str | int | Path | RunInfo | None) -> RunInfo | None:
+    """The run file of the engine to attach to: a path, a pid, "latest", or a RunInfo
     (None: nothing to attach)."""
-    if attach is None or isinstance(attach, dict):
+    if attach is None or isinstance(attach, RunInfo):
         return attach
     text = str(attach)
     if text.endswith(".json"):
         try:
-            return json.loads(Path(text).read_text())
+            return RunInfo.model_validate_json(Path(text).read_bytes())
         except (OSError, ValueError) as exc:
-            raise NoRunningEngine(f"{text}: not a readable run file ({exc})") from None
+            reason = exc.strerror if isinstance(exc, OSError) else "not a run file"
+            raise NoRunningEngine(f"{text}: {reason}") from None
     running = running_engines()
     if text == "latest":
         if not running:
@@ -58,10 +59,10 @@ def resolve_run(attach: str | int | Path | dict | None) -> dict[str, Any] | None
                                   "`engine run strat.py --ui 8050`)")
         return running[0]
     for info in running:
-        if str(info["pid"]) == text:
+        if str(info.pid) == text:
             return info
     raise NoRunningEngine(f"no engine with pid {text} is running with --ui (running: "
-                          f"{', '.join(str(i['pid']) for i in running) or 'none'})")
+                          f"{', '.join(str(i.pid) for i in running) or 'none'})")
 
 
 def _check_results(results: Sequence[Any]) -> None:
@@ -71,7 +72,7 @@ def _check_results(results: Sequence[Any]) -> None:
 
 
 @asynccontextmanager
-async def open_ui(*, attach: str | int | Path | dict | None = None,
+async def open_ui(*, attach: str | int | Path | RunInfo | None = None,
                   results: Sequence[Any] = (), host: str = "127.0.0.1", port: int = 0,
                   allow_remote: bool = False, token: str | None = None
                   ) -> AsyncIterator[UiServer]:
@@ -103,7 +104,7 @@ async def open_ui(*, attach: str | int | Path | dict | None = None,
             source.close()
 
 
-def serve_ui(*, attach: str | int | Path | dict | None = None,
+def serve_ui(*, attach: str | int | Path | RunInfo | None = None,
              results: Sequence[Any] = (), host: str = "127.0.0.1", port: int = 0,
              allow_remote: bool = False, token: str | None = None,
              ready: Callable[[str], None] | None = None, until_stdin_closes: bool = False) -> None:
