@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import trio
 
+from engine.shm import ShmError
 from engine.ui._live import Chart, LiveSource
 from engine.ui._messages import WatchChart
 from engine.ui._server import Response, WebSocket
@@ -88,7 +89,11 @@ class Dashboard:
             return
         next_account = 0.0
         while True:
-            changed = self.source.poll()
+            try:
+                changed = self.source.poll()
+            except ShmError as exc:  # a segment stuck mid-roll by a writer that died
+                log.warning("reading the run's memory failed: %s", exc)
+                changed = False
             now = time.monotonic()
             if now >= next_account:
                 next_account = now + ACCOUNT_EVERY

@@ -200,7 +200,7 @@ async def _connection(stream: trio.SocketStream, token: str, handle: Handler,
                 if not data:
                     return
                 conn.receive_data(data)
-            if event.method not in (b"GET", b"HEAD"):
+            if event.method != b"GET":
                 resp = Response(405, b"method not allowed", "text/plain")
             elif not allowed:
                 resp = Response(403, b"forbidden: this dashboard needs its access token "
