@@ -310,12 +310,15 @@
     LWC.createSeriesMarkers(resCharts.eq, marks.slice(0, 10000));
     resCharts.e.timeScale().fitContent();
     showResultPrice(bt, r.bars || {});
-    const skip = new Set(["trades", "equity", "fills", "orders", "log", "rejected", "kind", "name"]);
-    kv(q("#res-stats"), Object.entries(bt).filter(([k, v]) => !skip.has(k) &&
-      (typeof v !== "object" || v === null)).map(([k, v]) => [k, typeof v === "number" ? g(v)
-      : esc(v)]));
+    const skip = new Set(["trades", "equity", "fills", "orders", "log", "rejected", "kind",
+      "name", "bars", "start_time", "end_time"]);  // epoch twins of start and end
+    q("#res-stats").innerHTML = Object.entries(bt).filter(([k, v]) => !skip.has(k) &&
+      (typeof v !== "object" || v === null)).map(([k, v]) =>
+      `<div><span>${esc(k)}</span><b>${typeof v === "number" ? g(v) : esc(v)}</b></div>`).join("");
     const trades = bt.trades || [];
-    const cols = trades.length ? Object.keys(trades[0]) : [];
+    const want = ["symbol", "side", "size", "entry_time_iso", "entry_price", "exit_time_iso",
+      "exit_price", "pnl", "return_pct", "bars_held", "fees"];
+    const cols = trades.length ? want.filter((c) => c in trades[0]) : [];
     table(q("#res-trades"), cols, trades.slice(0, 2000).map((t) => cols.map((c) =>
       typeof t[c] === "number" ? g(t[c]) : esc(t[c]))));
   }
@@ -339,10 +342,9 @@
       const long = t.side === "long";
       if (t.entry_time != null) marks.push({ time: at(t.entry_time), position: long ?
         "belowBar" : "aboveBar", color: long ? "#1565c0" : "#ff8f00", shape: long ? "arrowUp" :
-        "arrowDown", text: `${t.side} ${g(t.size)}` });
+        "arrowDown" });
       if (t.exit_time != null) marks.push({ time: at(t.exit_time), position: long ? "aboveBar" :
-        "belowBar", color: (t.pnl ?? 0) >= 0 ? "#2e7d32" : "#c62828", shape: "square",
-        text: `exit ${num(t.pnl)}` });
+        "belowBar", color: (t.pnl ?? 0) >= 0 ? "#2e7d32" : "#c62828", shape: "square" });
     }
     resPrice.m.setMarkers(marks.sort((a, b) => a.time - b.time).slice(0, 10000));
     ui.resultMarkers = marks.length;
