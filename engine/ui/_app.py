@@ -272,10 +272,11 @@ class Dashboard:
                 nonlocal wake
                 sent: dict[str, Any] = {}
                 while not ws.closed:
+                    # Taken before the update is built: a change made meanwhile wakes us at once.
+                    changed = self.changed
                     msg = self._update(view, sent)
                     if msg:
                         await ws.send(msg)
-                    changed = self.changed
                     with trio.move_on_after(1.0):
                         async with trio.open_nursery() as n:
                             async def first(ev: trio.Event, nn: trio.Nursery = n) -> None:
