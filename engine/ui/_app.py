@@ -48,18 +48,25 @@ def _result_name(item: Any) -> str:
     return f"{type(item).__name__} of {getattr(item, 'strategy', '?')}"
 
 
-def _price_bars(bars: dict[str, Any]) -> dict[str, list]:
-    """Each symbol's bars as candles [time s, open, high, low, close], merged as the HTML
-    report merges them (engine.backtests.report.candles) so a long run stays light."""
-    from engine.backtests.report import candles
+MAX_CANDLES = 3000  # per symbol, as the HTML report draws them (engine.backtests.report)
 
+
+def _price_bars(bars: dict[str, Any]) -> dict[str, list]:
+    """Each symbol's bars as candles [time s, open, high, low, close], runs of k bars merged so
+    at most MAX_CANDLES remain, as the HTML report merges them, so a long run stays light."""
     out = {}
     for sym, b in bars.items():
-        if not len(b):
+        n = len(b)
+        if not n:
             continue
-        cols, _ = candles(b)
-        out[sym] = np.column_stack([cols["time"] / 1000.0, cols["open"], cols["high"],
-                                    cols["low"], cols["close"]]).tolist()
+        k = max(1, -(-n // MAX_CANDLES))
+        starts = np.arange(0, n, k)
+        ends = np.r_[starts[1:] - 1, n - 1]
+        out[sym] = np.column_stack([
+            b["time"][starts].astype(np.float64), b["open"][starts].astype(np.float64),
+            np.maximum.reduceat(b["high"], starts).astype(np.float64),
+            np.minimum.reduceat(b["low"], starts).astype(np.float64),
+            b["close"][ends].astype(np.float64)]).tolist()
     return out
 
 

@@ -159,3 +159,16 @@ def test_board_rows_reach_the_dashboard(run, caplog):
     assert health["status"] == {"aaa": "stale"}
     assert health["reconnects"] == 1
     assert health["alive"]
+
+
+@pytest.mark.parametrize("n", [10, 3000, 3001, 10_007])
+def test_result_price_bars_merge_as_the_report_does(n):
+    from engine.backtests.report import candles
+    from engine.ui._app import _price_bars
+
+    b = _bars(n, 1_600_000_000, seed=n)
+    mine = np.array(_price_bars({"x": b})["x"])
+    ref, _ = candles(b)
+    assert np.array_equal(mine[:, 0], ref["time"] / 1000.0)
+    for i, f in enumerate(("open", "high", "low", "close"), start=1):
+        assert np.array_equal(mine[:, i], ref[f]), f
