@@ -187,7 +187,7 @@ class Dashboard:
                 return Response.json(report)
             if path == "/api/result":
                 return Response.json(self.result(int(q.get("i", "-1"))))
-        except (KeyError, ValueError, IndexError) as exc:
+        except (KeyError, ValueError, IndexError, OSError) as exc:
             return Response.json({"error": str(exc)}, 400)
         return Response(404, b"not found", "text/plain")
 
@@ -258,7 +258,6 @@ class Dashboard:
         wake = trio.Event()
 
         async def listen() -> None:
-            nonlocal wake
             while True:
                 msg = await ws.receive()
                 if msg is None:
