@@ -143,17 +143,19 @@ def test_pan_left_loads_older_candles_and_timeframes_switch(page):
 
 
 def test_fill_appears_as_marker_within_a_second(page):
-    # Record when each fill's marker first appears on the page (the page's own clock).
-    page.evaluate("""() => { const seen = window.markerSeen = {};
+    page.wait_for_function("window.engineUi.account !== null", timeout=30_000)
+    # Record when each fill's marker first appears on the page (the page's own clock), from now
+    # on: only fills made after this moment count.
+    since = page.evaluate("""() => { const seen = window.markerSeen = {};
         const mark = () => { for (const m of window.engineUi.markers) if (!(m.id in seen))
-            seen[m.id] = Date.now(); requestAnimationFrame(mark); }; mark(); }""")
-    first = page.evaluate("window.engineUi.account ? window.engineUi.account.fills.length : 0")
-    page.wait_for_function(f"window.engineUi.account && window.engineUi.account.fills.length > "
-                           f"{first} && window.engineUi.markers.length > {first}",
-                           timeout=60_000)
+            seen[m.id] = Date.now(); requestAnimationFrame(mark); }; mark();
+        return Date.now() / 1000; }""")
+    page.wait_for_function(f"window.engineUi.account.fills.some(f => f.time > {since}) && "
+                           f"window.engineUi.markers.length === "
+                           f"window.engineUi.account.fills.length", timeout=60_000)
     fills, seen = page.evaluate("[window.engineUi.account.fills, window.markerSeen]")
-    new = [f for f in fills[first:] if str(f["fill_id"]) in seen]
-    assert new, "no new fill was marked"
+    new = [f for f in fills if f["time"] > since]
+    assert new
     for f in new:
         delay = seen[str(f["fill_id"])] / 1000 - f["time"]
         assert delay < 1.0, f"fill {f['fill_id']} marked {delay:.3f} s after it happened"
