@@ -147,12 +147,13 @@ def test_fill_appears_as_marker_within_a_second(page):
     # Record when each fill's marker first appears on the page (the page's own clock), from now
     # on: only fills made after this moment count.
     since = page.evaluate("""() => { const seen = window.markerSeen = {};
-        const mark = () => { for (const m of window.engineUi.markers) if (!(m.id in seen))
-            seen[m.id] = Date.now(); requestAnimationFrame(mark); }; mark();
+        const mark = () => { for (const m of window.engineUi.markers) for (const id of m.ids)
+            if (!(id in seen)) seen[id] = Date.now(); requestAnimationFrame(mark); }; mark();
         return Date.now() / 1000; }""")
     page.wait_for_function(f"window.engineUi.account.fills.some(f => f.time > {since}) && "
-                           f"window.engineUi.markers.length === "
-                           f"window.engineUi.account.fills.length", timeout=60_000)
+                           f"window.engineUi.account.fills.every(f => "
+                           f"window.engineUi.markers.some(m => m.ids.includes(String(f.fill_id))))",
+                           timeout=60_000)
     fills, seen = page.evaluate("[window.engineUi.account.fills, window.markerSeen]")
     new = [f for f in fills if f["time"] > since]
     assert new
@@ -278,6 +279,10 @@ def test_results_tab_draws_a_backtest_and_a_sweep_heatmap(page, tmp_path):
 def test_screenshot_is_written(page, tmp_path):
     page.wait_for_function("window.engineUi.candles > 0 && window.engineUi.account !== null",
                            timeout=20_000)
+    # Back to the newest candles (an earlier test panned to the oldest), the fills among them.
+    page.evaluate("window.engineUi.chart.timeScale().scrollToPosition(0, false)")
+    page.wait_for_function("window.engineUi.chart.timeScale().getVisibleLogicalRange().to >= "
+                           "window.engineUi.candles - 2", timeout=10_000)
     out = Path(os.environ.get("ENGINE_UI_SCREENSHOT") or tmp_path / "dashboard.png")
     page.screenshot(path=str(out), full_page=True)
     data = out.read_bytes()

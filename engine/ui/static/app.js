@@ -107,6 +107,7 @@
     ui.candles = data.length; ui.first = first; ui.view = { symbol: m.symbol, tf: m.tf };
     q("#legend").textContent = Object.keys(m.lines).join("  ");
     drawMarkers();
+    chart.timeScale().scrollToPosition(0, false);  // a chart opened anew shows its newest candles
   }
 
   async function loadOlder() {
@@ -159,13 +160,19 @@
     const a = ui.account, v = ui.view;
     if (!a || !v || !markersApi) return;
     const tf = v.tf;
-    const ms = a.fills.filter((f) => f.symbol === v.symbol).map((f) => ({
-      time: Math.floor(f.time / tf) * tf,
-      position: f.side === "buy" ? "belowBar" : "aboveBar",
-      color: f.side === "buy" ? "#42a5f5" : "#ffa726",
-      shape: f.side === "buy" ? "arrowUp" : "arrowDown",
-      text: `${f.side} ${g(f.size)} @ ${g(f.price)}`,
-      id: String(f.fill_id),
+    // One marker per candle and side: an order's partial fills read as one trade.
+    const groups = new Map();
+    for (const f of a.fills.filter((f) => f.symbol === v.symbol)) {
+      const time = Math.floor(f.time / tf) * tf, key = time + f.side;
+      const m = groups.get(key) || { time, side: f.side, size: 0, ids: [] };
+      m.size += f.size; m.ids.push(String(f.fill_id));
+      groups.set(key, m);
+    }
+    const ms = [...groups.values()].map((m) => ({
+      time: m.time, position: m.side === "buy" ? "belowBar" : "aboveBar",
+      color: m.side === "buy" ? "#42a5f5" : "#ffa726",
+      shape: m.side === "buy" ? "arrowUp" : "arrowDown",
+      text: `${m.side} ${g(+m.size.toPrecision(6))}`, id: m.ids.join(","), ids: m.ids,
     })).sort((x, y) => x.time - y.time);
     markersApi.setMarkers(ms);
     ui.markers = ms;
@@ -194,7 +201,7 @@
       a.open_orders.map((o) => [esc(o.client_id), esc(o.symbol), esc(o.side), esc(o.type ||
         o.order_type || ""), g(o.remaining ?? o.size), g(o.limit_price), g(o.stop_price)]));
     table(el.fills, ["time", "side", "size", "symbol", "price", "fee"],
-      a.fills.slice(-50).reverse().map((f) => [iso(f.time), esc(f.side), g(f.size),
+      a.fills.slice(-25).reverse().map((f) => [iso(f.time), esc(f.side), g(f.size),
         esc(f.symbol), g(f.price), g(f.fee)]));
   }
 
