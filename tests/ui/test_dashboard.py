@@ -165,28 +165,27 @@ def test_fill_appears_as_marker_within_a_second(page):
 
 
 def test_account_panel_matches_account_show(page, engine_run):
-    page.wait_for_function("window.engineUi.account !== null", timeout=30_000)
-    for _ in range(10):  # the run may fill between the two reads: read both again
+    page.wait_for_function("document.querySelector('#acct-fills') !== null", timeout=30_000)
+    for _ in range(20):  # the run may fill between the two reads: read both again
         shown = _engine("account", "show", ACCOUNT, "--json", "--last", "100000",
                         env=engine_run["env"])
         assert shown.returncode == 0, shown.stderr
         report = json.loads(shown.stdout)
-        try:
-            page.wait_for_function(
-                f"document.querySelector('#acct-fills') && "
-                f"document.querySelector('#acct-fills').textContent === "
-                f"'{len(report['fills'])}'", timeout=3_000)
-        except Exception:  # noqa: BLE001 - the account moved on: compare again
+        n = len(report["fills"])
+        # The page catches up with the ledger (or has already moved past it).
+        page.wait_for_function(f"+document.querySelector('#acct-fills').textContent >= {n}",
+                               timeout=10_000)
+        panel = page.evaluate("""() => ({
+            fills: document.querySelector('#acct-fills').textContent,
+            equity: document.querySelector('#acct-equity').textContent,
+            cash: document.querySelector('#acct-cash').textContent,
+            qty: Object.fromEntries([...document.querySelectorAll('[data-qty]')].map(
+                (e) => [e.dataset.qty, e.textContent]))})""")
+        if panel["fills"] != str(n):
             continue
-        equity = page.text_content("#acct-equity")
-        cash = page.text_content("#acct-cash")
-        qty = {p["symbol"]: page.text_content(f"[data-qty='{p['symbol']}']")
-               for p in report["positions"]}
-        if page.text_content("#acct-fills") != str(len(report["fills"])):
-            continue
-        assert equity == f"{report['equity']:,.2f}"
-        assert cash == f"{report['cash']:,.2f}"
-        assert qty == {p["symbol"]: f"{p['quantity']:g}" for p in report["positions"]}
+        assert panel["equity"] == f"{report['equity']:,.2f}"
+        assert panel["cash"] == f"{report['cash']:,.2f}"
+        assert panel["qty"] == {p["symbol"]: f"{p['quantity']:g}" for p in report["positions"]}
         return
     pytest.fail("the account never held still long enough to compare")
 
