@@ -62,8 +62,11 @@ def running_engines() -> list[RunInfo]:
         try:
             info = RunInfo.model_validate_json(path.read_bytes())
             os.kill(info.pid, 0)
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)  # left by a run that was killed outright
+            continue
         except (OSError, ValueError):
-            continue  # a run that ended (or a file that is not a run file)
+            continue  # not readable, or not a run file
         found.append(info)
     return sorted(found, key=lambda i: i.started, reverse=True)
 
@@ -161,23 +164,32 @@ class RunBoard:
         """Create the board segment and the run file for `feed` (the run's on_feed hook)."""
         self.feed = feed
         self.shm = ShmArray.create(board_dtype, BOARD_ROWS, start=0, rolling=True)
-        folder = runs_dir()
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.path = folder / f"{os.getpid()}.json"
         info = RunInfo(pid=os.getpid(), started=time.time(), provider=feed.provider.name,
                        symbols=list(feed.symbols), timeframe=feed.timeframe,
                        tokens=feed.tokens(), board=self.shm.token, account=self.account)
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(info.model_dump_json())
-        tmp.replace(self.path)
+        try:
+            folder = runs_dir()
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.path = folder / f"{os.getpid()}.json"
+            tmp = self.path.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(info.model_dump_json())
+            tmp.replace(self.path)
+        except OSError as exc:
+            log.error("no dashboard: its run file cannot be written (%s: %s); the run goes on "
+                      "without it", exc.filename, exc.strerror)
+            self.path = None
+            self.close()
+            return
         logging.getLogger("strategy").addHandler(self._handler)
         feed.subscribe(self.on_batch)
 
     async def run(self, feed: Any, runners: list[Any]) -> None:
         """Start the dashboard process, then write a status row every EVERY seconds until
         cancelled; stop the process and remove the run file and segment on the way out."""
+        if self.shm is None:
+            return  # attach failed and said why
         try:
             self._start_process()
             await trio.to_thread.run_sync(self._wait_ready, abandon_on_cancel=True)

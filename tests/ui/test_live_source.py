@@ -172,3 +172,20 @@ def test_result_price_bars_merge_as_the_report_does(n):
     assert np.array_equal(mine[:, 0], ref["time"] / 1000.0)
     for i, f in enumerate(("open", "high", "low", "close"), start=1):
         assert np.array_equal(mine[:, i], ref[f]), f
+
+
+def test_run_files_of_killed_runs_are_swept(run, tmp_path):
+    import subprocess
+    import sys
+
+    _, board, _ = run
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead = board.path.with_name(f"{gone.stdout.strip()}.json")
+    dead.write_text(board.path.read_text().replace(f'"pid":{os.getpid()}',
+                                                   f'"pid":{gone.stdout.strip()}'))
+    (board.path.parent / "notes.json").write_text("not a run file")
+    assert [i.pid for i in running_engines()] == [os.getpid()]
+    assert not dead.exists()  # a run killed outright leaves its file: swept on the next look
+    assert (board.path.parent / "notes.json").exists()  # not ours to remove
+    (board.path.parent / "notes.json").unlink()
