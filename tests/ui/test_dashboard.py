@@ -179,7 +179,7 @@ def test_account_panel_matches_account_show(page, engine_run):
             fills: document.querySelector('#acct-fills').textContent,
             equity: document.querySelector('#acct-equity').textContent,
             cash: document.querySelector('#acct-cash').textContent,
-            qty: Object.fromEntries([...document.querySelectorAll('[data-qty]')].map(
+            qty: Object.fromEntries([...document.querySelectorAll('#positions [data-qty]')].map(
                 (e) => [e.dataset.qty, e.textContent]))})""")
         if panel["fills"] != str(n):
             continue
