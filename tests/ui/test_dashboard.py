@@ -288,3 +288,29 @@ def test_screenshot_is_written(page, tmp_path):
     assert data.startswith(b"\x89PNG")
     assert len(data) > 20_000
     print(f"dashboard screenshot: {out}")
+
+
+def test_working_orders_are_drawn_as_price_lines(page):
+    """An account holding a working limit and a stop (given to the page as the server sends
+    one): each becomes a price line on the chart and a row of the orders table."""
+    page.wait_for_function("window.engineUi.account !== null", timeout=30_000)
+    account = page.evaluate("window.engineUi.account")
+    last = page.evaluate("window.engineUi.last[4]")
+    orders = [
+        {"client_id": "t.1", "symbol": "btcusd", "side": "buy", "order_type": "limit",
+         "size": 1.0, "remaining": 1.0, "limit_price": round(last * 0.99, 1),
+         "stop_price": None, "tif": "GTC", "triggered": False},
+        {"client_id": "t.2", "symbol": "btcusd", "side": "sell", "order_type": "stop",
+         "size": 2.0, "remaining": 2.0, "limit_price": None,
+         "stop_price": round(last * 0.98, 1), "tif": "GTC", "triggered": False},
+    ]
+    page.evaluate("(a) => window.engineUi.applyAccount(a)", dict(account, open_orders=orders))
+    assert page.evaluate("window.engineUi.priceLines") == 2
+    rows = page.evaluate("[...document.querySelectorAll('#orders tr')].slice(1)"
+                         ".map(r => r.textContent)")
+    assert len(rows) == 2
+    assert rows[0].startswith("t.1btcusdbuylimit1")
+    page.evaluate("(a) => window.engineUi.applyAccount(a)", account)
+    assert page.evaluate("window.engineUi.priceLines") == sum(
+        (o["limit_price"] is not None) + (o["stop_price"] is not None)
+        for o in account["open_orders"] if o["symbol"] == "btcusd")

@@ -240,6 +240,14 @@
     ddSeries.setData(dd);
   }
 
+  function applyAccount(a) {
+    ui.account = a;
+    renderAccount(a, { summary: q("#account"), positions: q("#positions"),
+      orders: q("#orders"), fills: q("#fills"), ids: true });
+    drawMarkers();
+  }
+  ui.applyAccount = applyAccount;
+
   function connect() {
     const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}` +
       `/ws?token=${encodeURIComponent(token)}`);
@@ -262,12 +270,7 @@
         if (el.textContent.length > 200000) el.textContent = el.textContent.slice(-100000);
         el.scrollTop = el.scrollHeight;
       }
-      if (m.account) {
-        ui.account = m.account;
-        renderAccount(m.account, { summary: q("#account"), positions: q("#positions"),
-          orders: q("#orders"), fills: q("#fills"), ids: true });
-        drawMarkers();
-      }
+      if (m.account) applyAccount(m.account);
       if (m.equity_reset || m.equity) addEquity(m.equity || [], !!m.equity_reset);
     };
     ui.ws = ws;
