@@ -114,6 +114,13 @@ def page(engine_run):
             browser.close()
 
 
+def test_the_dashboard_is_a_process_of_its_own(engine_run):
+    children = [p for p in Path("/proc").iterdir() if p.name.isdigit()
+                and _parent(int(p.name)) == engine_run["proc"].pid]
+    commands = [(c / "cmdline").read_bytes().split(b"\0") for c in children]
+    assert any(b"engine.ui" in cmd and b"attach" in cmd for cmd in commands), commands
+
+
 def test_candles_draw_and_then_move(page):
     page.wait_for_function("window.engineUi.candles > 100 && window.engineUi.last !== null",
                            timeout=20_000)
