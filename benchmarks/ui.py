@@ -167,6 +167,9 @@ class _StandIn:
     timeframe: int = 1
     provider: types.SimpleNamespace = field(default_factory=lambda: types.SimpleNamespace(
         name="stand-in"))
+    # Outside a trio run: the wall clock stands in for the engine's.
+    clock: types.SimpleNamespace = field(
+        default_factory=lambda: types.SimpleNamespace(now=time.time))
 
     def tokens(self) -> dict:
         return {"ticks": self.ticks.token.model_dump(),

@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +143,7 @@ class RunBoard:
             if len(text) > TEXT_BYTES:
                 return  # a status of thousands of strategies: the page keeps the last one
         row = np.zeros(1, dtype=board_dtype)
-        row["time"], row["kind"], row["text"] = time.time(), message.type.encode(), text
+        row["time"], row["kind"], row["text"] = message.t, message.type.encode(), text
         with self._lock:
             shm.push(row)
 
@@ -164,7 +163,7 @@ class RunBoard:
         """Create the board segment and the run file for `feed` (the run's on_feed hook)."""
         self.feed = feed
         self.shm = ShmArray.create(board_dtype, BOARD_ROWS, start=0, rolling=True)
-        info = RunInfo(pid=os.getpid(), started=time.time(), provider=feed.provider.name,
+        info = RunInfo(pid=os.getpid(), started=feed.clock.now(), provider=feed.provider.name,
                        symbols=list(feed.symbols), timeframe=feed.timeframe,
                        tokens=feed.tokens(), board=self.shm.token, account=self.account)
         try:
@@ -193,9 +192,9 @@ class RunBoard:
         try:
             self._start_process()
             await trio.to_thread.run_sync(self._wait_ready, abandon_on_cancel=True)
-            last_q, last_t = feed.stats.quotes, time.monotonic()
+            last_q, last_t = feed.stats.quotes, feed.clock.now()
             while True:
-                now = time.monotonic()
+                now = feed.clock.now()
                 rate = (feed.stats.quotes - last_q) / max(now - last_t, 1e-9)
                 last_q, last_t = feed.stats.quotes, now
                 self.push(self._status(feed, runners, rate))
@@ -214,7 +213,7 @@ class RunBoard:
                 state="failed" if s.error else "stopped" if s.stopped else
                       "in its thread" if s.off_loop else "running",
                 indicators=_declared(r)))
-        return RunStatus(t=time.time(), quotes=st.quotes, ticks=st.ticks, bars=st.bars,
+        return RunStatus(t=feed.clock.now(), quotes=st.quotes, ticks=st.ticks, bars=st.bars,
                          rejected=st.rejected, last_error=st.last_error, quotes_per_s=rate,
                          status=dict(feed.status), reconnects=self.reconnects, gaps=self.gaps,
                          strategies=strategies)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import types
 from dataclasses import dataclass, field
 
@@ -30,6 +31,9 @@ class StandIn:
     timeframe: int = 1
     provider: types.SimpleNamespace = field(
         default_factory=lambda: types.SimpleNamespace(name="stand-in"))
+    # Outside a trio run: the wall clock stands in for the engine's.
+    clock: types.SimpleNamespace = field(
+        default_factory=lambda: types.SimpleNamespace(now=time.time))
 
     def tokens(self) -> dict:
         return {"ticks": self.ticks.token.model_dump(),
