@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.live import run as run_strategy
     from engine.provider import ProviderError
     from engine.strategy import StrategyError
+    from engine.ui import RunBoard, UiAddressError, parse_address
 
     if args.actors and (args.ui is not None or args.allow_remote):
         raise UsageError("--ui serves one process's run: run without --actors to watch it")
@@ -113,10 +114,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.venue or args.testnet:
         raise UsageError("--venue and --testnet go with --live")
     show, every, tty = status_printer(args)
-    board = None
+    # Every run publishes its run file and board, so `engine ui` can attach to it later.
+    board = RunBoard(serve=False)
     if args.ui is not None:
-        from engine.ui import RunBoard, UiAddressError, parse_address
-
         try:
             host, port = parse_address(args.ui)
             board = RunBoard(host=host, port=port, allow_remote=args.allow_remote)

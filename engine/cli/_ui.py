@@ -8,7 +8,7 @@ import argparse
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "ui", help="open the web dashboard: a running engine, accounts, saved results",
-        description="Serve the dashboard: attach to a running `engine run --ui` (the newest by "
+        description="Serve the dashboard: attach to a running `engine run` (the newest by "
                     "default) and browse paper accounts and saved backtest and sweep results "
                     "(`--json` files). Prints the URL with its access token.")
     p.add_argument("results", nargs="*", metavar="RESULT.json",

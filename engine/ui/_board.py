@@ -1,10 +1,11 @@
 """What a run publishes for its dashboard: a run file naming its shared memory, and a board segment
 of status rows (feed health, each strategy's state, its log lines).
 
-The run's own process does only cheap things here: it writes one JSON row to shared memory every
-`EVERY` seconds and one per strategy log line, and it starts the dashboard in a process of its own
-(`python -m engine.ui attach`), which reads the feed's bar and tick segments and this board in
-place. Nothing here awaits the dashboard or blocks the feed: a dashboard that is slow, stuck or
+Every `engine run` publishes them (so `engine ui` can attach to it later); with `--ui` the run also
+starts the dashboard in a process of its own (`python -m engine.ui attach`). The run's own process
+does only cheap things here: it writes one JSON row to shared memory every `EVERY` seconds and one
+per strategy log line; the dashboard process reads the feed's bar and tick segments and this
+board in place. Nothing here awaits the dashboard or blocks the feed: a dashboard that is slow, stuck or
 gone costs the run nothing but the rows it never reads.
 """
 
@@ -52,7 +53,7 @@ def runs_dir() -> Path:
 
 
 def running_engines() -> list[RunInfo]:
-    """The run files of engines still running (newest first); files of dead ones are skipped."""
+    """The run files of engines still running (newest first); files of dead ones are removed."""
     found = []
     folder = runs_dir()
     if not folder.is_dir():
@@ -102,17 +103,19 @@ class _LogRows(logging.Handler):
 
 
 class RunBoard:
-    """A run's dashboard: its board segment, run file and dashboard process.
+    """A run's dashboard: its board segment, run file and (with `serve`) dashboard process.
 
     `host`/`port` is where the dashboard listens (port 0: a free one); `allow_remote` must be
-    set for an address other than loopback. `token` is the access token (default: random)."""
+    set for an address other than loopback. `token` is the access token (default: random).
+    `serve=False` only publishes the run, for `engine ui` to attach to."""
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, allow_remote: bool = False,
                  token: str | None = None, account: str | None = None,
-                 announce: Any = None) -> None:
+                 announce: Any = None, serve: bool = True) -> None:
         from engine.ui._server import check_address, new_token
 
         check_address(host, allow_remote)
+        self.serve = serve
         self.host, self.port, self.allow_remote = host, port, allow_remote
         self.token = token or new_token()
         self.account = account
@@ -162,10 +165,20 @@ class RunBoard:
     def attach(self, feed: Any) -> None:
         """Create the board segment and the run file for `feed` (the run's on_feed hook)."""
         self.feed = feed
+        if self.publish(provider=feed.provider.name, symbols=list(feed.symbols),
+                        timeframe=feed.timeframe, tokens=feed.tokens(), started=feed.clock.now()):
+            feed.subscribe(self.on_batch)
+
+    def publish(self, *, provider: str, symbols: list[str], timeframe: int,
+                tokens: dict[str, Any], started: float, logs: bool = True) -> bool:
+        """Create the board segment and write the run file naming it and the feed's `tokens`;
+        with `logs`, strategy log lines of this process become rows. False (said in one line)
+        when the run file cannot be written: the run goes on without it."""
+        running_engines()  # sweeps the run files of runs killed outright
         self.shm = ShmArray.create(board_dtype, BOARD_ROWS, start=0, rolling=True)
-        info = RunInfo(pid=os.getpid(), started=feed.clock.now(), provider=feed.provider.name,
-                       symbols=list(feed.symbols), timeframe=feed.timeframe,
-                       tokens=feed.tokens(), board=self.shm.token, account=self.account)
+        info = RunInfo(pid=os.getpid(), started=started, provider=provider, symbols=symbols,
+                       timeframe=timeframe, tokens=tokens, board=self.shm.token,
+                       account=self.account)
         try:
             folder = runs_dir()
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -176,28 +189,43 @@ class RunBoard:
                 f.write(info.model_dump_json())
             tmp.replace(self.path)
         except OSError as exc:
-            log.error("no dashboard: its run file cannot be written (%s: %s); the run goes on "
-                      "without it", exc.filename, exc.strerror)
+            if self.serve:
+                log.error("no dashboard: its run file cannot be written (%s: %s); the run goes "
+                          "on without it", exc.filename, exc.strerror)
+            else:
+                log.warning("engine ui cannot attach to this run: its run file cannot be "
+                            "written (%s: %s)", exc.filename, exc.strerror)
             self.path = None
             self.close()
-            return
-        logging.getLogger("strategy").addHandler(self._handler)
-        feed.subscribe(self.on_batch)
+            return False
+        if logs:
+            logging.getLogger("strategy").addHandler(self._handler)
+        return True
 
     async def run(self, feed: Any, runners: list[Any]) -> None:
-        """Start the dashboard process, then write a status row every EVERY seconds until
-        cancelled; stop the process and remove the run file and segment on the way out."""
+        """Start the dashboard process (with `serve`), then write a status row every EVERY
+        seconds until cancelled; stop the process and remove the run file and segment on the
+        way out."""
+        last = [feed.stats.quotes, feed.clock.now()]
+
+        def status() -> RunStatus:
+            now = feed.clock.now()
+            rate = (feed.stats.quotes - last[0]) / max(now - last[1], 1e-9)
+            last[:] = feed.stats.quotes, now
+            return self._status(feed, runners, rate)
+
+        await self.rows(status)
+
+    async def rows(self, status: Any) -> None:
+        """`run` for any source of status: push `status()` (a RunStatus) every EVERY seconds."""
         if self.shm is None:
-            return  # attach failed and said why
+            return  # publishing failed and said why
         try:
-            self._start_process()
-            await trio.to_thread.run_sync(self._wait_ready, abandon_on_cancel=True)
-            last_q, last_t = feed.stats.quotes, feed.clock.now()
+            if self.serve:
+                self._start_process()
+                await trio.to_thread.run_sync(self._wait_ready, abandon_on_cancel=True)
             while True:
-                now = feed.clock.now()
-                rate = (feed.stats.quotes - last_q) / max(now - last_t, 1e-9)
-                last_q, last_t = feed.stats.quotes, now
-                self.push(self._status(feed, runners, rate))
+                self.push(status())
                 await trio.sleep(EVERY)
         finally:
             self.close()

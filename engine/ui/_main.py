@@ -21,7 +21,7 @@ __all__ = ["UiServer", "open_ui", "serve_ui", "resolve_run"]
 
 
 class NoRunningEngine(LookupError):
-    """`attach` names no engine that is running with a dashboard board."""
+    """`attach` names no engine that is running."""
 
 
 @dataclass
@@ -55,13 +55,13 @@ def resolve_run(attach: str | int | Path | RunInfo | None) -> RunInfo | None:
     running = running_engines()
     if text == "latest":
         if not running:
-            raise NoRunningEngine("no engine is running with --ui (start one with "
-                                  "`engine run strat.py --ui 8050`)")
+            raise NoRunningEngine("no engine is running (start one with "
+                                  "`engine run strat.py`)")
         return running[0]
     for info in running:
         if str(info.pid) == text:
             return info
-    raise NoRunningEngine(f"no engine with pid {text} is running with --ui (running: "
+    raise NoRunningEngine(f"no engine with pid {text} is running (running: "
                           f"{', '.join(str(i.pid) for i in running) or 'none'})")
 
 
