@@ -1,0 +1,159 @@
+"""`engine ui --attach` on runs started without a browser in sight: a plain `engine run` publishes
+its run file and board, so a dashboard started later serves its candles and strategy state; an
+`engine run --actors --ui` serves what its strategy actors do. No browser: the page's own HTTP
+requests and websocket, made from here with the token.
+
+Every wait is on a condition of a process, a file or a message, with a deadline; nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import trio
+from trio_websocket import open_websocket_url
+
+from tests.conftest import segments_of
+from tests.ui.test_dashboard import ROOT, _wait_for
+
+
+def _start(args: list[str], home: Path) -> tuple[subprocess.Popen, Path]:
+    env = dict(os.environ, ENGINE_HOME=str(home), PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    log = home / "run.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", *args], cwd=ROOT,
+                                env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    return proc, log
+
+
+def _get(url: str, path: str) -> tuple[int, dict]:
+    parts = urlsplit(url)
+    try:
+        with urllib.request.urlopen(f"http://{parts.netloc}{path}", timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, {}
+
+
+def _watch(url: str, symbol: str, until, timeout: float = 30) -> dict:
+    """Watch `symbol` over the page's websocket; merge the updates until `until(merged)`."""
+    parts = urlsplit(url)
+    merged: dict = {"candles": [], "strategies": None, "log": []}
+
+    async def main() -> None:
+        with trio.fail_after(timeout):
+            async with open_websocket_url(f"ws://{parts.netloc}/ws?{parts.query}") as ws:
+                await ws.send_message(json.dumps({"type": "watch", "symbol": symbol}))
+                while not until(merged):
+                    msg = json.loads(await ws.get_message())
+                    for key in ("reset", "append"):
+                        if key in msg:
+                            merged["candles"] += msg[key]["candles"]
+                            merged.setdefault("lines", {}).update(msg[key]["lines"])
+                    if "strategies" in msg:
+                        merged["strategies"] = msg["strategies"]
+                    merged["log"] += msg.get("log", [])
+
+    trio.run(main)
+    return merged
+
+
+def _stop(proc: subprocess.Popen, log: Path) -> str:
+    """Ctrl-C as a terminal sends it (to the run's process group); the run's output."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+    proc.wait(timeout=30)
+    return log.read_text()
+
+
+def test_engine_ui_attaches_to_a_plain_run(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    proc, log = _start(["strategies/sma_cross.py", "-p", "fast=2", "-p", "slow=4", "--paper",
+                        "--account", "attached", "--status-every", "3600", "--duration", "300",
+                        "-o", "seed=5"], home)
+    ui = None
+    try:
+        run_file = home / "runs" / f"{proc.pid}.json"
+
+        def published() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"engine run exited: {log.read_text()[-2000:]}")
+            return run_file.exists()
+
+        _wait_for(published, 60, "the run file")
+        assert "dashboard:" not in log.read_text()  # published, not served
+        env = dict(os.environ, ENGINE_HOME=str(home), PYTHONPATH=str(ROOT))
+        ui = subprocess.Popen([sys.executable, "-m", "engine.cli", "ui", "--attach",
+                               str(proc.pid)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+        first = ui.stdout.readline()
+        assert first.startswith("dashboard: http://127.0.0.1:"), first
+        url = first.removeprefix("dashboard: ").strip()
+
+        status, info = _get(url, "/api/info?" + urlsplit(url).query)
+        assert status == 200
+        assert info["live"]["pid"] == proc.pid
+        assert info["live"]["symbols"] == ["btcusd"]
+        assert info["live"]["account"] == "attached"
+        assert _get(url, "/api/info")[0] == 403
+
+        seen = _watch(url, "btcusd", lambda m: len(m["candles"]) >= 5 and m["strategies"]
+                      and m["strategies"][0]["state"] == "running")
+        assert seen["strategies"][0]["name"] == "SmaCross"
+        times = [c[0] for c in seen["candles"]]
+        assert times == sorted(times)
+        declared = {d["kind"] for d in seen["strategies"][0]["indicators"]}
+        assert declared == {"sma"}
+
+        out = _stop(proc, log)
+        assert proc.returncode == 0, out
+        # The run removed its run file and every segment; the dashboard saw it go and ended.
+        assert not run_file.exists()
+        assert not segments_of(proc.pid)
+        ui.wait(timeout=30)
+        assert ui.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if ui is not None:
+            if ui.poll() is None:
+                ui.kill()
+                ui.wait()
+            ui.stdout.close()
+
+
+def test_a_run_killed_outright_is_swept_by_the_next(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    args = ["strategies/sma_cross.py", "--status-every", "3600", "--duration", "300",
+            "-o", "seed=5"]
+    proc, log = _start(args, home)
+    try:
+        run_file = home / "runs" / f"{proc.pid}.json"
+        _wait_for(lambda: run_file.exists() or proc.poll() is not None, 60, "the run file")
+        assert run_file.exists(), log.read_text()
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert run_file.exists()  # nothing ran to remove it
+        again, log2 = _start(["strategies/sma_cross.py", "--status-every", "3600",
+                              "--duration", "1", "-o", "seed=6"], home)
+        assert again.wait(timeout=60) == 0, log2.read_text()
+        assert not segments_of(again.pid), (again.pid, log2.read_text())
+        assert not list((home / "runs").glob("*.json"))
+        # The next engine's start-up removes the dead run's segments.
+        assert not segments_of(proc.pid)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
