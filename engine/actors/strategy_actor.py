@@ -30,6 +30,7 @@ from engine.orders import CancelOrder, ModifyOrder, SubmitOrder
 from engine.scheduler import StrategyRunner, make_runner
 from engine.shm import ShmArray
 from engine.strategy import StrategyError, load_strategy
+from engine.ui._actors import ActorRows
 from engine.warming import probe_warmup
 
 __all__ = ["run_strategy", "warmup_of", "ActorRouter"]
@@ -110,11 +111,13 @@ async def _run(ctx: Any, path: str, params: dict[str, Any], feed: str, clearing:
         runner, skip = _make_runner(strategy, sub, bars, quotes, router, symbols, timeframe,
                                     mailbox)
         runner.context.set_id_prefix(flow.prefix)
+        rows = ActorRows()  # its log lines and indicators, for the run's dashboard
+        stack.callback(rows.close)
         await ctx.started({"pid": os.getpid(), "name": strategy.name,
                            "segments": [shm.name for shm in bars.values()]})
         async with ctx.open_stream() as control:
             error = await _drive(runner, router, link, sub, flow, control, quotes, skip,
-                                 stats_every)
+                                 stats_every, rows)
         return _report(runner, router, error, strategy.name)
 
 
@@ -154,7 +157,7 @@ def _make_runner(strategy: Any, sub: Subscription, bars: dict[str, ShmArray],
 
 async def _drive(runner: StrategyRunner, router: BookRouter, link: ActorRouter,
                  sub: Subscription, flow: OrderFlow, control: Any, quotes: dict[str, dict],
-                 skip: dict[str, int], stats_every: float) -> str | None:
+                 skip: dict[str, int], stats_every: float, rows: ActorRows) -> str | None:
     """Run the strategy and its four pumps; return why it stopped if not by request."""
     why: list[str] = []
     async with trio.open_nursery() as nursery:
@@ -212,7 +215,7 @@ async def _drive(runner: StrategyRunner, router: BookRouter, link: ActorRouter,
                     await control.send({"quotes": runner.stats.quotes,
                                         "bars": runner.stats.bars,
                                         "coalesced": runner.mailbox.coalesced,
-                                        "orders": len(router.orders)})
+                                        "orders": len(router.orders), **rows.take(runner)})
             except LINK_ERRORS:
                 done()
 

@@ -81,14 +81,12 @@ def run(args: argparse.Namespace) -> int:
         paper_args,
         status_printer,
     )
+    from engine.cli._ui import run_board
     from engine.live import resolve_strategy
     from engine.live import run as run_strategy
     from engine.provider import ProviderError
     from engine.strategy import StrategyError
-    from engine.ui import RunBoard, UiAddressError, parse_address
 
-    if args.actors and (args.ui is not None or args.allow_remote):
-        raise UsageError("--ui serves one process's run: run without --actors to watch it")
     if args.actors:
         from engine.cli._run_actors import run_command
 
@@ -114,16 +112,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.venue or args.testnet:
         raise UsageError("--venue and --testnet go with --live")
     show, every, tty = status_printer(args)
-    # Every run publishes its run file and board, so `engine ui` can attach to it later.
-    board = RunBoard(serve=False)
-    if args.ui is not None:
-        try:
-            host, port = parse_address(args.ui)
-            board = RunBoard(host=host, port=port, allow_remote=args.allow_remote)
-        except UiAddressError as exc:
-            raise UsageError(str(exc)) from None
-    elif args.allow_remote:
-        raise UsageError("--allow-remote goes with --ui")
+    board = run_board(args)
     try:
         result = run_strategy(strat, provider=provider, symbols=symbols,
                               timeframe=args.timeframe, duration=args.duration,

@@ -21,12 +21,14 @@ def run_command(args: argparse.Namespace) -> int:
         paper_args,
         status_printer,
     )
+    from engine.cli._ui import run_board
     from engine.provider import ProviderError
     from engine.strategy import StrategyError
 
     check_run_args(args)
     if getattr(args, "record", False):
         raise UsageError("--record is not available with --actors yet")
+    board = run_board(args)
     from engine.actors._runtime import parse_hostport
 
     try:
@@ -49,7 +51,7 @@ def run_command(args: argparse.Namespace) -> int:
                      history=args.history, status=show, status_every=every,
                      handle_signals=True, paper=paper, restart=args.restart,
                      registry=registry, log_level=args.log_level,
-                     lanes=not args.no_lanes)
+                     lanes=not args.no_lanes, board=board)
     except (StrategyError, ProviderError, ClearingError, FeedGone) as exc:
         raise UsageError(str(exc)) from None
     except Exception as exc:

@@ -23,6 +23,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def run_board(args: argparse.Namespace):  # -> engine.ui.RunBoard (imported late: startup time)
+    """The board of `engine run`: every run publishes its run file and board, so `engine ui` can
+    attach to it later; `--ui` also serves the dashboard from a process of its own."""
+    from engine.cli._common import UsageError
+    from engine.ui import RunBoard, UiAddressError, parse_address
+
+    if args.ui is None:
+        if args.allow_remote:
+            raise UsageError("--allow-remote goes with --ui")
+        return RunBoard(serve=False)
+    try:
+        host, port = parse_address(args.ui)
+        return RunBoard(host=host, port=port, allow_remote=args.allow_remote)
+    except UiAddressError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def run(args: argparse.Namespace) -> int:
     from engine.cli._common import UsageError
     from engine.ui import UiAddressError, parse_address, running_engines, serve_ui

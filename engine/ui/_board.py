@@ -126,6 +126,7 @@ class RunBoard:
         self.path: Path | None = None
         self.process: subprocess.Popen | None = None
         self.reconnects = 0
+        self.actors: dict[str, dict[str, Any]] = {}  # --actors: each strategy's last report
         self.gaps = 0
         self._lock = threading.Lock()
         self._handler = _LogRows(self)

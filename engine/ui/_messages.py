@@ -51,7 +51,7 @@ class IndicatorDecl(_Message):
 
 class StrategyState(_Message):
     name: str
-    state: Literal["running", "in its thread", "stopped", "failed"]
+    state: Literal["starting", "running", "in its thread", "stopped", "failed", "restarting"]
     quotes: int
     bars: int
     coalesced: int  # quotes dropped for newer ones while it was behind

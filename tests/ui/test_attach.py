@@ -157,3 +157,49 @@ def test_a_run_killed_outright_is_swept_by_the_next(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_actors_run_with_ui_serves_candles_and_the_strategy_actors_state(tmp_path):
+    from tests.actors.procs import free_port
+
+    home = tmp_path / "home"
+    home.mkdir()
+    proc, log = _start(["--actors", "strategies/sma_cross.py", "-p", "fast=2", "-p", "slow=4",
+                        "--ui", "0", "--history", "1", "--status-every", "3600",
+                        "--duration", "300", "--registry", f"127.0.0.1:{free_port()}"], home)
+    try:
+        def url() -> str | None:
+            if proc.poll() is not None:
+                raise AssertionError(f"engine run exited: {log.read_text()[-2000:]}")
+            for line in log.read_text().splitlines():
+                if line.startswith("dashboard: "):
+                    return line.removeprefix("dashboard: ").strip()
+            return None
+
+        found = _wait_for(url, 90, "the dashboard's URL")
+        status, info = _get(found, "/api/info?" + urlsplit(found).query)
+        assert status == 200
+        assert info["live"]["pid"] == proc.pid  # the root, which owns the run file and board
+        assert info["live"]["symbols"] == ["btcusd"]
+
+        # State, indicators and log lines come from the strategy's own actor process.
+        seen = _watch(found, "btcusd", lambda m: len(m["candles"]) >= 5 and m["strategies"]
+                      and m["strategies"][0]["state"] == "running"
+                      and {"sma(2)", "sma(4)"} <= set(m.get("lines", ()))
+                      and any("bar close" in line["message"] for line in m["log"]), timeout=60)
+        strategy = seen["strategies"][0]
+        assert strategy["name"] == "SmaCross"
+        assert {d["kind"] for d in strategy["indicators"]} == {"sma"}
+        assert {line["strategy"] for line in seen["log"]} == {"SmaCross"}
+        # The declared indicators are drawn over the candles, computed from the feed's bars.
+        assert all(len(seen["lines"][k]) for k in ("sma(2)", "sma(4)"))
+
+        out = _stop(proc, log)
+        assert proc.returncode == 0, out
+        assert "Traceback" not in out
+        assert not list((home / "runs").glob("*.json"))
+        assert not segments_of(proc.pid)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
