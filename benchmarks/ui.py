@@ -4,8 +4,9 @@ Run: uv run python benchmarks/ui.py [--seconds 10] [--quotes 300]
 Needs Debian's chromium at /usr/bin/chromium (driven by playwright; nothing is downloaded).
 
 1. Feed cost (issue 17: under 5 %). A paced provider sends 20 symbols at 1,000 quote messages/s
-   in all (one trade tick each) through `run_live` with one strategy, twice: without a dashboard,
-   then with `--ui`'s board, its dashboard process and a headless chromium showing the page. The
+   in all (one trade tick each) through `run_live` with one strategy, three times: without a
+   board, with the board alone (what every `engine run` publishes for `engine ui` to attach to),
+   and with `--ui`'s board, its dashboard process and a headless chromium showing the page. The
    feed's throughput is measured as quotes per CPU-second of the engine's thread over the same
    window (the rate it could sustain flat out); the delivered rate is printed beside it, and
    the dashboard's own work inside the engine (status and log rows), timed where it happens.
@@ -86,10 +87,12 @@ class Meter(Strategy):
         self.end = (time.thread_time(), time.perf_counter(), self.n)
 
 
-def feed_run(seconds: float, with_page: bool) -> dict:
+def feed_run(seconds: float, kind: str) -> dict:
+    """One run: `kind` "none" (no board), "board" (published only) or "page" (--ui, page open)."""
     MARK["go"] = False
     strat = Meter()
-    board = RunBoard(announce=lambda url: None) if with_page else None
+    with_page = kind == "page"
+    board = None if kind == "none" else RunBoard(announce=lambda url: None, serve=with_page)
     out: dict = {"board_s": 0.0}
     if board is not None:
         # The engine-side work of the dashboard, timed where it happens: status rows built and
@@ -240,24 +243,27 @@ def main() -> None:
     args = ap.parse_args()
     print(f"feed: {len(SYMBOLS)} symbols, {RATE:.0f} quotes/s paced, one strategy, "
           f"{args.seconds:g} s measured per run, {args.rounds} runs of each kind")
-    runs: dict[bool, list[dict]] = {False: [], True: []}
+    kinds = {"none": "without a board", "board": "board only", "page": "with the page open"}
+    runs: dict[str, list[dict]] = {k: [] for k in kinds}
     for _ in range(args.rounds):
-        for with_page in (False, True):
-            runs[with_page].append(feed_run(args.seconds, with_page=with_page))
+        for kind in kinds:
+            runs[kind].append(feed_run(args.seconds, kind))
     med = {}
-    for with_page, label in ((False, "without dashboard"), (True, "with the page open")):
-        rs = runs[with_page]
-        med[with_page] = float(np.median([r["capacity"] for r in rs]))
+    for kind, label in kinds.items():
+        rs = runs[kind]
+        med[kind] = float(np.median([r["capacity"] for r in rs]))
         each = ", ".join(f"{r['capacity']:.0f}" for r in rs)
         print(f"  {label:20s} delivered {np.median([r['delivered'] for r in rs]):7.0f} "
-              f"quotes/s; throughput {med[with_page]:9.0f} quotes per engine CPU-second "
+              f"quotes/s; throughput {med[kind]:9.0f} quotes per engine CPU-second "
               f"(runs: {each})"
-              + (f"; {rs[0]['updates']} page updates in the first" if with_page else ""))
-    share = float(np.median([r["board_share"] for r in runs[True]]))
-    print(f"  the dashboard's own work in the engine (status and log rows): "
-          f"{100 * share:.3f} % of the engine's CPU time over the run")
-    ratio = med[True] / med[False]
-    print(f"  ratio with/without: {ratio:.3f} (loss {100 * (1 - ratio):.1f} %, target < 5 %)")
+              + (f"; {rs[0]['updates']} page updates in the first" if kind == "page" else ""))
+    for kind in ("board", "page"):
+        share = float(np.median([r["board_share"] for r in runs[kind]]))
+        print(f"  {kinds[kind]}: the board's own work in the engine (status and log rows): "
+              f"{100 * share:.3f} % of the engine's CPU time over the run")
+        ratio = med[kind] / med["none"]
+        print(f"  {kinds[kind]}: ratio to without: {ratio:.3f} "
+              f"(loss {100 * (1 - ratio):.1f} %, target < 5 %)")
     lat = latency(args.quotes)
     print(f"latency, tick row pushed to shm -> page shows it ({len(lat)} quotes): "
           f"p50 {np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms, "
