@@ -495,24 +495,20 @@ async def run_actors(
                  status=status, status_every=status_every, handle_signals=handle_signals,
                  on_event=on_event, log_level=log_level, stop_timeout=stop_timeout,
                  lanes=lanes)
-    root.board = board
-    try:
-        if stop is None:
-            return await root.run()
-        async with trio.open_nursery() as nursery:
+    root.board = board  # closed by its rows task, which ends with the run
+    if stop is None:
+        return await root.run()
+    async with trio.open_nursery() as nursery:
 
-            async def stop_on_request() -> None:
-                await stop.wait()
-                root.done.set()
-                root.startup.cancel()
+        async def stop_on_request() -> None:
+            await stop.wait()
+            root.done.set()
+            root.startup.cancel()
 
-            nursery.start_soon(stop_on_request)
-            result = await root.run()
-            nursery.cancel_scope.cancel()
-        return result
-    finally:
-        if board is not None:
-            board.close()
+        nursery.start_soon(stop_on_request)
+        result = await root.run()
+        nursery.cancel_scope.cancel()
+    return result
 
 
 def run(strategies: Sequence[str | Path], **kwargs: Any) -> ActorRunResult:

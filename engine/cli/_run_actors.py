@@ -60,6 +60,8 @@ def run_command(args: argparse.Namespace) -> int:
         if isinstance(exc, FeedError):
             raise UsageError(str(exc)) from None
         raise
+    finally:
+        board.close()
     if tty:
         print(file=sys.stderr)
     print(result.summary(), flush=True)

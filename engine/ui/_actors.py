@@ -93,8 +93,11 @@ def _status(board: RunBoard, root: Any, clock: Any) -> Callable[[], RunStatus]:
         strategies = []
         for slot in root.plan.slots:
             counts, ui = slot.stats(), board.actors.get(slot.name, {})
+            state = _STATES.get(slot.state, "running")
+            if state == "running" and ui.get("off_loop"):
+                state = "in its thread"
             strategies.append(StrategyState(
-                name=slot.name, state=_STATES.get(slot.state, "running"),
+                name=slot.name, state=state,
                 quotes=counts["quotes"], bars=counts["bars"], coalesced=counts["coalesced"],
                 error=slot.error, off_loop=ui.get("off_loop"), lag=ui.get("lag", 0.0),
                 indicators=[IndicatorDecl(**d) for d in ui.get("indicators", ())]))
