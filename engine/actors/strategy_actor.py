@@ -11,6 +11,7 @@ message, periodic counters on the context's stream, and the final report as its 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -208,19 +209,23 @@ async def _drive(runner: StrategyRunner, router: BookRouter, link: ActorRouter,
                 pass
             done()
 
+        async def send_stats() -> None:
+            await control.send({"quotes": runner.stats.quotes, "bars": runner.stats.bars,
+                                "coalesced": runner.mailbox.coalesced,
+                                "orders": len(router.orders), **rows.take(runner)})
+
         async def report() -> None:
             try:
                 while True:
                     await trio.sleep(stats_every)
-                    await control.send({"quotes": runner.stats.quotes,
-                                        "bars": runner.stats.bars,
-                                        "coalesced": runner.mailbox.coalesced,
-                                        "orders": len(router.orders), **rows.take(runner)})
+                    await send_stats()
             except LINK_ERRORS:
                 done()
 
         async def strategy() -> None:
             await runner.run()
+            with contextlib.suppress(*LINK_ERRORS):
+                await send_stats()  # its last log lines, for the dashboard
             done()  # the strategy failed (its error is in runner.stats) or stopped
 
         for task in (follow_feed, send_orders, take_events, listen, report, strategy):

@@ -24,6 +24,9 @@ from trio_websocket import open_websocket_url
 from tests.conftest import segments_of
 from tests.ui.test_dashboard import ROOT, _wait_for
 
+# A strategy whose callback held the loop too long (a loaded machine) runs on in a thread.
+RUNNING = ("running", "in its thread")
+
 
 def _start(args: list[str], home: Path) -> tuple[subprocess.Popen, Path]:
     env = dict(os.environ, ENGINE_HOME=str(home), PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
@@ -108,7 +111,7 @@ def test_engine_ui_attaches_to_a_plain_run(tmp_path):
         assert _get(url, "/api/info")[0] == 403
 
         seen = _watch(url, "btcusd", lambda m: len(m["candles"]) >= 5 and m["strategies"]
-                      and m["strategies"][0]["state"] == "running")
+                      and m["strategies"][0]["state"] in RUNNING)
         assert seen["strategies"][0]["name"] == "SmaCross"
         times = [c[0] for c in seen["candles"]]
         assert times == sorted(times)
@@ -159,12 +162,33 @@ def test_a_run_killed_outright_is_swept_by_the_next(tmp_path):
             proc.wait()
 
 
-def test_actors_run_with_ui_serves_candles_and_the_strategy_actors_state(tmp_path):
+BOOM = """
+from engine import Strategy
+
+
+class Boom(Strategy):
+    symbols = ("btcusd",)
+
+    def on_start(self):
+        self.n = 0
+        self.log("Boom starts")
+
+    def on_quote(self, quote):
+        self.n += 1
+        if self.n == 5:
+            raise RuntimeError("boom at quote 5")
+"""
+
+
+def test_actors_run_with_ui_serves_candles_and_each_strategy_actors_state(tmp_path):
     from tests.actors.procs import free_port
 
     home = tmp_path / "home"
     home.mkdir()
-    proc, log = _start(["--actors", "strategies/sma_cross.py", "-p", "fast=2", "-p", "slow=4",
+    boom = tmp_path / "boom.py"
+    boom.write_text(BOOM)
+    proc, log = _start(["--actors", "strategies/sma_cross.py", str(boom), "-p", "fast=2",
+                        "-p", "slow=4",
                         "--ui", "0", "--history", "1", "--status-every", "3600",
                         "--duration", "300", "--registry", f"127.0.0.1:{free_port()}"], home)
     try:
@@ -184,22 +208,31 @@ def test_actors_run_with_ui_serves_candles_and_the_strategy_actors_state(tmp_pat
 
         # State, indicators and log lines come from the strategy's own actor process.
         seen = _watch(found, "btcusd", lambda m: len(m["candles"]) >= 5 and m["strategies"]
-                      and m["strategies"][0]["state"] == "running"
+                      and m["strategies"][0]["state"] in RUNNING
+                      and m["strategies"][1]["state"] == "failed"
                       and {"sma(2)", "sma(4)"} <= set(m.get("lines", ()))
                       and any("bar close" in line["message"] for line in m["log"]), timeout=60)
         strategy = seen["strategies"][0]
         assert strategy["name"] == "SmaCross"
         assert {d["kind"] for d in strategy["indicators"]} == {"sma"}
-        assert {line["strategy"] for line in seen["log"]} == {"SmaCross"}
+        assert {line["strategy"] for line in seen["log"]} == {"SmaCross", "Boom"}
+        assert any(line["message"].endswith("Boom starts") for line in seen["log"])
+        failed = seen["strategies"][1]
+        assert failed["name"] == "Boom"
+        assert "boom at quote 5" in failed["error"]
         # The declared indicators are drawn over the candles, computed from the feed's bars.
         assert all(len(seen["lines"][k]) for k in ("sma(2)", "sma(4)"))
 
         out = _stop(proc, log)
-        assert proc.returncode == 0, out
+        assert proc.returncode == 1, out  # a strategy failed
+        assert "Boom: FAILED" in out
         assert "Traceback" not in out
         assert not list((home / "runs").glob("*.json"))
         assert not segments_of(proc.pid)
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            try:
+                _stop(proc, log)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
