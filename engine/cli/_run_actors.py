@@ -28,7 +28,10 @@ def run_command(args: argparse.Namespace) -> int:
     check_run_args(args)
     if getattr(args, "record", False):
         raise UsageError("--record is not available with --actors yet")
-    board = run_board(args)
+    # Only with --ui: a kill -9 of the terminal's process group takes the root's resource
+    # tracker with it, and the root's board segment would stay until the next engine starts
+    # (the actors, in sessions of their own, clean up after themselves).
+    board = run_board(args, publish=False)
     from engine.actors._runtime import parse_hostport
 
     try:
@@ -61,7 +64,8 @@ def run_command(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
         raise
     finally:
-        board.close()
+        if board is not None:
+            board.close()
     if tty:
         print(file=sys.stderr)
     print(result.summary(), flush=True)

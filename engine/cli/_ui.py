@@ -23,16 +23,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run_board(args: argparse.Namespace):  # -> engine.ui.RunBoard (imported late: startup time)
-    """The board of `engine run`: every run publishes its run file and board, so `engine ui` can
-    attach to it later; `--ui` also serves the dashboard from a process of its own."""
+def run_board(args: argparse.Namespace, publish: bool = True):  # -> engine.ui.RunBoard | None
+    """The board of `engine run`: a run publishes its run file and board, so `engine ui` can
+    attach to it later; `--ui` also serves the dashboard from a process of its own. Without
+    `publish`, only `--ui` makes a board (None otherwise)."""
     from engine.cli._common import UsageError
     from engine.ui import RunBoard, UiAddressError, parse_address
 
     if args.ui is None:
         if args.allow_remote:
             raise UsageError("--allow-remote goes with --ui")
-        return RunBoard(serve=False)
+        return RunBoard(serve=False) if publish else None
     try:
         host, port = parse_address(args.ui)
         return RunBoard(host=host, port=port, allow_remote=args.allow_remote)

@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
 import trio
 from trio_websocket import open_websocket_url
 
@@ -236,3 +237,26 @@ def test_actors_run_with_ui_serves_candles_and_each_strategy_actors_state(tmp_pa
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+def test_the_run_file_and_board_go_when_a_run_ends_in_an_exception(tmp_path, monkeypatch):
+    import engine
+    from engine.ui import RunBoard
+
+    monkeypatch.setenv("ENGINE_HOME", str(tmp_path))
+    runs = tmp_path / "runs"
+
+    class Quits(engine.Strategy):
+        symbols = ("btcusd",)
+        published: list = []
+
+        def on_quote(self, quote):
+            self.published[:] = [p.name for p in runs.glob("*.json")]
+            raise KeyboardInterrupt  # as an interrupt landing in the middle of the run
+
+    strat = Quits()
+    with pytest.raises(KeyboardInterrupt):
+        engine.run(strat, ui=RunBoard(serve=False), duration=60, history=0)
+    assert strat.published == [f"{os.getpid()}.json"]
+    assert not list(runs.glob("*.json"))
+    # (The conftest fixture checks that its board segment and the feed's are gone.)
