@@ -232,11 +232,10 @@ async def run_live(
             log.info("history loaded: %s", load.describe(period))
         # A callback stuck on the loop can only be escaped by ending the process (in the main
         # thread, with signals handled: the CLI's run); the feed's segments are unlinked first.
-        watchdog = Watchdog(callback_budget, hard_exit=main, cleanup=lambda: _unlink(feed))
+        watchdog = Watchdog(callback_budget, hard_exit=main,
+                            cleanup=lambda: _unlink(feed, board))
         if on_feed is not None:
             on_feed(feed)
-        if board is not None:
-            board.attach(feed)
         t0 = clock.now()
         watchdog.stop_after(duration)
         for strat in strategies:
@@ -270,6 +269,7 @@ async def run_live(
             if hasattr(router, "run"):
                 nursery.start_soon(router.run)
             if board is not None:
+                board.attach(feed)  # its rows task removes it again, however the run ends
                 nursery.start_soon(board.run, feed, runners)
             for runner in runners:
                 nursery.start_soon(supervise, runner)
@@ -336,10 +336,12 @@ def name_strategies(strategies: Sequence[Strategy]) -> None:
                                 "be set; give them distinct names") from None
         log.info("two strategies are named %s: this one trades as %s", type(strat).__name__,
                  name)
-def _unlink(feed: Feed) -> None:
+def _unlink(feed: Feed, board: Any = None) -> None:
     # From the watchdog thread, just before os._exit: names only; the stuck loop keeps its maps.
     for shm in (feed.ticks, *feed.bars.values()):
         shm.unlink()
+    if board is not None:
+        board.discard()
 
 
 def _report(r: StrategyRunner, router: OrderRouter, book: Any) -> StrategyReport:

@@ -269,6 +269,15 @@ class RunBoard:
         self.url = line
         self.announce(line)
 
+    def discard(self) -> None:
+        """Just before the process ends outright (a callback stuck on the loop): remove the run
+        file and the board segment's name; the dashboard process sees the run gone and ends."""
+        path, shm = self.path, self.shm
+        if path is not None:
+            path.unlink(missing_ok=True)
+        if shm is not None:
+            shm.unlink()
+
     def close(self) -> None:
         """Stop the dashboard process; remove the run file and the board segment."""
         logging.getLogger("strategy").removeHandler(self._handler)
