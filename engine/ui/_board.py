@@ -5,12 +5,13 @@ Every `engine run` publishes them (so `engine ui` can attach to it later); with 
 starts the dashboard in a process of its own (`python -m engine.ui attach`). The run's own process
 does only cheap things here: it writes one JSON row to shared memory every `EVERY` seconds and one
 per strategy log line; the dashboard process reads the feed's bar and tick segments and this
-board in place. Nothing here awaits the dashboard or blocks the feed: a dashboard that is slow, stuck or
-gone costs the run nothing but the rows it never reads.
+board in place. Nothing here awaits the dashboard or blocks the feed: a dashboard that is slow,
+stuck or gone costs the run nothing but the rows it never reads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 import trio
 
-from engine.shm import ShmArray
+from engine.shm import ShmArray, ShmError
 from engine.ui._messages import (
     FeedEvent,
     IndicatorDecl,
@@ -46,7 +47,7 @@ EVERY = 0.2  # seconds between status rows: the dashboard's feed-health refresh
 
 
 def runs_dir() -> Path:
-    """The folder of run files, one `<pid>.json` per running engine with a dashboard."""
+    """The folder of run files, one `<pid>.json` per running engine."""
     from engine.paths import data_dir
 
     return data_dir() / "runs"
@@ -174,13 +175,16 @@ class RunBoard:
                 tokens: dict[str, Any], started: float, logs: bool = True) -> bool:
         """Create the board segment and write the run file naming it and the feed's `tokens`;
         with `logs`, strategy log lines of this process become rows. False (said in one line)
-        when the run file cannot be written: the run goes on without it."""
-        running_engines()  # sweeps the run files of runs killed outright
-        self.shm = ShmArray.create(board_dtype, BOARD_ROWS, start=0, rolling=True)
+        when the segment or the run file cannot be made: the run goes on without them."""
+        try:
+            self.shm = ShmArray.create(board_dtype, BOARD_ROWS, start=0, rolling=True)
+        except (OSError, ShmError) as exc:
+            return self._without(f"its board segment cannot be made ({exc})")
         info = RunInfo(pid=os.getpid(), started=started, provider=provider, symbols=symbols,
                        timeframe=timeframe, tokens=tokens, board=self.shm.token,
                        account=self.account)
         try:
+            running_engines()  # sweeps the run files of runs killed outright
             folder = runs_dir()
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             self.path = folder / f"{os.getpid()}.json"
@@ -190,18 +194,23 @@ class RunBoard:
                 f.write(info.model_dump_json())
             tmp.replace(self.path)
         except OSError as exc:
-            if self.serve:
-                log.error("no dashboard: its run file cannot be written (%s: %s); the run goes "
-                          "on without it", exc.filename, exc.strerror)
-            else:
-                log.warning("engine ui cannot attach to this run: its run file cannot be "
-                            "written (%s: %s)", exc.filename, exc.strerror)
+            if self.path is not None:
+                with contextlib.suppress(OSError):
+                    self.path.with_suffix(".tmp").unlink(missing_ok=True)
             self.path = None
-            self.close()
-            return False
+            return self._without(f"its run file cannot be written ({exc.filename}: "
+                                 f"{exc.strerror})")
         if logs:
             logging.getLogger("strategy").addHandler(self._handler)
         return True
+
+    def _without(self, why: str) -> bool:
+        if self.serve:
+            log.error("no dashboard: %s; the run goes on without it", why)
+        else:
+            log.warning("engine ui cannot attach to this run: %s", why)
+        self.close()
+        return False
 
     async def run(self, feed: Any, runners: list[Any]) -> None:
         """Start the dashboard process (with `serve`), then write a status row every EVERY

@@ -260,3 +260,29 @@ def test_the_run_file_and_board_go_when_a_run_ends_in_an_exception(tmp_path, mon
     assert strat.published == [f"{os.getpid()}.json"]
     assert not list(runs.glob("*.json"))
     # (The conftest fixture checks that its board segment and the feed's are gone.)
+
+
+def test_a_run_file_that_cannot_be_written_leaves_the_run_going(tmp_path, monkeypatch, caplog):
+    import engine
+    from engine.ui import RunBoard
+
+    home = tmp_path / "home"
+    home.write_text("a file where the engine's folder should be")
+    monkeypatch.setenv("ENGINE_HOME", str(home))
+
+    class Counts(engine.Strategy):
+        symbols = ("btcusd",)
+        quotes = 0
+
+        def on_quote(self, quote):
+            self.quotes += 1
+
+    strat = Counts()
+    result = engine.run(strat, ui=RunBoard(serve=False), duration=1, history=0)
+    assert result.ok
+    assert strat.quotes > 0
+    said = [r for r in caplog.records if r.name == "engine.ui"]
+    assert len(said) == 1
+    assert said[0].getMessage() == ("engine ui cannot attach to this run: its run file cannot "
+                                    f"be written ({home}: File exists)")
+    # (The conftest fixture checks that the board segment made before it went too.)
