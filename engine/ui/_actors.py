@@ -58,9 +58,14 @@ def heard(board: RunBoard | None, event: dict[str, Any]) -> None:
     if board is None or event.get("event") != "strategy_stats":
         return
     ui = event.get("ui") or {}
-    board.actors[event["strategy"]] = ui
-    for line in ui.get("log", ()):
-        board.push(LogLine(**line))
+    try:
+        decls = [IndicatorDecl.model_validate(d) for d in ui.get("indicators", ())]
+        lines = [LogLine.model_validate(line) for line in ui.get("log", ())]
+    except ValueError:
+        return  # not what this engine's actors send: the dashboard goes without it
+    board.actors[event["strategy"]] = {**ui, "indicators": decls}
+    for line in lines:
+        board.push(line)
 
 
 _STATES = {"running": "running", "failed": "failed", "stopped": "stopped",
@@ -100,7 +105,7 @@ def _status(board: RunBoard, root: Any, clock: Any) -> Callable[[], RunStatus]:
                 name=slot.name, state=state,
                 quotes=counts["quotes"], bars=counts["bars"], coalesced=counts["coalesced"],
                 error=slot.error, off_loop=ui.get("off_loop"), lag=ui.get("lag", 0.0),
-                indicators=[IndicatorDecl(**d) for d in ui.get("indicators", ())]))
+                indicators=ui.get("indicators", [])))
         return RunStatus(t=now, quotes=quotes, ticks=int(st.get("ticks", 0)),
                          bars=int(st.get("bars", 0)), rejected=int(st.get("rejected", 0)),
                          quotes_per_s=rate, strategies=strategies)
