@@ -8,7 +8,7 @@ UV_VERSION ?= 0.13.9
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 DEMO_SECONDS ?= 15
 
-.PHONY: setup setup-run demo test lint bench clean
+.PHONY: setup setup-run demo test lint bench clean vendor-charts
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -33,3 +33,12 @@ bench: setup
 
 clean:
 	rm -rf .venv .tools
+
+# The dashboard's charting library, vendored into engine/ui/static (the page loads nothing from
+# a CDN): the standalone build and licence of a pinned release from the npm registry.
+LWC_VERSION ?= 5.2.1
+vendor-charts:
+	tmp=$$(mktemp -d) && cd $$tmp && npm pack --silent lightweight-charts@$(LWC_VERSION) && \
+	tar xzf lightweight-charts-$(LWC_VERSION).tgz && \
+	cp package/dist/lightweight-charts.standalone.production.js $(CURDIR)/engine/ui/static/ && \
+	cp package/LICENSE $(CURDIR)/engine/ui/static/lightweight-charts.LICENSE && rm -rf $$tmp

@@ -56,6 +56,8 @@ _EXPORTS = {
     "walk_forward": "engine.backtests.optimize",
     "SweepResult": "engine.backtests.optimize",
     "WalkForwardResult": "engine.backtests.optimize",
+    "open_ui": "engine.ui",
+    "serve_ui": "engine.ui",
 }
 _SUBMODULES = {"kernels", "signals"}
 
@@ -100,3 +102,4 @@ if TYPE_CHECKING:
     from engine.shm import ShmArray, ShmError, ShmToken  # noqa: F401
     from engine.signals import SignalError, SignalSet, open_signals  # noqa: F401
     from engine.strategy import Context, Strategy, StrategyError, load_strategy  # noqa: F401
+    from engine.ui import open_ui, serve_ui  # noqa: F401

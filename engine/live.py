@@ -192,6 +192,7 @@ async def run_live(
     handle_signals: bool = False,
     on_feed: Callable[[Feed], None] | None = None,
     callback_budget: float = DEFAULT_BUDGET,
+    board: Any = None,
 ) -> RunResult:
     """Stream `symbols` from `provider` into `strategies` until `duration` clock seconds pass,
     every strategy has stopped, or (with `handle_signals`) Ctrl-C / SIGTERM arrives.
@@ -206,7 +207,8 @@ async def run_live(
     closed bars of `timeframe` per symbol, paging the provider's history, on top of `history`
     frames (None: 10). A strategy is not called for a symbol before it has its warm-up's bars
     there; when the provider has too little history, live bars complete it. `history=0`
-    backfills nothing: the strategies warm up on live bars alone."""
+    backfills nothing: the strategies warm up on live bars alone. `board` (an
+    `engine.ui.RunBoard`) publishes the run to its dashboard process."""
     period = parse_timeframe(timeframe)
     clock = clock or LiveClock()
     router = router or IntentLog()
@@ -230,7 +232,8 @@ async def run_live(
             log.info("history loaded: %s", load.describe(period))
         # A callback stuck on the loop can only be escaped by ending the process (in the main
         # thread, with signals handled: the CLI's run); the feed's segments are unlinked first.
-        watchdog = Watchdog(callback_budget, hard_exit=main, cleanup=lambda: _unlink(feed))
+        watchdog = Watchdog(callback_budget, hard_exit=main,
+                            cleanup=lambda: _unlink(feed, board))
         if on_feed is not None:
             on_feed(feed)
         t0 = clock.now()
@@ -265,6 +268,9 @@ async def run_live(
             nursery.start_soon(watchdog.watch)
             if hasattr(router, "run"):
                 nursery.start_soon(router.run)
+            if board is not None:
+                board.attach(feed)  # its rows task removes it again, however the run ends
+                nursery.start_soon(board.run, feed, runners)
             for runner in runners:
                 nursery.start_soon(supervise, runner)
             if status is not None:
@@ -330,10 +336,12 @@ def name_strategies(strategies: Sequence[Strategy]) -> None:
                                 "be set; give them distinct names") from None
         log.info("two strategies are named %s: this one trades as %s", type(strat).__name__,
                  name)
-def _unlink(feed: Feed) -> None:
+def _unlink(feed: Feed, board: Any = None) -> None:
     # From the watchdog thread, just before os._exit: names only; the stuck loop keeps its maps.
     for shm in (feed.ticks, *feed.bars.values()):
         shm.unlink()
+    if board is not None:
+        board.discard()
 
 
 def _report(r: StrategyRunner, router: OrderRouter, book: Any) -> StrategyReport:
@@ -398,6 +406,7 @@ def run(
     live: Any = None,
     callback_budget: float = DEFAULT_BUDGET,
     spec: Any = None,
+    ui: Any = None,
 ) -> RunResult:
     """Run a strategy live on `provider` (default: the simulated market) and return the result.
 
@@ -412,7 +421,9 @@ def run(
     synchronous callback that holds the event loop over `callback_budget` seconds moves its
     strategy to a thread. `spec` (an `engine.RunSpec`, the description backtests read) gives
     the provider, symbols and timeframe its data names, and a paper account its cash, costs
-    and leverage.
+    and leverage. `ui` serves the run's dashboard from a process of its own: an
+    `engine.ui.RunBoard`, or `"[HOST:]PORT"` (127.0.0.1 and a random token by default); its URL
+    is printed to stderr.
     """
     if spec is not None:
         provider = spec.data.provider or provider
@@ -433,6 +444,16 @@ def run(
     prov = load_provider(provider) if isinstance(provider, str) else provider
     prov.configure(**(provider_options or {}))
 
+    board = None
+    if ui is not None:
+        from engine.ui import RunBoard, parse_address
+
+        if isinstance(ui, RunBoard):
+            board = ui
+        else:
+            host, port = parse_address(str(ui))
+            board = RunBoard(host=host, port=port)
+
     async def main() -> RunResult:
         clock = LiveClock()
         if live is not None:
@@ -442,8 +463,10 @@ def run(
                 return await run_live([strat], provider=prov, symbols=syms, timeframe=tf,
                                       duration=duration, history=history, status=status,
                                       status_every=status_every, handle_signals=handle_signals,
-                                      clock=clock, router=broker)
+                                      clock=clock, router=broker, board=board)
         router = _paper_broker(paper, syms, clock) if paper is not None else None
+        if board is not None and router is not None:
+            board.account = getattr(router.account, "name", None)
         recorder = None
         if record:
             from engine.store import TickRecorder
@@ -454,8 +477,11 @@ def run(
                                   duration=duration, history=history, status=status,
                                   status_every=status_every, handle_signals=handle_signals,
                                   clock=clock, router=router, callback_budget=callback_budget,
-                                  on_feed=recorder.attach if recorder else None)
+                                  on_feed=recorder.attach if recorder else None,
+                                  board=board)
         finally:
+            if board is not None:
+                board.close()
             if router is not None and router.ledger is not None:
                 router.ledger.close()
             if recorder is not None:

@@ -47,6 +47,7 @@ from engine.feed_history import HistoryLoad
 from engine.live import DEFAULT_HISTORY, StatusSnapshot, StrategyReport
 from engine.orders import SubmitOrder
 from engine.provider import DEFAULT_PROVIDER
+from engine.ui._actors import heard, start_actor_board
 from engine.warming import WarmupNeed
 
 __all__ = ["run_actors", "run", "ActorRunResult", "ClearingError", "Plan", "plan_run"]
@@ -55,6 +56,8 @@ log = logging.getLogger("engine.actors")
 
 
 class _Root:
+    board: Any = None  # an engine.ui.RunBoard: the run's dashboard board
+
     def __init__(self, plan: Plan, *, history: int | None, paper: Any, restart: bool,
                  backoff: Backoff | None, registry: tuple[str, int], mailbox: int,
                  duration: float | None, status: Callable[[StatusSnapshot], None] | None,
@@ -101,6 +104,7 @@ class _Root:
 
     def notify(self, event: dict[str, Any]) -> None:
         kind = event["event"]
+        heard(self.board, event)
         if kind == "strategy_failed":
             again = (f"; restarting in {event['restart_in']:.1f} s"
                      if event.get("restart_in") is not None else "")
@@ -221,6 +225,7 @@ class _Root:
                 self._note_history()
                 self.notify({"event": "feed", "name": name, "pid": self.feed_info["pid"],
                              "shared": self.shared, "tokens": self.feed_info["tokens"]})
+                start_actor_board(self.board, self, clock, tasks)
                 info = await tasks.start(self._hold, portals["clearing"], serve_clearing, {
                     "feed": name, "symbols": plan.symbols, "accounts": self.accounts,
                     "log_level": self.log_level, "lane": self.lanes}, clearing_stop,
@@ -465,6 +470,7 @@ async def run_actors(
     log_level: str = "info",
     stop_timeout: float = 1.0,
     lanes: bool = True,
+    board: Any = None,
 ) -> ActorRunResult:
     """Run strategy files each in its own actor on one shared feed daemon until `duration`
     seconds pass, every strategy has stopped, or (with `handle_signals`) Ctrl-C / SIGTERM.
@@ -481,6 +487,7 @@ async def run_actors(
     actor with a doorbell socket, paired through their tractor contexts, which still own each
     lane's lifetime (`engine.actors.ring`); `lanes=False` sends them over the tractor streams
     themselves, at several times the latency.
+    `board` (an `engine.ui.RunBoard`) publishes the run for its dashboard.
     """
     plan = plan_run(strategies, provider=provider, provider_options=provider_options,
                     symbols=symbols, timeframe=timeframe, params=params)
@@ -489,6 +496,7 @@ async def run_actors(
                  status=status, status_every=status_every, handle_signals=handle_signals,
                  on_event=on_event, log_level=log_level, stop_timeout=stop_timeout,
                  lanes=lanes)
+    root.board = board  # closed by its rows task, which ends with the run
     if stop is None:
         return await root.run()
     async with trio.open_nursery() as nursery:

@@ -12,6 +12,7 @@ message, periodic counters on the context's stream, and the final report as its 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -31,6 +32,7 @@ from engine.orders import CancelOrder, ModifyOrder, SubmitOrder
 from engine.scheduler import StrategyRunner, make_runner
 from engine.shm import ShmArray
 from engine.strategy import StrategyError, load_strategy
+from engine.ui._actors import ActorRows
 from engine.warming import probe_warmup
 
 __all__ = ["run_strategy", "warmup_of", "ActorRouter"]
@@ -112,11 +114,13 @@ async def _run(ctx: Any, path: str, params: dict[str, Any], feed: str, clearing:
         runner, skip = _make_runner(strategy, sub, bars, quotes, router, symbols, timeframe,
                                     mailbox)
         runner.context.set_id_prefix(flow.prefix)
+        rows = ActorRows()  # its log lines and indicators, for the run's dashboard
+        stack.callback(rows.close)
         await ctx.started({"pid": os.getpid(), "name": strategy.name,
                            "segments": [shm.name for shm in bars.values()]})
         async with ctx.open_stream() as control:
             error = await _drive(runner, router, link, sub, flow, control, quotes, skip,
-                                 stats_every)
+                                 stats_every, rows)
         return _report(runner, router, error, strategy.name)
 
 
@@ -156,7 +160,7 @@ def _make_runner(strategy: Any, sub: Subscription, bars: dict[str, ShmArray],
 
 async def _drive(runner: StrategyRunner, router: BookRouter, link: ActorRouter,
                  sub: Subscription, flow: OrderFlow, control: Any, quotes: dict[str, dict],
-                 skip: dict[str, int], stats_every: float) -> str | None:
+                 skip: dict[str, int], stats_every: float, rows: ActorRows) -> str | None:
     """Run the strategy and its four pumps; return why it stopped if not by request."""
     why: list[str] = []
     async with trio.open_nursery() as nursery:
@@ -207,19 +211,23 @@ async def _drive(runner: StrategyRunner, router: BookRouter, link: ActorRouter,
                 pass
             done()
 
+        async def send_stats() -> None:
+            await control.send({"quotes": runner.stats.quotes, "bars": runner.stats.bars,
+                                "coalesced": runner.mailbox.coalesced,
+                                "orders": len(router.orders), **rows.take(runner)})
+
         async def report() -> None:
             try:
                 while True:
                     await trio.sleep(stats_every)
-                    await control.send({"quotes": runner.stats.quotes,
-                                        "bars": runner.stats.bars,
-                                        "coalesced": runner.mailbox.coalesced,
-                                        "orders": len(router.orders)})
+                    await send_stats()
             except LINK_ERRORS:
                 done()
 
         async def strategy() -> None:
             await runner.run()
+            with contextlib.suppress(*LINK_ERRORS):
+                await send_stats()  # its last log lines, for the dashboard
             done()  # the strategy failed (its error is in runner.stats) or stopped
 
         for task in (follow_feed, send_orders, take_events, listen, report, strategy):

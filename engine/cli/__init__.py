@@ -22,6 +22,7 @@ from engine.cli import (
     _run,
     _sweep,
     _symbols,
+    _ui,
     _warmup,
 )
 from engine.cli._common import UsageError, check_timeframe, parse_options
@@ -29,7 +30,7 @@ from engine.cli._common import UsageError, check_timeframe, parse_options
 __all__ = ["UsageError", "build_parser", "check_timeframe", "main", "parse_options"]
 
 _COMMANDS = [_run, _backtest, _sweep, _check, _warmup, _account, _symbols, _backfill, _data,
-             _indicators]
+             _indicators, _ui]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -59,8 +59,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="tractor registry address (default 127.0.0.1:1616); runs on the same "
                              "registry share a feed daemon")
     actors.add_argument("--no-lanes", action="store_true",
-                        help="carry quotes on the tractor streams instead of the direct lanes "
-                             "paired through them (higher latency)")
+                        help="carry quotes on the tractor streams instead of each actor's "
+                             "shared-memory ring and doorbell (higher latency)")
+    p.add_argument("--ui", metavar="[HOST:]PORT",
+                   help="serve the live dashboard (its URL, with its access token, is printed); "
+                        "port 0: a free one; only 127.0.0.1 unless --allow-remote")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="let --ui listen on an address other machines reach (token still needed)")
     p.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error"], help="log level (default info)")
     p.add_argument("--status-every", type=float, default=None,
@@ -76,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         paper_args,
         status_printer,
     )
+    from engine.cli._ui import run_board
     from engine.live import resolve_strategy
     from engine.live import run as run_strategy
     from engine.provider import ProviderError
@@ -106,12 +112,14 @@ def run(args: argparse.Namespace) -> int:
     elif args.venue or args.testnet:
         raise UsageError("--venue and --testnet go with --live")
     show, every, tty = status_printer(args)
+    board = run_board(args)
     try:
         result = run_strategy(strat, provider=provider, symbols=symbols,
                               timeframe=args.timeframe, duration=args.duration,
                               provider_options=options,
                               history=args.history, status=show, status_every=every,
-                              handle_signals=True, paper=paper, record=args.record, live=live)
+                              handle_signals=True, paper=paper, record=args.record, live=live,
+                              ui=board)
     except (StrategyError, ProviderError) as exc:
         raise UsageError(str(exc)) from None
     except Exception as exc:

@@ -21,12 +21,17 @@ def run_command(args: argparse.Namespace) -> int:
         paper_args,
         status_printer,
     )
+    from engine.cli._ui import run_board
     from engine.provider import ProviderError
     from engine.strategy import StrategyError
 
     check_run_args(args)
     if getattr(args, "record", False):
         raise UsageError("--record is not available with --actors yet")
+    # Only with --ui: a kill -9 of the terminal's process group takes the root's resource
+    # tracker with it, and the root's board segment would stay until the next engine starts
+    # (the actors, in sessions of their own, clean up after themselves).
+    board = run_board(args, publish=False)
     from engine.actors._runtime import parse_hostport
 
     try:
@@ -49,7 +54,7 @@ def run_command(args: argparse.Namespace) -> int:
                      history=args.history, status=show, status_every=every,
                      handle_signals=True, paper=paper, restart=args.restart,
                      registry=registry, log_level=args.log_level,
-                     lanes=not args.no_lanes)
+                     lanes=not args.no_lanes, board=board)
     except (StrategyError, ProviderError, ClearingError, FeedGone) as exc:
         raise UsageError(str(exc)) from None
     except Exception as exc:
@@ -58,6 +63,9 @@ def run_command(args: argparse.Namespace) -> int:
         if isinstance(exc, FeedError):
             raise UsageError(str(exc)) from None
         raise
+    finally:
+        if board is not None:
+            board.close()
     if tty:
         print(file=sys.stderr)
     print(result.summary(), flush=True)
