@@ -3,13 +3,13 @@
 Run: uv run python benchmarks/ui.py [--seconds 10] [--quotes 300]
 Needs Debian's chromium at /usr/bin/chromium (driven by playwright; nothing is downloaded).
 
-1. Feed cost (issue 17: under 5 %). A paced provider sends 20 symbols at 1,000 quote messages/s
-   in all (one trade tick each) through `run_live` with one strategy, three times: without a
-   board, with the board alone (what every `engine run` publishes for `engine ui` to attach to),
-   and with `--ui`'s board, its dashboard process and a headless chromium showing the page. The
-   feed's throughput is measured as quotes per CPU-second of the engine's thread over the same
-   window (the rate it could sustain flat out); the delivered rate is printed beside it, and
-   the dashboard's own work inside the engine (status and log rows), timed where it happens.
+1. Feed cost (issue 17: under 5 %). The feed's throughput is what it delivers flat out: 20
+   symbols as fast as the feed takes them, one strategy, without a board and with `--ui`'s
+   board, its dashboard process and a headless chromium showing the page. Also, paced at 1,000
+   quote messages/s (one trade tick each): the engine thread's CPU per quote without a board,
+   with the board alone (what every `engine run` publishes for `engine ui` to attach to) and
+   with the page open, and the dashboard's own work inside the engine (status and log rows),
+   timed where it happens.
 2. Latency (target p99 < 100 ms). A stand-in engine writes trade ticks of unique prices straight
    into a tick segment the dashboard process reads (the same segments and run file a run
    publishes); chromium records, in the animation frame after it updates the chart, when each
@@ -41,7 +41,9 @@ RATE = 1000.0  # quote messages per second, all symbols together
 MARK = {"go": False}
 
 
-def paced_provider() -> Provider:
+def paced_provider(rate: float | None = RATE) -> Provider:
+    """20 symbols round robin, `rate` quote messages/s in all (None: as fast as the feed takes
+    them)."""
     async def stream_quotes(send_chan, symbols, shm, feed_is_live, loglevel=None,
                             task_status=trio.TASK_STATUS_IGNORED):
         now = time.time()
@@ -51,7 +53,7 @@ def paced_provider() -> Provider:
         feed_is_live.set()
         rng = np.random.default_rng(1)
         price = {s: 100.0 for s in symbols}
-        step, t0, n = 1.0 / RATE, trio.current_time(), 0
+        step, t0, n = 1.0 / (rate or 1.0), trio.current_time(), 0
         async with send_chan:
             while True:
                 n += 1
@@ -60,7 +62,8 @@ def paced_provider() -> Provider:
                 await send_chan.send({"symbol": s, "last": price[s], "time": time.time(),
                                       "ticks": [{"type": "trade", "price": price[s],
                                                  "size": 1.0}]})
-                await trio.sleep_until(t0 + n * step)
+                if rate:
+                    await trio.sleep_until(t0 + n * step)
 
     def backfill_bars(sym, shm, timeframe=1, count=0):
         return 0
@@ -87,8 +90,9 @@ class Meter(Strategy):
         self.end = (time.thread_time(), time.perf_counter(), self.n)
 
 
-def feed_run(seconds: float, kind: str) -> dict:
-    """One run: `kind` "none" (no board), "board" (published only) or "page" (--ui, page open)."""
+def feed_run(seconds: float, kind: str, rate: float | None = RATE) -> dict:
+    """One run: `kind` "none" (no board), "board" (published only) or "page" (--ui, page open);
+    `rate` None runs the feed flat out."""
     MARK["go"] = False
     strat = Meter()
     with_page = kind == "page"
@@ -113,7 +117,7 @@ def feed_run(seconds: float, kind: str) -> dict:
 
     def engine() -> None:
         out["result"] = trio.run(lambda: run_live(
-            [strat], provider=paced_provider(), symbols=SYMBOLS, duration=warm + seconds,
+            [strat], provider=paced_provider(rate), symbols=SYMBOLS, duration=warm + seconds,
             history=0, board=board))
 
     thread = threading.Thread(target=engine)
@@ -262,8 +266,23 @@ def main() -> None:
         print(f"  {kinds[kind]}: the board's own work in the engine (status and log rows): "
               f"{100 * share:.3f} % of the engine's CPU time over the run")
         ratio = med[kind] / med["none"]
-        print(f"  {kinds[kind]}: ratio to without: {ratio:.3f} "
-              f"(loss {100 * (1 - ratio):.1f} %, target < 5 %)")
+        # At 1,000 wake-ups a second the engine's CPU per quote is mostly waking up, which moves
+        # with whatever else the two cores run (runs of one kind differ by up to 20 %): shown
+        # for information; the throughput the target is about is the flat-out figure below.
+        print(f"  {kinds[kind]}: engine CPU per quote {1e6 / med[kind]:.0f} us against "
+              f"{1e6 / med['none']:.0f} us without (ratio {ratio:.3f})")
+    # Flat out, the feed's throughput is what it delivers: the dashboard process and the
+    # browser must find their CPU beside it without slowing it.
+    flat: dict[str, list[float]] = {"none": [], "page": []}
+    for _ in range(args.rounds):
+        for kind in flat:
+            flat[kind].append(feed_run(args.seconds, kind, rate=None)["delivered"])
+    none, page = (float(np.median(flat[k])) for k in ("none", "page"))
+    print(f"feed flat out, {len(SYMBOLS)} symbols: without a board {none:,.0f} quotes/s, with "
+          f"the page open {page:,.0f} quotes/s (runs: "
+          f"{', '.join(f'{v:,.0f}' for v in flat['none'])} | "
+          f"{', '.join(f'{v:,.0f}' for v in flat['page'])}); ratio {page / none:.3f} "
+          f"(loss {100 * (1 - page / none):.1f} %, target < 5 %)")
     lat = latency(args.quotes)
     print(f"latency, tick row pushed to shm -> page shows it ({len(lat)} quotes): "
           f"p50 {np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms, "
