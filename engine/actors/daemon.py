@@ -188,13 +188,18 @@ async def _pump(send: Callable[[bytes], Awaitable[None]], box: Mailbox) -> None:
         if item is None:
             await send(b"")
             continue
-        items = [item]
-        while len(items) < MAX_ITEMS:
-            more = box.get_nowait()
-            if more is None:
-                break
-            items.append(more)
-        await send(_encode(encode_items(items)))
+        await send(_encode(encode_items(_drain(box, item))))
+
+
+def _drain(box: Mailbox, item: Any) -> list[Any]:
+    """`item` and what else the mailbox holds, up to MAX_ITEMS: one wake-up's worth."""
+    items = [item]
+    while len(items) < MAX_ITEMS:
+        more = box.get_nowait()
+        if more is None:
+            break
+        items.append(more)
+    return items
 
 
 def _wire(quotes: list[dict], bars: list[str], events: list) -> list[list[Any]]:
@@ -241,13 +246,7 @@ class _RingLane:
                     raise trio.BrokenResourceError("the subscriber's doorbell closed")
                 continue
             self.holding = True
-            items = [item]
-            while len(items) < MAX_ITEMS:
-                more = box.get_nowait()
-                if more is None:
-                    break
-                items.append(more)
-            parts = [items]
+            parts = [_drain(box, item)]
             while parts:
                 part = parts.pop()
                 payload = _encode(encode_items(part))

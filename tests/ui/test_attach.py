@@ -23,7 +23,7 @@ import trio
 from trio_websocket import open_websocket_url
 
 from tests.conftest import segments_of
-from tests.ui.test_dashboard import ROOT, _wait_for
+from tests.ui.test_dashboard import ROOT, _wait_for, dashboard_url
 
 # A strategy whose callback held the loop too long (a loaded machine) runs on in a thread.
 RUNNING = ("running", "in its thread")
@@ -193,15 +193,7 @@ def test_actors_run_with_ui_serves_candles_and_each_strategy_actors_state(tmp_pa
                         "--ui", "0", "--history", "1", "--status-every", "3600",
                         "--duration", "300", "--registry", f"127.0.0.1:{free_port()}"], home)
     try:
-        def url() -> str | None:
-            if proc.poll() is not None:
-                raise AssertionError(f"engine run exited: {log.read_text()[-2000:]}")
-            for line in log.read_text().splitlines():
-                if line.startswith("dashboard: "):
-                    return line.removeprefix("dashboard: ").strip()
-            return None
-
-        found = _wait_for(url, 90, "the dashboard's URL")
+        found = dashboard_url(proc, log, 90)
         status, info = _get(found, "/api/info?" + urlsplit(found).query)
         assert status == 200
         assert info["live"]["pid"] == proc.pid  # the root, which owns the run file and board

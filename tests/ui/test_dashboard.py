@@ -49,6 +49,19 @@ def _wait_for(predicate, timeout: float, what: str):
         time.sleep(0.05)  # polling a file another process writes: no event to wait on
 
 
+def dashboard_url(proc: subprocess.Popen, log: Path, timeout: float) -> str:
+    """The URL `engine run --ui` prints on its log, once it does; fails if the run exits."""
+    def url() -> str | None:
+        if proc.poll() is not None:
+            raise AssertionError(f"engine run exited: {log.read_text()[-2000:]}")
+        for line in log.read_text().splitlines():
+            if line.startswith("dashboard: "):
+                return line.removeprefix("dashboard: ").strip()
+        return None
+
+    return _wait_for(url, timeout, "the dashboard's URL")
+
+
 @pytest.fixture(scope="module")
 def engine_run(tmp_path_factory):
     """A paper run of sma_cross on the simulated market with its dashboard; its URL."""
@@ -62,15 +75,7 @@ def engine_run(tmp_path_factory):
              "--cash", "1000000", "--ui", "0", "--status-every", "3600", "--duration", "300",
              "-o", "seed=11"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
     try:
-        def url() -> str | None:
-            if proc.poll() is not None:
-                raise AssertionError(f"engine run exited: {log.read_text()[-2000:]}")
-            for line in log.read_text().splitlines():
-                if line.startswith("dashboard: "):
-                    return line.removeprefix("dashboard: ").strip()
-            return None
-
-        found = _wait_for(url, 60, "the dashboard's URL")
+        found = dashboard_url(proc, log, 60)
         yield {"url": found, "env": env, "proc": proc, "home": home, "log": log}
     finally:
         ui_pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
