@@ -63,7 +63,7 @@ from engine.actors.sweep_auth import (
     new_key,
 )
 from engine.actors.sweep_host import HEARTBEAT, HOST_PREFIX, SILENCE, serve_sweep
-from engine.actors.sweep_jobs import DEFAULT_EVALUATE
+from engine.actors.sweep_jobs import DEFAULT_EVALUATE, make_jobs
 from engine.actors.sweep_progress import ProgressBar
 from engine.actors.sweep_shm import open_history
 from engine.shm import ShmArray, ShmToken
@@ -196,14 +196,7 @@ class _Coordinator:
         self.rows: list[dict | None] = [None] * len(grid)
         self.done = 0
         self.finished = trio.Event()
-        jobs = [{"id": i, "params": p} for i, p in enumerate(grid)]
-        if job_options is not None:
-            if len(job_options) != len(grid):
-                raise SweepError(f"{len(job_options)} job options for {len(grid)} combinations")
-            for job, extra in zip(jobs, job_options, strict=True):
-                if extra:
-                    job["options"] = dict(extra)
-        self.queue = JobQueue(jobs, on_result=self._on_result)
+        self.queue = JobQueue(make_jobs(grid, job_options), on_result=self._on_result)
         self.hosts: dict[str, str] = {}  # registry name -> state
         self.joined = trio.Event()
         if not grid:

@@ -11,13 +11,13 @@ import importlib.util
 import math
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from engine.actors.messages import plain
 
-__all__ = ["SweepError", "default_workers", "load_evaluate", "clean_metrics",
+__all__ = ["SweepError", "default_workers", "load_evaluate", "clean_metrics", "make_jobs",
            "DEFAULT_EVALUATE"]
 
 DEFAULT_EVALUATE = "engine.backtests.replay:evaluate_params"
@@ -64,6 +64,18 @@ def load_evaluate(spec: str) -> Callable[..., Any]:
         raise SweepError(f"evaluate {spec!r}: {module_name} has no function {attr!r}")
     _loaded[spec] = fn
     return fn
+
+
+def make_jobs(grid: Sequence[dict], job_options: Sequence[dict] | None = None) -> list[dict]:
+    """A sweep's jobs in grid order: id, params and, where given, the job's own options."""
+    jobs = [{"id": i, "params": dict(p)} for i, p in enumerate(grid)]
+    if job_options is not None:
+        if len(job_options) != len(jobs):
+            raise SweepError(f"{len(job_options)} job options for {len(jobs)} combinations")
+        for job, extra in zip(jobs, job_options, strict=True):
+            if extra:
+                job["options"] = dict(extra)
+    return jobs
 
 
 def clean_metrics(metrics: Any) -> dict[str, Any]:

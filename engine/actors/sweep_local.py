@@ -31,7 +31,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from engine.actors.sweep_jobs import SweepError, load_evaluate
+from engine.actors.sweep_jobs import SweepError, load_evaluate, make_jobs
 
 __all__ = ["run_local", "local_sweep", "STOP_GRACE"]
 
@@ -218,13 +218,7 @@ def local_sweep(strategy_path: str, grid: Sequence[dict], history: dict[str, dic
     own options) for a sweep on this host's workers alone; see `run_local`."""
     if workers < 1:
         raise SweepError("no workers: give workers >= 1, or a registry that sweep hosts join")
-    jobs = [{"id": i, "params": dict(p)} for i, p in enumerate(grid)]
-    if job_options is not None:
-        if len(job_options) != len(jobs):
-            raise SweepError(f"{len(job_options)} job options for {len(jobs)} combinations")
-        for job, extra in zip(jobs, job_options, strict=True):
-            if extra:
-                job["options"] = dict(extra)
+    jobs = make_jobs(grid, job_options)
     rows: list[dict | None] = [None] * len(jobs)
     done = 0
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from engine.dtypes import TRADE, UTRADE, ohlc_dtype
-from engine.sampler import period_offset, period_start, resample_bars
+from engine.sampler import period_start, resample_bars
 from engine.shm import ShmArray, ShmError
 from engine.ui._messages import IndicatorDecl, LogLine, RunInfo, RunStatus, board_rows
 
@@ -37,6 +37,15 @@ def _retry(read: Any) -> Any:
         except ShmError:
             continue
     return read()
+
+
+def _rows_since(shm: ShmArray, cursor: int) -> tuple[np.ndarray, int]:
+    """A copy of `shm`'s rows from `cursor` (or its oldest kept row) on, and the next cursor."""
+    def read() -> tuple[np.ndarray, int]:
+        lo, hi = shm.span()
+        return shm.rows(max(cursor, lo), hi).copy(), hi
+
+    return _retry(read)
 
 
 class LiveSource:
@@ -98,14 +107,7 @@ class LiveSource:
         return changed
 
     def _poll_ticks(self) -> bool:
-        def read() -> np.ndarray:
-            lo, hi = self.ticks.span()
-            start = max(self._tick_next, lo)
-            rows = self.ticks.rows(start, hi).copy()
-            self._tick_next = hi
-            return rows
-
-        rows = _retry(read)
+        rows, self._tick_next = _rows_since(self.ticks, self._tick_next)
         if not len(rows):
             return False
         self.last_tick_time = float(rows["time"][-1])
@@ -116,8 +118,7 @@ class LiveSource:
                 continue
             sym = self.symbols[code]
             t = trades[trades["sym"] == code]
-            off = period_offset(tf)
-            starts = (t["time"].astype(np.int64) - off) // tf * tf + off
+            starts = period_start(t["time"].astype(np.int64), tf)
             newest = int(starts[-1])
             cur = t[starts == newest]
             price, size = cur["price"], cur["size"]
@@ -135,14 +136,7 @@ class LiveSource:
         return True
 
     def _poll_board(self) -> bool:
-        def read() -> np.ndarray:
-            lo, hi = self.board.span()
-            start = max(self._board_next, lo)
-            rows = self.board.rows(start, hi).copy()
-            self._board_next = hi
-            return rows
-
-        rows = _retry(read)
+        rows, self._board_next = _rows_since(self.board, self._board_next)
         for row in rows:
             try:
                 msg = board_rows.validate_json(bytes(row["text"]))
@@ -198,13 +192,7 @@ class Chart:
 
     def refresh(self) -> int:
         """Take in bars closed since the last call; return how many candles closed."""
-        def read() -> np.ndarray:
-            lo, hi = self.shm.span()
-            rows = self.shm.rows(max(self._next, lo), hi).copy()
-            self._next = hi
-            return rows
-
-        rows = _retry(read)
+        rows, self._next = _rows_since(self.shm, self._next)
         if not len(rows):
             return 0
         base = self.source.timeframe
