@@ -371,18 +371,27 @@ class Subscription:
     def quotes(self) -> dict[str, dict]:
         return self.info["quotes"]
 
+    async def _within(self, seconds: float) -> Any:
+        """The next payload, or None after `seconds` without one."""
+        with trio.move_on_after(seconds):
+            try:
+                return await self.stream.receive()
+            except trio.EndOfChannel:
+                raise FeedGone(f"feed daemon {self.name} ended the stream") from None
+            except LINK_ERRORS as exc:
+                raise FeedGone(f"feed daemon {self.name} stopped "
+                               f"({type(exc).__name__})") from None
+        return None
+
     async def receive(self) -> list[list[Any]]:
         """The next non-empty batch; raise FeedGone when the daemon stops or goes silent."""
         while True:
-            with trio.move_on_after(SILENCE) as silent:
-                try:
-                    payload = await self.stream.receive()
-                except trio.EndOfChannel:
-                    raise FeedGone(f"feed daemon {self.name} ended the stream") from None
-                except LINK_ERRORS as exc:
-                    raise FeedGone(f"feed daemon {self.name} stopped "
-                                   f"({type(exc).__name__})") from None
-            if silent.cancelled_caught:
+            payload = await self._within(SILENCE)
+            if payload is None:
+                # Our own loop may have been the one stalled (a kernel compiling on a cold
+                # cache, a loaded machine): a live daemon's heartbeats are waiting by now.
+                payload = await self._within(2 * HEARTBEAT)
+            if payload is None:
                 raise FeedGone(f"feed daemon {self.name} went silent for {SILENCE:g} s")
             if isinstance(self.stream, RingReader):
                 # Every batch already in the ring, in one wake-up.

@@ -170,13 +170,14 @@ class RingReader:
     async def receive(self) -> bytes:
         waited = False
         while True:
+            # A cancellation is taken before a record is, never after: a record taken and then
+            # dropped by a deadline would be a lost quote.
+            await trio.lowlevel.checkpoint_if_cancelled()
             closed = self._ring.head[_CLOSED]  # before the take: records written before it
             record = self.receive_nowait()
             if record is not None:
-                if waited:
-                    await trio.lowlevel.checkpoint_if_cancelled()
-                else:
-                    await trio.lowlevel.checkpoint()  # a busy lane still lets others run
+                if not waited:
+                    await trio.lowlevel.cancel_shielded_checkpoint()  # a busy lane lets others run
                 return record
             if closed:
                 raise trio.EndOfChannel

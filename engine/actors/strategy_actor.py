@@ -214,7 +214,8 @@ async def _drive(runner: StrategyRunner, router: BookRouter, link: ActorRouter,
         async def send_stats() -> None:
             await control.send({"quotes": runner.stats.quotes, "bars": runner.stats.bars,
                                 "coalesced": runner.mailbox.coalesced,
-                                "orders": len(router.orders), **rows.take(runner)})
+                                "orders": len(router.orders),
+                                "positions": router.book.positions(), **rows.take(runner)})
 
         async def report() -> None:
             try:

@@ -200,3 +200,67 @@ async def test_a_lane_server_pairs_by_token_and_removes_its_socket():
         nursery.cancel_scope.cancel()
     with pytest.raises(ConnectionRefusedError):
         await trio.open_unix_socket(path)  # nobody listens once it is over
+
+
+
+async def test_a_deadline_never_takes_a_record_with_it(mock_clock):
+    # A subscriber reads under a silence deadline. When the deadline and a record come due in
+    # the same turn (its own loop was stalled), the record must still be there afterwards.
+    writer, reader, near = await _pair(1 << 12)
+    try:
+        # A record already in the ring, and a scope cancelled before the reader looks.
+        assert writer.put(b"one")
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await reader.receive()
+        assert scope.cancelled_caught
+        assert reader.receive_nowait() == b"one"
+
+        # A reader asleep on the bell: the bell rings and the deadline passes together.
+        got, woke = [], trio.Event()
+
+        async def read() -> None:
+            with trio.move_on_after(1):
+                got.append(await reader.receive())
+            woke.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            await trio.testing.wait_all_tasks_blocked()
+            assert writer.put(b"two")
+            mock_clock.jump(2)
+            await woke.wait()
+        assert got == [b"two"] or reader.receive_nowait() == b"two"
+    finally:
+        writer.close()
+        await reader.aclose()
+        await near.aclose()
+
+
+async def test_a_subscriber_whose_own_loop_stalled_does_not_call_a_live_daemon_silent(mock_clock):
+    from engine.actors.daemon import SILENCE, Subscription, _encode, _wire
+    from engine.scheduler import BAR, QUOTE
+
+    writer, reader, near = await _pair(1 << 12)
+    sub = Subscription("feed.test", {}, reader)
+    try:
+        got = []
+
+        async def follow() -> None:
+            got.append(await sub.receive())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follow)
+            await trio.testing.wait_all_tasks_blocked()
+            # The daemon's heartbeat is waiting, but the subscriber only looks once its
+            # silence deadline has passed (a kernel compiling on a cold cache held its loop).
+            assert writer.put(b"")
+            mock_clock.jump(SILENCE + 0.1)
+            await trio.testing.wait_all_tasks_blocked()
+            assert writer.put(_encode(_wire([{"symbol": "btcusd", "price": 1.0}], ["btcusd"],
+                                            [])))
+        assert got == [[[QUOTE, {"symbol": "btcusd", "price": 1.0}], [BAR, "btcusd"]]]
+    finally:
+        writer.close()
+        await reader.aclose()
+        await near.aclose()

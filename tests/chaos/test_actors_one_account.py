@@ -48,9 +48,6 @@ STRATEGIES = [("Flip", 0.1, 3), ("Flip", 0.2, 4), ("Swing", 0.3, 5), ("Swing", 0
 NAMES = ["Flip", "Flip#2", "Swing", "Swing#2", "Drift"]
 FINAL = {name: size * (-1) ** flips for name, (_, size, flips) in zip(NAMES, STRATEGIES,
                                                                       strict=True)}
-# Quotes after its last flip that each strategy sees before the run stops: time for the last
-# order to fill.
-SETTLE = 40
 OPTIONS = {"seed": 11, "tick_rate": 300}
 CONFIG = BrokerConfig(risk=RiskLimits(leverage=20.0))
 CASH = 10_000_000.0
@@ -114,15 +111,20 @@ def test_five_strategies_on_one_account_settle_the_same_with_and_without_actors(
     single = _check(_one_process(files, tmp_path))
 
     stop = trio.Event()
-    quotes: dict[str, int] = {}
-    enough = {name: 4 * flips + SETTLE for name, (_, _, flips) in zip(NAMES, STRATEGIES,
-                                                                      strict=True)}
+    settled: set[str] = set()
+    want = {name: (size * (-1) ** flips, flips + 1)
+            for name, (_, size, flips) in zip(NAMES, STRATEGIES, strict=True)}
 
     def on_event(event):
+        # Stop once each strategy has sent its last order and that order has filled: its own
+        # book holds the final target (until then it holds the opposite one).
         if event["event"] == "strategy_stats":
-            quotes[event["strategy"]] = event["quotes"]
-            if all(quotes.get(n, 0) >= q for n, q in enough.items()):
-                stop.set()
+            target, orders = want[event["strategy"]]
+            held = event["positions"].get("btcusd", 0.0)
+            if event["orders"] == orders and math.isclose(held, target, abs_tol=1e-9):
+                settled.add(event["strategy"])
+                if settled == set(NAMES):
+                    stop.set()
 
     async def main():
         with trio.fail_after(180):
