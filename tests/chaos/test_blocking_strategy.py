@@ -197,16 +197,22 @@ async def test_cancelling_a_run_stops_waiting_for_a_stuck_thread(autojump_clock)
         def on_stop(self):
             self.stopped = True
 
-    quick, stuck = Quick(), Stuck()
+    two_bars = trio.Event()
+
+    class Counting(Quick):
+        def on_bar(self, symbol):
+            super().on_bar(symbol)
+            if len(self.bars) >= 2 and entered.is_set():
+                two_bars.set()
+
+    quick, stuck = Counting(), Stuck()
     scope = trio.CancelScope()
     cancelled_at = []
 
     async def cancel_while_stuck() -> None:
         # Cancel once the thread is inside on_bar (the mock clock runs ahead of a thread
         # starting on a loaded machine) and the quick strategy heard bars meanwhile.
-        await entered.wait()
-        while len(quick.bars) < 2:
-            await trio.sleep(0.1)
+        await two_bars.wait()
         cancelled_at.append(trio.current_time())
         scope.cancel()
 
@@ -239,6 +245,7 @@ from engine import Strategy
 
 class StuckOnLoop(Strategy):
     symbols = ("btcusd",)
+    warmup = 0  # no dry on_start (it would wait out its own 10 s budget first)
 
     def {callback}(self, *args):
         if {mask}:
