@@ -166,11 +166,18 @@ def _sessions(pids: set[int]) -> set[int]:
 
 def test_ctrl_c_ends_a_sweep_at_once_leaving_no_process_segment_or_warning(tmp_path):
     # ~4,000 combinations: minutes of work, interrupted as soon as the first result is in.
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "sweep", STRATEGY, "--data", DATA,
-         "-p", "fast=2:40:1", "-p", "slow=41:140:1", "-p", "log_bars=false", "--workers", "2"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True)
+    # As from a terminal: a suite started in the background (`make test &`) ignores SIGINT,
+    # and a child would inherit that.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", "sweep", STRATEGY, "--data", DATA,
+             "-p", "fast=2:40:1", "-p", "slow=41:140:1", "-p", "log_bars=false",
+             "--workers", "2"],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True)
+    finally:
+        signal.signal(signal.SIGINT, before)
     err: queue.Queue = queue.Queue()
     reader = threading.Thread(target=_lines, args=(proc.stderr, err), daemon=True)
     reader.start()
