@@ -8,7 +8,9 @@ with time.perf_counter_ns, CLOCK_MONOTONIC: one clock for every process of the m
 strategy's on_quote: in one process through feed, sampler and scheduler; across actors also
 through the feed daemon's ring and doorbell to the strategy actor (the default lanes,
 `engine.actors.ring`) or on the tractor stream itself (`run_actors(lanes=False)`,
-`engine run --actors --no-lanes`). Beside each figure, in brackets, its distance to the floor
+`engine run --actors --no-lanes`), with the feed daemon on a CPU of its own and the strategy
+actor on the others (the default, `engine.actors.cpus`) or placed by the OS (`--no-pin`). Beside
+each figure, in brackets, its distance to the floor
 of its path measured in the same run (benchmarks/floors.py): an empty trio checkpoint loop in
 one process, an eventfd ping-pong between two processes (one way) across actors.
 Sweep throughput is combinations per second from the first result to the last (the pool's
@@ -124,13 +126,14 @@ def latency_in_process(rate: float, seconds: float, probe: Path, out: Path) -> d
 
 
 def latency_across_actors(rate: float, seconds: float, probe: Path, out: Path,
-                          lanes: bool = True) -> dict:
+                          lanes: bool = True, pin_cpus: bool = True) -> dict:
     from engine.actors.root import run
 
     result = run([str(probe)], provider=str(Path(__file__).resolve()),
                  provider_options={"tick_rate": rate, "seed": 1}, symbols=["btcusd"],
                  duration=seconds, history=0, params={"out": str(out)}, mailbox=1 << 16,
-                 registry=("127.0.0.1", _free_port()), log_level="warning", lanes=lanes)
+                 registry=("127.0.0.1", _free_port()), log_level="warning", lanes=lanes,
+                 pin_cpus=pin_cpus)
     stats = _percentiles(json.loads(out.read_text()))
     return stats | {"quotes_s": result.quotes / max(result.seconds, 1e-9),
                     "coalesced": result.strategies[0].coalesced}
@@ -198,15 +201,17 @@ def main() -> None:
                             ("an eventfd ping-pong between two processes, one way", across)):
                 print(f"floor, {what}: p50 {f['p50']:.1f} us, p99 {f['p99']:.1f} us, p99.9 "
                       f"{f['p999']:.1f} us")
-            print(f"{'path':28s} {'quotes/s':>9s} {'samples':>8s} {'coalesced':>9s} "
+            print(f"{'path':31s} {'quotes/s':>9s} {'samples':>8s} {'coalesced':>9s} "
                   f"{'p50 us (+floor gap)':>20s} {'p99 us':>13s} {'p99.9 us':>13s}")
             for label, fn, floor in (
                     ("in process", latency_in_process, in_one),
-                    ("actors (default: lane)", latency_across_actors, across),
+                    ("actors (default: lane, pinned)", latency_across_actors, across),
+                    ("actors, lane, --no-pin",
+                     lambda *a: latency_across_actors(*a, pin_cpus=False), across),
                     ("actors, --no-lanes", lambda *a: latency_across_actors(*a, lanes=False),
                      across)):
                 r = fn(args.rate, args.seconds, probe, Path(tmp) / "lat.json")
-                print(f"{label:28s} {r['quotes_s']:9.0f} {r['n']:8d} {r['coalesced']:9d} "
+                print(f"{label:31s} {r['quotes_s']:9.0f} {r['n']:8d} {r['coalesced']:9d} "
                       f"{gap(r['p50'], floor['p50']):>20s} {gap(r['p99'], floor['p99']):>13s} "
                       f"{gap(r['p999'], floor['p999']):>13s}", flush=True)
     if not args.skip_sweep:

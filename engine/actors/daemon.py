@@ -27,6 +27,7 @@ import numpy as np
 import trio
 
 from engine.actors._runtime import LINK_ERRORS, guard_child, open_peer, tractor
+from engine.actors.cpus import pin_this_process
 from engine.actors.logs import configure_child_logging
 from engine.actors.messages import BAR, EVENT, QUOTE, encode_items, plain
 from engine.actors.ring import LaneServer, RingReader, RingWriter, connect_lane
@@ -109,7 +110,8 @@ async def _wait_feed() -> Feed:
 async def serve_feed(ctx: Any, provider: str, symbols: list[str], timeframe: int,
                      history: int = 10, warmup: int = 0,
                      options: dict[str, Any] | None = None,
-                     log_level: str = "info") -> dict[str, Any] | None:
+                     log_level: str = "info", cpus: list[int] | None = None
+                     ) -> dict[str, Any] | None:
     """Open the provider's feed in this actor and keep it until the caller sends "stop" on
     the context's stream (or cancels it); then end every subscriber's stream, close the feed
     (its segments are unlinked) and return the feed's final counters.
@@ -117,9 +119,11 @@ async def serve_feed(ctx: Any, provider: str, symbols: list[str], timeframe: int
     `history` frames are backfilled at least, and `warmup` closed bars of `timeframe` (the most
     a strategy of the run needs), paging the provider's history (engine.feed_history).
     Sends `started` with the pid, symbols, timeframe, shm tokens and what each backfill gave,
-    or `{"error": ...}` when the provider or feed cannot start.
+    or `{"error": ...}` when the provider or feed cannot start. `cpus`: the CPUs to keep to
+    (`engine.actors.cpus`).
     """
     configure_child_logging(log_level)
+    pin_this_process(cpus, "feed daemon")
     async with trio.open_nursery() as guard:
         guard_child(guard)
         try:

@@ -34,6 +34,7 @@ class ActorRunResult(RunResult):
     feed: str = ""
     feed_pid: int | None = None
     shared_feed: bool = False
+    cpus: str = ""  # where this run put its actors (engine.actors.cpus); "" with a shared feed
     restarts: dict[str, int] = field(default_factory=dict)
     failures: dict[str, list[str]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
@@ -47,6 +48,8 @@ class ActorRunResult(RunResult):
         where = f"pid {self.feed_pid}, {how}" if self.feed_pid else "not started"
         lines = [super().summary(), f"  actors: feed daemon {self.feed} ({where}), one actor "
                                     "per strategy, clearing actor"]
+        if self.cpus:
+            lines.append(f"  {self.cpus}")
         for name, count in self.restarts.items():
             if count:
                 last = (self.failures.get(name) or ["?"])[-1].strip().splitlines()[-1]

@@ -31,6 +31,8 @@ from engine.actors._runtime import (
     tractor_loglevel,
 )
 from engine.actors.clearing_actor import serve_clearing
+from engine.actors.cpus import CpuPlan, plan_cpus
+from engine.actors.cpus import describe as describe_cpus
 from engine.actors.daemon import SILENCE, serve_feed, watch_feed
 from engine.actors.plan import ActorRunResult, ClearingError, Plan, accounts_for, plan_run
 from engine.actors.strategy_actor import warmup_of
@@ -63,7 +65,7 @@ class _Root:
                  duration: float | None, status: Callable[[StatusSnapshot], None] | None,
                  status_every: float, handle_signals: bool,
                  on_event: Callable[[dict], None] | None, log_level: str,
-                 stop_timeout: float, lanes: bool) -> None:
+                 stop_timeout: float, lanes: bool, cpus: CpuPlan) -> None:
         self.plan = plan
         self.history = DEFAULT_HISTORY if history is None else history
         self.warmup: list[WarmupNeed] = []
@@ -81,6 +83,7 @@ class _Root:
         self.log_level = log_level
         self.stop_timeout = stop_timeout
         self.lanes = lanes
+        self.cpus = cpus
         self.watch_every = min(0.5, status_every)
         self.done = trio.Event()
         self.stopping = False
@@ -216,7 +219,8 @@ class _Root:
                         "provider": plan.provider, "symbols": plan.symbols,
                         "timeframe": plan.timeframe, "history": self.history,
                         "warmup": max((w.bars for w in self.warmup), default=0),
-                        "options": plan.options, "log_level": self.log_level}, feed_stop,
+                        "options": plan.options, "log_level": self.log_level,
+                        "cpus": _listed(self.cpus.feed)}, feed_stop,
                         "feed daemon")
                     if "error" in info:
                         raise FeedError(info["error"])
@@ -341,7 +345,8 @@ class _Root:
                   "clearing": self.clearing_name, "account": self.account,
                   "symbols": slot.symbols, "timeframe": self.plan.timeframe,
                   "mailbox": self.mailbox, "stats_every": min(1.0, self.status_every),
-                  "log_level": self.log_level, "lane": self.lanes, "name": slot.name}
+                  "log_level": self.log_level, "lane": self.lanes, "name": slot.name,
+                  "cpus": _listed(self.cpus.strategies)}
         try:
             await supervise_strategy(an, slot, kwargs, restart=self.restart,
                                      backoff=self.backoff or Backoff(), notify=self.notify,
@@ -442,9 +447,14 @@ class _Root:
                                         for s in plan.symbols},
             interrupted=self.interrupted, account=clearing.get(self.account),
             feed=plan.feed_name, feed_pid=self.feed_info.get("pid"), shared_feed=self.shared,
+            cpus="" if self.shared else describe_cpus(self.cpus),
             restarts={slot.name: max(0, slot.lives - 1) for slot in plan.slots},
             failures={slot.name: list(slot.failures) for slot in plan.slots},
             problems=list(self.problems), warmup=list(self.warmup), history=dict(self.loaded))
+
+
+def _listed(cpus: tuple[int, ...] | None) -> list[int] | None:
+    return list(cpus) if cpus else None
 
 
 async def run_actors(
@@ -470,6 +480,7 @@ async def run_actors(
     log_level: str = "info",
     stop_timeout: float = 1.0,
     lanes: bool = True,
+    pin_cpus: bool = True,
     board: Any = None,
 ) -> ActorRunResult:
     """Run strategy files each in its own actor on one shared feed daemon until `duration`
@@ -486,7 +497,9 @@ async def run_actors(
     `lanes` (the default) hands quote batches to the actors through a shared-memory ring per
     actor with a doorbell socket, paired through their tractor contexts, which still own each
     lane's lifetime (`engine.actors.ring`); `lanes=False` sends them over the tractor streams
-    themselves, at several times the latency.
+    themselves, at several times the latency. `pin_cpus` (the default) keeps the feed daemon
+    on a CPU of its own and the strategy actors on the others, when there are two or more
+    (`engine.actors.cpus`); False leaves placement to the OS.
     `board` (an `engine.ui.RunBoard`) publishes the run for its dashboard.
     """
     plan = plan_run(strategies, provider=provider, provider_options=provider_options,
@@ -495,7 +508,7 @@ async def run_actors(
                  registry=parse_hostport(registry), mailbox=mailbox, duration=duration,
                  status=status, status_every=status_every, handle_signals=handle_signals,
                  on_event=on_event, log_level=log_level, stop_timeout=stop_timeout,
-                 lanes=lanes)
+                 lanes=lanes, cpus=plan_cpus() if pin_cpus else CpuPlan())
     root.board = board  # closed by its rows task, which ends with the run
     if stop is None:
         return await root.run()

@@ -23,6 +23,7 @@ import trio
 
 from engine.actors._runtime import LINK_ERRORS, guard_child, tractor
 from engine.actors.clearing_actor import OrderFlow, open_order_link
+from engine.actors.cpus import pin_this_process
 from engine.actors.daemon import FeedGone, Subscription, open_subscription
 from engine.actors.logs import configure_child_logging
 from engine.actors.messages import BAR, QUOTE, events_from, feed_event_from
@@ -72,7 +73,8 @@ def _report(runner: StrategyRunner | None, router: BookRouter | None, error: str
 async def run_strategy(ctx: Any, path: str, params: dict[str, Any], feed: str, clearing: str,
                        account: str, symbols: list[str], timeframe: int, mailbox: int = 1024,
                        stats_every: float = 1.0, log_level: str = "info",
-                       lane: bool = False, name: str | None = None) -> dict[str, Any]:
+                       lane: bool = False, name: str | None = None,
+                       cpus: list[int] | None = None) -> dict[str, Any]:
     """Run the strategy in `path` until the caller sends "stop", the strategy fails, or the
     feed goes away; return its report (counters, orders, error with its own traceback lines).
 
@@ -80,9 +82,11 @@ async def run_strategy(ctx: Any, path: str, params: dict[str, Any], feed: str, c
     `{"error": ...}` when the file or its parameters are wrong. With `lane`, quotes come through
     a shared-memory ring with a doorbell socket (`engine.actors.ring`) rather than the tractor
     stream. `name` is the
-    strategy's name on the account when it is not its class name (`Name#2`).
+    strategy's name on the account when it is not its class name (`Name#2`). `cpus`: the CPUs
+    to keep to (`engine.actors.cpus`).
     """
     configure_child_logging(log_level)
+    pin_this_process(cpus, f"strategy {name or os.path.basename(path)}")
     async with trio.open_nursery() as guard:
         guard_child(guard)
         try:

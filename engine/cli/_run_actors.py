@@ -54,7 +54,7 @@ def run_command(args: argparse.Namespace) -> int:
                      history=args.history, status=show, status_every=every,
                      handle_signals=True, paper=paper, restart=args.restart,
                      registry=registry, log_level=args.log_level,
-                     lanes=not args.no_lanes, board=board)
+                     lanes=not args.no_lanes, pin_cpus=not args.no_pin, board=board)
     except (StrategyError, ProviderError, ClearingError, FeedGone) as exc:
         raise UsageError(str(exc)) from None
     except Exception as exc:

@@ -120,7 +120,8 @@ def test_a_second_run_shares_the_feed_daemon_and_ctrl_c_leaves_nothing():
 
 @pytest.mark.parametrize(("args", "message"), [
     ([SMA, MOMENTUM], "2 strategy files given: run several strategies with --actors"),
-    ([SMA, "--restart"], "--restart and --registry need --actors"),
+    ([SMA, "--restart"], "--restart, --registry, --no-lanes and --no-pin need --actors"),
+    ([SMA, "--no-pin"], "--restart, --registry, --no-lanes and --no-pin need --actors"),
     (["--actors", SMA, "--registry", "localhost:x"], "--registry: bad address"),
     (["--actors", SMA, MOMENTUM, "-p", "speed=3"], "no strategy has a parameter 'speed'"),
     (["--actors", SMA, "--record"], "--record is not available with --actors"),

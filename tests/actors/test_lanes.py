@@ -11,6 +11,7 @@ from pathlib import Path
 
 import trio
 
+from engine.actors.cpus import CpuPlan, plan_cpus
 from engine.actors.root import run_actors
 from tests.actors.procs import Events, descendants, free_port
 
@@ -64,11 +65,18 @@ async def test_a_strategy_actor_gets_every_quote_once_in_order_and_every_bar(tmp
 
             nursery.start_soon(run)
             feed = await events.wait(event="feed")
-            await events.wait(event="strategy_started", strategy="Recorder")
+            started = await events.wait(event="strategy_started", strategy="Recorder")
+            placed = {"feed": os.sched_getaffinity(feed["pid"]),
+                      "strategy": os.sched_getaffinity(started["pid"])}
             await events.more_quotes("Recorder", 3000)  # some seconds: bars close too
             stop.set()
     result = result[0]
     assert result.ok, result.errors
+    # The daemon on a CPU of its own, the strategy actor on the others (with two CPUs or more).
+    plan = plan_cpus()
+    if plan.feed is not None:
+        assert placed == {"feed": set(plan.feed), "strategy": set(plan.strategies)}
+        assert "CPUs: feed daemon on" in result.summary()
     report = result.strategies[0]
     assert report.coalesced == 0
     seen = json.loads(out.read_text())
@@ -87,3 +95,10 @@ async def test_a_strategy_actor_gets_every_quote_once_in_order_and_every_bar(tmp
     assert not descendants(os.getpid()), "an actor process outlived the run"
     # The daemon's segments, its subscribers' rings among them, are gone with it.
     assert not _segments_of(feed["pid"])
+
+
+def test_the_feed_daemon_gets_the_last_cpu_and_strategies_the_rest():
+    assert plan_cpus({0, 1}) == CpuPlan(feed=(1,), strategies=(0,))
+    assert plan_cpus({5, 2, 9}) == CpuPlan(feed=(9,), strategies=(2, 5))  # `taskset` decides
+    assert plan_cpus({3}) == CpuPlan()  # one CPU: the OS places everything
+    assert plan_cpus(set()) == CpuPlan()

@@ -175,6 +175,7 @@ async def test_quotes_and_paper_fills_over_the_tractor_stream_without_lanes(tmp_
             async def run() -> None:
                 result.append(await run_actors(
                     [trader], registry=("127.0.0.1", free_port()), history=0, lanes=False,
+                    pin_cpus=False,
                     provider_options={"seed": 5, "tick_rate": 200}, status_every=0.2,
                     paper={"name": "lanes", "cash": 10_000.0, "path": tmp_path / "account"},
                     on_event=events, stop=stop, log_level="warning",
@@ -183,11 +184,16 @@ async def test_quotes_and_paper_fills_over_the_tractor_stream_without_lanes(tmp_
                     stop_timeout=10.0))
 
             nursery.start_soon(run)
-            await events.wait(event="strategy_started", strategy="Trader")
+            feed = await events.wait(event="feed")
+            started = await events.wait(event="strategy_started", strategy="Trader")
+            # Not pinned: the actors may use every CPU this process may.
+            assert os.sched_getaffinity(feed["pid"]) == os.sched_getaffinity(0)
+            assert os.sched_getaffinity(started["pid"]) == os.sched_getaffinity(0)
             await events.more_quotes("Trader", 50)
             stop.set()
     result = result[0]
     assert result.ok, result.errors
+    assert "CPUs: placed by the OS" in result.summary()
     assert result.strategies[0].quotes >= 50
     assert result.account["fills"] == 1
     assert [p["symbol"] for p in result.account["positions"]] == ["btcusd"]
