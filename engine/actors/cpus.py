@@ -55,8 +55,12 @@ def pin_this_process(cpus: Sequence[int] | None, who: str) -> None:
                     ",".join(map(str, cpus)), exc)
 
 
-def describe(plan: CpuPlan) -> str:
+def describe(plan: CpuPlan, *, shared_feed: bool = False) -> str:
+    """The summary's line: where the run put its actors (a shared feed daemon was placed by
+    the run that started it)."""
     if plan.feed is None or plan.strategies is None:
         return "CPUs: placed by the OS"
-    return (f"CPUs: feed daemon on {','.join(map(str, plan.feed))}, strategy actors on "
-            f"{','.join(map(str, plan.strategies))}")
+    strategies = f"strategy actors on {','.join(map(str, plan.strategies))}"
+    if shared_feed:
+        return f"CPUs: {strategies} (the shared feed daemon is where its own run put it)"
+    return f"CPUs: feed daemon on {','.join(map(str, plan.feed))}, {strategies}"

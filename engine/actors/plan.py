@@ -34,7 +34,7 @@ class ActorRunResult(RunResult):
     feed: str = ""
     feed_pid: int | None = None
     shared_feed: bool = False
-    cpus: str = ""  # where this run put its actors (engine.actors.cpus); "" with a shared feed
+    cpus: str = ""  # where this run put its actors (engine.actors.cpus)
     restarts: dict[str, int] = field(default_factory=dict)
     failures: dict[str, list[str]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)

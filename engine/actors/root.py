@@ -447,7 +447,7 @@ class _Root:
                                         for s in plan.symbols},
             interrupted=self.interrupted, account=clearing.get(self.account),
             feed=plan.feed_name, feed_pid=self.feed_info.get("pid"), shared_feed=self.shared,
-            cpus="" if self.shared else describe_cpus(self.cpus),
+            cpus=describe_cpus(self.cpus, shared_feed=self.shared),
             restarts={slot.name: max(0, slot.lives - 1) for slot in plan.slots},
             failures={slot.name: list(slot.failures) for slot in plan.slots},
             problems=list(self.problems), warmup=list(self.warmup), history=dict(self.loaded))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import trio
 
-from engine.actors.cpus import CpuPlan, plan_cpus
+from engine.actors.cpus import CpuPlan, describe, plan_cpus
 from engine.actors.root import run_actors
 from tests.actors.procs import Events, descendants, free_port
 
@@ -102,3 +102,7 @@ def test_the_feed_daemon_gets_the_last_cpu_and_strategies_the_rest():
     assert plan_cpus({5, 2, 9}) == CpuPlan(feed=(9,), strategies=(2, 5))  # `taskset` decides
     assert plan_cpus({3}) == CpuPlan()  # one CPU: the OS places everything
     assert plan_cpus(set()) == CpuPlan()
+    assert describe(CpuPlan()) == "CPUs: placed by the OS"
+    two = plan_cpus({0, 1})
+    assert describe(two) == "CPUs: feed daemon on 1, strategy actors on 0"
+    assert describe(two, shared_feed=True).startswith("CPUs: strategy actors on 0 (the shared")
