@@ -7,9 +7,7 @@ other one arrives here as a module path, a short name under `providers/`, or a `
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import inspect
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from engine.dtypes import OHLC_FIELDS, ohlc_dtype
+from engine.file_modules import module_from_file
 
 DEFAULT_PROVIDER = "providers.sim"
 
@@ -130,13 +129,9 @@ def _import(spec: str) -> ModuleType:
         if not path.exists():
             raise ProviderError(f"provider file {spec!r} does not exist")
         target = path / "__init__.py" if path.is_dir() else path
-        mod_name = f"_engine_provider_{path.stem}"
-        loader_spec = importlib.util.spec_from_file_location(mod_name, target)
-        if loader_spec is None or loader_spec.loader is None:
+        module = module_from_file(f"_engine_provider_{path.stem}", target)
+        if module is None:
             raise ProviderError(f"provider file {spec!r} cannot be imported")
-        module = importlib.util.module_from_spec(loader_spec)
-        sys.modules[mod_name] = module
-        loader_spec.loader.exec_module(module)
         return module
     candidates = [spec] if "." in spec else [f"providers.{spec}", spec]
     for candidate in candidates:

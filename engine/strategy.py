@@ -8,7 +8,6 @@ knows nothing of providers, feeds or brokers beyond the small `OrderRouter` prot
 from __future__ import annotations
 
 import datetime
-import importlib.util
 import inspect
 import logging
 import math
@@ -24,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from engine.account_view import AccountAccess
 from engine.clock import Clock
+from engine.file_modules import module_from_file
 from engine.instruments import Instrument
 from engine.orders import CancelOrder, LinkOrders, ModifyOrder, SubmitOrder, market_order
 from engine.shm import ShmArray
@@ -555,22 +555,17 @@ def load_strategy(path: str | Path, class_name: str | None = None) -> type[Strat
     if path.suffix != ".py":
         raise StrategyError(f"strategy file {str(path)!r} is not a .py file")
     mod_name = f"_engine_strategy_{path.stem}"
-    spec = importlib.util.spec_from_file_location(mod_name, path)
-    if spec is None or spec.loader is None:
-        raise StrategyError(f"strategy file {str(path)!r} cannot be imported")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = module
     try:
-        spec.loader.exec_module(module)
+        module = module_from_file(mod_name, path)
     except SyntaxError as exc:
-        sys.modules.pop(mod_name, None)
         raise StrategyError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from None
     except Exception as exc:
-        sys.modules.pop(mod_name, None)
         frames = [f for f in traceback.extract_tb(exc.__traceback__)
                   if Path(f.filename).resolve() == path.resolve()]
         where = f"{path}:{frames[-1].lineno}" if frames else str(path)
         raise StrategyError(f"{where}: import failed: {type(exc).__name__}: {exc}") from None
+    if module is None:
+        raise StrategyError(f"strategy file {str(path)!r} cannot be imported")
     found = [obj for obj in vars(module).values()
              if isinstance(obj, type) and issubclass(obj, Strategy) and obj is not Strategy
              and obj.__module__ == mod_name]

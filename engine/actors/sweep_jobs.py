@@ -7,15 +7,14 @@ name, cleaning its metrics, the pool's default size and the sweep's error. Both 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import math
 import os
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from engine.actors.messages import plain
+from engine.file_modules import module_from_file
 
 __all__ = ["SweepError", "default_workers", "load_evaluate", "clean_metrics", "make_jobs",
            "DEFAULT_EVALUATE"]
@@ -50,13 +49,9 @@ def load_evaluate(spec: str) -> Callable[..., Any]:
         path = Path(module_name)
         if not path.exists():
             raise SweepError(f"evaluate {spec!r}: no file {module_name}")
-        name = f"_engine_evaluate_{path.stem}"
-        loader = importlib.util.spec_from_file_location(name, path)
-        if loader is None or loader.loader is None:
+        module = module_from_file(f"_engine_evaluate_{path.stem}", path)
+        if module is None:
             raise SweepError(f"evaluate {spec!r}: cannot import {module_name}")
-        module = importlib.util.module_from_spec(loader)
-        sys.modules[name] = module
-        loader.loader.exec_module(module)
     else:
         module = importlib.import_module(module_name)
     fn = getattr(module, attr, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from typing import Annotated
 
@@ -71,3 +72,20 @@ def test_a_broken_strategy_file_is_named_with_its_line(tmp_path, body, message):
 def test_a_missing_file_is_named(tmp_path):
     with pytest.raises(StrategyError, match="does not exist"):
         load_strategy(tmp_path / "nope.py")
+
+
+def test_a_file_that_fails_to_import_leaves_no_half_made_module(tmp_path):
+    # A strategy, provider or sweep evaluation file that raises while it imports: the next
+    # attempt (the file fixed) must import it afresh, not find a broken module.
+    from engine.actors.sweep_jobs import SweepError, load_evaluate
+    from engine.provider import ProviderError, load_provider
+
+    path = tmp_path / "broken.py"
+    path.write_text("x = 1 / 0\n")
+    with pytest.raises(StrategyError):
+        load_strategy(path)
+    with pytest.raises(ProviderError):
+        load_provider(str(path))
+    with pytest.raises((SweepError, ZeroDivisionError)):
+        load_evaluate(f"{path}:evaluate")
+    assert not [m for m in sys.modules if m.endswith("_broken")]
