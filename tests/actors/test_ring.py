@@ -202,7 +202,6 @@ async def test_a_lane_server_pairs_by_token_and_removes_its_socket():
         await trio.open_unix_socket(path)  # nobody listens once it is over
 
 
-
 async def test_a_deadline_never_takes_a_record_with_it(mock_clock):
     # A subscriber reads under a silence deadline. When the deadline and a record come due in
     # the same turn (its own loop was stalled), the record must still be there afterwards.

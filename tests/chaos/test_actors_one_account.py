@@ -112,8 +112,8 @@ def test_five_strategies_on_one_account_settle_the_same_with_and_without_actors(
 
     stop = trio.Event()
     settled: set[str] = set()
-    want = {name: (size * (-1) ** flips, flips + 1)
-            for name, (_, size, flips) in zip(NAMES, STRATEGIES, strict=True)}
+    want = {name: (FINAL[name], flips + 1)
+            for name, (_, _, flips) in zip(NAMES, STRATEGIES, strict=True)}
 
     def on_event(event):
         # Stop once each strategy has sent its last order and that order has filled: its own
