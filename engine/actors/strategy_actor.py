@@ -81,9 +81,8 @@ async def run_strategy(ctx: Any, path: str, params: dict[str, Any], feed: str, c
     `started` carries the pid, the strategy's name and the shm segments it attached, or
     `{"error": ...}` when the file or its parameters are wrong. With `lane`, quotes come through
     a shared-memory ring with a doorbell socket (`engine.actors.ring`) rather than the tractor
-    stream. `name` is the
-    strategy's name on the account when it is not its class name (`Name#2`). `cpus`: the CPUs
-    to keep to (`engine.actors.cpus`).
+    stream. `name` is the strategy's name on the account when it is not its class name
+    (`Name#2`). `cpus`: the CPUs to keep to (`engine.actors.cpus`).
     """
     configure_child_logging(log_level)
     pin_this_process(cpus, f"strategy {name or os.path.basename(path)}")
