@@ -30,6 +30,8 @@ import tractor  # noqa: E402
 import tractor._spawn  # noqa: E402
 from tractor._exceptions import TransportClosed  # noqa: E402
 
+from engine.actors.exits import describe_exit  # noqa: E402
+
 __all__ = ["tractor", "DEFAULT_REGISTRY", "parse_hostport", "tractor_loglevel", "guard_child",
            "child_process", "LINK_ERRORS", "describe_exit", "TransportClosed", "open_registry",
            "open_peer", "registered_names", "reap_children"]
@@ -163,18 +165,6 @@ async def reap_children(nursery: Any, grace: float = 1.0) -> None:
         if proc.returncode is None:
             log.warning("actor process %d did not stop; killing it", proc.pid)
             proc.kill()
-
-
-def describe_exit(returncode: int | None) -> str:
-    """Say how a process ended: `exited with status 1`, `killed by SIGKILL`."""
-    if returncode is None:
-        return "still running"
-    if returncode < 0:
-        try:
-            return f"killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"killed by signal {-returncode}"
-    return f"exited with status {returncode}"
 
 
 @asynccontextmanager

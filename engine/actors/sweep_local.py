@@ -31,6 +31,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
+from engine.actors.exits import describe_exit
 from engine.actors.sweep_jobs import SweepError, load_evaluate, make_jobs
 
 __all__ = ["run_local", "local_sweep", "STOP_GRACE"]
@@ -79,17 +80,6 @@ def _spawn(setup: dict, slot: int, respawns: int = 0) -> _Worker:
     conn = Connection(ours.detach())
     conn.send(setup)
     return _Worker(proc, conn, slot, respawns=respawns)
-
-
-def _exit_text(code: int | None) -> str:
-    if code is None:
-        return "did not exit"
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with status {code}"
 
 
 def _stop(workers: Sequence[_Worker], interrupted: bool) -> None:
@@ -196,7 +186,7 @@ def _lost(w: _Worker, pending: deque, attempts: dict, finish: Callable[[dict, di
         os.killpg(w.proc.pid, signal.SIGKILL)
         code = w.proc.wait()
     w.conn.close()
-    why = f"its worker process {_exit_text(code)}"
+    why = f"its worker process {describe_exit(code)}"
     log.warning("sweep worker %s: %s; %s", w.slot, why,
                 "replacing it" if w.respawns < MAX_RESPAWNS else "giving up on it")
     job = w.job
