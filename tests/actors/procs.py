@@ -28,27 +28,33 @@ def parent(pid: int) -> int | None:
     return stat[1] if stat else None
 
 
-def descendants(pid: int) -> list[int]:
-    """Every live (not zombie) process below `pid`, but for multiprocessing's resource tracker
-    (a process that creates shared memory keeps one for its lifetime)."""
+def tree(pid: int) -> set[int]:
+    """Every process below `pid` now, by parent links: zombies and resource trackers too."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             stat = _stat(int(entry.name))
             if stat is not None:
                 children.setdefault(stat[1], []).append(int(entry.name))
-    out, todo = [], [pid]
+    out, todo = set(), [pid]
     while todo:
         for child in children.get(todo.pop(), []):
-            out.append(child)
+            out.add(child)
             todo.append(child)
-    return [p for p in out if alive(p) and "resource_tracker" not in cmdline(p)]
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live (not zombie) process below `pid`, but for multiprocessing's resource tracker
+    (a process that creates shared memory keeps one for its lifetime)."""
+    return [p for p in tree(pid) if alive(p) and "resource_tracker" not in cmdline(p)]
 
 
 def alive(pid: int) -> bool:
-    """True while `pid` runs (a zombie has exited: it only waits to be reaped)."""
+    """True while `pid` runs (a zombie or a dead process has exited: at most it waits to be
+    reaped)."""
     stat = _stat(pid)
-    return stat is not None and stat[0] != "Z"
+    return stat is not None and stat[0] not in ("Z", "X")
 
 
 def cmdline(pid: int) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from engine.backtests.replay import run_backtest
-from tests.actors.procs import alive
+from tests.actors.procs import alive, tree
 from tests.conftest import segments_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,24 +129,6 @@ def test_a_sweep_runs_in_a_jupyter_kernel():
     assert f"class Local.py {best[0]} {best[1]}" in text  # a class defined in the notebook
 
 
-def _tree(pid: int) -> set[int]:
-    """`pid`'s descendants now, resource trackers included (by their parent links)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children.setdefault(int(stat[1]), []).append(int(entry.name))
-    out, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.add(child)
-            todo.append(child)
-    return out
-
-
 def _lines(stream, into: queue.Queue) -> None:
     for line in iter(stream.readline, ""):
         into.put(line)
@@ -188,9 +170,9 @@ def test_ctrl_c_ends_a_sweep_at_once_leaving_no_process_segment_or_warning(tmp_p
             line = err.get(timeout=max(0.1, deadline - time.monotonic()))
             assert line is not None, "".join(seen)
             seen.append(line)
-        workers = {p for p in _tree(proc.pid) if "engine.actors.sweep_worker" in _cmd(p)}
+        workers = {p for p in tree(proc.pid) if "engine.actors.sweep_worker" in _cmd(p)}
         assert len(workers) == 2
-        below = set().union(*(_tree(w) for w in workers)) | workers
+        below = set().union(*(tree(w) for w in workers)) | workers
         assert _sessions(workers) == workers  # each leads its own session: Ctrl-C is ours
         t0 = time.monotonic()
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.actors.procs import alive, tree
 from tests.conftest import creator, segments_of, shm_names
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,16 +50,8 @@ def _group(pgid: int) -> set[int]:
     return {pid for pid, stat in _live_pids().items() if int(stat[2]) == pgid}
 
 
-def _descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for child, stat in _live_pids().items():
-        children.setdefault(int(stat[1]), []).append(child)
-    out, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.add(child)
-            todo.append(child)
-    return out
+def _live_below(pid: int) -> set[int]:
+    return {p for p in tree(pid) if alive(p)}
 
 
 def _wait_for(what: str, cond, seed_note: str) -> None:
@@ -91,11 +84,11 @@ def _kill_rounds(args: list[str], rounds: int, seed: int, tmp_path: Path) -> Non
         if after_segments:
             # With --actors the segments are the feed daemon's, a child of the run.
             _wait_for("the run never created its segments",
-                      lambda p=proc: segments_of(p.pid, *_descendants(p.pid))
+                      lambda p=proc: segments_of(p.pid, *_live_below(p.pid))
                       or p.poll() is not None, note)
             assert proc.poll() is None, (tmp_path / "stderr.log").read_text()[-2000:]
         time.sleep(delay)
-        members = _group(proc.pid) | _descendants(proc.pid) | {proc.pid}
+        members = _group(proc.pid) | _live_below(proc.pid) | {proc.pid}
         held += sorted(segments_of(*members))
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=PATIENCE)
