@@ -32,6 +32,7 @@ def seeded(n: int, seed: int = 42) -> np.ndarray:
     rng = np.random.default_rng(seed)
     close = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.0005, n)))
     bars = np.zeros(n, dtype=ohlc_dtype)
+    bars["index"] = np.arange(n)  # row numbers, as every loader writes them
     bars["time"] = 1_600_000_000 + 60 * np.arange(n)
     bars["open"] = np.r_[100.0, close[:-1]]
     bars["close"] = close

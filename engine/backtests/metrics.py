@@ -201,6 +201,24 @@ def deflated_sharpe(sr: float, n: int, skew: float, kurtosis: float, n_trials: i
                                 expected_max_sharpe(n_trials, trials_variance))
 
 
+@njit(cache=True)
+def _resampled_sharpes(x: np.ndarray, draws: np.ndarray, out: np.ndarray) -> None:
+    """out[r] = mean / sample standard deviation of x[draws[r]] (NaN where it is 0): the
+    bootstrap's resamples read in place, never gathered into a matrix of their own."""
+    n = draws.shape[1]
+    for r in range(draws.shape[0]):
+        total = 0.0
+        for i in range(n):
+            total += x[draws[r, i]]
+        mean = total / n
+        ss = 0.0
+        for i in range(n):
+            d = x[draws[r, i]] - mean
+            ss += d * d
+        sd = math.sqrt(ss / (n - 1))
+        out[r] = mean / sd if sd > 0 else math.nan
+
+
 def sharpe_interval(rets: np.ndarray, per_year: float, risk_free: float = 0.0,
                     level: float = 0.95, resamples: int = 2000, seed: int = 0
                     ) -> tuple[float, float]:
@@ -216,10 +234,7 @@ def sharpe_interval(rets: np.ndarray, per_year: float, risk_free: float = 0.0,
     chunk = max(1, 4_000_000 // n)  # bound the index matrix to ~32 MB
     for lo in range(0, resamples, chunk):
         hi = min(resamples, lo + chunk)
-        draw = x[rng.integers(0, n, size=(hi - lo, n))]
-        sd = draw.std(axis=1, ddof=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out[lo:hi] = np.where(sd > 0, draw.mean(axis=1) / sd, np.nan)
+        _resampled_sharpes(x, rng.integers(0, n, size=(hi - lo, n)), out[lo:hi])
     out = out[np.isfinite(out)] * math.sqrt(per_year)
     if not len(out):
         return math.nan, math.nan
