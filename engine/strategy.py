@@ -38,6 +38,9 @@ CALLBACKS = ("on_start", "on_quote", "on_bar", "on_bars", "on_fill", "on_order_r
 log = logging.getLogger("engine.strategy")
 
 _YEAR_10000 = 253402300800  # epoch s: the first instant ISO 8601's four-digit years cannot name
+# The parts of a time of day, joined instead of formatted: log lines stamp every bar's close.
+_HH_MM = [f"{m // 60:02d}:{m % 60:02d}:" for m in range(1440)]
+_SS_Z = [f"{sec:02d}Z" for sec in range(60)]
 
 
 class StrategyError(Exception):
@@ -235,6 +238,7 @@ class Context(AccountAccess):
         self._higher: dict[str, list[Any]] = {}
         self._tf_labels: dict[int, str] = {}
         self._now_cache: tuple[float, str] = (math.nan, "")
+        self._day_cache: tuple[int, str] = (-1, "")
 
     def set_id_prefix(self, prefix: str) -> None:
         self._id_prefix = prefix
@@ -255,13 +259,18 @@ class Context(AccountAccess):
 
     def now_str(self) -> str:
         """The engine clock as ISO 8601 UTC (what `Strategy.log` stamps its lines with)."""
-        t = self.now
+        t = self.clock.now()
         if t == self._now_cache[0]:
             return self._now_cache[1]
         if type(t) is int or (isinstance(t, float) and t.is_integer()):
-            # Whole seconds since 1970 (every bar close of a replay): the C formatter.
+            # Whole seconds since 1970 (every bar close of a replay): the date formatted once
+            # a day, the time of day by arithmetic.
             if 0 <= t < _YEAR_10000:
-                text = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+                day, second = divmod(int(t), 86400)
+                if day != self._day_cache[0]:
+                    self._day_cache = (day, time.strftime("%Y-%m-%dT", time.gmtime(day * 86400)))
+                minute, second = divmod(second, 60)
+                text = self._day_cache[1] + _HH_MM[minute] + _SS_Z[second]
                 self._now_cache = (t, text)
                 return text
         from engine.timefmt import iso

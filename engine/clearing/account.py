@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -51,6 +52,20 @@ NO_WHOLE_LOT = "sized as a fraction of equity"
 
 
 _NAN, _INF = math.nan, math.inf
+_PENDING, _LINK_NONE = _core.PENDING, _core.LINK_NONE
+
+
+def _row_struct(dtype: np.dtype) -> struct.Struct:
+    """A struct packing one row of the packed record `dtype` (ints, bools and floats)."""
+    codes = {("i", 1): "b", ("i", 4): "i", ("i", 8): "q", ("b", 1): "?", ("f", 8): "d"}
+    fmt = "=" + "".join(codes[dtype[n].kind, dtype[n].itemsize] for n in dtype.names)
+    packer = struct.Struct(fmt)
+    if packer.size != dtype.itemsize:
+        raise TypeError(f"{dtype} is not a packed record of fixed-size fields")
+    return packer
+
+
+_ORDER_ROW = _row_struct(_core.order_dtype)
 
 
 def _day_end(epoch: float) -> float:
@@ -125,8 +140,12 @@ class Account:
         self.ticks = np.zeros(0)
         self.lots = np.zeros(0)
         self.min_notionals = np.zeros(0)
+        # Symbols whose instrument sets no rule (lot, tick, minimum notional): an order in units
+        # in one of them breaks none, and the broker skips looking them up.
+        self.ruleless: set[str] = set()
         self.instruments: dict[str, Instrument] = dict(instruments or {})
         self.orders = np.zeros(capacity, dtype=_core.order_dtype)
+        self._order_bytes = self.orders.view(np.uint8)  # _add writes rows through it
         self.n_orders = 0
         self._start = 0  # rows before it are done
         self._bounds = np.zeros(2, dtype=np.int64)  # (start, n_orders) for the kernel
@@ -162,6 +181,10 @@ class Account:
         self.ticks[i] = inst.tick_size or 0.0
         self.lots[i] = inst.lot_size or 0.0
         self.min_notionals[i] = inst.min_notional or 0.0
+        if inst.tick_size is None and inst.lot_size is None and not inst.min_notional:
+            self.ruleless.add(inst.symbol)
+        else:
+            self.ruleless.discard(inst.symbol)
 
     def instrument(self, symbol: str) -> Instrument:
         """`symbol`'s trading rules (lot, tick, minimum notional; none set when not given)."""
@@ -288,21 +311,26 @@ class Account:
     def _add(self, order: SubmitOrder, now: float, latency: float) -> int:
         if order.client_id in self._row:
             raise ValueError(f"duplicate client order id {order.client_id!r}")
-        if self.n_orders == len(self.orders):
-            self.orders = np.concatenate([self.orders, np.zeros_like(self.orders)])
         row = self.n_orders
-        # One tuple assignment: a fraction of the cost of a kernel call or field-by-field writes.
+        if row == len(self.orders):
+            self.orders = np.concatenate([self.orders, np.zeros_like(self.orders)])
+        if self._order_bytes.base is not self.orders:
+            self._order_bytes = self.orders.view(np.uint8)
         sym = self._index.get(order.symbol)
-        self.orders[row] = (
+        size = order.size or 0.0
+        # The row packed straight into the table's memory: half the cost of assigning a tuple
+        # to a record, on every order's way to the book.
+        _ORDER_ROW.pack_into(
+            self._order_bytes, row * _ORDER_ROW.size,
             self.add_symbol(order.symbol) if sym is None else sym, 1 if order.side == "buy" else -1,
-            _OTYPE[order.order_type], _TIF[order.tif], order.reduce_only, _core.PENDING,
-            False, False, False, order.units, order.units,
+            _OTYPE[order.order_type], _TIF[order.tif], order.reduce_only, _PENDING,
+            False, False, False, size, size,
             _NAN if order.limit_price is None else order.limit_price,
             _NAN if order.stop_price is None else order.stop_price,
             now, now + latency, _day_end(now) if order.tif == "DAY" else _INF,
-            -1, -1, -1, -1, _core.LINK_NONE, _NAN, _NAN, _NAN, 0.0,
+            -1, -1, -1, -1, _LINK_NONE, _NAN, _NAN, _NAN, 0.0,
             _NAN if order.equity_fraction is None else order.equity_fraction)
-        self.n_orders += 1
+        self.n_orders = row + 1
         self._ids.append(order.client_id)
         self._row[order.client_id] = row
         self._submits[order.client_id] = order

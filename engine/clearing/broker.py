@@ -305,6 +305,8 @@ class PaperBroker:
         """Why `order` breaks its instrument's rules (lot, tick, minimum notional) or sizes
         itself beyond the leverage; None if it does not."""
         frac = order.equity_fraction
+        if frac is None and order.symbol in self.account.ruleless:
+            return None  # units, and no rule to break
         if frac is not None and order.size is None:
             cap = self.config.risk.leverage
             if cap is not None and frac > cap * (1 + 1e-12):
