@@ -11,6 +11,10 @@ import pytest
 
 SHM_DIR = Path("/dev/shm")
 
+# Commands the suite starts run in their own processes, whatever engine daemon the machine's
+# user has running (tests/engine/test_daemon.py starts its own and lifts this).
+os.environ["ENGINE_NO_DAEMON"] = "1"
+
 
 def shm_names() -> set[str]:
     return {p.name for p in SHM_DIR.iterdir() if p.name.startswith("engine_")}

@@ -17,6 +17,7 @@ from engine.cli import (
     _backfill,
     _backtest,
     _check,
+    _daemon,
     _data,
     _indicators,
     _run,
@@ -30,7 +31,7 @@ from engine.cli._common import UsageError, check_timeframe, parse_options
 __all__ = ["UsageError", "build_parser", "check_timeframe", "main", "parse_options"]
 
 _COMMANDS = [_run, _backtest, _sweep, _check, _warmup, _account, _symbols, _backfill, _data,
-             _indicators, _ui]
+             _indicators, _ui, _daemon]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:
+        # A command started from the shell runs in a warm child of the daemon when one is up.
+        try:
+            code = _daemon.forward(sys.argv[1:])
+        except KeyboardInterrupt:
+            print("engine: interrupted", file=sys.stderr)
+            return 130
+        if code is not None:
+            return code
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
