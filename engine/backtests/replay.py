@@ -496,7 +496,7 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
     grouped = dispatch.grouped
     pending: list = []
     broker.attach(None, pending.extend)
-    fills = FillLog(symbols)
+    fills = FillLog(symbols, run.fills_in_memory)
     cancels: list[OrderCancelled] = []
     account = broker.account
     sym_index = [account.add_symbol(s) for s in symbols]
@@ -935,6 +935,7 @@ class _Run:
     clock: ReplayClock
     broker: PaperBroker
     config: BrokerConfig
+    fills_in_memory: int | None = None  # the run's bound on fills kept in memory (rows)
 
 
 def _load(strat: Strategy, spec: RunSpec) -> _Run:
@@ -977,7 +978,8 @@ def _load(strat: Strategy, spec: RunSpec) -> _Run:
             b = bars[s] = b.copy()
             b["index"] = np.arange(len(b))
     shms = {s: reuse.get(s) or HeldBars(b) for s, b in bars.items()}
-    return _Run(bars, period, skip, shms, reuse, clock, broker, config)
+    return _Run(bars, period, skip, shms, reuse, clock, broker, config,
+                spec.measure.fills_in_memory)
 
 
 def _collect(strat: Strategy, spec: RunSpec, run: _Run, fills: FillLog, step_sym: np.ndarray,
