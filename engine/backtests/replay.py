@@ -868,7 +868,8 @@ def run_backtest(strategy: str | Path | type[Strategy] | Strategy, data: Any = N
     `shrink_to_fit`, `instruments`: lot size, tick size and minimum notional by symbol, as
     `{"GOOG": {"lot_size": 1, "tick_size": 0.01}}`) and the measures (`periods_per_year`, `risk_free`, `bootstrap`,
     `close_at_end`: close open positions at each symbol's last close as counted trades,
-    `lots`: "fifo" or "average", `log_level`: the strategy's log lines kept in `result.log`).
+    `lots`: "fifo" or "average", `log_level`: the strategy's log lines kept in `result.log`,
+    `fills_in_memory`: the most fills held in memory, older ones spilled to disk; None: all).
     `data`: a CSV/Parquet path or a symbol (several, comma-separated), the history store's
     symbol, a bars array or a pandas DataFrame, or a dict of those by symbol. `progress(done,
     total)` hears how far the replay is. See the module docstring for conventions.
