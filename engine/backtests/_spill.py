@@ -1,6 +1,6 @@
 """Fills spilled to Parquet: the directory a fill log (`records.FillLog`) moves its oldest rows
 to once it holds more than its bound, the part files in it, and the removal of directories
-whose process died. Knows rows of a structured array and their client ids, nothing of fills.
+whose process died. Knows rows of a structured array and their client ids, not their fields.
 
 A directory is `engine_fills_<pid>_<random>` under `tempfile.gettempdir()` (`TMPDIR` chooses
 it), one per log, made at its first spill and removed with its parts when the log is garbage

@@ -96,23 +96,31 @@ class FillLog:
 
     def _spill(self) -> None:
         """Write the oldest half-bound chunks to Parquet until fewer than `bound` rows are
-        left in memory, then move the rest to the buffer's front."""
+        left in memory."""
         bound = self.bound
         assert bound is not None
         chunk = max(1, bound // 2)
         done = 0
-        while self._m - done >= bound:
-            if self._dir is None:
-                self._dir = make_dir(self)
-            path = self._dir / f"fills-{len(self._parts):06d}.parquet"
-            write_part(path, self._buf[done:done + chunk], self._ids[done:done + chunk])
-            self._parts.append((path, chunk))
-            self._starts.append(self._spilled)
-            self._spilled += chunk
-            done += chunk
+        try:
+            while self._m - done >= bound:
+                if self._dir is None:
+                    self._dir = make_dir(self)
+                path = self._dir / f"fills-{len(self._parts):06d}.parquet"
+                write_part(path, self._buf[done:done + chunk], self._ids[done:done + chunk])
+                self._parts.append((path, chunk))
+                self._starts.append(self._spilled)
+                self._spilled += chunk
+                done += chunk
+        finally:  # what was written leaves memory, even when a later part could not be
+            self._drop(done)
+
+    def _drop(self, done: int) -> None:
+        """Drop the oldest `done` rows (spilled) from memory."""
+        bound = self.bound
+        assert bound is not None
         rest = self._m - done
         if len(self._buf) > bound:  # grown past the bound by one large batch: give it back
-            kept = np.zeros(bound, dtype=FILL_DTYPE)
+            kept = np.zeros(max(bound, rest), dtype=FILL_DTYPE)
             kept[:rest] = self._buf[done:self._m]
             self._buf = kept
         else:

@@ -229,3 +229,15 @@ def test_a_spill_file_of_other_rows_is_one_error_naming_it():
     with pytest.raises(SpillError, match=f"^{replaced}: spilled fills hold 2 rows, 5 were "
                                          "written"):
         log.rows  # noqa: B018
+
+
+def test_a_temporary_directory_that_cannot_take_the_files_is_one_error_and_loses_no_fill(
+        spill_root, monkeypatch):
+    nowhere = spill_root / "gone"
+    monkeypatch.setattr(tempfile, "tempdir", str(nowhere))
+    log = FillLog(["a"], 4)
+    with pytest.raises(SpillError, match=f"^cannot make a directory for spilled fills in "
+                                         f"{nowhere}: "):
+        log.add(0, fills(6))
+    assert log.spilled == []
+    assert list(log) == fills(6)
