@@ -119,21 +119,25 @@ def write_part(path: Path, rows: np.ndarray, ids: list[str]) -> None:
                          "directory, fills_in_memory=None keeps every fill in memory") from None
 
 
-def read_part(path: Path, dtype: np.dtype, n: int, out: np.ndarray | None = None
-              ) -> tuple[np.ndarray, list[str]]:
-    """The `n` rows (of `dtype`, into `out` if given) and client ids spilled to `path`."""
+def read_part(path: Path, dtype: np.dtype, n: int, out: np.ndarray | None = None,
+              ids: bool = True) -> tuple[np.ndarray, list[str]]:
+    """The `n` rows (of `dtype`, into `out` if given) and client ids (none unless `ids`)
+    spilled to `path`."""
+    wanted = [*dtype.names, _IDS] if ids else list(dtype.names)
     try:
-        table = pq.read_table(path, memory_map=True)
+        with pq.ParquetFile(path, memory_map=True) as f:
+            missing = [c for c in wanted if c not in f.schema_arrow.names]
+            if missing:
+                raise SpillError(f"{path}: not spilled fills (no column {', '.join(missing)})")
+            if f.metadata.num_rows != n:
+                raise SpillError(f"{path}: spilled fills hold {f.metadata.num_rows} rows, {n} "
+                                 "were written")
+            table = f.read(columns=wanted)
     except FileNotFoundError:
         raise SpillError(f"{path}: spilled fills are missing (removed while the results "
                          "holding them were alive)") from None
     except (pa.ArrowException, OSError) as exc:
-        raise SpillError(f"{path}: spilled fills cannot be read back ({exc})") from None
-    missing = [c for c in (*dtype.names, _IDS) if c not in table.column_names]
-    if missing:
-        raise SpillError(f"{path}: not spilled fills (no column {', '.join(missing)})")
-    if table.num_rows != n:
-        raise SpillError(f"{path}: spilled fills hold {table.num_rows} rows, {n} were written")
+        raise _unreadable(path, exc) from None
     rows = np.empty(n, dtype=dtype) if out is None else out
     try:
         for name in dtype.names:
@@ -141,9 +145,14 @@ def read_part(path: Path, dtype: np.dtype, n: int, out: np.ndarray | None = None
             if column.null_count:
                 raise ValueError(f"column {name} has missing values")
             rows[name] = column.to_numpy()
-        ids = table.column(_IDS).to_pylist()
+        client_ids = table.column(_IDS).to_pylist() if ids else []
     except (pa.ArrowException, ValueError, TypeError) as exc:
-        raise SpillError(f"{path}: spilled fills cannot be read back ({exc})") from None
-    if None in ids:
-        raise SpillError(f"{path}: spilled fills cannot be read back (a client id is missing)")
-    return rows, ids
+        raise _unreadable(path, exc) from None
+    if None in client_ids:
+        raise _unreadable(path, ValueError("a client id is missing"))
+    return rows, client_ids
+
+
+def _unreadable(path: Path, exc: BaseException) -> SpillError:
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # one line
+    return SpillError(f"{path}: spilled fills cannot be read back ({reason})")

@@ -145,7 +145,7 @@ class FillLog:
             return self._buf[:self._m]
         out = np.empty(self.n, dtype=FILL_DTYPE)
         for (path, n), start in zip(self._parts, self._starts, strict=True):
-            read_part(path, FILL_DTYPE, n, out[start:start + n])
+            read_part(path, FILL_DTYPE, n, out[start:start + n], ids=False)
         out[self._spilled:] = self._buf[:self._m]
         return out
 

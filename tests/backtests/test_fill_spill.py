@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -207,8 +209,9 @@ def test_a_damaged_spill_file_is_one_error_naming_it():
     bad.write_bytes(b"PAR1 not a parquet file PAR1")
     for read in (lambda: log.rows, lambda: list(log), lambda: log.record(16),
                  lambda: log.client_ids):
-        with pytest.raises(SpillError, match=f"^{bad}: spilled fills cannot be read back"):
+        with pytest.raises(SpillError, match=f"^{bad}: spilled fills cannot be read back") as e:
             read()
+        assert "\n" not in str(e.value)
     assert log.record(0) == fills(1)[0]  # the sound parts still read
 
 
@@ -229,6 +232,11 @@ def test_a_spill_file_of_other_rows_is_one_error_naming_it():
     with pytest.raises(SpillError, match=f"^{replaced}: spilled fills hold 2 rows, 5 were "
                                          "written"):
         log.rows  # noqa: B018
+    foreign = log.spilled[4]
+    pq.write_table(pa.table({"step": [1, 2, 3, 4, 5]}), foreign)
+    with pytest.raises(SpillError, match=f"^{foreign}: not spilled fills \\(no column time, "
+                                         "fill_id, "):
+        log.record(20)  # in the fifth part
 
 
 def test_a_temporary_directory_that_cannot_take_the_files_is_one_error_and_loses_no_fill(
