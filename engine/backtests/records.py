@@ -2,8 +2,9 @@
 become the rows of the JSON and pandas DataFrames (the same columns, indexed by UTC time).
 
 Times stay epoch seconds (UTC) in the `time` and `*_time` fields; an ISO 8601 string
-(`engine.timefmt`, dates for daily bars) sits beside each as `*_iso`. Nothing here runs a
-backtest or changes a result.
+(`engine.timefmt`, dates for daily bars) sits beside each as `*_iso`. A fill log past its
+bound moves its oldest rows to Parquet files and reads them back (`engine.backtests._spill`).
+Nothing here runs a backtest or changes a result.
 """
 
 from __future__ import annotations
