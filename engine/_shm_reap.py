@@ -8,9 +8,10 @@ A segment is removed only when its creator is certainly gone: no process has tha
 process that has it is a zombie, or it started after the segment was made (the pid was reused:
 the pid belonged to the creator when the segment was made, so a process holding it since then
 is the creator). Start times come from /proc (boot time plus clock ticks, good to a second), so
-a process counts as the creator unless it started more than `_SLACK` seconds after the segment.
-Only segments of this user are touched. This never removes a segment of a live process in this
-pid namespace; an engine in another pid namespace sharing this /dev/shm would look dead.
+a process counts as the creator unless it started more than `engine._pids.SLACK` seconds after
+the segment. Only segments of this user are touched. This never removes a segment of a live
+process in this pid namespace; an engine in another pid namespace sharing this /dev/shm would
+look dead.
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ import os
 import threading
 from pathlib import Path
 
+from engine._pids import boot_time, maker_gone
+
 __all__ = ["reap", "reap_once"]
 
 log = logging.getLogger("engine.shm")
 
 SHM_DIR = Path("/dev/shm")
 _PREFIX = "engine_"
-# Start times from /proc are whole boot seconds plus clock ticks: good to about a second.
-_SLACK = 1.5
 
 _done = False
 _lock = threading.Lock()
@@ -40,30 +41,11 @@ def _creator(name: str) -> int | None:
         return None
 
 
-def _boot_time() -> float:
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith("btime "):
-            return float(line.split()[1])
-    raise OSError("no btime in /proc/stat")
-
-
-def _started(pid: int, boot: float) -> float | None:
-    """Epoch seconds when `pid` started, or None when no live (non-zombie) process has it."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] in ("Z", "X"):
-        return None  # dead, waiting for its parent to reap it
-    return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
-
-
 def reap(directory: Path = SHM_DIR) -> list[str]:
     """Remove this user's `engine_<pid>_*` segments whose creator is dead; return their names."""
     try:
         names = [n for n in os.listdir(directory) if n.startswith(_PREFIX)]
-        boot = _boot_time()
+        boot = boot_time()
     except OSError:
         return []  # no /dev/shm or no /proc: nothing we can judge safely
     uid = os.getuid()
@@ -79,10 +61,9 @@ def reap(directory: Path = SHM_DIR) -> list[str]:
             continue  # removed meanwhile
         if st.st_uid != uid:
             continue
-        started = _started(pid, boot)
         # mtime is set when the segment is made (create, ftruncate); writes through the mapping
         # leave it, and were it ever later, the creator would only look alive for longer.
-        if started is not None and started <= st.st_mtime + _SLACK:
+        if not maker_gone(pid, st.st_mtime, boot):
             continue  # its creator is alive
         try:
             path.unlink()

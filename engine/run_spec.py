@@ -9,6 +9,7 @@ Only the description lives here: no I/O, no defaults read from the environment.
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
@@ -16,7 +17,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from engine.clearing.config import BrokerConfig, Fees, RiskLimits, Slippage
 from engine.instruments import Instrument, instrument_table
 
-__all__ = ["AccountSpec", "CostSpec", "DataSpec", "MeasureSpec", "RunSpec", "RunSpecError"]
+__all__ = ["AccountSpec", "CostSpec", "DataSpec", "MeasureSpec", "RunSpec", "RunSpecError",
+           "FILLS_IN_MEMORY"]
+
+# A run keeps at most this many fills in memory (64 bytes each: 64 MB) before older ones spill.
+FILLS_IN_MEMORY = 1_000_000
 
 
 class RunSpecError(ValueError):
@@ -133,7 +138,9 @@ class MeasureSpec(BaseModel):
     """How results are measured: `periods_per_year` (None: the data's calendar), the annual
     `risk_free` rate (a fraction), `bootstrap` (the Sharpe ratio's confidence interval),
     `close_at_end` (close open positions at the last bar as counted trades), `lots` (how fills
-    make trades: "fifo" or "average") and `log_level` (the strategy's log lines kept)."""
+    make trades: "fifo" or "average"), `log_level` (the strategy's log lines kept) and
+    `fills_in_memory` (the most fills a run keeps in memory, in rows of 64 bytes; older ones
+    spill to Parquet files in the temporary directory; None: never spill)."""
 
     model_config = _FROZEN
 
@@ -143,6 +150,21 @@ class MeasureSpec(BaseModel):
     close_at_end: bool = False
     lots: str = "fifo"
     log_level: str = "info"
+    fills_in_memory: int | None = FILLS_IN_MEMORY
+
+    @field_validator("fills_in_memory", mode="before")
+    @classmethod
+    def _fills_in_memory(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        try:
+            rows = operator.index(v) if not isinstance(v, bool) else 0
+        except TypeError:
+            rows = 0
+        if rows < 1:
+            raise ValueError(f"fills_in_memory is the most fills a run keeps in memory, a whole "
+                             f"number of rows of at least 1 (None: never spill), got {v!r}")
+        return rows
 
     @field_validator("lots")
     @classmethod

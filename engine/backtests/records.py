@@ -2,21 +2,26 @@
 become the rows of the JSON and pandas DataFrames (the same columns, indexed by UTC time).
 
 Times stay epoch seconds (UTC) in the `time` and `*_time` fields; an ISO 8601 string
-(`engine.timefmt`, dates for daily bars) sits beside each as `*_iso`. Nothing here runs a
-backtest or changes a result.
+(`engine.timefmt`, dates for daily bars) sits beside each as `*_iso`. A fill log past its
+bound moves its oldest rows to Parquet files and reads them back (`engine.backtests._spill`).
+Nothing here runs a backtest or changes a result.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from engine.backtests._spill import make_dir, read_part, write_part
 from engine.backtests.trades import TRADE_FIELDS, Trades
 from engine.clearing import _core
 from engine.clearing.account import FillRecord
+from engine.run_spec import FILLS_IN_MEMORY
 from engine.timefmt import iso_array
 
 __all__ = ["OrderLog", "FillLog", "FILL_DTYPE", "STATUSES", "trade_columns", "fill_columns",
@@ -34,14 +39,30 @@ FILL_DTYPE = np.dtype([("step", np.int64), ("time", np.float64), ("fill_id", np.
 class FillLog:
     """A run's fills in a growable columnar buffer (`FILL_DTYPE` rows, doubling as it fills),
     in the order they happened. Iterating gives each as a `FillRecord` (the attributes of an
-    `OrderFilled`), built when read: a run keeps one 64-byte row per fill, not an object."""
+    `OrderFilled`), built when read: a run keeps one 64-byte row per fill, not an object.
 
-    def __init__(self, symbols: Sequence[str]) -> None:
+    At most `bound` rows stay in memory (None: all of them): when the buffer reaches it, its
+    oldest half, client ids included, is written to a Parquet file (`engine.backtests._spill`)
+    and dropped. Reading gives the same rows whether spilled or not; the files go with the log
+    (garbage collected) or the process."""
+
+    def __init__(self, symbols: Sequence[str], bound: int | None = FILLS_IN_MEMORY) -> None:
+        if bound is not None and (isinstance(bound, bool) or not isinstance(bound, int)
+                                  or bound < 1):
+            raise ValueError(f"a fill log's bound is a number of rows of at least 1 (None: "
+                             f"never spill), got {bound!r}")
         self.symbols = list(symbols)
         self._index = {s: j for j, s in enumerate(self.symbols)}
-        self._buf = np.zeros(256, dtype=FILL_DTYPE)
-        self.n = 0
-        self.client_ids: list[str] = []
+        self.bound = bound
+        self._buf = np.zeros(256 if bound is None else min(256, bound), dtype=FILL_DTYPE)
+        self.n = 0  # every row, spilled or not
+        self._m = 0  # the rows in memory: the newest, after the spilled ones
+        self._ids: list[str] = []  # the client ids of the rows in memory
+        self._parts: list[tuple[Path, int]] = []  # each spilled file and its row count
+        self._starts: list[int] = []  # the index of each spilled file's first row
+        self._spilled = 0
+        self._dir: Path | None = None
+        self._cached: tuple[int, np.ndarray, list[str]] | None = None  # the part last indexed
 
     def add(self, step: int | Sequence[int], fills: Iterable) -> None:
         """Append `fills` (`FillRecord`s or `OrderFilled` events) as happening at `step` (or
@@ -58,41 +79,126 @@ class FillLog:
                 self.symbols.append(f.symbol)
             rows.append((step, f.time, f.fill_id, j, 1 if f.side == "buy" else -1,
                          f.liquidity == "maker", f.price, f.size, f.fee, f.remaining))
-            self.client_ids.append(f.client_id)
+            self._ids.append(f.client_id)
         if not rows:
             return
-        end = self.n + len(rows)
+        end = self._m + len(rows)
         if end > len(self._buf):
-            grown = np.zeros(max(end, 2 * len(self._buf)), dtype=FILL_DTYPE)
-            grown[:self.n] = self._buf[:self.n]
+            size = 2 * len(self._buf) if self.bound is None else min(2 * len(self._buf),
+                                                                      self.bound)
+            grown = np.zeros(max(end, size), dtype=FILL_DTYPE)
+            grown[:self._m] = self._buf[:self._m]
             self._buf = grown
-        self._buf[self.n:end] = rows
-        self.n = end
+        self._buf[self._m:end] = rows
+        self._m = end
+        self.n += len(rows)
+        if self.bound is not None and self._m >= self.bound:
+            self._spill()
+
+    def _spill(self) -> None:
+        """Write the oldest half-bound chunks to Parquet until fewer than `bound` rows are
+        left in memory."""
+        bound = self.bound
+        assert bound is not None
+        chunk = max(1, bound // 2)
+        done = 0
+        try:
+            while self._m - done >= bound:
+                if self._dir is None:
+                    self._dir = make_dir(self)
+                path = self._dir / f"fills-{len(self._parts):06d}.parquet"
+                write_part(path, self._buf[done:done + chunk], self._ids[done:done + chunk])
+                self._parts.append((path, chunk))
+                self._starts.append(self._spilled)
+                self._spilled += chunk
+                done += chunk
+        finally:  # what was written leaves memory, even when a later part could not be
+            self._drop(done)
+
+    def _drop(self, done: int) -> None:
+        """Drop the oldest `done` rows (spilled) from memory."""
+        bound = self.bound
+        assert bound is not None
+        rest = self._m - done
+        if len(self._buf) > bound:  # grown past the bound by one large batch: give it back
+            kept = np.zeros(max(bound, rest), dtype=FILL_DTYPE)
+            kept[:rest] = self._buf[done:self._m]
+            self._buf = kept
+        else:
+            self._buf[:rest] = self._buf[done:self._m]
+        del self._ids[:done]
+        self._m = rest
+
+    def _part(self, p: int) -> tuple[np.ndarray, list[str]]:
+        path, n = self._parts[p]
+        return read_part(path, FILL_DTYPE, n)
+
+    @property
+    def spilled(self) -> list[Path]:
+        """The Parquet files the oldest rows were spilled to, oldest first."""
+        return [path for path, _ in self._parts]
 
     @property
     def rows(self) -> np.ndarray:
-        """The fills' rows (a view)."""
-        return self._buf[:self.n]
+        """The fills' rows: a view of the buffer while none spilled, else a new array of the
+        spilled ones read back followed by those in memory."""
+        if not self._parts:
+            return self._buf[:self._m]
+        out = np.empty(self.n, dtype=FILL_DTYPE)
+        for (path, n), start in zip(self._parts, self._starts, strict=True):
+            read_part(path, FILL_DTYPE, n, out[start:start + n], ids=False)
+        out[self._spilled:] = self._buf[:self._m]
+        return out
+
+    @property
+    def client_ids(self) -> list[str]:
+        """The client id of each fill, in order."""
+        ids: list[str] = []
+        for p in range(len(self._parts)):
+            ids.extend(self._part(p)[1])
+        return ids + self._ids
 
     def __len__(self) -> int:
         return self.n
 
     def record(self, i: int) -> FillRecord:
-        """Fill `i` as a `FillRecord`."""
-        (_, t, fid, j, side, maker, px, size, fee, rem) = self._buf[i].tolist()
-        return FillRecord(t, fid, self.client_ids[i], self.symbols[j],
-                          "buy" if side > 0 else "sell", px, size, fee,
-                          "maker" if maker else "taker", rem)
+        """Fill `i` as a `FillRecord` (negative `i` counts from the end)."""
+        k = i + self.n if i < 0 else i
+        if not 0 <= k < self.n:
+            raise IndexError(f"fill {i} of {self.n}")
+        if k >= self._spilled:
+            row, cid = self._buf[k - self._spilled], self._ids[k - self._spilled]
+        else:
+            p = bisect_right(self._starts, k) - 1
+            if self._cached is None or self._cached[0] != p:
+                self._cached = (p, *self._part(p))  # one part kept: neighbours are read alike
+            _, rows, ids = self._cached
+            row, cid = rows[k - self._starts[p]], ids[k - self._starts[p]]
+        (_, t, fid, j, side, maker, px, size, fee, rem) = row.tolist()
+        return FillRecord(t, fid, cid, self.symbols[j], "buy" if side > 0 else "sell", px, size,
+                          fee, "maker" if maker else "taker", rem)
 
     def __iter__(self) -> Iterator[FillRecord]:
-        symbols, ids = self.symbols, self.client_ids
-        r = self.rows
-        for i, (t, fid, j, side, maker, px, size, fee, rem) in enumerate(zip(
-                r["time"].tolist(), r["fill_id"].tolist(), r["sym"].tolist(),
-                r["side"].tolist(), r["maker"].tolist(), r["price"].tolist(),
-                r["size"].tolist(), r["fee"].tolist(), r["remaining"].tolist(), strict=True)):
-            yield FillRecord(t, fid, ids[i], symbols[j], "buy" if side > 0 else "sell", px, size,
-                             fee, "maker" if maker else "taker", rem)
+        # Part by part, and in slices within one: never every fill's objects at once.
+        for p in range(len(self._parts)):
+            yield from self._records(*self._part(p))
+        yield from self._records(self._buf[:self._m], self._ids)
+
+    def _records(self, rows: np.ndarray, ids: list[str]) -> Iterator[FillRecord]:
+        symbols = self.symbols
+        for a in range(0, len(rows), _SLICE):
+            r = rows[a:a + _SLICE]
+            for cid, t, fid, j, side, maker, px, size, fee, rem in zip(
+                    ids[a:a + _SLICE], r["time"].tolist(), r["fill_id"].tolist(),
+                    r["sym"].tolist(), r["side"].tolist(), r["maker"].tolist(),
+                    r["price"].tolist(), r["size"].tolist(), r["fee"].tolist(),
+                    r["remaining"].tolist(), strict=True):
+                yield FillRecord(t, fid, cid, symbols[j], "buy" if side > 0 else "sell", px,
+                                 size, fee, "maker" if maker else "taker", rem)
+
+
+# Rows turned into records at a time when iterating.
+_SLICE = 65_536
 
 Columns = dict[str, list]
 

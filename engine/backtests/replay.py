@@ -496,7 +496,7 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
     grouped = dispatch.grouped
     pending: list = []
     broker.attach(None, pending.extend)
-    fills = FillLog(symbols)
+    fills = FillLog(symbols, run.fills_in_memory)
     cancels: list[OrderCancelled] = []
     account = broker.account
     sym_index = [account.add_symbol(s) for s in symbols]
@@ -868,7 +868,8 @@ def run_backtest(strategy: str | Path | type[Strategy] | Strategy, data: Any = N
     `shrink_to_fit`, `instruments`: lot size, tick size and minimum notional by symbol, as
     `{"GOOG": {"lot_size": 1, "tick_size": 0.01}}`) and the measures (`periods_per_year`, `risk_free`, `bootstrap`,
     `close_at_end`: close open positions at each symbol's last close as counted trades,
-    `lots`: "fifo" or "average", `log_level`: the strategy's log lines kept in `result.log`).
+    `lots`: "fifo" or "average", `log_level`: the strategy's log lines kept in `result.log`,
+    `fills_in_memory`: the most fills held in memory, older ones spilled to disk; None: all).
     `data`: a CSV/Parquet path or a symbol (several, comma-separated), the history store's
     symbol, a bars array or a pandas DataFrame, or a dict of those by symbol. `progress(done,
     total)` hears how far the replay is. See the module docstring for conventions.
@@ -935,6 +936,7 @@ class _Run:
     clock: ReplayClock
     broker: PaperBroker
     config: BrokerConfig
+    fills_in_memory: int | None = None  # the run's bound on fills kept in memory (rows)
 
 
 def _load(strat: Strategy, spec: RunSpec) -> _Run:
@@ -977,7 +979,8 @@ def _load(strat: Strategy, spec: RunSpec) -> _Run:
             b = bars[s] = b.copy()
             b["index"] = np.arange(len(b))
     shms = {s: reuse.get(s) or HeldBars(b) for s, b in bars.items()}
-    return _Run(bars, period, skip, shms, reuse, clock, broker, config)
+    return _Run(bars, period, skip, shms, reuse, clock, broker, config,
+                spec.measure.fills_in_memory)
 
 
 def _collect(strat: Strategy, spec: RunSpec, run: _Run, fills: FillLog, step_sym: np.ndarray,
