@@ -78,19 +78,24 @@ class VectorStrategy(Strategy):
 
 def _make_loop(decide: Any) -> Any:
     @njit(cache=False, nogil=True)
-    def loop(open_, close, sigs, params, cash, commission, slippage, fills, record):
-        """Replay one series; return (final equity, fills made). With `record`, fills rows
-        are written: bar, signed size, price, fee. `open_` and `close` may be fields of the
-        record array in place: the loop reads open only at a fill and close only at the end."""
-        account = np.zeros(3)
-        account[A_CASH] = cash
-        positions = np.zeros((1, 4))
+    def loop(open_, close, sigs, params, account, positions, pending, commission, slippage,
+             fills, start):
+        """Replay bars `start`.. of one series, carrying the account, positions and the
+        pending target (`pending[0]`, NaN: none) in their arrays. With `fills` (rows: bar,
+        signed size, price, fee), fills are written to it and the loop stops early, returning
+        the bar to resume at, when it has no room for a bar's two; without (no rows), it runs
+        to the end. Returns (the bar to resume at, fills made)."""
         n = open_.shape[0]
-        pending = np.nan
+        record = fills.shape[0] > 0
+        room = fills.shape[0] - 2
         nf = 0
-        for i in range(n):
+        target_ = pending[0]
+        for i in range(start, n):
             prefetch(open_, i + _AHEAD)
-            if not math.isnan(pending):
+            if not math.isnan(target_):
+                if record and nf > room:
+                    pending[0] = target_
+                    return i, nf
                 pos = positions[0, 0]
                 o = open_[i]
                 if pos != 0.0:
@@ -105,8 +110,8 @@ def _make_loop(decide: Any) -> Any:
                         fills[nf, 2] = px
                         fills[nf, 3] = fee
                     nf += 1
-                if pending != 0.0:
-                    q = pending
+                if target_ != 0.0:
+                    q = target_
                     px = o + slippage * o if q > 0 else o - slippage * o
                     fee = commission * px * abs(q)
                     apply_fill(account, positions, 0, q, px, fee)
@@ -116,13 +121,46 @@ def _make_loop(decide: Any) -> Any:
                         fills[nf, 2] = px
                         fills[nf, 3] = fee
                     nf += 1
-                pending = np.nan
+                target_ = np.nan
             target = decide(i, positions[0, 0], sigs, params)
             if not math.isnan(target) and target != positions[0, 0]:
-                pending = target
-        return account[A_CASH] + positions[0, 0] * close[n - 1], nf
+                target_ = target
+        pending[0] = target_
+        return n, nf
 
     return loop
+
+
+def _run_series(loop: Any, open_: np.ndarray, close: np.ndarray, sigs: tuple, values: tuple,
+            cash: float, commission: float, slippage: float, record: bool
+            ) -> tuple[float, np.ndarray | None]:
+    """Run `loop` over the whole series: final equity, and the fills when `record`d, gathered
+    through a small buffer reused chunk after chunk (a buffer for the most fills a series could
+    make would be fresh memory, faulted in page by page, on every run)."""
+    account = np.zeros(3)
+    account[A_CASH] = cash
+    positions = np.zeros((1, 4))
+    pending = np.full(1, np.nan)
+    n = open_.shape[0]
+    if not record:
+        loop(open_, close, sigs, values, account, positions, pending, commission, slippage,
+             _NO_FILLS, 0)
+        return account[A_CASH] + positions[0, 0] * close[n - 1], None
+    buf = np.empty((_FILL_CHUNK, 4))
+    parts = []
+    i = 0
+    while True:
+        i, nf = loop(open_, close, sigs, values, account, positions, pending, commission,
+                     slippage, buf, i)
+        parts.append(buf[:nf].copy())
+        if i >= n:
+            break
+    fills = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return account[A_CASH] + positions[0, 0] * close[n - 1], fills
+
+
+_NO_FILLS = np.empty((0, 4))
+_FILL_CHUNK = 1 << 14  # rows of fills a loop call writes before handing them over (512 KB)
 
 
 # Bars ahead the loop asks the cache for the open it may fill at: fills come at unpredictable
@@ -220,10 +258,8 @@ def run_fast(cls: type[VectorStrategy], bars: np.ndarray, params: dict | None = 
     open_, close = _prices(bars, columns)
     sigs, values = _prepare(cls, columns, params or {})
     loop = _adapter(cls)
-    # At most two fills a bar (close, then open the other way), and nothing touched until used.
-    fills = np.empty((2 * len(bars) + 2, 4))
-    final, nf = loop(open_, close, sigs, values, cash, commission, slippage, fills, True)
-    return {"final_equity": float(final), "fills": fills[:nf].copy()}
+    final, fills = _run_series(loop, open_, close, sigs, values, cash, commission, slippage, True)
+    return {"final_equity": float(final), "fills": fills}
 
 
 def sweep_fast(cls: type[VectorStrategy], bars: np.ndarray, grid: list[dict], *,
@@ -249,12 +285,11 @@ def sweep_fast(cls: type[VectorStrategy], bars: np.ndarray, grid: list[dict], *,
     with sharing(series):
         _prepare(cls, columns, grid[0])
     loop = _adapter(cls)
-    empty = np.empty((0, 4))
 
     def one(params: dict) -> float:
         with sharing(series):
             sigs, values = _prepare(cls, columns, params)
-        return loop(open_, close, sigs, values, cash, commission, slippage, empty, False)[0]
+        return _run_series(loop, open_, close, sigs, values, cash, commission, slippage, False)[0]
 
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         out = np.array(list(pool.map(one, grid)))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from engine import kernels
+from engine.backtests import fastpath
 from engine.backtests.fastpath import run_fast, sweep_fast
 from engine.dtypes import ohlc_dtype
 from engine.kernels._shared import SeriesPool, sharing
@@ -59,6 +60,20 @@ def test_fills_match_the_final_equity(strategy):
     rows = fills[:, 0].astype(int)
     opens = bars["open"][rows]
     np.testing.assert_allclose(fills[:, 2], opens * (1 + np.sign(fills[:, 1]) * 1e-4))
+
+
+@pytest.mark.parametrize("chunk", [2, 3, 7])
+def test_fills_gathered_through_a_small_buffer_are_the_same(strategy, monkeypatch, chunk):
+    # The loop hands its fills over a buffer at a time, stopping and resuming mid-series with
+    # a position and a pending target: where it stops must not change a fill or the equity.
+    bars = walk(2000, 4)
+    params = {"fast": 3, "slow": 7}
+    whole = run_fast(strategy, bars, params, **COSTS)
+    monkeypatch.setattr(fastpath, "_FILL_CHUNK", chunk)
+    pieces = run_fast(strategy, bars, params, **COSTS)
+    assert len(whole["fills"]) > 20 * chunk
+    assert pieces["fills"].tolist() == whole["fills"].tolist()
+    assert pieces["final_equity"] == whole["final_equity"]
 
 
 def test_shared_series_are_read_only_and_only_inside_a_sweep():
