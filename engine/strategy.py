@@ -259,7 +259,7 @@ class Context(AccountAccess):
 
     def now_str(self) -> str:
         """The engine clock as ISO 8601 UTC (what `Strategy.log` stamps its lines with)."""
-        t = self.clock.now()
+        t = self.now  # ThreadContext's reads the loop's clock from a worker thread
         if t == self._now_cache[0]:
             return self._now_cache[1]
         if type(t) is int or (isinstance(t, float) and t.is_integer()):

@@ -23,8 +23,6 @@ import weakref
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from engine._pids import boot_time, maker_gone
 
@@ -108,6 +106,9 @@ def reap(root: Path | None = None) -> list[str]:
 
 def write_part(path: Path, rows: np.ndarray, ids: list[str]) -> None:
     """Write `rows` (a structured array) and their client ids to the Parquet file `path`."""
+    import pyarrow as pa  # here: a run that never spills never loads Parquet
+    import pyarrow.parquet as pq
+
     columns = {name: rows[name] for name in rows.dtype.names}
     columns[_IDS] = pa.array(ids, type=pa.string())
     try:
@@ -123,6 +124,9 @@ def read_part(path: Path, dtype: np.dtype, n: int, out: np.ndarray | None = None
               ids: bool = True) -> tuple[np.ndarray, list[str]]:
     """The `n` rows (of `dtype`, into `out` if given) and client ids (none unless `ids`)
     spilled to `path`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     wanted = [*dtype.names, _IDS] if ids else list(dtype.names)
     try:
         with pq.ParquetFile(path, memory_map=True) as f:

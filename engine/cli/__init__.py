@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in _COMMANDS:
         module.add_parser(sub)
+    # The daemon runs commands through this entry point: handed over, not imported back.
+    sub.choices["daemon"].set_defaults(cli_main=main)
     return parser
 
 

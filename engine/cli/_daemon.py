@@ -41,6 +41,7 @@ import stat
 import struct
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -272,14 +273,13 @@ class Warm(Strategy):
 """
 
 
-def _warm() -> None:
-    """Run a backtest command on a small CSV file as a user would: the engine's modules
-    import, numba readies its compiler and the kernels a backtest uses load, here, once."""
+def _warm(main: Callable[[list[str]], int]) -> None:
+    """Run a backtest command (`main`: the CLI's entry point) on a small CSV file as a user
+    would: the engine's modules import, numba readies its compiler and the kernels a backtest
+    uses load, here, once."""
     import io
     import math
     import tempfile
-
-    from engine.cli import main
 
     with tempfile.TemporaryDirectory(prefix="engine-daemon-") as tmp:
         rows = ["date,open,high,low,close,volume"]
@@ -296,7 +296,8 @@ def _warm() -> None:
 
 
 class _Server:
-    def __init__(self, path: Path, idle: float) -> None:
+    def __init__(self, main: Callable[[list[str]], int], path: Path, idle: float) -> None:
+        self.main = main
         self.path = path
         self.idle = idle
         self.code = fingerprint()
@@ -346,7 +347,8 @@ class _Server:
                 timeout = self.idle - (time.monotonic() - last)
                 if timeout <= 0:
                     break
-            for key, _ in self.sel.select(timeout):
+            events = self.sel.select(timeout)
+            for key, _ in events:
                 if key.data == "accept":
                     self._accept()
                 elif key.data == "wake":
@@ -355,7 +357,8 @@ class _Server:
                 else:
                     self._from_client(key.fileobj, key.data)
             self._reap()
-            last = time.monotonic() if self.children else last
+            if events or self.children:
+                last = time.monotonic()  # idle counts from the last thing that happened
         self.close()
 
     def _stop(self, signum: int, frame: Any) -> None:
@@ -447,7 +450,11 @@ class _Server:
         for fd in fds:
             if fd > 2:
                 os.close(fd)
-        os.chdir(message["cwd"])
+        try:
+            os.chdir(message["cwd"])
+        except OSError as exc:
+            print(f"engine: cannot run in {message['cwd']}: {exc.strerror}", file=sys.stderr)
+            return 1
         os.environ.clear()
         os.environ.update(message["env"])
         sys.path[0] = message["path0"]
@@ -458,10 +465,8 @@ class _Server:
             sys.modules["random"].seed()
         import atexit
 
-        from engine.cli import main
-
         try:
-            code = main(message["argv"])
+            code = self.main(message["argv"])
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
             if not isinstance(exc.code, int | None):
@@ -481,8 +486,10 @@ class _Server:
 
     def _from_client(self, conn: socket.socket, pid: int) -> None:
         try:
-            conn.setblocking(True)
+            conn.settimeout(5.0)  # a frame is a few bytes, sent whole: never wait long on one
             message, _ = _recv(conn)
+        except TimeoutError:
+            return
         except (OSError, ValueError):
             message = None
         finally:
@@ -532,13 +539,15 @@ def _send_blocking(conn: socket.socket, message: dict) -> None:
         conn.setblocking(False)
 
 
-def serve(idle: float = IDLE, ready_fd: int | None = None) -> None:
-    """Be this environment's daemon until stopped or idle for `idle` seconds (in the
-    foreground: `start` runs it in its own session). `ready_fd` hears one line when it serves."""
+def serve(main: Callable[[list[str]], int], idle: float = IDLE,
+          ready_fd: int | None = None) -> None:
+    """Be this environment's daemon, running commands through `main` (the CLI's entry point,
+    given a command's arguments), until stopped or idle for `idle` seconds (in the foreground:
+    `start` runs it in its own session). `ready_fd` hears one line when it serves."""
     path = socket_path(create=True)
     assert path is not None
-    server = _Server(path, idle)
-    _warm()
+    server = _Server(main, path, idle)
+    _warm(main)
     import gc
 
     gc.freeze()  # what every command shares stays out of the children's collections
@@ -655,7 +664,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--idle must be above 0 seconds, got {args.idle:g}")
     try:
         if args.action == "serve":
-            serve(args.idle, args.ready_fd)
+            serve(args.cli_main, args.idle, args.ready_fd)
             return 0
         if args.action == "start":
             pid, new = start(args.idle)

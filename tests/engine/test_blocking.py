@@ -97,9 +97,10 @@ async def test_a_thread_context_trades_and_reads_the_clock_on_the_loop(autojump_
 
     def in_thread():
         return (ctx.buy("aaa", 1.0), ctx.target("aaa", -2.0), ctx.now, ctx.position("aaa"),
-                ctx.quote("aaa"))
+                ctx.quote("aaa"), ctx.now_str())  # now_str: the stamp of Strategy.log lines
 
-    first, second, now, position, quote = await trio.to_thread.run_sync(in_thread)
+    first, second, now, position, quote, stamp = await trio.to_thread.run_sync(in_thread)
+    assert stamp == "2023-11-14T22:13:22.500Z"
     assert (first, second) == ("S.1700000000.1", "S.1700000000.2")
     assert [(o.side, o.size, o.time) for o in router.orders] == [("buy", 1.0, T0 + 2.5),
                                                                 ("sell", 3.0, T0 + 2.5)]
