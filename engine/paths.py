@@ -10,11 +10,22 @@ import re
 import stat
 from pathlib import Path
 
-__all__ = ["data_dir", "account_dir", "list_accounts"]
+__all__ = ["data_dir", "runtime_dir", "account_dir", "list_accounts"]
 
 # Letters, digits, '-', '_', '.'; 1..64 characters; no leading '.' (so never '.', '..' or hidden).
 _ACCOUNT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
 _ACCOUNT_RULE = "letters, digits, '-', '_' and '.', 1 to 64 characters, not starting with '.'"
+
+
+def _chosen(own: str, xdg: str, fallback: Path) -> Path:
+    """$`own` when set, else $`xdg`/engine (when that is an absolute path, as the XDG spec
+    requires), else `fallback`."""
+    given, base = os.environ.get(own), os.environ.get(xdg)
+    if given:
+        return Path(given).expanduser().absolute()
+    if base and os.path.isabs(base):
+        return Path(base) / "engine"
+    return fallback
 
 
 def data_dir() -> Path:
@@ -23,16 +34,15 @@ def data_dir() -> Path:
     It is $ENGINE_HOME when set, else $XDG_DATA_HOME/engine (when that is an absolute path, as
     the XDG spec requires), else ~/.local/share/engine.
     """
-    home = os.environ.get("ENGINE_HOME")
-    xdg = os.environ.get("XDG_DATA_HOME")
-    if home:
-        path = Path(home).expanduser().absolute()
-    elif xdg and os.path.isabs(xdg):
-        path = Path(xdg) / "engine"
-    else:
-        path = Path.home() / ".local" / "share" / "engine"
+    path = _chosen("ENGINE_HOME", "XDG_DATA_HOME", Path.home() / ".local" / "share" / "engine")
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
+
+
+def runtime_dir() -> Path:
+    """Where this user's sockets go (`engine daemon`'s): $ENGINE_RUNTIME_DIR when set, else
+    $XDG_RUNTIME_DIR/engine, else /tmp/engine-<uid>. Only the path: it may not exist."""
+    return _chosen("ENGINE_RUNTIME_DIR", "XDG_RUNTIME_DIR", Path("/tmp") / f"engine-{os.getuid()}")
 
 
 def account_dir(name: str) -> Path:

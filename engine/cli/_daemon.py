@@ -65,18 +65,12 @@ class DaemonError(RuntimeError):
 # -- where -----------------------------------------------------------------------------------------
 
 def runtime_dir(create: bool = False) -> Path | None:
-    """The directory of this user's daemon sockets: $ENGINE_RUNTIME_DIR, else
-    $XDG_RUNTIME_DIR/engine, else /tmp/engine-<uid>. None when it does not exist (and `create`
-    is false). Raise DaemonError when it is not a directory of this user's that no one else can
-    enter."""
-    given = os.environ.get("ENGINE_RUNTIME_DIR")
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if given:
-        path = Path(given).expanduser().absolute()
-    elif xdg and os.path.isabs(xdg):
-        path = Path(xdg) / "engine"
-    else:
-        path = Path("/tmp") / f"engine-{os.getuid()}"
+    """The directory of this user's daemon sockets (`engine.paths.runtime_dir`). None when it
+    does not exist (and `create` is false). Raise DaemonError when it is not a directory of this
+    user's that no one else can enter."""
+    from engine.paths import runtime_dir as chosen
+
+    path = chosen()
     if create:
         with contextlib.suppress(FileExistsError):
             path.mkdir(mode=0o700, parents=True)
