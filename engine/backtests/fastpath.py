@@ -132,31 +132,30 @@ def _make_loop(decide: Any) -> Any:
 
 
 def _run_series(loop: Any, open_: np.ndarray, close: np.ndarray, sigs: tuple, values: tuple,
-            cash: float, commission: float, slippage: float, record: bool
-            ) -> tuple[float, np.ndarray | None]:
+                cash: float, commission: float, slippage: float, record: bool
+                ) -> tuple[float, np.ndarray | None]:
     """Run `loop` over the whole series: final equity, and the fills when `record`d, gathered
-    through a small buffer reused chunk after chunk (a buffer for the most fills a series could
-    make would be fresh memory, faulted in page by page, on every run)."""
+    through a small buffer reused chunk after chunk instead of one reserved for the most fills
+    a series could make (two a bar: 64 MB for 1M bars)."""
     account = np.zeros(3)
     account[A_CASH] = cash
     positions = np.zeros((1, 4))
     pending = np.full(1, np.nan)
     n = open_.shape[0]
-    if not record:
-        loop(open_, close, sigs, values, account, positions, pending, commission, slippage,
-             _NO_FILLS, 0)
-        return account[A_CASH] + positions[0, 0] * close[n - 1], None
-    buf = np.empty((_FILL_CHUNK, 4))
+    buf = np.empty((_FILL_CHUNK, 4)) if record else _NO_FILLS
     parts = []
     i = 0
     while True:
         i, nf = loop(open_, close, sigs, values, account, positions, pending, commission,
                      slippage, buf, i)
-        parts.append(buf[:nf].copy())
+        if record:
+            parts.append(buf[:nf].copy())
         if i >= n:
             break
-    fills = parts[0] if len(parts) == 1 else np.concatenate(parts)
-    return account[A_CASH] + positions[0, 0] * close[n - 1], fills
+    final = account[A_CASH] + positions[0, 0] * close[n - 1]
+    if not record:
+        return final, None
+    return final, parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 _NO_FILLS = np.empty((0, 4))
