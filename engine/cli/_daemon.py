@@ -2,8 +2,9 @@
 
 Most of a short command's wall time is start-up, not work: Python, numpy and numba import, numba
 readies its compiler and the cached kernels load (about 0.5 s on a 2-core machine before any
-engine code runs). `engine daemon start` pays that once: it imports the engine, replays a few
-synthetic bars (which loads the kernels a backtest uses) and waits on a Unix socket. Then each
+engine code runs). `engine daemon start` pays that once: it runs a backtest command on a small
+generated CSV file (which imports the engine and loads the kernels a backtest uses) and waits on
+a Unix socket. Then each
 command in `COMMANDS` (`engine backtest`) connects, hands over its arguments, working directory,
 environment and standard input, output and error (the descriptors themselves: a terminal stays a
 terminal), and the daemon forks a child that runs it: the command, started warm, in about a
@@ -165,6 +166,14 @@ def _peer_uid(sock: socket.socket) -> int:
     return struct.unpack("3i", creds)[1]
 
 
+def _dial(timeout: float | None = None) -> socket.socket | None:
+    """A connection to this environment's daemon, or None when none listens."""
+    path = socket_path()
+    if path is None or not path.exists():
+        return None
+    return _connect(path, timeout)
+
+
 def _connect(path: Path, timeout: float | None = None) -> socket.socket | None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
@@ -187,12 +196,9 @@ def forward(argv: list[str]) -> int | None:
     if os.environ.get("ENGINE_NO_DAEMON") or not argv or argv[0] not in COMMANDS:
         return None
     try:
-        path = socket_path()
+        sock = _dial()
     except DaemonError:
         return None
-    if path is None or not path.exists():
-        return None
-    sock = _connect(path)
     if sock is None:
         return None
     # Signals are caught from here on: before the command runs they wait, then they are
@@ -378,7 +384,8 @@ class _Server:
                 conn.close()
 
     def _request(self, conn: socket.socket) -> None:
-        conn.setblocking(True)
+        # A frame is a few bytes, sent whole: a connection never waits long on one (the
+        # selector only hands over connections with something to read).
         conn.settimeout(5.0)
         if _peer_uid(conn) != os.getuid():
             conn.close()
@@ -422,11 +429,9 @@ class _Server:
             os.setpgid(pid, pid)  # as the child does: whichever runs first makes the group
         self.served += 1
         self.children[pid] = conn
-        conn.settimeout(None)
-        conn.setblocking(False)
         self.sel.register(conn, selectors.EVENT_READ, pid)
         try:
-            _send_blocking(conn, {"pid": pid})
+            _send(conn, {"pid": pid})
         except OSError:
             self._kill(pid)
 
@@ -480,15 +485,11 @@ class _Server:
 
     def _from_client(self, conn: socket.socket, pid: int) -> None:
         try:
-            conn.settimeout(5.0)  # a frame is a few bytes, sent whole: never wait long on one
             message, _ = _recv(conn)
         except TimeoutError:
             return
         except (OSError, ValueError):
             message = None
-        finally:
-            with contextlib.suppress(OSError):
-                conn.setblocking(False)
         if message is None:
             # The client is gone (killed): its command goes with it.
             self.sel.unregister(conn)
@@ -520,17 +521,8 @@ class _Server:
             with contextlib.suppress(KeyError, ValueError):
                 self.sel.unregister(conn)
             with contextlib.suppress(OSError):
-                _send_blocking(conn, {"exit": code if code >= 0 else 128 - code})
+                _send(conn, {"exit": code if code >= 0 else 128 - code})
             conn.close()
-
-
-def _send_blocking(conn: socket.socket, message: dict) -> None:
-    conn.setblocking(True)
-    conn.settimeout(5.0)
-    try:
-        _send(conn, message)
-    finally:
-        conn.setblocking(False)
 
 
 def serve(main: Callable[[list[str]], int], idle: float = IDLE,
@@ -553,10 +545,7 @@ def serve(main: Callable[[list[str]], int], idle: float = IDLE,
 
 
 def _ask(op: str) -> dict | None:
-    path = socket_path()
-    if path is None or not path.exists():
-        return None
-    sock = _connect(path, timeout=5.0)
+    sock = _dial(timeout=5.0)
     if sock is None:
         return None
     with sock:
@@ -583,10 +572,16 @@ def stop(timeout: float = 30.0) -> int | None:
     if reply is None:
         return None
     pid = int(reply["pid"])
-    deadline = time.monotonic() + timeout
-    path = socket_path()
-    while path is not None and path.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)  # a CLI waiting for another process to exit: nothing to wait on
+    try:
+        fd = os.pidfd_open(pid)  # readable once the process has exited
+    except ProcessLookupError:
+        return pid
+    try:
+        import select
+
+        select.select([fd], [], [], timeout)
+    finally:
+        os.close(fd)
     return pid
 
 
