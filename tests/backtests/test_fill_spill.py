@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -28,7 +27,7 @@ from engine.backtests._spill import PREFIX, SpillError
 from engine.backtests.records import FillLog
 from engine.backtests.replay import BacktestError, run_backtest
 from engine.clearing.account import FillRecord
-from engine.dtypes import ohlc_dtype
+from tests.backtests.bars import walk
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,19 +39,6 @@ def spill_root(tmp_path, monkeypatch):
     root.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(root))
     return root
-
-
-def walk(n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
-    bars = np.zeros(n, dtype=ohlc_dtype)
-    bars["time"] = 1_700_000_000 + 60 * np.arange(n)
-    bars["open"] = np.r_[close[0], close[:-1]]
-    bars["close"] = close
-    bars["high"] = np.maximum(bars["open"], close) * 1.002
-    bars["low"] = np.minimum(bars["open"], close) * 0.998
-    bars["volume"] = 1.0
-    return bars
 
 
 class Flip(Strategy):

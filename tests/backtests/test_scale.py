@@ -18,23 +18,10 @@ from engine.backtests._equity import equity_curve, equity_one
 from engine.backtests.metrics import drawdowns
 from engine.backtests.replay import run_backtest
 from engine.backtests.trades import Trades
-from engine.dtypes import ohlc_dtype
 from engine.orders import SubmitOrder, market_order
+from tests.backtests.bars import walk
 
 DAY = 86400
-
-
-def walk(n: int, seed: int, start: int = 1_600_000_000, step: int = 60) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    close = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.003, n)))
-    bars = np.zeros(n, dtype=ohlc_dtype)
-    bars["time"] = start + step * np.arange(n)
-    bars["open"] = np.r_[100.0, close[:-1]]
-    bars["close"] = close
-    bars["high"] = np.maximum(bars["open"], close) * 1.001
-    bars["low"] = np.minimum(bars["open"], close) * 0.999
-    bars["volume"] = 1.0
-    return bars
 
 
 class Flip(Strategy):
