@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from engine.backtests import _streamed
 from engine.clearing._core import A_CASH, apply_fill
 from engine.kernels._common import prefetch
 from engine.strategy import Strategy
@@ -209,13 +210,17 @@ class _Columns(dict):
         return len(self._bars)
 
 
+def _values(cls: type[VectorStrategy], params: dict) -> tuple[tuple, tuple]:
+    """The parameters as `signals` takes them, and as floats for `decide`."""
+    raw = tuple(cls.validate_params(params).model_dump().values())
+    return raw, tuple(float(v) if isinstance(v, int | float) else v for v in raw)
+
+
 def _prepare(cls: type[VectorStrategy], bars: Any, params: dict) -> tuple:
-    model = cls.validate_params(params)
-    dumped = model.model_dump()
-    values = tuple(float(v) if isinstance(v, int | float) else v for v in dumped.values())
+    raw, values = _values(cls, params)
     sigs = tuple(s if isinstance(s, np.ndarray) and s.dtype == np.float64
                  and s.flags.c_contiguous else np.ascontiguousarray(s, dtype=np.float64)
-                 for s in cls.signals(bars, *dumped.values()))
+                 for s in cls.signals(bars, *raw))
     cls._n_signals = len(sigs)
     return sigs, values
 
@@ -252,7 +257,17 @@ def _prices(bars: np.ndarray, columns: _Columns | None = None) -> tuple[np.ndarr
 def run_fast(cls: type[VectorStrategy], bars: np.ndarray, params: dict | None = None, *,
              cash: float = 100_000.0, commission: float = 0.0, slippage: float = 0.0
              ) -> dict:
-    """Run one parameter set on the fast path; return final equity and the fills."""
+    """Run one parameter set on the fast path; return final equity and the fills.
+
+    Signals that are indicators of the bars are computed a chunk at a time beside the loop
+    (`engine.backtests._streamed`); others whole, then the loop."""
+    raw, values = _values(cls, params or {})
+    plan = _streamed.plan(cls, bars, raw)
+    if plan is not None:
+        cls._n_signals = len(plan.outputs)
+        final, fills = _streamed.run(plan, _adapter(cls), bars, values, cash, commission,
+                                     slippage, _FILL_CHUNK)
+        return {"final_equity": float(final), "fills": fills}
     columns = _Columns(bars)
     open_, close = _prices(bars, columns)
     sigs, values = _prepare(cls, columns, params or {})

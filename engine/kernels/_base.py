@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from engine.kernels import _plan
+
 Series = Any  # a 1-D array-like of numbers, or one number for a one-bar update
 
 # Outputs from this size up are mapped with their pages already in place. Faulting in fresh
@@ -123,6 +125,8 @@ class Indicator:
 
     def run(self, *series: Series, out: Any = None) -> Any:
         """Compute over a whole series from a fresh state; see `update` for arguments."""
+        if _plan.tracing_now() and any(type(s) is _plan.Stand for s in series):
+            return _plan.record(self, series, out)  # a streamed fast-path run computes it
         self.reset()
         return self.update(*series, out=out)
 
