@@ -25,6 +25,10 @@ target position. A change of target is traded the way the event path does it: cl
 position, then open the new one, both at market, filled at the next bar's open with slippage
 (fraction of price) and commission (fraction of notional), through the clearing core's
 `apply_fill`. So both paths give the same trades, to the cent.
+
+One run (`run_fast`) streams when it can: signals that are kernel indicators of the bars are
+computed a chunk at a time beside the loop (`engine.backtests._streamed`). A sweep
+(`sweep_fast`) computes each distinct series whole, once, and shares it between the sets.
 """
 
 from __future__ import annotations
