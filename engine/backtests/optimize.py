@@ -21,6 +21,7 @@ be) before the sweep keeps it; see `engine.actors.sweep` for the rest of that tr
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import re
@@ -37,7 +38,9 @@ from engine.backtests.replay import (
     SWEEP_METRICS,
     BacktestError,
     BacktestResult,
+    Fills,
     _clean,
+    _records,
     _spec,
     load_data,
     run_backtest,
@@ -351,6 +354,11 @@ class WalkForwardResult:
         return self.oos.trades
 
     @property
+    def fills(self) -> Sequence:
+        """The test windows' fills, in order (`OrderFilled` events, built when read)."""
+        return self.oos.fills
+
+    @property
     def failed(self) -> list[dict]:
         """The training rows that raised, each with its `params`, `error` and window
         `options` (start and end, epoch seconds)."""
@@ -639,6 +647,36 @@ def _stitch(path: str, bars: dict[str, np.ndarray], period: int, times: np.ndarr
                              _combined(runs, path, period, spec.account.cash, bars), rows)
 
 
+class _Windows(Sequence):
+    """The fill records of the windows' runs one after another, read from each run's own log
+    (rows, spilled parts included): a long walk-forward holds no object per fill."""
+
+    def __init__(self, logs: list[Sequence]) -> None:
+        self._logs = logs
+        self._ends = np.cumsum([len(log) for log in logs]).tolist()
+
+    def __len__(self) -> int:
+        return self._ends[-1] if self._ends else 0
+
+    def __iter__(self) -> Iterator:
+        for log in self._logs:
+            yield from log
+
+    def record(self, k: int) -> Any:
+        w = bisect.bisect_right(self._ends, k)
+        log = self._logs[w]
+        j = k - (self._ends[w - 1] if w else 0)
+        return log.record(j) if hasattr(log, "record") else log[j]
+
+    def __getitem__(self, k: Any) -> Any:
+        if isinstance(k, slice):
+            return [self.record(i) for i in range(*k.indices(len(self)))]
+        k = int(k) + len(self) if int(k) < 0 else int(k)
+        if not 0 <= k < len(self):
+            raise IndexError(f"fill {k} of {len(self)}")
+        return self.record(k)
+
+
 def _combined(runs: list[BacktestResult], path: str, period: int, cash: float,
               bars: dict[str, np.ndarray]) -> BacktestResult:
     symbols = list(bars)
@@ -659,5 +697,6 @@ def _combined(runs: list[BacktestResult], path: str, period: int, cash: float,
     stats = compute_stats(curve["time"], curve["equity"], exposed, trades, fees, cash)
     traded = {s: np.concatenate([r.bars[s] for r in runs]) for s in symbols}
     return BacktestResult(runs[0].strategy, dict(runs[-1].params), symbols, period, stats,
-                          trades, curve, [f for r in runs for f in r.fills], traded,
+                          trades, curve,
+                          Fills(_Windows([_records(r.fills) for r in runs]), "backtest"), traded,
                           [x for r in runs for x in r.rejected])

@@ -119,7 +119,7 @@ def test_walk_forward_picks_each_window_s_best_and_stitches_the_test_windows(tmp
     grid = ["fast=5,10", "slow=30", "log_bars=false", "size=10"]
     result = walk_forward(STRATEGY, DATA, grid, "300:150", workers=2, cash=50_000)
     assert len(result.windows) == 4  # 756 bars: tests of 150, 150, 150 and 6
-    equity = 50_000.0
+    equity, fills = 50_000.0, []
     for w in result.windows:
         train = [run_backtest(STRATEGY, DATA, params={"fast": f, "slow": 30, **QUIET},
                               start=w["train_start"], end=w["train_end"], cash=50_000)
@@ -131,12 +131,21 @@ def test_walk_forward_picks_each_window_s_best_and_stitches_the_test_windows(tmp
                             end=w["test_end"], trade_from=w["test_start"], cash=equity)
         assert test.stats["final_equity"] == w["out_of_sample"]["final_equity"]
         equity = test.stats["final_equity"]
+        fills.extend(test.fills)
     assert result.stats["final_equity"] == pytest.approx(equity, abs=1e-9)
+    # The stitched fills are the test windows' own, in order, read from each window's log.
+    assert len(fills) > 4
+    assert len(result.fills) == len(fills)
+    assert list(result.fills) == fills
+    assert [result.fills[k] for k in (0, len(fills) // 2, -1)] == \
+        [fills[k] for k in (0, len(fills) // 2, -1)]
     assert result.equity["time"][0] == result.windows[0]["test_start"]
     assert np.all(np.diff(result.equity["time"]) > 0)
     assert result.stats["num_trades"] + result.stats["open_trades"] == len(result.trades)
     saved = json.loads(result.to_json())
     assert saved["out_of_sample"]["final_equity"] == equity
+    assert [f["client_id"] for f in saved["out_of_sample"]["fills"]] == \
+        [f.client_id for f in fills]
     # Windows carry ISO 8601 dates beside their epoch seconds, in Python, JSON and the table.
     for w, kept in zip(result.windows, saved["windows"], strict=True):
         assert w["n_trials"] == 2
