@@ -1,7 +1,7 @@
 """One fast-path run streamed: the bars read once, a chunk at a time, on two cores.
 
 `plan` traces a strategy's `signals` (`engine.kernels._plan`). When every signal it returns is
-an indicator over bar fields, or over other such indicators, `run` computes them a chunk of
+a bar field or an indicator over bar fields or over other such indicators, `run` computes them a chunk of
 bars at a time with `update` (exactly the values of one whole pass) and runs the decision
 loop over each chunk as soon as its signals are there. The indicators read the record array's
 fields in place: a chunk's rows come from memory once, for the first indicator, and from cache
@@ -10,8 +10,8 @@ first and then reads each column again per indicator.
 
 With two cores the indicators are split between a helper thread and the caller's, which also
 runs the loop: chunk c's loop waits for the helper's chunk c only. The kernels and the loop
-release the GIL. Signals that are not such indicators (numpy arithmetic on a series, a column
-returned as it is) are not planned; `run_fast` then computes them whole, as before.
+release the GIL. Signals that are not planned (numpy arithmetic on a series, indexing) are
+computed whole by `run_fast`, as before.
 """
 
 from __future__ import annotations
@@ -56,11 +56,11 @@ def plan(cls: Any, bars: Any, raw: tuple) -> Plan | None:
     if not isinstance(got, tuple | list) or not got:
         return None
     outputs = tuple(got)
-    if not all(type(s) is _plan.Stand and s.calc is not None for s in outputs):
+    if not all(type(s) is _plan.Stand for s in outputs):
         return None
     # Only what the signals read: an indicator `signals` made and dropped is not computed.
     needed: set[int] = set()
-    todo = [s.calc for s in outputs]
+    todo = [s.calc for s in outputs if s.calc is not None]
     while todo:
         calc = todo.pop()
         if id(calc) not in needed:
@@ -78,6 +78,10 @@ def run(p: Plan, loop: Any, bars: np.ndarray, values: tuple, cash: float, commis
     for calc in p.calcs:
         for s in calc.outputs:
             series[s] = np.empty(n)
+    # A bar field returned as a signal: copied out a chunk at a time, as its rows are read.
+    copies = [s for s in p.outputs if s.calc is None]
+    for s in copies:
+        series[s] = np.empty(n)
     sigs = tuple(series[s] for s in p.outputs)
 
     threaded = len(p.calcs) > 1 and n > chunk and (os.cpu_count() or 1) > 1 \
@@ -143,6 +147,8 @@ def run(p: Plan, loop: Any, bars: np.ndarray, values: tuple, cash: float, commis
                     wait(c)
                     waited = True
                 update(calc, lo, hi)
+            for s in copies:
+                series[s][lo:hi] = columns[s.field][lo:hi]
             if not waited:
                 wait(c)
             while i < hi:

@@ -34,8 +34,8 @@ def _cross_up_down(i, position, a, b, size):
 
 
 class MacdAtr(VectorStrategy):
-    """Several outputs of one indicator, an indicator over indicators, three bar fields, and
-    an indicator made and dropped."""
+    """Several outputs of one indicator, an indicator over indicators, three bar fields, a
+    bar field as a signal, and an indicator made and dropped."""
 
     fast: int = 6
     slow: int = 17
@@ -48,12 +48,12 @@ class MacdAtr(VectorStrategy):
         kernels.rsi(close, 9)  # not read: not computed
         atr = kernels.atr(bars["high"], bars["low"], close, 7)
         smooth = kernels.ema(atr, 4)
-        return kernels.sma(line, 2, exact=True), signal, smooth
+        return kernels.sma(line, 2, exact=True), signal, smooth, close
 
     @staticmethod
     @njit(cache=False)
-    def decide(i, position, line, signal, smooth, fast, slow, size):
-        if math.isnan(smooth[i]) or smooth[i] > 0.5:
+    def decide(i, position, line, signal, smooth, close, fast, slow, size):
+        if math.isnan(smooth[i]) or smooth[i] > 0.0042 * close[i]:
             return math.nan  # too wild
         return _cross_up_down(i, position, line, signal, size)
 
