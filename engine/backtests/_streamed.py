@@ -1,17 +1,18 @@
 """One fast-path run streamed: the bars read once, a chunk at a time, on two cores.
 
 `plan` traces a strategy's `signals` (`engine.kernels._plan`). When every signal it returns is
-a bar field or an indicator over bar fields or over other such indicators, `run` computes them a chunk of
-bars at a time with `update` (exactly the values of one whole pass) and runs the decision
-loop over each chunk as soon as its signals are there. The indicators read the record array's
-fields in place: a chunk's rows come from memory once, for the first indicator, and from cache
-for the rest and for the loop, where a whole-series run copies the open and close columns out
-first and then reads each column again per indicator.
+a bar field or an indicator over bar fields or over other such indicators, `run` computes
+them a chunk of bars at a time with `update` (exactly the values of one whole pass) and runs
+the decision loop over each chunk as soon as its signals are there. The indicators read the
+record array's fields in place: a chunk's rows come from memory once, for the first
+indicator, and from cache for the rest and for the loop, where a whole-series run copies the
+open and close columns out first and then reads each column again per indicator.
 
-With two cores the indicators are split between a helper thread and the caller's, which also
-runs the loop: chunk c's loop waits for the helper's chunk c only. The kernels and the loop
-release the GIL. Signals that are not planned (numpy arithmetic on a series, indexing) are
-computed whole by `run_fast`, as before.
+With two cores a helper thread computes indicators chunk after chunk while the caller's runs
+the loop, and the caller computes what the helper has not reached yet when it gets to a chunk
+(each indicator still takes its chunks in order). The kernels and the loop release the GIL.
+Signals that are not planned (numpy arithmetic on a series, indexing) are computed whole by
+`run_fast`, as before.
 """
 
 from __future__ import annotations
@@ -84,48 +85,57 @@ def run(p: Plan, loop: Any, bars: np.ndarray, values: tuple, cash: float, commis
         series[s] = np.empty(n)
     sigs = tuple(series[s] for s in p.outputs)
 
-    threaded = len(p.calcs) > 1 and n > chunk and (os.cpu_count() or 1) > 1 \
-        and not in_shared_pool()
-    helper: list[_plan.Calc] = []
-    own: list[tuple[_plan.Calc, bool]] = []  # with: reads one of the helper's
-    for calc in p.calcs:
-        reads_helper = any(s.calc is not None and s.calc in helper for s in calc.inputs)
-        reads_own = any(s.calc is not None and s.calc not in helper for s in calc.inputs)
-        # The loop is the caller's share: the helper takes the first indicator, then every
-        # other one that reads nothing of the caller's.
-        if threaded and not reads_own and len(helper) <= len(own):
-            helper.append(calc)
-        else:
-            own.append((calc, reads_helper))
-
-    def update(calc: _plan.Calc, lo: int, hi: int) -> None:
-        ins = tuple(columns[s.field][lo:hi] if s.calc is None else series[s][lo:hi]
-                    for s in calc.inputs)
-        outs = tuple(series[s][lo:hi] for s in calc.outputs)
-        calc.indicator.update(*ins, out=outs if len(outs) > 1 else outs[0])
-
+    # Task t = c * k + j computes indicator j over chunk c. Each thread goes through the
+    # chunks in order and takes every task of a chunk the other has not taken: the helper,
+    # with no loop to run, gets ahead and takes most; the caller takes what is left of a
+    # chunk when it gets there. A task waits for the same indicator's previous chunk (its
+    # state carries over) and for its inputs' tasks of the same chunk.
     bounds = [(lo, min(n, lo + chunk)) for lo in range(0, n, chunk)]
-    ready = [threading.Event() for _ in bounds]
+    k = len(p.calcs)
+    index = {id(calc): j for j, calc in enumerate(p.calcs)}
+    inputs = [[index[id(s.calc)] for s in calc.inputs if s.calc is not None]
+              for calc in p.calcs]
+    taken = bytearray(len(bounds) * k)
+    done = [threading.Event() for _ in range(len(bounds) * k)]
+    lock = threading.Lock()
     failed: list[BaseException] = []
     stop = False
 
-    def helper_work() -> None:
-        try:
-            for c, (lo, hi) in enumerate(bounds):
-                if stop:
-                    return
-                for calc in helper:
-                    update(calc, lo, hi)
-                ready[c].set()
-        except BaseException as exc:  # handed to the caller, which raises it
-            failed.append(exc)
-            for event in ready:
-                event.set()
-
-    def wait(c: int) -> None:
-        ready[c].wait()
+    def wait(t: int) -> None:
+        done[t].wait()
         if failed:
             raise failed[0]
+        if stop:
+            raise _Stopped
+
+    def work(c: int) -> None:
+        lo, hi = bounds[c]
+        for j, calc in enumerate(p.calcs):
+            t = c * k + j
+            with lock:
+                if taken[t]:
+                    continue
+                taken[t] = 1
+            if c:
+                wait(t - k)
+            for d in inputs[j]:
+                wait(c * k + d)
+            ins = tuple(columns[s.field][lo:hi] if s.calc is None else series[s][lo:hi]
+                        for s in calc.inputs)
+            outs = tuple(series[s][lo:hi] for s in calc.outputs)
+            calc.indicator.update(*ins, out=outs if len(outs) > 1 else outs[0])
+            done[t].set()
+
+    def helper_work() -> None:
+        try:
+            for c in range(len(bounds)):
+                work(c)
+        except _Stopped:
+            return
+        except BaseException as exc:  # handed to the caller, which raises it
+            failed.append(exc)
+            for event in done:
+                event.set()
 
     account = np.zeros(3)
     account[A_CASH] = cash
@@ -134,30 +144,32 @@ def run(p: Plan, loop: Any, bars: np.ndarray, values: tuple, cash: float, commis
     buf = np.empty((fill_rows, 4))
     parts = []
     open_, close = columns["open"], columns["close"]
+    threaded = k and len(bounds) > 1 and (os.cpu_count() or 1) > 1 and not in_shared_pool()
     worker = threading.Thread(target=helper_work, name="fastpath-signals", daemon=True) \
-        if helper else None
+        if threaded else None
     if worker is not None:
         worker.start()
     try:
         i = 0
         for c, (lo, hi) in enumerate(bounds):
-            waited = worker is None
-            for calc, reads_helper in own:
-                if reads_helper and not waited:
-                    wait(c)
-                    waited = True
-                update(calc, lo, hi)
+            work(c)
             for s in copies:
                 series[s][lo:hi] = columns[s.field][lo:hi]
-            if not waited:
-                wait(c)
+            for t in range(c * k, c * k + k):
+                wait(t)
             while i < hi:
                 i, nf = loop(open_[:hi], close[:hi], sigs, values, account, positions, pending,
                              commission, slippage, buf, i)
                 parts.append(buf[:nf].copy())
     finally:
-        stop = True
         if worker is not None:
+            stop = True
+            for event in done:  # a helper waiting for a task of the caller's stops there
+                event.set()
             worker.join()
     final = account[A_CASH] + positions[0, 0] * close[n - 1]
     return final, parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+class _Stopped(Exception):
+    """The caller's run ended (raised or was interrupted): the helper stops where it is."""

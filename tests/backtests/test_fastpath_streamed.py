@@ -141,25 +141,29 @@ def test_signals_it_cannot_plan_are_computed_whole(monkeypatch):
         run_fast(Spread, bars, {"fast": 9, "slow": 5}, **COSTS)
 
 
-def test_a_failing_indicator_fails_the_run_and_leaves_no_thread(sma_cross_fast, monkeypatch):
+@pytest.mark.parametrize("where", ["fastpath-signals", "MainThread"])
+def test_a_failing_indicator_fails_the_run_and_leaves_no_thread(sma_cross_fast, monkeypatch,
+                                                                where):
     bars = walk(3000, 14)
     monkeypatch.setattr(_streamed, "CHUNK", 100)
     monkeypatch.setattr(_streamed.os, "cpu_count", lambda: 2)
     real = SMA.update
-    calls = {"helper": 0}
+    entered = {"fastpath-signals": threading.Event(), "MainThread": threading.Event()}
 
     def update(self, *series, out=None):
-        if threading.current_thread().name == "fastpath-signals":
-            calls["helper"] += 1
-            if calls["helper"] == 5:
-                raise FloatingPointError("the kernel broke on chunk 5")
+        # Each thread takes a task before the failing one goes on: both take part.
+        name = threading.current_thread().name
+        entered[name].set()
+        if name == where:
+            raise FloatingPointError(f"the kernel broke in {name}")
+        if not entered[where].wait(60):
+            raise AssertionError(f"{where} never computed a chunk")
         return real(self, *series, out=out)
 
     monkeypatch.setattr(SMA, "update", update)
     before = threading.active_count()
-    with pytest.raises(FloatingPointError, match="chunk 5"):
+    with pytest.raises(FloatingPointError, match=f"broke in {where}"):
         run_fast(sma_cross_fast, bars, {"fast": 3, "slow": 8}, **COSTS)
-    assert calls["helper"] == 5
     assert threading.active_count() == before
 
 
