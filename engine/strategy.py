@@ -238,6 +238,9 @@ class Context(AccountAccess):
         self._higher: dict[str, list[Any]] = {}
         self._tf_labels: dict[int, str] = {}
         self._now_cache: tuple[float, str] = (math.nan, "")
+        # A replay's broker may take plain market orders without their SubmitOrder being built
+        # (`PaperBroker.submit_market`): set by the replay when it may.
+        self._quick_submit: Any = None
         self._day_cache: tuple[int, str] = (-1, "")
 
     def set_id_prefix(self, prefix: str) -> None:
@@ -415,11 +418,14 @@ class Context(AccountAccess):
             # A plain market order in units, every part checked here: built without the
             # model's validation (what the replay pays for each of its orders).
             now = self.now
-            order = market_order(self._next_id(), symbol, side, size, reduce_only,
-                                 None if now is None else float(now),
-                                 self._name)
-            self.router.submit(order)
-            return order.client_id
+            client_id = self._next_id()
+            quick = self._quick_submit
+            if quick is not None and quick(client_id, symbol, side, size, reduce_only,
+                                           float(now), self._name):
+                return client_id
+            self.router.submit(market_order(client_id, symbol, side, size, reduce_only,
+                                            None if now is None else float(now), self._name))
+            return client_id
         order_type = ("stop_limit" if stop is not None and limit is not None else "stop"
                       if stop is not None else "limit" if limit is not None else "market")
         order = SubmitOrder(client_id=self._next_id(), symbol=symbol, side=side,

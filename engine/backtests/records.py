@@ -80,6 +80,26 @@ class FillLog:
             rows.append((step, f.time, f.fill_id, j, 1 if f.side == "buy" else -1,
                          f.liquidity == "maker", f.price, f.size, f.fee, f.remaining))
             self._ids.append(f.client_id)
+        self._append(rows)
+
+    def add_rows(self, steps: Sequence[int], rows: Sequence[tuple]) -> None:
+        """Append fills logged as rows by an account (`Account.fill_log`: time, fill_id,
+        client_id, symbol, side +1/-1, maker, price, size, fee, remaining), each happening at
+        its step in `steps`."""
+        index = self._index
+        out = []
+        ids = self._ids
+        for step, (t, fid, cid, symbol, side, maker, px, size, fee, rem) in zip(
+                steps, rows, strict=True):
+            j = index.get(symbol)
+            if j is None:
+                j = index[symbol] = len(self.symbols)
+                self.symbols.append(symbol)
+            out.append((step, t, fid, j, side, maker, px, size, fee, rem))
+            ids.append(cid)
+        self._append(out)
+
+    def _append(self, rows: list[tuple]) -> None:
         if not rows:
             return
         end = self._m + len(rows)
@@ -230,8 +250,8 @@ class OrderLog:
         # the order itself.
         reasons.update((e.client_id, e.reason) for e in broker.rejections
                        if e.client_id not in rows)
-        return cls(broker.orders, rows, account.orders["status"][:account.n_orders].copy(),
-                   reasons)
+        return cls(_Placed(broker), rows,
+                   account.orders["status"][:account.n_orders].copy(), reasons)
 
     def statuses(self) -> list[str]:
         """Each order's final state, one of `STATUSES`."""
@@ -239,6 +259,36 @@ class OrderLog:
         codes = self.codes.tolist()
         return [STATUSES[_STATUS[codes[row]]] if (row := rows.get(o.client_id)) is not None
                 else "rejected" for o in self.submitted]
+
+
+class _Placed(Sequence):
+    """A broker's submitted orders (`PaperBroker.orders`), read from it when first needed: a
+    replay's plain market orders are built as `SubmitOrder`s only if someone looks."""
+
+    def __init__(self, broker: Any) -> None:
+        self._broker: Any = broker
+        self._orders: list | None = None
+
+    def _all(self) -> list:
+        if self._orders is None:
+            self._orders = self._broker.orders
+            self._broker = None
+        return self._orders
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._all()[i]
+
+    def __iter__(self) -> Iterator:
+        return iter(self._all())
+
+    def __eq__(self, other: object) -> bool:
+        return list(self) == list(other) if isinstance(other, Sequence) else NotImplemented
+
+    def __repr__(self) -> str:
+        return repr(self._all())
 
 
 def _with_iso(columns: Columns, period: float | None) -> Columns:

@@ -73,6 +73,10 @@ SWEEP_METRICS = ("sharpe", "return_pct", "final_equity", "cagr_pct", "sortino", 
                  "exposure_pct", "fees", "periods", "periods_per_year", "skew", "kurtosis")
 
 
+# Whether a replay may take its plain market orders the short way (`PaperBroker.submit_market`,
+# the fills at the next open in one kernel call): the same results either way; off to compare.
+QUICK_ORDERS = True
+
 # Where a bare symbol (`--data GOOG`) is looked up when it is neither a file nor stored.
 FILE_PROVIDER = "providers.csvfile"
 
@@ -539,11 +543,16 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
     # Fills nobody is told of are logged as records, their events built only if asked for.
     log = account.fill_log = [] if "on_fill" not in handlers and broker.ledger is None else None
     log_steps: list[int] = []  # the step of each fill record in `log`
+    # Plain market orders of a bar-driven strategy nobody hears events of (fills logged as
+    # records, no ledger, no on_order) take the broker's short way to the book.
+    quick = QUICK_ORDERS and log is not None and not wants_quote and broker.quick_orders()
+    if quick:
+        ctx._quick_submit = broker.submit_market
 
     def keep_fills() -> None:
         """Move the fill records logged so far into the run's columns."""
         if log:
-            fills.add(log_steps, log)
+            fills.add_rows(log_steps, log)
             log.clear()
             log_steps.clear()
     where = "on_start"
@@ -595,12 +604,19 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
         return ((t, o, False), (t + span * 0.25, near, True), (t + span * 0.5, far, True),
                 (t + span * 0.999, c, True))
 
+    index_of = dict(zip(symbols, sym_index, strict=True))
+
     def meet(k: int, sym: str, pt: float, px: float, touch: bool) -> None:
         """Working orders meet one point of bar k's path; logged fills are tagged with k."""
         clock._now = pt
-        logged = len(log) if log is not None else 0
-        broker._record(account.match(sym, pt, px, px, math.nan, math.nan, px, touch))
-        if log is not None and len(log) > logged:
+        if log is None:
+            broker._record(account.match_point(index_of[sym], pt, px, touch))
+            return
+        logged = len(log)
+        events = account.match_point(index_of[sym], pt, px, touch)
+        if events:
+            broker._record(events)
+        if len(log) > logged:
             log_steps.extend([k] * (len(log) - logged))  # into the columns a chunk at a time
 
     def through(k: int, j: int, opened: bool = False) -> list | None:

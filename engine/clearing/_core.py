@@ -81,6 +81,7 @@ event_dtype = np.dtype([
     # for R_NO_UNITS: the equity available (in `equity`).
     ("equity", np.float64),
     ("exposure", np.float64),
+    ("side", np.int8),       # EV_FILL: the order's side (+1 buy, -1 sell)
 ])
 
 # -- configuration (float64 array; named slots) ---------------------------------------------------
@@ -305,6 +306,7 @@ def match_quote(orders, bounds, sym, now, bid, ask, bid_size, ask_size, trade, c
                 o["remaining"] = 0.0
                 o["status"] = FILLED
             n = _emit(events, n, EV_FILL, i, liquidity, price, fill, fee, o["remaining"])
+            events[n - 1]["side"] = o["side"]
             linked = filled_links(orders, i, fill, price, q0, positions[sym, P_QTY], now, tick)
             if linked >= 0 and orders[linked]["status"] <= WORKING:
                 # An OCO partner, or a bracket child with nothing left to protect, stops.

@@ -32,6 +32,7 @@ from engine.orders import (
     OrdersLinked,
     OrderTriggered,
     SubmitOrder,
+    market_order,
 )
 
 __all__ = ["Account", "Position", "OrderView", "FillRecord", "SHORT_OF_POWER", "rebuild"]
@@ -140,6 +141,7 @@ class Account:
         self.ticks = np.zeros(0)
         self.lots = np.zeros(0)
         self.min_notionals = np.zeros(0)
+        self._rules: list[tuple[float, float, float]] = []  # tick, lot, min notional by index
         # Symbols whose instrument sets no rule (lot, tick, minimum notional): an order in units
         # in one of them breaks none, and the broker skips looking them up.
         self.ruleless: set[str] = set()
@@ -151,15 +153,41 @@ class Account:
         self._bounds = np.zeros(2, dtype=np.int64)  # (start, n_orders) for the kernel
         self._ids: list[str] = []
         self._row: dict[str, int] = {}
-        self._submits: dict[str, SubmitOrder] = {}
+        self._submitted: dict[str, SubmitOrder] = {}
+        # Plain market orders placed through `add_market` whose `SubmitOrder` is built only
+        # when something reads the orders (`_submits`): their arguments, in placement order.
+        self._unbuilt: list[tuple] = []
+        # Where those orders go once built, after the account's own record: the broker's list
+        # of submitted orders (`PaperBroker.orders`), when a broker set it.
+        self.placed: list[SubmitOrder] | None = None
         self._events = np.zeros(256, dtype=_core.event_dtype)
         self._cfg = self.config.vector()
         self.fills = 0
-        # A list here makes fills land in it as FillRecords instead of coming back as events:
-        # for a replay nobody hears fills from (no ledger, no on_fill), which reads it after.
-        self.fill_log: list[FillRecord] | None = None
+        # A list here makes fills land in it as rows instead of coming back as events: for a
+        # replay nobody hears fills from (no ledger, no on_fill), which reads it after. A row
+        # is (time, fill_id, client_id, symbol, side +1/-1, maker, price, size, fee,
+        # remaining): `FillRecord`'s fields, the side signed, the liquidity a flag.
+        self.fill_log: list[tuple] | None = None
         for s in symbols:
             self.add_symbol(s)
+
+    @property
+    def _submits(self) -> dict[str, SubmitOrder]:
+        """Every order the account knows by client id, in placement order."""
+        if self._unbuilt:
+            self._build()
+        return self._submitted
+
+    def _build(self) -> None:
+        """Build the orders `add_market` put on the book (before anything else is recorded,
+        so both records keep placement order)."""
+        unbuilt, self._unbuilt = self._unbuilt, []
+        submitted, placed = self._submitted, self.placed
+        for args in unbuilt:
+            order = market_order(*args)
+            submitted[args[0]] = order
+            if placed is not None:
+                placed.append(order)
 
     # -- symbols, instruments and marks --------------------------------------------------------
 
@@ -173,6 +201,7 @@ class Account:
         self.ticks = np.append(self.ticks, 0.0)
         self.lots = np.append(self.lots, 0.0)
         self.min_notionals = np.append(self.min_notionals, 0.0)
+        self._rules.append((0.0, 0.0, 0.0))
         self._load_rules(self._index[symbol])
         return self._index[symbol]
 
@@ -181,6 +210,9 @@ class Account:
         self.ticks[i] = inst.tick_size or 0.0
         self.lots[i] = inst.lot_size or 0.0
         self.min_notionals[i] = inst.min_notional or 0.0
+        # The same as Python floats, what `match_point` hands the kernel.
+        self._rules[i] = (float(self.ticks[i]), float(self.lots[i]),
+                          float(self.min_notionals[i]))
         if inst.tick_size is None and inst.lot_size is None and not inst.min_notional:
             self.ruleless.add(inst.symbol)
         else:
@@ -333,10 +365,32 @@ class Account:
         self.n_orders = row + 1
         self._ids.append(order.client_id)
         self._row[order.client_id] = row
-        self._submits[order.client_id] = order
+        self._submits[order.client_id] = order  # after the orders placed before it
         if order.protected:
             self._add_protection(order, row, now)
         return row
+
+    def add_market(self, client_id: str, sym: int, symbol: str, side: str, size: float,
+                   now: float, strategy: str | None) -> None:
+        """Put a plain GTC market order for `size` units (a float above 0) of symbol index
+        `sym` on the book, as `accept_quietly(market_order(...), now)` would, with its
+        `SubmitOrder` built only when read (`_submits`, and `placed`)."""
+        if client_id in self._row:
+            raise ValueError(f"duplicate client order id {client_id!r}")
+        row = self.n_orders
+        if row == len(self.orders):
+            self.orders = np.concatenate([self.orders, np.zeros_like(self.orders)])
+        if self._order_bytes.base is not self.orders:
+            self._order_bytes = self.orders.view(np.uint8)
+        _ORDER_ROW.pack_into(
+            self._order_bytes, row * _ORDER_ROW.size,
+            sym, 1 if side == "buy" else -1, _core.MARKET, _core.GTC, False, _PENDING,
+            False, False, False, size, size, _NAN, _NAN, now, now + self.config.latency_ms / 1e3,
+            _INF, -1, -1, -1, -1, _LINK_NONE, _NAN, _NAN, _NAN, 0.0, _NAN)
+        self.n_orders = row + 1
+        self._ids.append(client_id)
+        self._row[client_id] = row
+        self._unbuilt.append((client_id, symbol, side, size, False, now, strategy))
 
     def _add_protection(self, entry: SubmitOrder, row: int, now: float) -> None:
         """Dormant children of `entry` (stop or trailing stop, take-profit), linked to it and to
@@ -468,28 +522,56 @@ class Account:
                                   self.min_notionals[i])
             self._start = int(bounds[0])
             if n:
-                out.extend(self._convert(self._events[:n], now))
+                out.extend(self._convert(self._events[:n], now, i))
             # A full event buffer means orders are left to look at: match again on what remains.
             if n < len(self._events) - 2:
                 return out
 
-    def _convert(self, events: np.ndarray, now: float) -> list[LedgerEvent]:
+    def match_point(self, i: int, now: float, price: float, touch: bool = False
+                    ) -> list[LedgerEvent]:
+        """`match(symbol, now, price, price, nan, nan, price, touch)` for the symbol of index
+        `i`: one point of a price path (a replay's bar), bid, ask and trade all at `price`."""
+        bounds = self._bounds
+        bounds[0] = self._start
+        bounds[1] = self.n_orders
+        tick, lot, min_notional = self._rules[i]
+        n = _core.match_quote(self.orders, bounds, i, now, price, price, _NAN, _NAN, price,
+                              self._cfg, tick, self.account, self.positions, self.marks,
+                              self._events, touch, lot, min_notional)
+        self._start = int(bounds[0])
+        if not n:
+            return []
+        out = self._convert(self._events[:n], now, i)
+        if n >= len(self._events) - 2:  # the buffer filled: orders are left to look at
+            out.extend(self.match(self.symbols[i], now, price, price, _NAN, _NAN, price,
+                                  touch))
+        return out
+
+    def _convert(self, events: np.ndarray, now: float, sym: int | None = None
+                 ) -> list[LedgerEvent]:
+        """The events the matcher wrote (of symbol index `sym`, if known), as typed events;
+        fills go to `fill_log` instead when it is set."""
         out: list[LedgerEvent] = []
         name = self.name
-        for kind, row, reason, price, size, fee, remaining, equity, exposure in events.tolist():
+        log = self.fill_log
+        for kind, row, reason, price, size, fee, remaining, equity, exposure, side \
+                in events.tolist():
             cid = self._ids[row]
+            if kind == _core.EV_FILL and log is not None:
+                # Logged as a row, from the order's record: its SubmitOrder is not needed.
+                self.fills += 1
+                log.append((now, self.fills, cid, self.symbols[self.orders[row]["sym"]]
+                            if sym is None else self.symbols[sym], side, reason == _core.MAKER,
+                            price, size, fee, remaining))
+                continue
             sub = self._submits[cid]
             if kind == _core.EV_FILL:
                 self.fills += 1
-                liquidity = "maker" if reason == _core.MAKER else "taker"
-                if self.fill_log is not None:
-                    self.fill_log.append(FillRecord(now, self.fills, cid, sub.symbol, sub.side,
-                                                    price, size, fee, liquidity, remaining))
-                    continue
                 out.append(OrderFilled(
                     time=now, account=name, fill_id=self.fills,
                     client_id=cid, symbol=sub.symbol, side=sub.side, price=price, size=size,
-                    fee=fee, liquidity=liquidity, remaining=remaining))
+                    fee=fee, liquidity="maker" if reason == _core.MAKER else "taker",
+                    remaining=remaining))
             elif kind == _core.EV_TRIGGER:
                 out.append(OrderTriggered(time=now, account=name, client_id=cid,
                                           symbol=sub.symbol, price=price))
