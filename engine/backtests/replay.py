@@ -604,16 +604,15 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
         return ((t, o, False), (t + span * 0.25, near, True), (t + span * 0.5, far, True),
                 (t + span * 0.999, c, True))
 
-    index_of = dict(zip(symbols, sym_index, strict=True))
-
-    def meet(k: int, sym: str, pt: float, px: float, touch: bool) -> None:
-        """Working orders meet one point of bar k's path; logged fills are tagged with k."""
+    def meet(k: int, j: int, pt: float, px: float, touch: bool) -> None:
+        """Working orders meet one point of bar k's path (of symbol `j`); logged fills are
+        tagged with k."""
         clock._now = pt
         if log is None:
-            broker._record(account.match_point(index_of[sym], pt, px, touch))
+            broker._record(account.match_point(sym_index[j], pt, px, touch))
             return
         logged = len(log)
-        events = account.match_point(index_of[sym], pt, px, touch)
+        events = account.match_point(sym_index[j], pt, px, touch)
         if events:
             broker._record(events)
         if len(log) > logged:
@@ -622,15 +621,14 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
     def through(k: int, j: int, opened: bool = False) -> list | None:
         """Working orders meet the path through bar k until none is left working (`opened`:
         its open was met already, with the other symbols' at that time)."""
-        sym = symbols[j]
         if revalue:
             refresh_marks()  # a fill's buying-power check values the other symbols at their marks
         # The open first: a market order is done there, and the rest of the path is not needed.
         if not opened:
-            meet(k, sym, st_t.item(k), st_o.item(k), False)
+            meet(k, j, st_t.item(k), st_o.item(k), False)
         if account.n_orders > account._start:
             for pt, px, touch in path(k)[1:]:
-                meet(k, sym, pt, px, touch)
+                meet(k, j, pt, px, touch)
                 if account.n_orders <= account._start:
                     break
         return take(k) if pending else None
@@ -643,7 +641,7 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
             clock._now = pt
             marks[sym_index[j]] = px
             if account.n_orders > account._start:
-                meet(k, sym, pt, px, touch)
+                meet(k, j, pt, px, touch)
             if pending:
                 await call(take(k))
             if seen[j][0] < warm:
@@ -681,7 +679,7 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
         calls: list = []
         for q in sorted(first, key=first.__getitem__):
             # Tagged with step k, the first of their time: the fills' steps stay in order.
-            meet(k, symbols[which.item(q)], st_t.item(q), st_o.item(q), False)
+            meet(k, which.item(q), st_t.item(q), st_o.item(q), False)
             if pending:
                 calls += take(k)
         return calls

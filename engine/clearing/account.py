@@ -522,7 +522,7 @@ class Account:
                                   self.min_notionals[i])
             self._start = int(bounds[0])
             if n:
-                out.extend(self._convert(self._events[:n], now, i))
+                out.extend(self._convert(n, now, i))
             # A full event buffer means orders are left to look at: match again on what remains.
             if n < len(self._events) - 2:
                 return out
@@ -541,28 +541,27 @@ class Account:
         self._start = int(bounds[0])
         if not n:
             return []
-        out = self._convert(self._events[:n], now, i)
+        out = self._convert(n, now, i)
         if n >= len(self._events) - 2:  # the buffer filled: orders are left to look at
             out.extend(self.match(self.symbols[i], now, price, price, _NAN, _NAN, price,
                                   touch))
         return out
 
-    def _convert(self, events: np.ndarray, now: float, sym: int | None = None
-                 ) -> list[LedgerEvent]:
-        """The events the matcher wrote (of symbol index `sym`, if known), as typed events;
-        fills go to `fill_log` instead when it is set."""
+    def _convert(self, n: int, now: float, sym: int) -> list[LedgerEvent]:
+        """The `n` events the matcher wrote for symbol index `sym`, as typed events; fills go
+        to `fill_log` instead when it is set."""
         out: list[LedgerEvent] = []
         name = self.name
         log = self.fill_log
+        events = self._events
         for kind, row, reason, price, size, fee, remaining, equity, exposure, side \
-                in events.tolist():
+                in (events[:n].tolist() if n > 1 else (events.item(0),)):
             cid = self._ids[row]
             if kind == _core.EV_FILL and log is not None:
                 # Logged as a row, from the order's record: its SubmitOrder is not needed.
                 self.fills += 1
-                log.append((now, self.fills, cid, self.symbols[self.orders[row]["sym"]]
-                            if sym is None else self.symbols[sym], side, reason == _core.MAKER,
-                            price, size, fee, remaining))
+                log.append((now, self.fills, cid, self.symbols[sym], side,
+                            reason == _core.MAKER, price, size, fee, remaining))
                 continue
             sub = self._submits[cid]
             if kind == _core.EV_FILL:
