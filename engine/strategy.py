@@ -241,6 +241,7 @@ class Context(AccountAccess):
         # A replay's broker may take plain market orders without their SubmitOrder being built
         # (`PaperBroker.submit_market`): set by the replay when it may.
         self._quick_submit: Any = None
+        self._quick_held: Any = None  # and the position plus working orders, in one call
         self._day_cache: tuple[int, str] = (-1, "")
 
     def set_id_prefix(self, prefix: str) -> None:
@@ -516,8 +517,12 @@ class Context(AccountAccess):
         working, when the broker reports them (paper and backtests do). A reversal is one
         order. Returns its client order id, or None when nothing is left to do. Protection as
         `buy`'s, on an order that moves the position away from zero."""
-        working = getattr(self.router, "working_position", None)
-        have = self.position(symbol) + (working(symbol) if working is not None else 0.0)
+        held = self._quick_held
+        if held is not None:
+            have = held(symbol)
+        else:
+            working = getattr(self.router, "working_position", None)
+            have = self.position(symbol) + (working(symbol) if working is not None else 0.0)
         delta = size - have
         if abs(delta) <= 1e-12 * max(1.0, abs(size)):
             return None

@@ -60,7 +60,7 @@ from engine.run_spec import RunSpec, RunSpecError
 from engine.sampler import format_timeframe, parse_timeframe, resample_bars
 from engine.scheduler import EVENT_CALLBACKS, callback_for, make_runner, overrides
 from engine.shm import ShmArray
-from engine.strategy import Strategy, StrategyError, strategy_traceback
+from engine.strategy import Context, Strategy, StrategyError, strategy_traceback
 from engine.timeframes import fold_history
 from engine.warmup import strategy_warmup
 
@@ -538,7 +538,17 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
             has = n > 0
             marks[rows[has]] = closes[offsets[has] + n[has] - 1]
 
-        broker.refresh_marks = refresh_marks if len(symbols) <= 16 else refresh_many
+        if len(symbols) == 1:
+            one_seen, one_close, one_row = seen[0], last_close[0], sym_index[0]
+
+            def refresh_one() -> None:
+                n = one_seen[0]
+                if n:
+                    marks[one_row] = one_close[n - 1]
+
+            broker.refresh_marks = refresh_one
+        else:
+            broker.refresh_marks = refresh_marks if len(symbols) <= 16 else refresh_many
     revalue = not wants_quote and len(symbols) > 1 and broker.config.risk.leverage is not None
     # Fills nobody is told of are logged as records, their events built only if asked for.
     log = account.fill_log = [] if "on_fill" not in handlers and broker.ledger is None else None
@@ -546,8 +556,9 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
     # Plain market orders of a bar-driven strategy nobody hears events of (fills logged as
     # records, no ledger, no on_order) take the broker's short way to the book.
     quick = QUICK_ORDERS and log is not None and not wants_quote and broker.quick_orders()
-    if quick:
+    if quick and type(ctx) is Context:
         ctx._quick_submit = broker.submit_market
+        ctx._quick_held = broker.held
 
     def keep_fills() -> None:
         """Move the fill records logged so far into the run's columns."""
@@ -762,7 +773,9 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
                 stop = min(total, first + every)
                 cell, sym = seen[0], symbols[0]
                 ends = (st_t[first:stop] + st_span[first:stop]).tolist()
-                for k, end in zip(range(first, stop), ends, strict=True):
+                # Bars before the strategy is warm only count; after them, every bar calls it.
+                cold = max(first, min(stop, first + warm - 1 - cell[0]))
+                for k, end in zip(range(first, cold), ends, strict=False):
                     if account.n_orders > account._start:
                         calls = through(k, 0)
                         if calls:
@@ -770,13 +783,20 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
                             where = "on_bar"
                     clock._now = end
                     cell[0] += 1
-                    if cell[0] >= warm:
-                        r = on_bar(sym)
-                        if r is not None:
-                            await r
-                        if pending:
-                            await call(take(k))
+                for k, end in zip(range(cold, stop), ends[cold - first:], strict=True):
+                    if account.n_orders > account._start:
+                        calls = through(k, 0)
+                        if calls:
+                            await call(calls)
                             where = "on_bar"
+                    clock._now = end
+                    cell[0] += 1
+                    r = on_bar(sym)
+                    if r is not None:
+                        await r
+                    if pending:
+                        await call(take(k))
+                        where = "on_bar"
                 continue
             if progress is not None:
                 progress(first, total)

@@ -214,6 +214,16 @@ class PaperBroker:
             events.extend(self.account.match(order.symbol, now, *self._books[order.symbol]))
         self._record(events)
 
+    def held(self, symbol: str) -> float:
+        """`position(symbol) + working_position(symbol)` in one call: the position a target
+        order trades from."""
+        account = self.account
+        i = account._index.get(symbol)
+        have = 0.0 if i is None else float(account.positions[i, _core.P_QTY])
+        if account.n_orders == account._start:
+            return have + 0.0
+        return have + (account.working_size(symbol, 1) - account.working_size(symbol, -1))
+
     def submit_market(self, client_id: str, symbol: str, side: str, size: float,
                       reduce_only: bool, now: float, strategy: str | None) -> bool:
         """`submit(market_order(...))` for a broker set up as a replay sets it (see
@@ -227,7 +237,8 @@ class PaperBroker:
             return False
         self.refresh_marks()
         sym = account._index[symbol]
-        if account.marks[sym] != account.marks[sym]:
+        mark = account.marks[sym]
+        if mark != mark:
             return False  # no price known yet: rejected by `submit`, with its event
         account.add_market(client_id, sym, symbol, side, size, now, strategy)
         return True
