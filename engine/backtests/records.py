@@ -30,10 +30,7 @@ __all__ = ["OrderLog", "FillLog", "FILL_DTYPE", "STATUSES", "trade_columns", "fi
 # A fill as one row: the replay step it happened at, then the fields of `OrderFilled` (the
 # symbol as its index in `FillLog.symbols`, side +1 buy / -1 sell, maker True for a maker fill;
 # client ids are kept beside the rows, as references to the account's own strings).
-FILL_DTYPE = np.dtype([("step", np.int64), ("time", np.float64), ("fill_id", np.int64),
-                       ("sym", np.int32), ("side", np.int8), ("maker", np.bool_),
-                       ("price", np.float64), ("size", np.float64), ("fee", np.float64),
-                       ("remaining", np.float64)])
+FILL_DTYPE = _core.fill_dtype  # the rows an account logging its fills writes
 
 
 class FillLog:
@@ -82,25 +79,14 @@ class FillLog:
             self._ids.append(f.client_id)
         self._append(rows)
 
-    def add_rows(self, steps: Sequence[int], rows: Sequence[tuple]) -> None:
-        """Append fills logged as rows by an account (`Account.fill_log`: time, fill_id,
-        client_id, symbol, side +1/-1, maker, price, size, fee, remaining), each happening at
-        its step in `steps`."""
-        index = self._index
-        out = []
-        ids = self._ids
-        for step, (t, fid, cid, symbol, side, maker, px, size, fee, rem) in zip(
-                steps, rows, strict=True):
-            j = index.get(symbol)
-            if j is None:
-                j = index[symbol] = len(self.symbols)
-                self.symbols.append(symbol)
-            out.append((step, t, fid, j, side, maker, px, size, fee, rem))
-            ids.append(cid)
-        self._append(out)
+    def add_block(self, rows: np.ndarray, ids: list[str]) -> None:
+        """Append fills logged as rows by an account (`Account.take_fill_rows`: `FILL_DTYPE`
+        rows, their `sym` the index of a symbol of this log) and their client ids."""
+        self._ids.extend(ids)
+        self._append(rows)
 
-    def _append(self, rows: list[tuple]) -> None:
-        if not rows:
+    def _append(self, rows: list[tuple] | np.ndarray) -> None:
+        if not len(rows):
             return
         end = self._m + len(rows)
         if end > len(self._buf):

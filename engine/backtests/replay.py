@@ -550,22 +550,23 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
         else:
             broker.refresh_marks = refresh_marks if len(symbols) <= 16 else refresh_many
     revalue = not wants_quote and len(symbols) > 1 and broker.config.risk.leverage is not None
-    # Fills nobody is told of are logged as records, their events built only if asked for.
-    log = account.fill_log = [] if "on_fill" not in handlers and broker.ledger is None else None
-    log_steps: list[int] = []  # the step of each fill record in `log`
+    # Fills nobody is told of are logged as rows (their symbols indexed as the run's), their
+    # events built only if asked for.
+    logged = "on_fill" not in handlers and broker.ledger is None \
+        and account.symbols[:len(symbols)] == fills.symbols
+    if logged:
+        account.log_fills()
     # Plain market orders of a bar-driven strategy nobody hears events of (fills logged as
-    # records, no ledger, no on_order) take the broker's short way to the book.
-    quick = QUICK_ORDERS and log is not None and not wants_quote and broker.quick_orders()
+    # rows, no ledger, no on_order) take the broker's short way to the book.
+    quick = QUICK_ORDERS and logged and not wants_quote and broker.quick_orders()
     if quick and type(ctx) is Context:
         ctx._quick_submit = broker.submit_market
         ctx._quick_held = broker.held
 
     def keep_fills() -> None:
-        """Move the fill records logged so far into the run's columns."""
-        if log:
-            fills.add_rows(log_steps, log)
-            log.clear()
-            log_steps.clear()
+        """Move the fill rows logged so far into the run's columns."""
+        if logged and account.n_fill_rows:
+            fills.add_block(*account.take_fill_rows())
     where = "on_start"
 
     def take(k: int) -> list:
@@ -619,15 +620,9 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
         """Working orders meet one point of bar k's path (of symbol `j`); logged fills are
         tagged with k."""
         clock._now = pt
-        if log is None:
-            broker._record(account.match_point(sym_index[j], pt, px, touch))
-            return
-        logged = len(log)
-        events = account.match_point(sym_index[j], pt, px, touch)
+        events = account.match_point(sym_index[j], pt, px, touch, k)
         if events:
             broker._record(events)
-        if len(log) > logged:
-            log_steps.extend([k] * (len(log) - logged))  # into the columns a chunk at a time
 
     def through(k: int, j: int, opened: bool = False) -> list | None:
         """Working orders meet the path through bar k until none is left working (`opened`:
@@ -635,8 +630,11 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
         if revalue:
             refresh_marks()  # a fill's buying-power check values the other symbols at their marks
         # The open first: a market order is done there, and the rest of the path is not needed.
-        if not opened:
-            meet(k, j, st_t.item(k), st_o.item(k), False)
+        if not opened:  # `meet` at the open, inline: the way of every market order
+            clock._now = pt = st_t.item(k)
+            events = account.match_point(sym_index[j], pt, st_o.item(k), False, k)
+            if events:
+                broker._record(events)
         if account.n_orders > account._start:
             for pt, px, touch in path(k)[1:]:
                 meet(k, j, pt, px, touch)

@@ -84,6 +84,14 @@ event_dtype = np.dtype([
     ("side", np.int8),       # EV_FILL: the order's side (+1 buy, -1 sell)
 ])
 
+# A fill as a row of a replay's fill log (engine.backtests.records): the replay step it happened
+# at, then the fields of an OrderFilled (side +1 buy / -1 sell, maker True for a maker fill;
+# `sym` the symbol's index; client ids are kept beside the rows).
+fill_dtype = np.dtype([("step", np.int64), ("time", np.float64), ("fill_id", np.int64),
+                       ("sym", np.int32), ("side", np.int8), ("maker", np.bool_),
+                       ("price", np.float64), ("size", np.float64), ("fee", np.float64),
+                       ("remaining", np.float64)])
+
 # -- configuration (float64 array; named slots) ---------------------------------------------------
 
 C_FEE_PER_UNIT, C_FEE_MAKER_PCT, C_FEE_TAKER_PCT, C_FEE_FIXED = 0, 1, 2, 3
@@ -342,6 +350,44 @@ def match_quote(orders, bounds, sym, now, bid, ask, bid_size, ask_size, trade, c
             n = drop_dormant(orders, i, events, n)
     bounds[0] = first_working(orders, start, n_orders)
     return n
+
+
+@njit(cache=True)
+def match_point(orders, state, sym, now, price, touch, cfg, tick, lot, min_notional, account,
+                positions, marks, events, rows, m, fill_id, step):
+    """`match_quote` at one point of a price path (bid, ask and trade at `price`) for an
+    account that logs its fills as rows: each fill goes to `rows[m]`, `rows[m + 1]`, ...
+    (`fill_dtype`, tagged with `step`, numbered from `fill_id + 1`) and the order row of each
+    to `state[2:]`; the other events stay in `events`, in their order. `state` holds (first
+    row that may still work, rows in use) as match_quote's `bounds`, then room for as many
+    order rows as `events` has. `rows` needs room for as many fills as `events` holds. Returns
+    the number of other events and of fills, and whether `events` filled up (orders are left
+    to look at)."""
+    n = match_quote(orders, state, sym, now, price, price, np.nan, np.nan, price, cfg, tick,
+                    account, positions, marks, events, touch, lot, min_notional)
+    other = 0
+    fills = 0
+    for e in range(n):
+        ev = events[e]
+        if ev["kind"] == EV_FILL:
+            r = rows[m + fills]
+            r["step"] = step
+            r["time"] = now
+            r["fill_id"] = fill_id + fills + 1
+            r["sym"] = sym
+            r["side"] = ev["side"]
+            r["maker"] = ev["reason"] == MAKER
+            r["price"] = ev["price"]
+            r["size"] = ev["size"]
+            r["fee"] = ev["fee"]
+            r["remaining"] = ev["remaining"]
+            state[2 + fills] = ev["order"]
+            fills += 1
+        else:
+            if other != e:
+                events[other] = events[e]
+            other += 1
+    return other, fills, n >= events.shape[0] - 2
 
 
 @njit(cache=True)

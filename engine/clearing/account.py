@@ -75,8 +75,9 @@ def _day_end(epoch: float) -> float:
 
 
 class FillRecord(NamedTuple):
-    """An `OrderFilled` without its account, kept by an account that logs fills instead of
-    announcing them (see `Account.fill_log`); the same attributes, a fraction of the cost."""
+    """An `OrderFilled` without its account, read from a replay's fill log (the rows an
+    account that logs its fills writes: `Account.fill_rows`); the same attributes, a fraction
+    of the cost."""
 
     time: float
     fill_id: int
@@ -163,11 +164,14 @@ class Account:
         self._events = np.zeros(256, dtype=_core.event_dtype)
         self._cfg = self.config.vector()
         self.fills = 0
-        # A list here makes fills land in it as rows instead of coming back as events: for a
-        # replay nobody hears fills from (no ledger, no on_fill), which reads it after. A row
-        # is (time, fill_id, client_id, symbol, side +1/-1, maker, price, size, fee,
-        # remaining): `FillRecord`'s fields, the side signed, the liquidity a flag.
-        self.fill_log: list[tuple] | None = None
+        # Set (`log_fills`), fills land here as rows (`_core.fill_dtype`, their client ids in
+        # `fill_row_ids`) instead of coming back as events: for a replay nobody hears fills
+        # from (no ledger, no on_fill), which takes them (`take_fill_rows`) into its log.
+        self.fill_rows: np.ndarray | None = None
+        self.n_fill_rows = 0
+        self.fill_row_ids: list[str] = []
+        self._step = 0  # the replay step fills logged now are tagged with
+        self._state = np.zeros(2 + len(self._events), dtype=np.int64)  # match_point's
         for s in symbols:
             self.add_symbol(s)
 
@@ -527,10 +531,38 @@ class Account:
             if n < len(self._events) - 2:
                 return out
 
-    def match_point(self, i: int, now: float, price: float, touch: bool = False
-                    ) -> list[LedgerEvent]:
+    def log_fills(self, capacity: int = 4096) -> None:
+        """Log fills as rows from now on (see `fill_rows`)."""
+        self.fill_rows = np.zeros(max(capacity, 2 * len(self._events)), dtype=_core.fill_dtype)
+        self.n_fill_rows = 0
+        self.fill_row_ids = []
+
+    def take_fill_rows(self) -> tuple[np.ndarray, list[str]]:
+        """The fills logged as rows since the last take, and their client ids (the rows a
+        view, valid until the next match)."""
+        assert self.fill_rows is not None
+        rows, ids = self.fill_rows[:self.n_fill_rows], self.fill_row_ids
+        self.n_fill_rows = 0
+        self.fill_row_ids = []
+        return rows, ids
+
+    def _row_room(self) -> np.ndarray:
+        """The fill rows, with room for a full event buffer's fills after those logged."""
+        rows = self.fill_rows
+        assert rows is not None
+        if self.n_fill_rows + len(self._events) > len(rows):
+            grown = np.zeros(2 * len(rows), dtype=_core.fill_dtype)
+            grown[:self.n_fill_rows] = rows[:self.n_fill_rows]
+            rows = self.fill_rows = grown
+        return rows
+
+    def match_point(self, i: int, now: float, price: float, touch: bool = False,
+                    step: int = 0) -> list[LedgerEvent]:
         """`match(symbol, now, price, price, nan, nan, price, touch)` for the symbol of index
-        `i`: one point of a price path (a replay's bar), bid, ask and trade all at `price`."""
+        `i`: one point of a price path (a replay's bar), bid, ask and trade all at `price`.
+        Fills logged as rows are tagged with `step`."""
+        if self.fill_rows is not None:
+            return self._match_logged(i, now, price, touch, step)
         bounds = self._bounds
         bounds[0] = self._start
         bounds[1] = self.n_orders
@@ -547,21 +579,54 @@ class Account:
                                   touch))
         return out
 
+    def _match_logged(self, i: int, now: float, price: float, touch: bool, step: int
+                      ) -> list[LedgerEvent]:
+        """`match_point` for an account logging its fills as rows: the rows written by the
+        kernel (`_core.match_point`), the other events returned."""
+        self._step = step
+        state = self._state
+        out: list[LedgerEvent] = []
+        tick, lot, min_notional = self._rules[i]
+        while True:
+            state[0] = self._start
+            state[1] = self.n_orders
+            rows = self._row_room()
+            other, fills, full = _core.match_point(
+                self.orders, state, i, now, price, touch, self._cfg, tick, lot, min_notional,
+                self.account, self.positions, self.marks, self._events, rows, self.n_fill_rows,
+                self.fills, step)
+            self._start = int(state[0])
+            if fills:
+                self.fills += fills
+                self.n_fill_rows += fills
+                ids = self._ids
+                if fills == 1:
+                    self.fill_row_ids.append(ids[state.item(2)])
+                else:
+                    self.fill_row_ids.extend([ids[r] for r in state[2:2 + fills].tolist()])
+            if other:
+                out.extend(self._convert(other, now, i))
+            if not full:
+                return out
+
     def _convert(self, n: int, now: float, sym: int) -> list[LedgerEvent]:
         """The `n` events the matcher wrote for symbol index `sym`, as typed events; fills go
-        to `fill_log` instead when it is set."""
+        to the fill rows instead when they are logged (`log_fills`)."""
         out: list[LedgerEvent] = []
         name = self.name
-        log = self.fill_log
+        logged = self.fill_rows is not None
         events = self._events
         for kind, row, reason, price, size, fee, remaining, equity, exposure, side \
                 in (events[:n].tolist() if n > 1 else (events.item(0),)):
             cid = self._ids[row]
-            if kind == _core.EV_FILL and log is not None:
+            if kind == _core.EV_FILL and logged:
                 # Logged as a row, from the order's record: its SubmitOrder is not needed.
                 self.fills += 1
-                log.append((now, self.fills, cid, self.symbols[sym], side,
-                            reason == _core.MAKER, price, size, fee, remaining))
+                self._row_room()[self.n_fill_rows] = (
+                    self._step, now, self.fills, sym, side, reason == _core.MAKER, price, size,
+                    fee, remaining)
+                self.n_fill_rows += 1
+                self.fill_row_ids.append(cid)
                 continue
             sub = self._submits[cid]
             if kind == _core.EV_FILL:
