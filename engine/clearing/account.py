@@ -14,8 +14,9 @@ import math
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import numba
 import numpy as np
 
 from engine.clearing import _core
@@ -67,6 +68,13 @@ def _row_struct(dtype: np.dtype) -> struct.Struct:
 
 
 _ORDER_ROW = _row_struct(_core.order_dtype)
+
+
+def _compiled(kernel: Any, args: tuple) -> Any:
+    """`kernel`'s compiled function for the types of `args`: called without the dispatcher's
+    type resolution of every argument on every call (for a kernel of many arrays, more than
+    the work of a match); it raises TypeError when given arguments of other types."""
+    return kernel.compile(tuple(numba.typeof(a) for a in args))
 
 
 def _day_end(epoch: float) -> float:
@@ -171,6 +179,7 @@ class Account:
         self.n_fill_rows = 0
         self.fill_row_ids: list[str] = []
         self._step = 0  # the replay step fills logged now are tagged with
+        self._kernel: Any = None  # _core.match_point compiled for this account's arrays
         self._state = np.zeros(2 + len(self._events), dtype=np.int64)  # match_point's
         for s in symbols:
             self.add_symbol(s)
@@ -587,14 +596,18 @@ class Account:
         state = self._state
         out: list[LedgerEvent] = []
         tick, lot, min_notional = self._rules[i]
+        at, price, touch = float(now), float(price), bool(touch)
         while True:
             state[0] = self._start
             state[1] = self.n_orders
-            rows = self._row_room()
-            other, fills, full = _core.match_point(
-                self.orders, state, i, now, price, touch, self._cfg, tick, lot, min_notional,
-                self.account, self.positions, self.marks, self._events, rows, self.n_fill_rows,
-                self.fills, step)
+            args = (self.orders, state, i, at, price, touch, self._cfg, tick, lot, min_notional,
+                    self.account, self.positions, self.marks, self._events, self._row_room(),
+                    self.n_fill_rows, self.fills, step)
+            try:
+                other, fills, full = self._kernel(*args)
+            except TypeError:  # the first call, or arrays of other types: compiled for them
+                self._kernel = _compiled(_core.match_point, args)
+                other, fills, full = self._kernel(*args)
             self._start = int(state[0])
             if fills:
                 self.fills += fills
