@@ -418,9 +418,10 @@ class Context(AccountAccess):
                 and type(reduce_only) is bool:
             # A plain market order in units, every part checked here: built without the
             # model's validation (what the replay pays for each of its orders).
-            now = self.now
-            client_id = self._next_id()
             quick = self._quick_submit
+            # (The short way is taken only by a plain Context: its clock is its own.)
+            now = self.now if quick is None else self.clock.now()
+            client_id = self._next_id()
             if quick is not None and quick(client_id, symbol, side, size, reduce_only,
                                            float(now), self._name):
                 return client_id

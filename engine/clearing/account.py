@@ -54,7 +54,7 @@ NO_WHOLE_LOT = "sized as a fraction of equity"
 
 
 _NAN, _INF = math.nan, math.inf
-_PENDING, _LINK_NONE = _core.PENDING, _core.LINK_NONE
+_PENDING, _LINK_NONE, _MARKET, _GTC = _core.PENDING, _core.LINK_NONE, _core.MARKET, _core.GTC
 
 
 def _row_struct(dtype: np.dtype) -> struct.Struct:
@@ -140,6 +140,7 @@ class Account:
                  capacity: int = 1024) -> None:
         self.name = name
         self.config = config or BrokerConfig()
+        self._latency = self.config.latency_ms / 1e3  # s from an order's placing to the book
         self.symbols: list[str] = []
         self._index: dict[str, int] = {}
         self.cash0 = float(cash)
@@ -397,8 +398,8 @@ class Account:
             self._order_bytes = self.orders.view(np.uint8)
         _ORDER_ROW.pack_into(
             self._order_bytes, row * _ORDER_ROW.size,
-            sym, 1 if side == "buy" else -1, _core.MARKET, _core.GTC, False, _PENDING,
-            False, False, False, size, size, _NAN, _NAN, now, now + self.config.latency_ms / 1e3,
+            sym, 1 if side == "buy" else -1, _MARKET, _GTC, False, _PENDING,
+            False, False, False, size, size, _NAN, _NAN, now, now + self._latency,
             _INF, -1, -1, -1, -1, _LINK_NONE, _NAN, _NAN, _NAN, 0.0, _NAN)
         self.n_orders = row + 1
         self._ids.append(client_id)
