@@ -276,6 +276,9 @@ class _Placed(Sequence):
     def __repr__(self) -> str:
         return repr(self._all())
 
+    def __reduce__(self) -> tuple:
+        return (list, (self._all(),))  # pickled or copied as the list it reads
+
 
 def _with_iso(columns: Columns, period: float | None) -> Columns:
     """`columns` with an `<name>_iso` column after each time column (`time`, `*_time`)."""

@@ -4,6 +4,8 @@ their `SubmitOrder` built only when read): the same results, byte for byte, as t
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -158,3 +160,14 @@ def test_no_short_way_when_someone_hears_the_orders(monkeypatch: pytest.MonkeyPa
     script = (1, False, {("aaa", 3): [("target", 1.0)]}, [])
     run_backtest(_scripted(script[2], [], True), _data(1, False), cash=10_000.0)
     assert calls == []  # on_fill: the fills are events, the orders take the long way
+
+
+def test_the_orders_built_when_read_pickle_as_the_orders() -> None:
+    script = (1, False, {("aaa", 3): [("target", 1.0)], ("aaa", 7): [("target", -1.0)]}, [])
+    result = run_backtest(_scripted(script[2], [], False), _data(1, False), cash=10_000.0)
+    copied = pickle.loads(pickle.dumps(result.orders))
+    assert type(copied.submitted) is list
+    assert copied.submitted == list(result.orders.submitted)
+    assert [(o.client_id, o.side, o.size, o.order_type, o.tif) for o in copied.submitted] == [
+        ("o1", "buy", 1.0, "market", "GTC"), ("o2", "sell", 2.0, "market", "GTC")]
+    assert copied.statuses() == result.orders.statuses() == ["filled", "filled"]
