@@ -353,16 +353,19 @@ def match_quote(orders, bounds, sym, now, bid, ask, bid_size, ask_size, trade, c
 
 
 @njit(cache=True)
-def match_point(orders, state, sym, now, price, touch, cfg, tick, lot, min_notional, account,
-                positions, marks, events, rows, m, fill_id, step):
-    """`match_quote` at one point of a price path (bid, ask and trade at `price`) for an
-    account that logs its fills as rows: each fill goes to `rows[m]`, `rows[m + 1]`, ...
-    (`fill_dtype`, tagged with `step`, numbered from `fill_id + 1`) and the order row of each
-    to `state[2:]`; the other events stay in `events`, in their order. `state` holds (first
-    row that may still work, rows in use) as match_quote's `bounds`, then room for as many
-    order rows as `events` has. `rows` needs room for as many fills as `events` holds. Returns
-    the number of other events and of fills, and whether `events` filled up (orders are left
-    to look at)."""
+def match_point(orders, state, start, n_orders, sym, now, price, touch, cfg, tick, lot,
+                min_notional, account, positions, marks, events, rows, m, fill_id, step):
+    """`match_quote` at one point of a price path (bid, ask and trade at `price`) over order
+    rows `start` to `n_orders`, for an account that logs its fills as rows: each fill goes to
+    `rows[m]`, `rows[m + 1]`, ... (`fill_dtype`, tagged with `step`, numbered from
+    `fill_id + 1`) and the order row of each to `state[2:]`; the other events stay in
+    `events`, in their order. `state` is match_quote's `bounds` followed by room for as many
+    order rows as `events` has; `rows` needs room for as many fills as `events` holds.
+    Returns the number of other events and of fills, whether `events` filled up (orders are
+    left to look at), the first row that may still work, and the order row of the first fill
+    (-1: none)."""
+    state[0] = start
+    state[1] = n_orders
     n = match_quote(orders, state, sym, now, price, price, np.nan, np.nan, price, cfg, tick,
                     account, positions, marks, events, touch, lot, min_notional)
     other = 0
@@ -387,7 +390,7 @@ def match_point(orders, state, sym, now, price, touch, cfg, tick, lot, min_notio
             if other != e:
                 events[other] = events[e]
             other += 1
-    return other, fills, n >= events.shape[0] - 2
+    return other, fills, n >= events.shape[0] - 2, state[0], state[2] if fills else -1
 
 
 @njit(cache=True)

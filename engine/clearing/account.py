@@ -570,54 +570,36 @@ class Account:
                     step: int = 0) -> list[LedgerEvent]:
         """`match(symbol, now, price, price, nan, nan, price, touch)` for the symbol of index
         `i`: one point of a price path (a replay's bar), bid, ask and trade all at `price`.
-        Fills logged as rows are tagged with `step`."""
-        if self.fill_rows is not None:
-            return self._match_logged(i, now, price, touch, step)
-        bounds = self._bounds
-        bounds[0] = self._start
-        bounds[1] = self.n_orders
-        tick, lot, min_notional = self._rules[i]
-        n = _core.match_quote(self.orders, bounds, i, now, price, price, _NAN, _NAN, price,
-                              self._cfg, tick, self.account, self.positions, self.marks,
-                              self._events, touch, lot, min_notional)
-        self._start = int(bounds[0])
-        if not n:
-            return []
-        out = self._convert(n, now, i)
-        if n >= len(self._events) - 2:  # the buffer filled: orders are left to look at
-            out.extend(self.match(self.symbols[i], now, price, price, _NAN, _NAN, price,
-                                  touch))
-        return out
-
-    def _match_logged(self, i: int, now: float, price: float, touch: bool, step: int
-                      ) -> list[LedgerEvent]:
-        """`match_point` for an account logging its fills as rows: the rows written by the
-        kernel (`_core.match_point`), the other events returned."""
+        Fills logged as rows (`log_fills`) are written by the kernel (`_core.match_point`),
+        tagged with `step`; the other events are returned."""
+        rows = self.fill_rows
+        if rows is None:
+            return self.match(self.symbols[i], now, price, price, _NAN, _NAN, price, touch)
         self._step = step
-        state = self._state
         out: list[LedgerEvent] = []
         tick, lot, min_notional = self._rules[i]
         at, price, touch = float(now), float(price), bool(touch)
         while True:
-            state[0] = self._start
-            state[1] = self.n_orders
-            args = (self.orders, state, i, at, price, touch, self._cfg, tick, lot, min_notional,
-                    self.account, self.positions, self.marks, self._events, self._row_room(),
-                    self.n_fill_rows, self.fills, step)
+            if self.n_fill_rows + len(self._events) > len(rows):
+                rows = self._row_room()
+            args = (self.orders, self._state, self._start, self.n_orders, i, at, price, touch,
+                    self._cfg, tick, lot, min_notional, self.account, self.positions,
+                    self.marks, self._events, rows, self.n_fill_rows, self.fills, step)
             try:
-                other, fills, full = self._kernel(*args)
+                other, fills, full, start, row = self._kernel(*args)
             except TypeError:  # the first call, or arrays of other types: compiled for them
                 self._kernel = _compiled(_core.match_point, args)
-                other, fills, full = self._kernel(*args)
-            self._start = int(state[0])
+                other, fills, full, start, row = self._kernel(*args)
+            self._start = start
             if fills:
                 self.fills += fills
                 self.n_fill_rows += fills
                 ids = self._ids
                 if fills == 1:
-                    self.fill_row_ids.append(ids[state.item(2)])
+                    self.fill_row_ids.append(ids[row])
                 else:
-                    self.fill_row_ids.extend([ids[r] for r in state[2:2 + fills].tolist()])
+                    self.fill_row_ids.extend(
+                        [ids[r] for r in self._state[2:2 + fills].tolist()])
             if other:
                 out.extend(self._convert(other, now, i))
             if not full:
