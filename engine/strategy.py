@@ -238,11 +238,11 @@ class Context(AccountAccess):
         self._higher: dict[str, list[Any]] = {}
         self._tf_labels: dict[int, str] = {}
         self._now_cache: tuple[float, str] = (math.nan, "")
+        self._day_cache: tuple[int, str] = (-1, "")
         # A replay's broker may take plain market orders without their SubmitOrder being built
         # (`PaperBroker.submit_market`): set by the replay when it may.
         self._quick_submit: Any = None
         self._quick_held: Any = None  # and the position plus working orders, in one call
-        self._day_cache: tuple[int, str] = (-1, "")
 
     def set_id_prefix(self, prefix: str) -> None:
         self._id_prefix = prefix

@@ -73,8 +73,8 @@ SWEEP_METRICS = ("sharpe", "return_pct", "final_equity", "cagr_pct", "sortino", 
                  "exposure_pct", "fees", "periods", "periods_per_year", "skew", "kurtosis")
 
 
-# Whether a replay may take its plain market orders the short way (`PaperBroker.submit_market`,
-# the fills at the next open in one kernel call): the same results either way; off to compare.
+# Whether a replay may take its plain market orders the short way (`PaperBroker.submit_market`:
+# on the book without their SubmitOrder built): the same results either way; off to compare.
 QUICK_ORDERS = True
 
 # Where a bare symbol (`--data GOOG`) is looked up when it is neither a file nor stored.
