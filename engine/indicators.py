@@ -133,15 +133,15 @@ class Line:
         src = self._src
         if src.done < n:
             src.catch_up(n)
-        if i == -1 and n > src.drop:
-            return self._out[n - 1 - src.drop]  # the newest value, held and visible
+        drop = src.drop
+        if i == -1 and n > drop:
+            return self._out[n - 1 - drop]  # the newest value, held and visible
         if i < 0:
             i += n
             if i < 0:
                 raise IndexError(f"bar {i - n} is before the first of {n} closed bars")
         elif i >= n:
             raise IndexError(f"bar {i} is not visible yet ({n} closed bars)")
-        drop = src.drop
         if i < drop:
             raise IndexError(f"bar {i} rolled out: this line keeps bars {drop} to "
                              f"{src.done - 1}, and the strategy is at bar {n - 1}")

@@ -239,6 +239,10 @@ class Context(AccountAccess):
         self._tf_labels: dict[int, str] = {}
         self._now_cache: tuple[float, str] = (math.nan, "")
         self._day_cache: tuple[int, str] = (-1, "")
+        # A replay's broker may take plain market orders without their SubmitOrder being built
+        # (`PaperBroker.submit_market`): set by the replay when it may.
+        self._quick_submit: Any = None
+        self._quick_held: Any = None  # and the position plus working orders, in one call
 
     def set_id_prefix(self, prefix: str) -> None:
         self._id_prefix = prefix
@@ -414,12 +418,16 @@ class Context(AccountAccess):
                 and type(reduce_only) is bool:
             # A plain market order in units, every part checked here: built without the
             # model's validation (what the replay pays for each of its orders).
-            now = self.now
-            order = market_order(self._next_id(), symbol, side, size, reduce_only,
-                                 None if now is None else float(now),
-                                 self._name)
-            self.router.submit(order)
-            return order.client_id
+            quick = self._quick_submit
+            # (The short way is taken only by a plain Context: its clock is its own.)
+            now = self.now if quick is None else self.clock.now()
+            client_id = self._next_id()
+            if quick is not None and quick(client_id, symbol, side, size, reduce_only,
+                                           float(now), self._name):
+                return client_id
+            self.router.submit(market_order(client_id, symbol, side, size, reduce_only,
+                                            None if now is None else float(now), self._name))
+            return client_id
         order_type = ("stop_limit" if stop is not None and limit is not None else "stop"
                       if stop is not None else "limit" if limit is not None else "market")
         order = SubmitOrder(client_id=self._next_id(), symbol=symbol, side=side,
@@ -510,8 +518,12 @@ class Context(AccountAccess):
         working, when the broker reports them (paper and backtests do). A reversal is one
         order. Returns its client order id, or None when nothing is left to do. Protection as
         `buy`'s, on an order that moves the position away from zero."""
-        working = getattr(self.router, "working_position", None)
-        have = self.position(symbol) + (working(symbol) if working is not None else 0.0)
+        held = self._quick_held
+        if held is not None:
+            have = held(symbol)
+        else:
+            working = getattr(self.router, "working_position", None)
+            have = self.position(symbol) + (working(symbol) if working is not None else 0.0)
         delta = size - have
         if abs(delta) <= 1e-12 * max(1.0, abs(size)):
             return None

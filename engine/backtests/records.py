@@ -30,10 +30,7 @@ __all__ = ["OrderLog", "FillLog", "FILL_DTYPE", "STATUSES", "trade_columns", "fi
 # A fill as one row: the replay step it happened at, then the fields of `OrderFilled` (the
 # symbol as its index in `FillLog.symbols`, side +1 buy / -1 sell, maker True for a maker fill;
 # client ids are kept beside the rows, as references to the account's own strings).
-FILL_DTYPE = np.dtype([("step", np.int64), ("time", np.float64), ("fill_id", np.int64),
-                       ("sym", np.int32), ("side", np.int8), ("maker", np.bool_),
-                       ("price", np.float64), ("size", np.float64), ("fee", np.float64),
-                       ("remaining", np.float64)])
+FILL_DTYPE = _core.fill_dtype  # the rows an account logging its fills writes
 
 
 class FillLog:
@@ -80,7 +77,16 @@ class FillLog:
             rows.append((step, f.time, f.fill_id, j, 1 if f.side == "buy" else -1,
                          f.liquidity == "maker", f.price, f.size, f.fee, f.remaining))
             self._ids.append(f.client_id)
-        if not rows:
+        self._append(rows)
+
+    def add_block(self, rows: np.ndarray, ids: list[str]) -> None:
+        """Append fills logged as rows by an account (`Account.take_fill_rows`: `FILL_DTYPE`
+        rows, their `sym` the index of a symbol of this log) and their client ids."""
+        self._ids.extend(ids)
+        self._append(rows)
+
+    def _append(self, rows: list[tuple] | np.ndarray) -> None:
+        if not len(rows):
             return
         end = self._m + len(rows)
         if end > len(self._buf):
@@ -230,8 +236,8 @@ class OrderLog:
         # the order itself.
         reasons.update((e.client_id, e.reason) for e in broker.rejections
                        if e.client_id not in rows)
-        return cls(broker.orders, rows, account.orders["status"][:account.n_orders].copy(),
-                   reasons)
+        return cls(_Placed(broker), rows,
+                   account.orders["status"][:account.n_orders].copy(), reasons)
 
     def statuses(self) -> list[str]:
         """Each order's final state, one of `STATUSES`."""
@@ -239,6 +245,39 @@ class OrderLog:
         codes = self.codes.tolist()
         return [STATUSES[_STATUS[codes[row]]] if (row := rows.get(o.client_id)) is not None
                 else "rejected" for o in self.submitted]
+
+
+class _Placed(Sequence):
+    """A broker's submitted orders (`PaperBroker.orders`), read from it when first needed: a
+    replay's plain market orders are built as `SubmitOrder`s only if someone looks."""
+
+    def __init__(self, broker: Any) -> None:
+        self._broker: Any = broker
+        self._orders: list | None = None
+
+    def _all(self) -> list:
+        if self._orders is None:
+            self._orders = self._broker.orders
+            self._broker = None
+        return self._orders
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._all()[i]
+
+    def __iter__(self) -> Iterator:
+        return iter(self._all())
+
+    def __eq__(self, other: object) -> bool:
+        return list(self) == list(other) if isinstance(other, Sequence) else NotImplemented
+
+    def __repr__(self) -> str:
+        return repr(self._all())
+
+    def __reduce__(self) -> tuple:
+        return (list, (self._all(),))  # pickled or copied as the list it reads
 
 
 def _with_iso(columns: Columns, period: float | None) -> Columns:

@@ -60,7 +60,7 @@ from engine.run_spec import RunSpec, RunSpecError
 from engine.sampler import format_timeframe, parse_timeframe, resample_bars
 from engine.scheduler import EVENT_CALLBACKS, callback_for, make_runner, overrides
 from engine.shm import ShmArray
-from engine.strategy import Strategy, StrategyError, strategy_traceback
+from engine.strategy import Context, Strategy, StrategyError, strategy_traceback
 from engine.timeframes import fold_history
 from engine.warmup import strategy_warmup
 
@@ -72,6 +72,10 @@ SWEEP_METRICS = ("sharpe", "return_pct", "final_equity", "cagr_pct", "sortino", 
                  "max_drawdown_pct", "num_trades", "win_rate_pct", "profit_factor",
                  "exposure_pct", "fees", "periods", "periods_per_year", "skew", "kurtosis")
 
+
+# Whether a replay may take its plain market orders the short way (`PaperBroker.submit_market`:
+# on the book without their SubmitOrder built): the same results either way; off to compare.
+QUICK_ORDERS = True
 
 # Where a bare symbol (`--data GOOG`) is looked up when it is neither a file nor stored.
 FILE_PROVIDER = "providers.csvfile"
@@ -534,18 +538,35 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
             has = n > 0
             marks[rows[has]] = closes[offsets[has] + n[has] - 1]
 
-        broker.refresh_marks = refresh_marks if len(symbols) <= 16 else refresh_many
+        if len(symbols) == 1:
+            one_seen, one_close, one_row = seen[0], last_close[0], sym_index[0]
+
+            def refresh_one() -> None:
+                n = one_seen[0]
+                if n:
+                    marks[one_row] = one_close[n - 1]
+
+            broker.refresh_marks = refresh_one
+        else:
+            broker.refresh_marks = refresh_marks if len(symbols) <= 16 else refresh_many
     revalue = not wants_quote and len(symbols) > 1 and broker.config.risk.leverage is not None
-    # Fills nobody is told of are logged as records, their events built only if asked for.
-    log = account.fill_log = [] if "on_fill" not in handlers and broker.ledger is None else None
-    log_steps: list[int] = []  # the step of each fill record in `log`
+    # Fills nobody is told of are logged as rows (their symbols indexed as the run's), their
+    # events built only if asked for.
+    logged = "on_fill" not in handlers and broker.ledger is None \
+        and account.symbols[:len(symbols)] == fills.symbols
+    if logged:
+        account.log_fills()
+    # Plain market orders of a bar-driven strategy nobody hears events of (fills logged as
+    # rows, no ledger, no on_order) take the broker's short way to the book.
+    quick = QUICK_ORDERS and logged and not wants_quote and broker.quick_orders()
+    if quick and type(ctx) is Context:
+        ctx._quick_submit = broker.submit_market
+        ctx._quick_held = broker.held
 
     def keep_fills() -> None:
-        """Move the fill records logged so far into the run's columns."""
-        if log:
-            fills.add(log_steps, log)
-            log.clear()
-            log_steps.clear()
+        """Move the fill rows logged so far into the run's columns."""
+        if logged and account.n_fill_rows:
+            fills.add_block(*account.take_fill_rows())
     where = "on_start"
 
     def take(k: int) -> list:
@@ -595,26 +616,28 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
         return ((t, o, False), (t + span * 0.25, near, True), (t + span * 0.5, far, True),
                 (t + span * 0.999, c, True))
 
-    def meet(k: int, sym: str, pt: float, px: float, touch: bool) -> None:
-        """Working orders meet one point of bar k's path; logged fills are tagged with k."""
+    def meet(k: int, j: int, pt: float, px: float, touch: bool) -> None:
+        """Working orders meet one point of bar k's path (of symbol `j`); logged fills are
+        tagged with k."""
         clock._now = pt
-        logged = len(log) if log is not None else 0
-        broker._record(account.match(sym, pt, px, px, math.nan, math.nan, px, touch))
-        if log is not None and len(log) > logged:
-            log_steps.extend([k] * (len(log) - logged))  # into the columns a chunk at a time
+        events = account.match_point(sym_index[j], pt, px, touch, k)
+        if events:
+            broker._record(events)
 
     def through(k: int, j: int, opened: bool = False) -> list | None:
         """Working orders meet the path through bar k until none is left working (`opened`:
         its open was met already, with the other symbols' at that time)."""
-        sym = symbols[j]
         if revalue:
             refresh_marks()  # a fill's buying-power check values the other symbols at their marks
         # The open first: a market order is done there, and the rest of the path is not needed.
-        if not opened:
-            meet(k, sym, st_t.item(k), st_o.item(k), False)
+        if not opened:  # `meet` at the open, inline: the way of every market order
+            clock._now = pt = st_t.item(k)
+            events = account.match_point(sym_index[j], pt, st_o.item(k), False, k)
+            if events:
+                broker._record(events)
         if account.n_orders > account._start:
             for pt, px, touch in path(k)[1:]:
-                meet(k, sym, pt, px, touch)
+                meet(k, j, pt, px, touch)
                 if account.n_orders <= account._start:
                     break
         return take(k) if pending else None
@@ -627,7 +650,7 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
             clock._now = pt
             marks[sym_index[j]] = px
             if account.n_orders > account._start:
-                meet(k, sym, pt, px, touch)
+                meet(k, j, pt, px, touch)
             if pending:
                 await call(take(k))
             if seen[j][0] < warm:
@@ -665,7 +688,7 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
         calls: list = []
         for q in sorted(first, key=first.__getitem__):
             # Tagged with step k, the first of their time: the fills' steps stay in order.
-            meet(k, symbols[which.item(q)], st_t.item(q), st_o.item(q), False)
+            meet(k, which.item(q), st_t.item(q), st_o.item(q), False)
             if pending:
                 calls += take(k)
         return calls
@@ -748,7 +771,9 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
                 stop = min(total, first + every)
                 cell, sym = seen[0], symbols[0]
                 ends = (st_t[first:stop] + st_span[first:stop]).tolist()
-                for k, end in zip(range(first, stop), ends, strict=True):
+                # Bars before the strategy is warm only count; after them, every bar calls it.
+                cold = max(first, min(stop, first + warm - 1 - cell[0]))
+                for k, end in zip(range(first, cold), ends, strict=False):
                     if account.n_orders > account._start:
                         calls = through(k, 0)
                         if calls:
@@ -756,13 +781,20 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
                             where = "on_bar"
                     clock._now = end
                     cell[0] += 1
-                    if cell[0] >= warm:
-                        r = on_bar(sym)
-                        if r is not None:
-                            await r
-                        if pending:
-                            await call(take(k))
+                for k, end in zip(range(cold, stop), ends[cold - first:], strict=True):
+                    if account.n_orders > account._start:
+                        calls = through(k, 0)
+                        if calls:
+                            await call(calls)
                             where = "on_bar"
+                    clock._now = end
+                    cell[0] += 1
+                    r = on_bar(sym)
+                    if r is not None:
+                        await r
+                    if pending:
+                        await call(take(k))
+                        where = "on_bar"
                 continue
             if progress is not None:
                 progress(first, total)

@@ -81,7 +81,16 @@ event_dtype = np.dtype([
     # for R_NO_UNITS: the equity available (in `equity`).
     ("equity", np.float64),
     ("exposure", np.float64),
+    ("side", np.int8),       # EV_FILL: the order's side (+1 buy, -1 sell)
 ])
+
+# A fill as a row of a replay's fill log (engine.backtests.records): the replay step it happened
+# at, then the fields of an OrderFilled (side +1 buy / -1 sell, maker True for a maker fill;
+# `sym` the symbol's index; client ids are kept beside the rows).
+fill_dtype = np.dtype([("step", np.int64), ("time", np.float64), ("fill_id", np.int64),
+                       ("sym", np.int32), ("side", np.int8), ("maker", np.bool_),
+                       ("price", np.float64), ("size", np.float64), ("fee", np.float64),
+                       ("remaining", np.float64)])
 
 # -- configuration (float64 array; named slots) ---------------------------------------------------
 
@@ -305,6 +314,7 @@ def match_quote(orders, bounds, sym, now, bid, ask, bid_size, ask_size, trade, c
                 o["remaining"] = 0.0
                 o["status"] = FILLED
             n = _emit(events, n, EV_FILL, i, liquidity, price, fill, fee, o["remaining"])
+            events[n - 1]["side"] = o["side"]
             linked = filled_links(orders, i, fill, price, q0, positions[sym, P_QTY], now, tick)
             if linked >= 0 and orders[linked]["status"] <= WORKING:
                 # An OCO partner, or a bracket child with nothing left to protect, stops.
@@ -340,6 +350,47 @@ def match_quote(orders, bounds, sym, now, bid, ask, bid_size, ask_size, trade, c
             n = drop_dormant(orders, i, events, n)
     bounds[0] = first_working(orders, start, n_orders)
     return n
+
+
+@njit(cache=True)
+def match_point(orders, state, start, n_orders, sym, now, price, touch, cfg, tick, lot,
+                min_notional, account, positions, marks, events, rows, m, fill_id, step):
+    """`match_quote` at one point of a price path (bid, ask and trade at `price`) over order
+    rows `start` to `n_orders`, for an account that logs its fills as rows: each fill goes to
+    `rows[m]`, `rows[m + 1]`, ... (`fill_dtype`, tagged with `step`, numbered from
+    `fill_id + 1`) and the order row of each to `state[2:]`; the other events stay in
+    `events`, in their order. `state` is match_quote's `bounds` followed by room for as many
+    order rows as `events` has; `rows` needs room for as many fills as `events` holds.
+    Returns the number of other events and of fills, whether `events` filled up (orders are
+    left to look at), the first row that may still work, and the order row of the first fill
+    (-1: none)."""
+    state[0] = start
+    state[1] = n_orders
+    n = match_quote(orders, state, sym, now, price, price, np.nan, np.nan, price, cfg, tick,
+                    account, positions, marks, events, touch, lot, min_notional)
+    other = 0
+    fills = 0
+    for e in range(n):
+        ev = events[e]
+        if ev["kind"] == EV_FILL:
+            r = rows[m + fills]
+            r["step"] = step
+            r["time"] = now
+            r["fill_id"] = fill_id + fills + 1
+            r["sym"] = sym
+            r["side"] = ev["side"]
+            r["maker"] = ev["reason"] == MAKER
+            r["price"] = ev["price"]
+            r["size"] = ev["size"]
+            r["fee"] = ev["fee"]
+            r["remaining"] = ev["remaining"]
+            state[2 + fills] = ev["order"]
+            fills += 1
+        else:
+            if other != e:
+                events[other] = events[e]
+            other += 1
+    return other, fills, n >= events.shape[0] - 2, state[0], state[2] if fills else -1
 
 
 @njit(cache=True)

@@ -14,8 +14,9 @@ import math
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import numba
 import numpy as np
 
 from engine.clearing import _core
@@ -32,6 +33,7 @@ from engine.orders import (
     OrdersLinked,
     OrderTriggered,
     SubmitOrder,
+    market_order,
 )
 
 __all__ = ["Account", "Position", "OrderView", "FillRecord", "SHORT_OF_POWER", "rebuild"]
@@ -52,7 +54,7 @@ NO_WHOLE_LOT = "sized as a fraction of equity"
 
 
 _NAN, _INF = math.nan, math.inf
-_PENDING, _LINK_NONE = _core.PENDING, _core.LINK_NONE
+_PENDING, _LINK_NONE, _MARKET, _GTC = _core.PENDING, _core.LINK_NONE, _core.MARKET, _core.GTC
 
 
 def _row_struct(dtype: np.dtype) -> struct.Struct:
@@ -68,14 +70,22 @@ def _row_struct(dtype: np.dtype) -> struct.Struct:
 _ORDER_ROW = _row_struct(_core.order_dtype)
 
 
+def _compiled(kernel: Any, args: tuple) -> Any:
+    """`kernel`'s compiled function for the types of `args`: called without the dispatcher's
+    type resolution of every argument on every call (for a kernel of many arrays, more than
+    the work of a match); it raises TypeError when given arguments of other types."""
+    return kernel.compile(tuple(numba.typeof(a) for a in args))
+
+
 def _day_end(epoch: float) -> float:
     day = dt.datetime.fromtimestamp(epoch, dt.UTC).date() + dt.timedelta(days=1)
     return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()
 
 
 class FillRecord(NamedTuple):
-    """An `OrderFilled` without its account, kept by an account that logs fills instead of
-    announcing them (see `Account.fill_log`); the same attributes, a fraction of the cost."""
+    """An `OrderFilled` without its account, read from a replay's fill log (the rows an
+    account that logs its fills writes: `Account.fill_rows`); the same attributes, a fraction
+    of the cost."""
 
     time: float
     fill_id: int
@@ -130,6 +140,7 @@ class Account:
                  capacity: int = 1024) -> None:
         self.name = name
         self.config = config or BrokerConfig()
+        self._latency = self.config.latency_ms / 1e3  # s from an order's placing to the book
         self.symbols: list[str] = []
         self._index: dict[str, int] = {}
         self.cash0 = float(cash)
@@ -140,6 +151,7 @@ class Account:
         self.ticks = np.zeros(0)
         self.lots = np.zeros(0)
         self.min_notionals = np.zeros(0)
+        self._rules: list[tuple[float, float, float]] = []  # tick, lot, min notional by index
         # Symbols whose instrument sets no rule (lot, tick, minimum notional): an order in units
         # in one of them breaks none, and the broker skips looking them up.
         self.ruleless: set[str] = set()
@@ -151,15 +163,45 @@ class Account:
         self._bounds = np.zeros(2, dtype=np.int64)  # (start, n_orders) for the kernel
         self._ids: list[str] = []
         self._row: dict[str, int] = {}
-        self._submits: dict[str, SubmitOrder] = {}
+        self._submitted: dict[str, SubmitOrder] = {}
+        # Plain market orders placed through `add_market` whose `SubmitOrder` is built only
+        # when something reads the orders (`_submits`): their arguments, in placement order.
+        self._unbuilt: list[tuple] = []
+        # Where those orders go once built, after the account's own record: the broker's list
+        # of submitted orders (`PaperBroker.orders`), when a broker set it.
+        self.placed: list[SubmitOrder] | None = None
         self._events = np.zeros(256, dtype=_core.event_dtype)
         self._cfg = self.config.vector()
         self.fills = 0
-        # A list here makes fills land in it as FillRecords instead of coming back as events:
-        # for a replay nobody hears fills from (no ledger, no on_fill), which reads it after.
-        self.fill_log: list[FillRecord] | None = None
+        # Set (`log_fills`), fills land here as rows (`_core.fill_dtype`, their client ids in
+        # `fill_row_ids`) instead of coming back as events: for a replay nobody hears fills
+        # from (no ledger, no on_fill), which takes them (`take_fill_rows`) into its log.
+        self.fill_rows: np.ndarray | None = None
+        self.n_fill_rows = 0
+        self.fill_row_ids: list[str] = []
+        self._step = 0  # the replay step fills logged now are tagged with
+        self._kernel: Any = None  # _core.match_point compiled for this account's arrays
+        self._state = np.zeros(2 + len(self._events), dtype=np.int64)  # match_point's
         for s in symbols:
             self.add_symbol(s)
+
+    @property
+    def _submits(self) -> dict[str, SubmitOrder]:
+        """Every order the account knows by client id, in placement order."""
+        if self._unbuilt:
+            self._build()
+        return self._submitted
+
+    def _build(self) -> None:
+        """Build the orders `add_market` put on the book (before anything else is recorded,
+        so both records keep placement order)."""
+        unbuilt, self._unbuilt = self._unbuilt, []
+        submitted, placed = self._submitted, self.placed
+        for args in unbuilt:
+            order = market_order(*args)
+            submitted[args[0]] = order
+            if placed is not None:
+                placed.append(order)
 
     # -- symbols, instruments and marks --------------------------------------------------------
 
@@ -173,6 +215,7 @@ class Account:
         self.ticks = np.append(self.ticks, 0.0)
         self.lots = np.append(self.lots, 0.0)
         self.min_notionals = np.append(self.min_notionals, 0.0)
+        self._rules.append((0.0, 0.0, 0.0))
         self._load_rules(self._index[symbol])
         return self._index[symbol]
 
@@ -181,6 +224,9 @@ class Account:
         self.ticks[i] = inst.tick_size or 0.0
         self.lots[i] = inst.lot_size or 0.0
         self.min_notionals[i] = inst.min_notional or 0.0
+        # The same as Python floats, what `match_point` hands the kernel.
+        self._rules[i] = (float(self.ticks[i]), float(self.lots[i]),
+                          float(self.min_notionals[i]))
         if inst.tick_size is None and inst.lot_size is None and not inst.min_notional:
             self.ruleless.add(inst.symbol)
         else:
@@ -333,10 +379,32 @@ class Account:
         self.n_orders = row + 1
         self._ids.append(order.client_id)
         self._row[order.client_id] = row
-        self._submits[order.client_id] = order
+        self._submits[order.client_id] = order  # after the orders placed before it
         if order.protected:
             self._add_protection(order, row, now)
         return row
+
+    def add_market(self, client_id: str, sym: int, symbol: str, side: str, size: float,
+                   now: float, strategy: str | None) -> None:
+        """Put a plain GTC market order for `size` units (a float above 0) of symbol index
+        `sym` on the book, as `accept_quietly(market_order(...), now)` would, with its
+        `SubmitOrder` built only when read (`_submits`, and `placed`)."""
+        if client_id in self._row:
+            raise ValueError(f"duplicate client order id {client_id!r}")
+        row = self.n_orders
+        if row == len(self.orders):
+            self.orders = np.concatenate([self.orders, np.zeros_like(self.orders)])
+        if self._order_bytes.base is not self.orders:
+            self._order_bytes = self.orders.view(np.uint8)
+        _ORDER_ROW.pack_into(
+            self._order_bytes, row * _ORDER_ROW.size,
+            sym, 1 if side == "buy" else -1, _MARKET, _GTC, False, _PENDING,
+            False, False, False, size, size, _NAN, _NAN, now, now + self._latency,
+            _INF, -1, -1, -1, -1, _LINK_NONE, _NAN, _NAN, _NAN, 0.0, _NAN)
+        self.n_orders = row + 1
+        self._ids.append(client_id)
+        self._row[client_id] = row
+        self._unbuilt.append((client_id, symbol, side, size, False, now, strategy))
 
     def _add_protection(self, entry: SubmitOrder, row: int, now: float) -> None:
         """Dormant children of `entry` (stop or trailing stop, take-profit), linked to it and to
@@ -468,28 +536,102 @@ class Account:
                                   self.min_notionals[i])
             self._start = int(bounds[0])
             if n:
-                out.extend(self._convert(self._events[:n], now))
+                out.extend(self._convert(n, now, i))
             # A full event buffer means orders are left to look at: match again on what remains.
             if n < len(self._events) - 2:
                 return out
 
-    def _convert(self, events: np.ndarray, now: float) -> list[LedgerEvent]:
+    def log_fills(self, capacity: int = 4096) -> None:
+        """Log fills as rows from now on (see `fill_rows`)."""
+        self.fill_rows = np.zeros(max(capacity, 2 * len(self._events)), dtype=_core.fill_dtype)
+        self.n_fill_rows = 0
+        self.fill_row_ids = []
+
+    def take_fill_rows(self) -> tuple[np.ndarray, list[str]]:
+        """The fills logged as rows since the last take, and their client ids (the rows a
+        view, valid until the next match)."""
+        assert self.fill_rows is not None
+        rows, ids = self.fill_rows[:self.n_fill_rows], self.fill_row_ids
+        self.n_fill_rows = 0
+        self.fill_row_ids = []
+        return rows, ids
+
+    def _row_room(self) -> np.ndarray:
+        """The fill rows, with room for a full event buffer's fills after those logged."""
+        rows = self.fill_rows
+        assert rows is not None
+        if self.n_fill_rows + len(self._events) > len(rows):
+            grown = np.zeros(2 * len(rows), dtype=_core.fill_dtype)
+            grown[:self.n_fill_rows] = rows[:self.n_fill_rows]
+            rows = self.fill_rows = grown
+        return rows
+
+    def match_point(self, i: int, now: float, price: float, touch: bool = False,
+                    step: int = 0) -> list[LedgerEvent]:
+        """`match(symbol, now, price, price, nan, nan, price, touch)` for the symbol of index
+        `i`: one point of a price path (a replay's bar), bid, ask and trade all at `price`.
+        Fills logged as rows (`log_fills`) are written by the kernel (`_core.match_point`),
+        tagged with `step`; the other events are returned."""
+        rows = self.fill_rows
+        if rows is None:
+            return self.match(self.symbols[i], now, price, price, _NAN, _NAN, price, touch)
+        self._step = step
+        out: list[LedgerEvent] = []
+        tick, lot, min_notional = self._rules[i]
+        at, price, touch = float(now), float(price), bool(touch)
+        while True:
+            if self.n_fill_rows + len(self._events) > len(rows):
+                rows = self._row_room()
+            args = (self.orders, self._state, self._start, self.n_orders, i, at, price, touch,
+                    self._cfg, tick, lot, min_notional, self.account, self.positions,
+                    self.marks, self._events, rows, self.n_fill_rows, self.fills, step)
+            try:
+                other, fills, full, start, row = self._kernel(*args)
+            except TypeError:  # the first call, or arrays of other types: compiled for them
+                self._kernel = _compiled(_core.match_point, args)
+                other, fills, full, start, row = self._kernel(*args)
+            self._start = start
+            if fills:
+                self.fills += fills
+                self.n_fill_rows += fills
+                ids = self._ids
+                if fills == 1:
+                    self.fill_row_ids.append(ids[row])
+                else:
+                    self.fill_row_ids.extend(
+                        [ids[r] for r in self._state[2:2 + fills].tolist()])
+            if other:
+                out.extend(self._convert(other, now, i))
+            if not full:
+                return out
+
+    def _convert(self, n: int, now: float, sym: int) -> list[LedgerEvent]:
+        """The `n` events the matcher wrote for symbol index `sym`, as typed events; fills go
+        to the fill rows instead when they are logged (`log_fills`)."""
         out: list[LedgerEvent] = []
         name = self.name
-        for kind, row, reason, price, size, fee, remaining, equity, exposure in events.tolist():
+        logged = self.fill_rows is not None
+        events = self._events
+        for kind, row, reason, price, size, fee, remaining, equity, exposure, side \
+                in (events[:n].tolist() if n > 1 else (events.item(0),)):
             cid = self._ids[row]
+            if kind == _core.EV_FILL and logged:
+                # Logged as a row, from the order's record: its SubmitOrder is not needed.
+                self.fills += 1
+                self._row_room()[self.n_fill_rows] = (
+                    self._step, now, self.fills, sym, side, reason == _core.MAKER, price, size,
+                    fee, remaining)
+                self.n_fill_rows += 1
+                self.fill_row_ids.append(cid)
+                continue
             sub = self._submits[cid]
             if kind == _core.EV_FILL:
                 self.fills += 1
-                liquidity = "maker" if reason == _core.MAKER else "taker"
-                if self.fill_log is not None:
-                    self.fill_log.append(FillRecord(now, self.fills, cid, sub.symbol, sub.side,
-                                                    price, size, fee, liquidity, remaining))
-                    continue
                 out.append(OrderFilled(
                     time=now, account=name, fill_id=self.fills,
                     client_id=cid, symbol=sub.symbol, side=sub.side, price=price, size=size,
-                    fee=fee, liquidity=liquidity, remaining=remaining))
+                    fee=fee, liquidity="maker" if reason == _core.MAKER else "taker",
+                    remaining=remaining))
             elif kind == _core.EV_TRIGGER:
                 out.append(OrderTriggered(time=now, account=name, client_id=cid,
                                           symbol=sub.symbol, price=price))

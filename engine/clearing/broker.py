@@ -80,7 +80,8 @@ class PaperBroker:
         self.config = account.config
         self._limits_off = self.config.risk == _NO_LIMITS
         self._cfg_leverage = self.config.risk.leverage or 0.0
-        self.orders: list[SubmitOrder] = []  # what strategies submitted this run (accepted or not)
+        self._orders: list[SubmitOrder] = []  # what strategies submitted (accepted or not)
+        account.placed = self._orders
         # Orders refused: rejected before the book, or cancelled at a fill for buying power or
         # (sized as a fraction of equity) for want of a whole lot or of the minimum notional.
         self.rejections: list[OrderRejected | OrderCancelled] = []
@@ -100,6 +101,17 @@ class PaperBroker:
         # account's marks up to date before an order is checked.
         self.refresh_marks: Callable[[], None] | None = None
         self._books: dict[str, tuple[float, float, float, float, float]] = {}
+
+    @property
+    def orders(self) -> list[SubmitOrder]:
+        """What strategies submitted this run (accepted or not), in the order they did."""
+        if self.account._unbuilt:
+            self.account._build()
+        return self._orders
+
+    @orders.setter
+    def orders(self, orders: list[SubmitOrder]) -> None:
+        self._orders = self.account.placed = orders
 
     # -- wiring --------------------------------------------------------------------------------
 
@@ -201,6 +213,43 @@ class PaperBroker:
         if self.match_on_submit and self.config.latency_ms == 0 and order.symbol in self._books:
             events.extend(self.account.match(order.symbol, now, *self._books[order.symbol]))
         self._record(events)
+
+    def held(self, symbol: str) -> float:
+        """`position(symbol) + working_position(symbol)` in one call: the position a target
+        order trades from."""
+        account = self.account
+        i = account._index.get(symbol)
+        have = 0.0 if i is None else float(account.positions[i, _core.P_QTY])
+        if account.n_orders == account._start:
+            return have + 0.0
+        return have + (account.working_size(symbol, 1) - account.working_size(symbol, -1))
+
+    def submit_market(self, client_id: str, symbol: str, side: str, size: float,
+                      reduce_only: bool, now: float, strategy: str | None) -> bool:
+        """`submit(market_order(...))` for a broker set up as a replay sets it (see
+        `quick_orders`): a plain market order in units of a symbol with no instrument rule,
+        every risk limit off, no quote book, nobody hearing acceptances. It passes the checks
+        `submit` would make (none but a known price) and goes on the book without its
+        `SubmitOrder` being built. False, with nothing done, for an order this does not
+        decide (reduce-only, a ruled symbol, no price yet): `submit` takes those."""
+        account = self.account
+        if reduce_only or symbol not in account.ruleless:
+            return False
+        self.refresh_marks()
+        sym = account._index[symbol]
+        mark = account.marks[sym]
+        if mark != mark:
+            return False  # no price known yet: rejected by `submit`, with its event
+        account.add_market(client_id, sym, symbol, side, size, now, strategy)
+        return True
+
+    def quick_orders(self) -> bool:
+        """Whether `submit_market` may stand for `submit` here: a replay's broker (marks
+        refreshed for each order, no match on submit, no quote book), no ledger, nobody
+        hearing acceptances, every risk limit off."""
+        return (self.refresh_marks is not None and not self.match_on_submit
+                and not self._books and self.ledger is None and not self.announce_accepts
+                and self._limits_off)
 
     def cancel(self, command: CancelOrder) -> None:
         now = self.clock.now()
