@@ -782,9 +782,11 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
                             where = "on_bar"
                     clock._now = end
                     cell[0] += 1
-                for k, end in zip(range(cold, stop), ends[cold - first:], strict=True):
+                # The step is read from the bar count where it is needed, not carried per bar.
+                base = cell[0] - cold
+                for end in ends[cold - first:]:
                     if account.n_orders > account._start:
-                        calls = through(k, 0)
+                        calls = through(cell[0] - base, 0)
                         if calls:
                             await call(calls)
                             where = "on_bar"
@@ -794,7 +796,7 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
                     if r is not None:
                         await r
                     if pending:
-                        await call(take(k))
+                        await call(take(cell[0] - 1 - base))
                         where = "on_bar"
                 continue
             if progress is not None:

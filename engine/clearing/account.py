@@ -158,6 +158,7 @@ class Account:
         self.instruments: dict[str, Instrument] = dict(instruments or {})
         self.orders = np.zeros(capacity, dtype=_core.order_dtype)
         self._order_bytes = self.orders.view(np.uint8)  # _add writes rows through it
+        self._capacity = capacity  # rows in `orders` (grown by `_room`, with the byte view)
         self.n_orders = 0
         self._start = 0  # rows before it are done
         self._bounds = np.zeros(2, dtype=np.int64)  # (start, n_orders) for the kernel
@@ -357,11 +358,7 @@ class Account:
     def _add(self, order: SubmitOrder, now: float, latency: float) -> int:
         if order.client_id in self._row:
             raise ValueError(f"duplicate client order id {order.client_id!r}")
-        row = self.n_orders
-        if row == len(self.orders):
-            self.orders = np.concatenate([self.orders, np.zeros_like(self.orders)])
-        if self._order_bytes.base is not self.orders:
-            self._order_bytes = self.orders.view(np.uint8)
+        row = self._room()
         sym = self._index.get(order.symbol)
         size = order.size or 0.0
         # The row packed straight into the table's memory: half the cost of assigning a tuple
@@ -392,10 +389,8 @@ class Account:
         if client_id in self._row:
             raise ValueError(f"duplicate client order id {client_id!r}")
         row = self.n_orders
-        if row == len(self.orders):
-            self.orders = np.concatenate([self.orders, np.zeros_like(self.orders)])
-        if self._order_bytes.base is not self.orders:
-            self._order_bytes = self.orders.view(np.uint8)
+        if row == self._capacity:  # (an int of the account's: the table itself is not touched)
+            row = self._room()
         _ORDER_ROW.pack_into(
             self._order_bytes, row * _ORDER_ROW.size,
             sym, 1 if side == "buy" else -1, _MARKET, _GTC, False, _PENDING,
@@ -405,6 +400,15 @@ class Account:
         self._ids.append(client_id)
         self._row[client_id] = row
         self._unbuilt.append((client_id, symbol, side, size, False, now, strategy))
+
+    def _room(self) -> int:
+        """The next order row, the table doubled (and its byte view made anew) when full."""
+        row = self.n_orders
+        if row == self._capacity:
+            self.orders = np.concatenate([self.orders, np.zeros_like(self.orders)])
+            self._order_bytes = self.orders.view(np.uint8)
+            self._capacity = len(self.orders)
+        return row
 
     def _add_protection(self, entry: SubmitOrder, row: int, now: float) -> None:
         """Dormant children of `entry` (stop or trailing stop, take-profit), linked to it and to
