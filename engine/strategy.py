@@ -41,6 +41,32 @@ _YEAR_10000 = 253402300800  # epoch s: the first instant ISO 8601's four-digit y
 # The parts of a time of day, joined instead of formatted: log lines stamp every bar's close.
 _HH_MM = [f"{m // 60:02d}:{m % 60:02d}:" for m in range(1440)]
 _SS_Z = [f"{sec:02d}Z" for sec in range(60)]
+_day: tuple[int, str] = (-1, "")  # the day `stamp` formatted last, and its date
+
+
+def stamped_line(kept: tuple[float | None, Any]) -> str:
+    """A log line `Strategy.log` kept as (time, message): the line the logging record would
+    have rendered, "<ISO 8601 time> <message>"."""
+    t, text = kept
+    return f"{stamp(t) if t is not None else ''} {text}"
+
+
+def stamp(t: float) -> str:
+    """Epoch seconds `t` as the ISO 8601 UTC text a log line carries (`Context.now_str`)."""
+    global _day
+    if type(t) is int or (isinstance(t, float) and t.is_integer()):
+        # Whole seconds since 1970 (every bar close of a replay): the date formatted once a
+        # day, the time of day by arithmetic.
+        if 0 <= t < _YEAR_10000:
+            day, second = divmod(int(t), 86400)
+            known = _day
+            if day != known[0]:
+                known = _day = (day, time.strftime("%Y-%m-%dT", time.gmtime(day * 86400)))
+            minute, second = divmod(second, 60)
+            return known[1] + _HH_MM[minute] + _SS_Z[second]
+    from engine.timefmt import iso
+
+    return iso(t) or ""
 
 
 class StrategyError(Exception):
@@ -132,16 +158,18 @@ class Strategy:
         sink = self.__dict__.get("_log_sink")
         if sink is not None:
             # A backtest keeping the lines, with no other handler or filter to hear them: the
-            # line as the logging record would render it, without building the record.
-            ctx = getattr(self, "ctx", None)
-            text = f"{ctx.now_str() if ctx else ''} {message}"
+            # message as the logging record would render it, without building the record, and
+            # the clock's time, stamped in front when the lines are read (`stamped_line`).
             if len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
                 args = args[0]  # as logging takes a lone mapping
             try:
-                sink(text % args if args else text)
-                return
+                text = message % args if args else message
             except (TypeError, ValueError, KeyError):
                 pass  # a bad format: let logging report it as it does
+            else:
+                ctx = getattr(self, "ctx", None)
+                sink((ctx.now if ctx else None, text))
+                return
         logger = self.__dict__.get("_logger")
         if logger is None:
             logger = self.__dict__["_logger"] = logging.getLogger(f"strategy.{self.name}")
@@ -238,7 +266,6 @@ class Context(AccountAccess):
         self._higher: dict[str, list[Any]] = {}
         self._tf_labels: dict[int, str] = {}
         self._now_cache: tuple[float, str] = (math.nan, "")
-        self._day_cache: tuple[int, str] = (-1, "")
         # A replay's broker may take plain market orders without their SubmitOrder being built
         # (`PaperBroker.submit_market`): set by the replay when it may.
         self._quick_submit: Any = None
@@ -266,20 +293,9 @@ class Context(AccountAccess):
         t = self.now  # ThreadContext's reads the loop's clock from a worker thread
         if t == self._now_cache[0]:
             return self._now_cache[1]
-        if type(t) is int or (isinstance(t, float) and t.is_integer()):
-            # Whole seconds since 1970 (every bar close of a replay): the date formatted once
-            # a day, the time of day by arithmetic.
-            if 0 <= t < _YEAR_10000:
-                day, second = divmod(int(t), 86400)
-                if day != self._day_cache[0]:
-                    self._day_cache = (day, time.strftime("%Y-%m-%dT", time.gmtime(day * 86400)))
-                minute, second = divmod(second, 60)
-                text = self._day_cache[1] + _HH_MM[minute] + _SS_Z[second]
-                self._now_cache = (t, text)
-                return text
-        from engine.timefmt import iso
-
-        return iso(t) or ""
+        text = stamp(t)
+        self._now_cache = (t, text)
+        return text
 
     @property
     def lot_sizes(self) -> dict[str, float]:

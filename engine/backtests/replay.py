@@ -61,7 +61,7 @@ from engine.run_spec import RunSpec, RunSpecError
 from engine.sampler import format_timeframe, parse_timeframe, resample_bars
 from engine.scheduler import EVENT_CALLBACKS, callback_for, make_runner, overrides
 from engine.shm import ShmArray
-from engine.strategy import Context, Strategy, StrategyError, strategy_traceback
+from engine.strategy import Context, Strategy, StrategyError, stamped_line, strategy_traceback
 from engine.timeframes import fold_history
 from engine.warmup import strategy_warmup
 
@@ -217,6 +217,23 @@ def _get_equity(self: BacktestResult) -> np.ndarray:
 def _set_equity(self: BacktestResult, curve: Any) -> None:
     self.__dict__["_equity"] = curve
 
+
+def _get_log(self: BacktestResult) -> list[str]:
+    lines = self.__dict__["_log"]
+    if not self.__dict__.get("_log_built"):
+        # Lines `Strategy.log` kept as (time, message) get their time stamp now.
+        lines[:] = [x if type(x) is str else stamped_line(x) for x in lines]
+        self.__dict__["_log_built"] = True
+    return lines
+
+
+def _set_log(self: BacktestResult, lines: list) -> None:
+    self.__dict__["_log"] = lines
+    self.__dict__["_log_built"] = False
+
+
+BacktestResult.log = property(_get_log, _set_log,  # type: ignore[assignment]
+                              doc="the strategy's log lines at or above the run's log level")
 
 # `equity` is built from the run's one float per bar when first read (see `Curve`).
 BacktestResult.equity = property(_get_equity, _set_equity,  # type: ignore[assignment]
@@ -1127,7 +1144,8 @@ def _captured_log(strat: Strategy, level: str | int) -> Iterator[list[str]]:
     logger.addHandler(handler)
     strat.__dict__.pop("_logger", None)
     if _only_handler(logger, handler):
-        strat.__dict__["_log_sink"] = lines.append  # Strategy.log appends its lines directly
+        # Strategy.log appends its lines directly, as (time, message) to stamp when read.
+        strat.__dict__["_log_sink"] = lines.append
     try:
         yield lines
     finally:
