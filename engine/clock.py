@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextvars
 import time
+from typing import Any
 
 import trio
 
@@ -55,10 +56,28 @@ class ReplayClock(Clock):
     """A clock a replay moves forward event by event; it never waits."""
 
     def __init__(self, start: float = 0.0) -> None:
-        self._now = float(start)
+        self._now: float | None = float(start)
+        self._steps: tuple = ()
 
     def now(self) -> float:
-        return self._now
+        t = self._now
+        if t is None:  # following a replay's steps: the close of the bar counted last
+            closes, cell, at = self._steps
+            return closes.item(cell[0] - at)
+        return t
+
+    def follow(self, closes: Any, cell: list[int], at: int) -> None:
+        """Read the time off a replay's steps until `settle`: `closes[cell[0] - at]`, the
+        close of the bar the count `cell` reached, where a replay would otherwise set the
+        time for every bar. Setting `_now` overrides it until `_now` is None again."""
+        self._steps = (closes, cell, at)
+        self._now = None
+
+    def settle(self) -> None:
+        """Stop following the steps; the time stays where they had it."""
+        if self._now is None:
+            self._now = self.now()
+        self._steps = ()
 
     def advance(self, epoch: float) -> None:
         if epoch > self._now:

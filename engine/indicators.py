@@ -43,17 +43,20 @@ class _Source:
         self.done = 0  # bars fed to the kernel
         self.drop = 0  # values dropped from the front of `out`
 
-    def catch_up(self, upto: int) -> None:
+    def catch_up(self, upto: int, memo: dict | None = None) -> None:
         # Feed every stored bar not yet fed, in one kernel call: the kernel is causal, so values
         # of bars the strategy cannot see yet exist but are never shown (no look-ahead), and a
-        # replay pays one call for the whole history instead of one per bar.
+        # replay pays one call for the whole history instead of one per bar. `memo`: the
+        # columns copied so far by the catch-up this one is part of.
         if upto <= self.done:
             return
+        if memo is None:
+            memo = {}
         first, last = self.shm.span()
         upto = max(upto, last - self.origin)
         if self.lines:
             for line in self.lines:
-                line._src.catch_up(upto)
+                line._src.catch_up(upto, memo)
             lo = max(line._src.drop for line in self.lines)
         else:
             lo = first - self.origin
@@ -71,11 +74,16 @@ class _Source:
         if self.lines:
             ins = tuple(line._src.values_of(self.done, upto, line._k) for line in self.lines)
         else:
-            bars = self.shm.rows(self.origin + self.done, self.origin + upto)
+            span = (self.key, self.origin + self.done, self.origin + upto)
+            bars = self.shm.rows(*span[1:])
             # Contiguous copies: numba compiles a kernel once per array layout, and a field of
             # one row is contiguous where one of many is strided; one layout means the kernel
-            # compiled (or loaded) at start-up serves every later bar.
-            ins = tuple(np.ascontiguousarray(bars[f]) for f in self.fields)
+            # compiled (or loaded) at start-up serves every later bar. Indicators caught up
+            # together (the averages a cross reads) share one copy of a field.
+            for f in self.fields:
+                if (span, f) not in memo:
+                    memo[span, f] = np.ascontiguousarray(bars[f])
+            ins = tuple(memo[span, f] for f in self.fields)
         lo, hi = self.done - self.drop, upto - self.drop
         if hi <= self.cap:
             outs = tuple(o[lo:hi] for o in self.out)

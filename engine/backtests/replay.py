@@ -788,10 +788,10 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
                 gc.freeze()
                 stop = min(total, first + every)
                 cell, sym = seen[0], symbols[0]
-                ends = (st_t[first:stop] + st_span[first:stop]).tolist()
                 # Bars before the strategy is warm only count; after them, every bar calls it.
                 cold = max(first, min(stop, first + warm - 1 - cell[0]))
-                for k, end in zip(range(first, cold), ends, strict=False):
+                ends = (st_t[first:cold] + st_span[first:cold]).tolist()
+                for k, end in zip(range(first, cold), ends, strict=True):
                     if account.n_orders > account._start:
                         calls = through(k, 0)
                         if calls:
@@ -799,15 +799,19 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
                             where = "on_bar"
                     clock._now = end
                     cell[0] += 1
-                # The step is read from the bar count where it is needed, not carried per bar.
+                if cold == stop:
+                    continue
+                # The step and the time are read off the bar count where they are needed
+                # (the clock follows it), not carried per bar.
                 base = cell[0] - cold
-                for end in ends[cold - first:]:
+                clock.follow(st_t[cold:stop] + st_span[cold:stop], cell, base + 1 + cold)
+                for _ in range(cold, stop):
                     if account.n_orders > account._start:
                         calls = through(cell[0] - base, 0)
                         if calls:
                             await call(calls)
                             where = "on_bar"
-                    clock._now = end
+                        clock._now = None  # the path's time until now; the close from here
                     cell[0] += 1
                     r = on_bar(sym)
                     if r is not None:
@@ -815,6 +819,7 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
                     if pending:
                         await call(take(cell[0] - 1 - base))
                         where = "on_bar"
+                clock.settle()
                 continue
             if progress is not None:
                 progress(first, total)
