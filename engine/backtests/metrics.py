@@ -116,21 +116,28 @@ def _drawdown_summary(times: np.ndarray, equity: np.ndarray) -> tuple[float, flo
 
 @njit(cache=True)
 def _day_closes(times: np.ndarray, equity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    # The last equity of each UTC day that has bars, and the day's start (epoch s).
+    # The last equity of each UTC day that has bars, and the day's start (epoch s). The times
+    # are in order: a day ends where a time reaches the next day's start, so each pass
+    # compares instead of dividing every time by the day.
     n = len(times)
     days = 0
+    end = np.int64(-(2 ** 62))
     for i in range(n):
-        if i == n - 1 or np.int64(times[i]) // _DAY != np.int64(times[i + 1]) // _DAY:
+        t = np.int64(times[i])
+        if t >= end:
             days += 1
+            end = (t // _DAY + 1) * _DAY
     keys = np.empty(days, dtype=np.int64)
     closing = np.empty(days)
-    k = 0
+    k = -1
+    end = np.int64(-(2 ** 62))
     for i in range(n):
-        day = np.int64(times[i]) // _DAY
-        if i == n - 1 or day != np.int64(times[i + 1]) // _DAY:
-            keys[k] = day * _DAY
-            closing[k] = equity[i]
+        t = np.int64(times[i])
+        if t >= end:
             k += 1
+            keys[k] = t // _DAY * _DAY
+            end = keys[k] + _DAY
+        closing[k] = equity[i]
     return keys, closing
 
 
