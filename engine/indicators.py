@@ -30,7 +30,9 @@ class _Source:
 
     def __init__(self, ctx: Any, symbol: str, indicator: Any, fields: tuple[str, ...],
                  lines: tuple[Line, ...] = (), key: Any = None) -> None:
-        self.ctx = ctx
+        # The context's count of visible bars for this series (the lines read it); the
+        # context itself is not kept: it keeps its sources, and a cycle would outlive the run.
+        self.seen = ctx._seen[key if key is not None else symbol]
         self.symbol = symbol
         self.key = symbol if key is None else key  # the series: symbol, or (symbol, seconds)
         self.indicator = indicator
@@ -126,7 +128,7 @@ class Line:
     def __init__(self, source: _Source, k: int) -> None:
         self._src = source
         self._k = k
-        self._seen = source.ctx._seen[source.key]
+        self._seen = source.seen
         self._sym = source.symbol
         # A memoryview of the values: indexing it gives a Python float without a method call
         # (the arrays are only ever rewritten in place, so the view stays valid).

@@ -951,13 +951,19 @@ def run_backtest(strategy: str | Path | type[Strategy] | Strategy, data: Any = N
     gc.freeze()
     try:
         with _rarer_collections():
-            async def main() -> Any:
+            # The replay's results come back beside trio's run, not as its return value:
+            # trio's runner is cyclic garbage once it ends, and what it holds waits for the
+            # collector's next full pass.
+            out: list = []
+
+            async def main() -> None:
                 use_clock(run.clock)
-                return await _replay(strat, run, progress)
+                out.append(await _replay(strat, run, progress))
 
             try:
                 with _captured_log(strat, spec.measure.log_level) as lines:
-                    fills, step_sym, steps, cancels = trio.run(main)
+                    trio.run(main)
+                fills, step_sym, steps, cancels = out.pop()
             finally:
                 for s, shm in run.shms.items():
                     if s not in run.reuse:

@@ -70,3 +70,27 @@ def test_overlapping_runs_in_threads_give_the_thresholds_back_once(threshold):
         t.join()
     assert not errors
     assert gc.get_threshold() == (700, 10, 10)
+
+
+def test_a_run_s_memory_goes_with_its_result_without_a_collection():
+    # Nothing the run made holds itself in a cycle (the context and its indicators, trio's
+    # runner and the replay's results): dropping the result frees it all by reference counts.
+    from strategies.sma_cross import SmaCross
+
+    kinds = ("Context", "_Source", "Line", "PaperBroker", "Account", "FillLog", "HeldBars")
+
+    def alive():
+        return sorted(type(o).__name__ for o in gc.get_objects()
+                      if type(o).__name__ in kinds and type(o).__module__.startswith("engine."))
+
+    gc.collect()
+    before = alive()
+    gc.disable()
+    try:
+        result = run_backtest(SmaCross, {"x": walk(3000, 3)},
+                              params={"fast": 3, "slow": 9, "log_bars": False})
+        assert len(result.fills) > 50
+        del result
+        assert alive() == before
+    finally:
+        gc.enable()
