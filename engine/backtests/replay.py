@@ -30,6 +30,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -803,21 +804,23 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
                     continue
                 # The step and the time are read off the bar count where they are needed
                 # (the clock follows it), not carried per bar.
-                base = cell[0] - cold
+                n = cell[0]
+                base = n - cold
                 clock.follow(st_t[cold:stop] + st_span[cold:stop], cell, base + 1 + cold)
-                for _ in range(cold, stop):
+                for _ in repeat(None, stop - cold):
                     if account.n_orders > account._start:
-                        calls = through(cell[0] - base, 0)
+                        calls = through(n - base, 0)
                         if calls:
                             await call(calls)
                             where = "on_bar"
                         clock._now = None  # the path's time until now; the close from here
-                    cell[0] += 1
+                    n += 1
+                    cell[0] = n
                     r = on_bar(sym)
                     if r is not None:
                         await r
                     if pending:
-                        await call(take(cell[0] - 1 - base))
+                        await call(take(n - 1 - base))
                         where = "on_bar"
                 clock.settle()
                 continue
