@@ -44,6 +44,9 @@ class _Source:
         self.out = tuple(np.full(self.cap, np.nan) for _ in indicator.outputs)
         self.done = 0  # bars fed to the kernel
         self.drop = 0  # values dropped from the front of `out`
+        # Lines read bar n (counted from 1) straight from the values while n <= ready[0]:
+        # computed, and nothing dropped from the front yet (a cell the lines share).
+        self.ready = [0]
 
     def catch_up(self, upto: int, memo: dict | None = None) -> None:
         # Feed every stored bar not yet fed, in one kernel call: the kernel is causal, so values
@@ -72,6 +75,7 @@ class _Source:
             for o in self.out:
                 o[:] = np.nan
             self.done = self.drop = lo
+            self._tell()
         self._make_room(self.done, upto)
         if self.lines:
             ins = tuple(line._src.values_of(self.done, upto, line._k) for line in self.lines)
@@ -98,6 +102,10 @@ class _Source:
                 o[:] = t[len(t) - self.cap:]
             self.drop = upto - self.cap
         self.done = upto
+        self._tell()
+
+    def _tell(self) -> None:
+        self.ready[0] = self.done if self.drop == 0 else 0
 
     def _make_room(self, done: int, upto: int) -> None:
         # Before writing values done..upto: if they would run past the arrays, move the newest
@@ -110,6 +118,7 @@ class _Source:
             o[:keep] = o[done - self.drop - keep:done - self.drop]
             o[keep:] = np.nan
         self.drop = new_drop
+        self._tell()
 
     def values_of(self, lo: int, hi: int, k: int) -> np.ndarray:
         """Values lo..hi of output k (bars counted from the origin), all held and computed."""
@@ -123,7 +132,7 @@ class Line:
     warm-up); `line.values` is a read-only array of all of them; `len(line)` counts them.
     """
 
-    __slots__ = ("_src", "_k", "_seen", "_sym", "_out")
+    __slots__ = ("_src", "_k", "_seen", "_sym", "_out", "_ready")
 
     def __init__(self, source: _Source, k: int) -> None:
         self._src = source
@@ -133,13 +142,17 @@ class Line:
         # A memoryview of the values: indexing it gives a Python float without a method call
         # (the arrays are only ever rewritten in place, so the view stays valid).
         self._out = memoryview(source.out[k])
+        self._ready = source.ready
 
     def __len__(self) -> int:
         return self._seen[0]
 
     def __getitem__(self, i: int) -> float:
-        # The hot path of every on_bar: kept to the fewest operations.
+        # The hot path of every on_bar, kept to the fewest operations: the newest bar, when
+        # it is computed and nothing has rolled out, read straight from the values.
         n = self._seen[0]
+        if i == -1 and 0 < n <= self._ready[0]:
+            return self._out[n - 1]
         src = self._src
         if src.done < n:
             src.catch_up(n)

@@ -808,7 +808,7 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
                 base = n - cold
                 clock.follow(st_t[cold:stop] + st_span[cold:stop], cell, base + 1 + cold)
                 for _ in repeat(None, stop - cold):
-                    if account.n_orders > account._start:
+                    if account.unsettled:
                         calls = through(n - base, 0)
                         if calls:
                             await call(calls)

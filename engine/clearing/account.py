@@ -161,6 +161,9 @@ class Account:
         self._capacity = capacity  # rows in `orders` (grown by `_room`, with the byte view)
         self.n_orders = 0
         self._start = 0  # rows before it are done
+        # Whether rows from `_start` on exist (orders that may still work): n_orders > _start,
+        # kept where either changes, for a replay's per-bar check.
+        self.unsettled = False
         self._bounds = np.zeros(2, dtype=np.int64)  # (start, n_orders) for the kernel
         self._ids: list[str] = []
         self._row: dict[str, int] = {}
@@ -374,6 +377,7 @@ class Account:
             -1, -1, -1, -1, _LINK_NONE, _NAN, _NAN, _NAN, 0.0,
             _NAN if order.equity_fraction is None else order.equity_fraction)
         self.n_orders = row + 1
+        self.unsettled = True
         self._ids.append(order.client_id)
         self._row[order.client_id] = row
         self._submits[order.client_id] = order  # after the orders placed before it
@@ -397,6 +401,7 @@ class Account:
             False, False, False, size, size, _NAN, _NAN, now, now + self._latency,
             _INF, -1, -1, -1, -1, _LINK_NONE, _NAN, _NAN, _NAN, 0.0, _NAN)
         self.n_orders = row + 1
+        self.unsettled = True
         self._ids.append(client_id)
         self._row[client_id] = row
         self._unbuilt.append((client_id, symbol, side, size, False, now, strategy))
@@ -539,6 +544,7 @@ class Account:
                                   self.marks, self._events, touch, self.lots[i],
                                   self.min_notionals[i])
             self._start = int(bounds[0])
+            self.unsettled = self.n_orders > self._start
             if n:
                 out.extend(self._convert(n, now, i))
             # A full event buffer means orders are left to look at: match again on what remains.
@@ -595,6 +601,7 @@ class Account:
                 self._kernel = _compiled(_core.match_point, args)
                 other, fills, full, start, row = self._kernel(*args)
             self._start = start
+            self.unsettled = self.n_orders > start
             if fills:
                 self.fills += fills
                 self.n_fill_rows += fills

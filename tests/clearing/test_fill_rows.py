@@ -87,3 +87,4 @@ def test_fills_logged_as_rows_are_the_fills_announced(script: list) -> None:
         assert np.array_equal(a.positions, told.positions)
         assert a.orders[:a.n_orders].tobytes() == told.orders[:told.n_orders].tobytes()
         assert a._start == told._start
+        assert a.unsettled == told.unsettled == (a.n_orders > a._start)
