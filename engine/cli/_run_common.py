@@ -61,12 +61,19 @@ def status_printer(args: argparse.Namespace) -> tuple[Any, float, bool]:
     return show, args.status_every or (1.0 if tty else 5.0), tty
 
 
+_STRATEGY_LINES = "engine: strategy lines to stdout"
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
                         format="%(levelname).1s %(name)s: %(message)s")
-    # Strategy lines are the user's own output: print them plainly.
+    # Strategy lines are the user's own output: print them plainly. A command run again in
+    # one process (a notebook calling `engine.cli.main`) replaces the handler it added.
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(name)s %(message)s"))
+    handler.set_name(_STRATEGY_LINES)
     strat = logging.getLogger("strategy")
+    for old in [h for h in strat.handlers if h.get_name() == _STRATEGY_LINES]:
+        strat.removeHandler(old)
     strat.addHandler(handler)
     strat.propagate = False

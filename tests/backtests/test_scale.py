@@ -144,7 +144,19 @@ class Logged(Flip):
         self.direct = "_log_sink" in self.__dict__  # lines appended without logging
 
 
-def test_log_lines_kept_directly_equal_the_lines_logging_renders():
+@pytest.fixture
+def plain_logging():
+    """Logging as a fresh process has it: no handler on "strategy" (a CLI test run earlier
+    in the session leaves one, with propagation off), restored afterwards."""
+    strategies = logging.getLogger("strategy")
+    saved = strategies.handlers[:], strategies.propagate
+    strategies.handlers.clear()
+    strategies.propagate = True
+    yield
+    strategies.handlers[:], strategies.propagate = saved
+
+
+def test_log_lines_kept_directly_equal_the_lines_logging_renders(plain_logging):
     root = logging.getLogger()
     # Without another handler (pytest's own removed) the backtest keeps the lines directly.
     saved = root.handlers[:]

@@ -95,3 +95,21 @@ def test_a_shared_memory_failure_is_one_line_not_a_traceback(monkeypatch, capsys
     err = capsys.readouterr().err
     assert err == ("engine run: error: shared memory: shared-memory segment 'engine_1_ab' "
                    "already exists\n")
+
+
+def test_commands_run_again_in_one_process_print_each_strategy_line_once(capsys):
+    # A notebook calling `engine.cli.main` twice: the second command replaces the handler the
+    # first added for strategy lines instead of adding another beside it.
+    import logging
+
+    from engine.cli._run_common import configure_logging
+
+    strat = logging.getLogger("strategy")
+    saved = strat.handlers[:], strat.propagate
+    try:
+        configure_logging("info")
+        configure_logging("info")
+        logging.getLogger("strategy.Twice").warning("one line")
+        assert capsys.readouterr().out.count("strategy.Twice one line") == 1
+    finally:
+        strat.handlers[:], strat.propagate = saved
