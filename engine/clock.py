@@ -80,7 +80,7 @@ class ReplayClock(Clock):
         self._steps = ()
 
     def advance(self, epoch: float) -> None:
-        if epoch > self._now:
+        if epoch > self.now():
             self._now = float(epoch)
 
     async def sleep_until(self, epoch: float) -> None:

@@ -819,9 +819,11 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
                     r = on_bar(sym)
                     if r is not None:
                         await r
+                        clock._now = None  # (an async on_bar may have moved the clock)
                     if pending:
                         await call(take(n - 1 - base))
                         where = "on_bar"
+                        clock._now = None
                 clock.settle()
                 continue
             if progress is not None:
