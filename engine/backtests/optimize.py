@@ -647,11 +647,12 @@ def _stitch(path: str, bars: dict[str, np.ndarray], period: int, times: np.ndarr
                              _combined(runs, path, period, spec.account.cash, bars), rows)
 
 
-class _Windows(Sequence):
-    """The fill records of the windows' runs one after another, read from each run's own log
-    (rows, spilled parts included): a long walk-forward holds no object per fill."""
+class _Windows:
+    """The fill records of the windows' runs one after another, as one `FillLog` reads (its
+    length, iteration and `record(k)`), from each run's own log (rows, spilled parts
+    included): a long walk-forward holds no object per fill."""
 
-    def __init__(self, logs: list[Sequence]) -> None:
+    def __init__(self, logs: list[Any]) -> None:
         self._logs = logs
         self._ends = np.cumsum([len(log) for log in logs]).tolist()
 
@@ -664,17 +665,7 @@ class _Windows(Sequence):
 
     def record(self, k: int) -> Any:
         w = bisect.bisect_right(self._ends, k)
-        log = self._logs[w]
-        j = k - (self._ends[w - 1] if w else 0)
-        return log.record(j) if hasattr(log, "record") else log[j]
-
-    def __getitem__(self, k: Any) -> Any:
-        if isinstance(k, slice):
-            return [self.record(i) for i in range(*k.indices(len(self)))]
-        k = int(k) + len(self) if int(k) < 0 else int(k)
-        if not 0 <= k < len(self):
-            raise IndexError(f"fill {k} of {len(self)}")
-        return self.record(k)
+        return self._logs[w].record(k - (self._ends[w - 1] if w else 0))
 
 
 def _combined(runs: list[BacktestResult], path: str, period: int, cash: float,
