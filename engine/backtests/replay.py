@@ -654,10 +654,10 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
             events = account.match_point(sym_index[j], pt, st_o.item(k), False, k)
             if events:
                 broker._record(events)
-        if account.n_orders > account._start:
+        if account.unsettled:
             for pt, px, touch in path(k)[1:]:
                 meet(k, j, pt, px, touch)
-                if account.n_orders <= account._start:
+                if not account.unsettled:
                     break
         return take(k) if pending else None
 
@@ -668,7 +668,7 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
         for pt, px, touch in path(k):
             clock._now = pt
             marks[sym_index[j]] = px
-            if account.n_orders > account._start:
+            if account.unsettled:
                 meet(k, j, pt, px, touch)
             if pending:
                 await call(take(k))
@@ -746,7 +746,7 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
                     gc.freeze()
                     report = g0 + every
                 js = which[g0:g1].tolist()
-                if account.n_orders > account._start:
+                if account.unsettled:
                     # Orders work: each bar as the general loop takes it (opens, path, close).
                     for k, j in zip(range(g0, g1), js, strict=True):
                         if group_end is not None and k > opened_to and group_end.item(k) > k:
@@ -793,7 +793,7 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
                 cold = max(first, min(stop, first + warm - 1 - cell[0]))
                 ends = (st_t[first:cold] + st_span[first:cold]).tolist()
                 for k, end in zip(range(first, cold), ends, strict=True):
-                    if account.n_orders > account._start:
+                    if account.unsettled:
                         calls = through(k, 0)
                         if calls:
                             await call(calls)
@@ -843,7 +843,7 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
                 k_now = k
                 if wants_quote:
                     await through_quotes(k, j)
-                elif account.n_orders > account._start:
+                elif account.unsettled:
                     if group_end is not None and k > opened_to and group_end.item(k) > k:
                         opened_to = group_end.item(k)
                         calls = opens(k)

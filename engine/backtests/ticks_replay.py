@@ -118,7 +118,7 @@ async def _run(strat, symbols, rows, shms, period, broker, clock):
         if not math.isnan(mid):
             account.marks[index[j]] = mid
         broker._books[sym] = (b[0], b[1], b[2], b[3], trade)
-        if account.n_orders > account._start:
+        if account.unsettled:
             broker._record(account.match(sym, t, b[0], b[1], b[2], b[3], trade))
             await deliver()
         one[0] = row

@@ -162,7 +162,7 @@ class Account:
         self.n_orders = 0
         self._start = 0  # rows before it are done
         # Whether rows from `_start` on exist (orders that may still work): n_orders > _start,
-        # kept where either changes, for a replay's per-bar check.
+        # kept where either changes; the one way the broker and the replays ask it.
         self.unsettled = False
         self._bounds = np.zeros(2, dtype=np.int64)  # (start, n_orders) for the kernel
         self._ids: list[str] = []

@@ -187,7 +187,7 @@ class PaperBroker:
     def working_position(self, symbol: str) -> float:
         """Signed size still to fill of the working orders in `symbol`."""
         account = self.account
-        if account.n_orders == account._start:
+        if not account.unsettled:
             return 0.0
         return account.working_size(symbol, 1) - account.working_size(symbol, -1)
 
@@ -220,7 +220,7 @@ class PaperBroker:
         account = self.account
         i = account._index.get(symbol)
         have = 0.0 if i is None else float(account.positions[i, _core.P_QTY])
-        if account.n_orders == account._start:
+        if not account.unsettled:
             return have + 0.0
         return have + (account.working_size(symbol, 1) - account.working_size(symbol, -1))
 
@@ -458,7 +458,7 @@ class PaperBroker:
         symbols had filled at their marks: a rebalance places its sells before its buys, and
         the buys may count on them (each fill is checked again at its own price)."""
         a = self.account
-        if a.n_orders == a._start:
+        if not a.unsettled:
             return a.account, a.positions
         cash, positions = a.account.copy(), a.positions.copy()
         for s, i in a._index.items():
