@@ -215,14 +215,9 @@ class PaperBroker:
         self._record(events)
 
     def held(self, symbol: str) -> float:
-        """`position(symbol) + working_position(symbol)` in one call: the position a target
-        order trades from."""
-        account = self.account
-        i = account._index.get(symbol)
-        have = 0.0 if i is None else float(account.positions[i, _core.P_QTY])
-        if not account.unsettled:
-            return have + 0.0
-        return have + (account.working_size(symbol, 1) - account.working_size(symbol, -1))
+        """The position a target order trades from: the position plus the working orders'
+        signed size (what `Context.target` asks the replay's broker for)."""
+        return self.account.position(symbol) + self.working_position(symbol)
 
     def submit_market(self, client_id: str, symbol: str, side: str, size: float,
                       reduce_only: bool, now: float, strategy: str | None) -> bool:
