@@ -649,11 +649,8 @@ async def _replay(strat: Strategy, run: _Run, progress: Callable[[int, int], Non
         if revalue:
             refresh_marks()  # a fill's buying-power check values the other symbols at their marks
         # The open first: a market order is done there, and the rest of the path is not needed.
-        if not opened:  # `meet` at the open, inline: the way of every market order
-            clock._now = pt = st_t.item(k)
-            events = account.match_point(sym_index[j], pt, st_o.item(k), False, k)
-            if events:
-                broker._record(events)
+        if not opened:
+            meet(k, j, st_t.item(k), st_o.item(k), False)
         if account.unsettled:
             for pt, px, touch in path(k)[1:]:
                 meet(k, j, pt, px, touch)
