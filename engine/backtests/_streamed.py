@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from engine.clearing._core import A_CASH
 from engine.kernels import _plan
 from engine.kernels._shared import in_shared_pool
 
@@ -70,9 +70,9 @@ def plan(cls: Any, bars: Any, raw: tuple) -> Plan | None:
     return Plan([c for c in calcs if id(c) in needed], outputs)
 
 
-def run(p: Plan, loop: Any, bars: np.ndarray, values: tuple, cash: float, commission: float,
-        slippage: float, fill_rows: int) -> tuple[float, np.ndarray]:
-    """Run `loop` over the bars with the planned signals: (final equity, fills)."""
+def run(p: Plan, bars: np.ndarray, loop_over: Callable[[tuple], Any]) -> tuple[float, Any]:
+    """Run the loop over the bars with the planned signals: `loop_over(signals)` is the
+    loop's run (`fastpath._Series`), advanced a chunk at a time; returns its result."""
     n, chunk = len(bars), CHUNK
     columns = {name: bars[name] for name in bars.dtype.names}
     series: dict[_plan.Stand, np.ndarray] = {}
@@ -137,38 +137,27 @@ def run(p: Plan, loop: Any, bars: np.ndarray, values: tuple, cash: float, commis
             for event in done:
                 event.set()
 
-    account = np.zeros(3)
-    account[A_CASH] = cash
-    positions = np.zeros((1, 4))
-    pending = np.full(1, np.nan)
-    buf = np.empty((fill_rows, 4))
-    parts = []
-    open_, close = columns["open"], columns["close"]
+    looping = loop_over(sigs)
     threaded = k and len(bounds) > 1 and (os.cpu_count() or 1) > 1 and not in_shared_pool()
     worker = threading.Thread(target=helper_work, name="fastpath-signals", daemon=True) \
         if threaded else None
     if worker is not None:
         worker.start()
     try:
-        i = 0
         for c, (lo, hi) in enumerate(bounds):
             work(c)
             for s in copies:
                 series[s][lo:hi] = columns[s.field][lo:hi]
             for t in range(c * k, c * k + k):
                 wait(t)
-            while i < hi:
-                i, nf = loop(open_[:hi], close[:hi], sigs, values, account, positions, pending,
-                             commission, slippage, buf, i)
-                parts.append(buf[:nf].copy())
+            looping.to(hi)
     finally:
         if worker is not None:
             stop = True
             for event in done:  # a helper waiting for a task of the caller's stops there
                 event.set()
             worker.join()
-    final = account[A_CASH] + positions[0, 0] * close[n - 1]
-    return final, parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return looping.result()
 
 
 class _Stopped(Exception):

@@ -136,31 +136,52 @@ def _make_loop(decide: Any) -> Any:
     return loop
 
 
+class _Series:
+    """One run of a loop (`_make_loop`) over a series, advanced a stretch at a time (`to`):
+    the account, the position and the pending target carried from one stretch to the next,
+    and the fills, when recorded, gathered through a small buffer reused call after call
+    instead of one reserved for the most fills a series could make (two a bar: 64 MB for 1M
+    bars)."""
+
+    def __init__(self, loop: Any, open_: np.ndarray, close: np.ndarray, sigs: tuple,
+                 values: tuple, cash: float, commission: float, slippage: float,
+                 record: bool) -> None:
+        self._loop, self._open, self._close = loop, open_, close
+        self._args = (sigs, values)
+        self._costs = (commission, slippage)
+        self._account = np.zeros(3)
+        self._account[A_CASH] = cash
+        self._positions = np.zeros((1, 4))
+        self._pending = np.full(1, np.nan)
+        self._buf = np.empty((_FILL_CHUNK, 4)) if record else _NO_FILLS
+        self._parts: list[np.ndarray] | None = [] if record else None
+        self._i = 0
+
+    def to(self, hi: int) -> None:
+        """Run the bars before `hi`."""
+        while self._i < hi:
+            self._i, nf = self._loop(self._open[:hi], self._close[:hi], *self._args,
+                                     self._account, self._positions, self._pending,
+                                     *self._costs, self._buf, self._i)
+            if self._parts is not None:
+                self._parts.append(self._buf[:nf].copy())
+
+    def result(self) -> tuple[float, np.ndarray | None]:
+        """The final equity (at the last close), and the fills when recorded."""
+        final = self._account[A_CASH] + self._positions[0, 0] * self._close[-1]
+        parts = self._parts
+        if parts is None:
+            return final, None
+        return final, parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
 def _run_series(loop: Any, open_: np.ndarray, close: np.ndarray, sigs: tuple, values: tuple,
                 cash: float, commission: float, slippage: float, record: bool
                 ) -> tuple[float, np.ndarray | None]:
-    """Run `loop` over the whole series: final equity, and the fills when `record`d, gathered
-    through a small buffer reused chunk after chunk instead of one reserved for the most fills
-    a series could make (two a bar: 64 MB for 1M bars)."""
-    account = np.zeros(3)
-    account[A_CASH] = cash
-    positions = np.zeros((1, 4))
-    pending = np.full(1, np.nan)
-    n = open_.shape[0]
-    buf = np.empty((_FILL_CHUNK, 4)) if record else _NO_FILLS
-    parts = []
-    i = 0
-    while True:
-        i, nf = loop(open_, close, sigs, values, account, positions, pending, commission,
-                     slippage, buf, i)
-        if record:
-            parts.append(buf[:nf].copy())
-        if i >= n:
-            break
-    final = account[A_CASH] + positions[0, 0] * close[n - 1]
-    if not record:
-        return final, None
-    return final, parts[0] if len(parts) == 1 else np.concatenate(parts)
+    """Run `loop` over the whole series: final equity, and the fills when `record`ed."""
+    series = _Series(loop, open_, close, sigs, values, cash, commission, slippage, record)
+    series.to(open_.shape[0])
+    return series.result()
 
 
 _NO_FILLS = np.empty((0, 4))
@@ -269,8 +290,9 @@ def run_fast(cls: type[VectorStrategy], bars: np.ndarray, params: dict | None = 
     plan = _streamed.plan(cls, bars, raw)
     if plan is not None:
         cls._n_signals = len(plan.outputs)
-        final, fills = _streamed.run(plan, _adapter(cls), bars, values, cash, commission,
-                                     slippage, _FILL_CHUNK)
+        loop = _adapter(cls)
+        final, fills = _streamed.run(plan, bars, lambda sigs: _Series(
+            loop, bars["open"], bars["close"], sigs, values, cash, commission, slippage, True))
         return {"final_equity": float(final), "fills": fills}
     columns = _Columns(bars)
     open_, close = _prices(bars, columns)
